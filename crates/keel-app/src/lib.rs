@@ -1,0 +1,4 @@
+//! keel-app: the reference application (the guides' `app/_webserver`).
+//!
+//! Components `auth`, `brands`, `items`, `orders`, `surveys`, each `routes → service →
+//! repository`, plus the application's tasks, watchers and jobs. Built on `keel`.

@@ -1,0 +1,8 @@
+//! keel: the platform half of a production backend (the guides' `globals/server_modules`).
+//!
+//! Everything here is domain-free: configuration and secrets, telemetry, the store wrapper,
+//! locks, tasks, watchers, the worker pool, HTTP middleware and shutdown. The reference
+//! application (`keel-app`) is built on top of it; the `keel` binary only wires the two.
+
+pub mod secrets;
+pub mod store;

@@ -1,0 +1,244 @@
+//! The store: the guides' `db.js`, the one place that knows which database is underneath.
+//!
+//! `Store` is opened once at start-up from `[database]` and cloned into whatever needs it;
+//! `Collection` offers MongoDB's operations on BSON documents with MongoDB's meaning. Two
+//! backends sit behind the same methods: `embedded` (SQLite as a durable ordered key-value layer
+//! with keel's own query engine on top; the default, zero setup) and `mongo` (the official driver).
+//! Code above this module never learns which one it talks to; the conformance suite in
+//! `tests/store/` runs the same cases against both.
+
+mod config;
+pub mod embedded;
+pub mod engine;
+pub mod mongo;
+mod types;
+
+use std::sync::Arc;
+
+use bson::{Bson, Document};
+use futures::stream::BoxStream;
+use serde::{Serialize, de::DeserializeOwned};
+
+pub use config::DatabaseConfig;
+pub use types::*;
+
+/// A live change feed: events in commit order, each with the token to resume after it.
+pub type ChangeStream = BoxStream<'static, StoreResult<ChangeEvent>>;
+
+/// A handle on the database. Cheap to clone; every clone shares the same connections.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Embedded(embedded::EmbeddedStore),
+    Mongo(mongo::MongoStore),
+}
+
+impl Store {
+    /// Opens the database named by `database.url`: `embedded://PATH` or `mongodb://…`.
+    pub async fn connect(config: &DatabaseConfig) -> StoreResult<Store> {
+        let url = config.url.expose();
+        let backend = if let Some(path) = url.strip_prefix("embedded://") {
+            Backend::Embedded(embedded::EmbeddedStore::open(path, config).await?)
+        } else if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+            Backend::Mongo(mongo::MongoStore::connect(config).await?)
+        } else {
+            return Err(StoreError::invalid(
+                "database.url must start with embedded:// or mongodb:// (or mongodb+srv://)",
+            ));
+        };
+        Ok(Store { backend })
+    }
+
+    /// `"embedded"` or `"mongodb"`: for logs and metric labels.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Embedded(_) => "embedded",
+            Backend::Mongo(_) => "mongodb",
+        }
+    }
+
+    pub fn collection(&self, name: &str) -> Collection {
+        let inner = match &self.backend {
+            Backend::Embedded(s) => CollectionBackend::Embedded(s.collection(name)),
+            Backend::Mongo(s) => CollectionBackend::Mongo(s.collection(name)),
+        };
+        Collection {
+            inner,
+            name: Arc::from(name),
+        }
+    }
+
+    /// A cheap round trip proving the database answers (used by `/api/ready`).
+    pub async fn ping(&self) -> StoreResult<()> {
+        match &self.backend {
+            Backend::Embedded(s) => s.ping().await,
+            Backend::Mongo(s) => s.ping().await,
+        }
+    }
+
+    /// Flushes and closes; later operations fail with `Unavailable`.
+    pub async fn close(&self) -> StoreResult<()> {
+        match &self.backend {
+            Backend::Embedded(s) => s.close().await,
+            Backend::Mongo(s) => s.close().await,
+        }
+    }
+}
+
+/// One collection of the store. Cheap to clone.
+#[derive(Clone)]
+pub struct Collection {
+    inner: CollectionBackend,
+    name: Arc<str>,
+}
+
+#[derive(Clone)]
+enum CollectionBackend {
+    Embedded(embedded::EmbeddedCollection),
+    Mongo(mongo::MongoCollection),
+}
+
+/// Calls the same method on whichever backend the collection lives in.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.inner {
+            CollectionBackend::Embedded(c) => c.$method($($arg),*).await,
+            CollectionBackend::Mongo(c) => c.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Collection {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Inserts one document (an ObjectId `_id` is generated when absent); returns its `_id`.
+    pub async fn insert_one(&self, document: Document) -> StoreResult<Bson> {
+        dispatch!(self.insert_one(document))
+    }
+
+    /// Inserts in order, stopping at the first error; returns the `_id`s.
+    pub async fn insert_many(&self, documents: Vec<Document>) -> StoreResult<Vec<Bson>> {
+        dispatch!(self.insert_many(documents))
+    }
+
+    pub async fn find(&self, filter: Document, options: FindOptions) -> StoreResult<Vec<Document>> {
+        dispatch!(self.find(filter, options))
+    }
+
+    pub async fn find_one(
+        &self,
+        filter: Document,
+        options: FindOptions,
+    ) -> StoreResult<Option<Document>> {
+        dispatch!(self.find_one(filter, options))
+    }
+
+    pub async fn count(&self, filter: Document) -> StoreResult<u64> {
+        dispatch!(self.count(filter))
+    }
+
+    pub async fn update_one(
+        &self,
+        filter: Document,
+        update: Document,
+        options: UpdateOptions,
+    ) -> StoreResult<UpdateResult> {
+        dispatch!(self.update_one(filter, update, options))
+    }
+
+    pub async fn update_many(
+        &self,
+        filter: Document,
+        update: Document,
+        options: UpdateOptions,
+    ) -> StoreResult<UpdateResult> {
+        dispatch!(self.update_many(filter, update, options))
+    }
+
+    /// Atomically finds one document (the first by `sort`), updates it and returns it as it was
+    /// before or after. The building block of claims, leases and counters.
+    pub async fn find_one_and_update(
+        &self,
+        filter: Document,
+        update: Document,
+        options: FindOneAndUpdateOptions,
+    ) -> StoreResult<Option<Document>> {
+        dispatch!(self.find_one_and_update(filter, update, options))
+    }
+
+    /// Returns how many documents were deleted (0 or 1).
+    pub async fn delete_one(&self, filter: Document) -> StoreResult<u64> {
+        dispatch!(self.delete_one(filter))
+    }
+
+    pub async fn delete_many(&self, filter: Document) -> StoreResult<u64> {
+        dispatch!(self.delete_many(filter))
+    }
+
+    pub async fn aggregate(&self, pipeline: Vec<Document>) -> StoreResult<Vec<Document>> {
+        dispatch!(self.aggregate(pipeline))
+    }
+
+    /// Runs every operation (unordered); a failed operation is reported, the others still run.
+    pub async fn bulk_write(&self, operations: Vec<WriteOp>) -> StoreResult<BulkWriteResult> {
+        dispatch!(self.bulk_write(operations))
+    }
+
+    /// Creates the index if it does not exist (idempotent); returns its name.
+    pub async fn create_index(&self, spec: IndexSpec) -> StoreResult<String> {
+        dispatch!(self.create_index(spec))
+    }
+
+    /// Opens a change feed on this collection, from now or after `resume_after`.
+    pub async fn watch(&self, options: WatchOptions) -> StoreResult<ChangeStream> {
+        dispatch!(self.watch(options))
+    }
+
+    // Typed helpers for repositories: serde at the edge, BSON inside.
+
+    pub async fn insert_as<T: Serialize>(&self, value: &T) -> StoreResult<Bson> {
+        self.insert_one(to_document(value)?).await
+    }
+
+    pub async fn find_as<T: DeserializeOwned>(
+        &self,
+        filter: Document,
+        options: FindOptions,
+    ) -> StoreResult<Vec<T>> {
+        self.find(filter, options)
+            .await?
+            .into_iter()
+            .map(from_document)
+            .collect()
+    }
+
+    pub async fn find_one_as<T: DeserializeOwned>(
+        &self,
+        filter: Document,
+        options: FindOptions,
+    ) -> StoreResult<Option<T>> {
+        self.find_one(filter, options)
+            .await?
+            .map(from_document)
+            .transpose()
+    }
+}
+
+/// Serializes a value into a document, as repositories write them.
+pub fn to_document<T: Serialize>(value: &T) -> StoreResult<Document> {
+    bson::serialize_to_document(value)
+        .map_err(|e| StoreError::invalid(format!("cannot encode document: {e}")))
+}
+
+/// Decodes a stored document. Documents read back are input too: a shape mismatch is an error
+/// naming the problem, never a panic.
+pub fn from_document<T: DeserializeOwned>(document: Document) -> StoreResult<T> {
+    bson::deserialize_from_document(document)
+        .map_err(|e| StoreError::Backend(format!("stored document has an unexpected shape: {e}")))
+}
