@@ -4,4 +4,10 @@
 #[macro_use]
 mod harness;
 
+mod change_feed;
 mod crud;
+mod durability;
+mod embedded_only;
+mod indexes;
+mod ttl;
+mod writes;
