@@ -4,5 +4,7 @@
 //! locks, tasks, watchers, the worker pool, HTTP middleware and shutdown. The reference
 //! application (`keel-app`) is built on top of it; the `keel` binary only wires the two.
 
+pub mod config;
 pub mod secrets;
 pub mod store;
+pub mod telemetry;
