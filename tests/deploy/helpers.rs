@@ -59,7 +59,7 @@ pub fn parse_size(text: &str) -> u64 {
 
 /// keel's default `server.shutdown_timeout`: every stop deadline in deploy/ must exceed it.
 pub fn default_shutdown_timeout() -> Duration {
-    Duration::from_secs(30)
+    keel::config::ServerConfig::default().shutdown_timeout
 }
 
 #[test]

@@ -8,6 +8,9 @@
 
 mod compose;
 mod dockerfile;
+mod handover;
 mod helpers;
+mod process;
+mod reload;
 mod supply_chain;
 mod systemd;

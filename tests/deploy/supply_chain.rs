@@ -63,39 +63,80 @@ fn ci_runs_cargo_deny_and_installs_it_when_missing() {
     assert!(ci.contains("cargo install --locked cargo-deny"), ".ci/run installs cargo-deny");
 }
 
-/// Every line that opens an `unsafe` block, fn or impl has a `// SAFETY:` comment on it or within
-/// the three lines above (the clippy `undocumented_unsafe_blocks` convention, for all three).
+/// Line numbers of `unsafe` keywords (blocks, fns, impls) with no `SAFETY:` comment on the same
+/// line or within the three lines above (clippy's `undocumented_unsafe_blocks` convention).
 fn undocumented_unsafe(source: &str) -> Vec<usize> {
     let lines: Vec<&str> = source.lines().collect();
-    let mut missing = Vec::new();
-    for (index, line) in lines.iter().enumerate() {
-        let code = without_string_literals(line.split("//").next().unwrap_or_default());
-        let is_word = |c: char| c.is_alphanumeric() || c == '_';
-        if !code.split(|c: char| !is_word(c)).any(|word| word == "unsafe") {
-            continue;
-        }
-        let window = &lines[index.saturating_sub(3)..=index];
-        if !window.iter().any(|l| l.contains("SAFETY:")) {
-            missing.push(index + 1);
-        }
-    }
-    missing
+    unsafe_keyword_lines(source)
+        .into_iter()
+        .filter(|line| {
+            let index = line - 1;
+            !lines[index.saturating_sub(3)..=index].iter().any(|l| l.contains("SAFETY:"))
+        })
+        .collect()
 }
 
-/// The line with the contents of its (single-line) string literals removed.
-fn without_string_literals(code: &str) -> String {
-    let mut kept = String::new();
-    let (mut in_string, mut escaped) = (false, false);
-    for c in code.chars() {
-        match (in_string, escaped, c) {
-            (true, false, '\\') => escaped = true,
-            (true, true, _) => escaped = false,
-            (_, _, '"') => in_string = !in_string,
-            (false, _, c) => kept.push(c),
-            (true, false, _) => {}
-        }
+/// Lines (1-based) where the keyword `unsafe` appears in code: a small lexer that skips
+/// comments, string literals (also multi-line and raw ones) and char literals.
+fn unsafe_keyword_lines(source: &str) -> Vec<usize> {
+    let chars: Vec<char> = source.chars().collect();
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let (mut found, mut line, mut i) = (Vec::new(), 1, 0);
+    let count_lines = |from: usize, to: usize| chars[from..to].iter().filter(|c| **c == '\n').count();
+    while i < chars.len() {
+        let rest = &chars[i..];
+        let next = match rest {
+            ['/', '/', ..] => i + rest.iter().position(|c| *c == '\n').unwrap_or(rest.len()),
+            ['/', '*', ..] => {
+                let mut depth = 0;
+                let mut j = i;
+                loop {
+                    match &chars[j..] {
+                        ['/', '*', ..] => (depth, j) = (depth + 1, j + 2),
+                        ['*', '/', ..] => (depth, j) = (depth - 1, j + 2),
+                        [_, ..] => j += 1,
+                        [] => break j,
+                    }
+                    if depth == 0 {
+                        break j;
+                    }
+                }
+            }
+            ['r', '#' | '"', ..] if i == 0 || !is_word(chars[i - 1]) => {
+                let hashes = rest[1..].iter().take_while(|c| **c == '#').count();
+                if rest.get(1 + hashes) == Some(&'"') {
+                    let closing: Vec<char> = std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
+                    let body = i + 2 + hashes;
+                    (body..chars.len())
+                        .find(|j| chars[*j..].starts_with(&closing))
+                        .map_or(chars.len(), |j| j + closing.len())
+                } else {
+                    i + 1
+                }
+            }
+            ['"', ..] => {
+                let mut j = i + 1;
+                while j < chars.len() && chars[j] != '"' {
+                    j += if chars[j] == '\\' { 2 } else { 1 };
+                }
+                j + 1
+            }
+            ['\'', '\\', ..] => i + rest.get(3..).and_then(|r| r.iter().position(|c| *c == '\'')).map_or(rest.len(), |p| p + 4),
+            ['\'', _, '\'', ..] => i + 3,
+            _ if rest.starts_with(&['u', 'n', 's', 'a', 'f', 'e'])
+                && (i == 0 || !is_word(chars[i - 1]))
+                && !rest.get(6).copied().is_some_and(is_word) =>
+            {
+                found.push(line);
+                i + 6
+            }
+            _ => i + 1,
+        };
+        let next = next.min(chars.len());
+        line += count_lines(i, next);
+        i = next;
     }
-    kept
+    found
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -132,5 +173,9 @@ fn the_unsafe_scan_finds_an_undocumented_block_and_accepts_a_documented_one() {
     let source = "fn a() {\n    unsafe { f() }\n}\n// SAFETY: f has no preconditions.\nunsafe { f() };\n";
     assert_eq!(undocumented_unsafe(source), [2]);
     assert!(undocumented_unsafe("#![deny(unsafe_code)]\n// no unsafe here\n").is_empty());
-    assert!(undocumented_unsafe("let s = \"an unsafe word in a string\";\n").is_empty());
+    let strings = "let s = \"an unsafe \\\" word\";\nlet t = \"a\\\n  'unsafe-inline'\";\n";
+    assert!(undocumented_unsafe(strings).is_empty(), "strings, also multi-line, are skipped");
+    let raw = "let r = r#\"unsafe\"#; /* unsafe /* nested */ unsafe */ let c = '\"';\nunsafe {}\n";
+    assert_eq!(undocumented_unsafe(raw), [2]);
+    assert_eq!(unsafe_keyword_lines("fn f<'a>(x: &'a u8) {}\nunsafe fn g() {}\n"), [2]);
 }

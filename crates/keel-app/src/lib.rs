@@ -57,6 +57,6 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
     if config.env == Environment::Test {
         routes = routes.merge(test_routes::router());
     }
-    let router = keel::http::chassis(routes, &config).with_state(state.clone());
+    let router = keel::http::chassis_live(routes, &state.platform).with_state(state.clone());
     App { state, router }
 }

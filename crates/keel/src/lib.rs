@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod platform;
 pub mod readiness;
+pub mod reload;
 pub mod secrets;
 pub mod shutdown;
 pub mod store;

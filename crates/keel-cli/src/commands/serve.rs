@@ -8,17 +8,21 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use keel::Platform;
-use keel::config::Config;
+use keel::config::{Config, LoadOptions};
+use keel::reload::Reloader;
+use keel::telemetry::LogFilter;
 use keel::shutdown::Shutdown;
 use keel::shutdown::signals::Signals;
 use keel::store::Store;
 use keel_app::Role;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
 
 use super::Global;
 
@@ -69,7 +73,8 @@ pub fn run(global: &Global, args: ServeArgs) -> ExitCode {
     if let Some(port) = args.port {
         overrides.push(("server.port", port.to_string()));
     }
-    let config = match super::load_config(global, &overrides) {
+    let options = super::load_options(global, &overrides);
+    let config = match super::load_config_with(&options) {
         Ok(config) => config,
         Err(code) => return code,
     };
@@ -97,7 +102,11 @@ pub fn run(global: &Global, args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(serve(config, roles));
+    let reload = Reload {
+        options,
+        log_filter: telemetry.log_filter(),
+    };
+    let outcome = runtime.block_on(serve(config, roles, reload));
     runtime.shutdown_timeout(Duration::from_secs(1));
     let code = match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,8 +120,16 @@ pub fn run(global: &Global, args: ServeArgs) -> ExitCode {
     code
 }
 
-async fn serve(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
+/// What a SIGHUP reload needs: the layers the configuration was loaded from, the log filter.
+struct Reload {
+    options: LoadOptions,
+    log_filter: LogFilter,
+}
+
+async fn serve(config: Config, roles: Vec<Role>, reload: Reload) -> anyhow::Result<()> {
     let mut signals = Signals::install().context("installing signal handlers")?;
+    // Installed before the listener opens: SIGHUP's default action would end the process.
+    let hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -136,18 +153,21 @@ async fn serve(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
 
     let drain_timeout = config.server.shutdown_timeout;
     let address = SocketAddr::new(config.server.host, config.server.port);
+    let reuse_port = config.server.reuse_port;
     let platform = Platform::new(config, shutdown.clone(), Some(store.clone()));
     platform.readiness().add_probe("store", move || {
         let store = store.clone();
         async move { store.ping().await.map_err(|e| e.to_string()) }
     });
     let app = keel_app::build(platform.clone(), &roles);
+    let reloader = Reloader::new(platform.clone(), reload.options, Some(reload.log_filter));
+    spawn_reload_on_sighup(&shutdown, hangups, reloader);
 
-    let listener = TcpListener::bind(address)
-        .await
-        .with_context(|| format!("listening on {address}"))?;
+    let (listener, origin) = keel::http::listen::open(address.ip(), address.port(), reuse_port)
+        .with_context(|| format!("opening the listener for {address}"))?;
+    let listener = TcpListener::from_std(listener).context("registering the listener")?;
     let local = listener.local_addr().context("reading the listen address")?;
-    tracing::info!(addr = %local, "listening");
+    tracing::info!(addr = %local, origin = ?origin, "listening");
     let mut server = tokio::spawn(keel::http::serve(
         listener,
         app.router,
@@ -179,4 +199,28 @@ async fn serve(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
     shutdown.run_hooks(HOOK_TIMEOUT).await;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");
     Ok(())
+}
+
+/// Reloads the non-secret settings on every SIGHUP until shutdown (`keel::reload`).
+fn spawn_reload_on_sighup(shutdown: &Shutdown, mut hangups: UnixSignal, reloader: Reloader) {
+    let reloader = Arc::new(reloader);
+    let token = shutdown.token();
+    shutdown.spawn("config-reload", async move {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                received = hangups.recv() => {
+                    if received.is_none() {
+                        break;
+                    }
+                    tracing::info!(signal = "SIGHUP", "reloading the configuration");
+                    // Reading files and parsing: off the async workers.
+                    let reloader = Arc::clone(&reloader);
+                    if let Err(e) = tokio::task::spawn_blocking(move || reloader.reload_and_log()).await {
+                        tracing::error!(error = %e, "configuration reload task failed");
+                    }
+                }
+            }
+        }
+    });
 }

@@ -102,6 +102,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpRange>,
     /// Origins allowed by CORS (`https://app.example.com`); `*` only in development.
     pub cors_origins: Vec<String>,
+    /// Bind with `SO_REUSEPORT`, so a new keel can listen on the port before the old one
+    /// stops (zero-downtime restarts; `http::listen`). Default: on for Linux.
+    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +117,7 @@ impl Default for ServerConfig {
             body_limit: 10 * 1024 * 1024,
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
+            reuse_port: cfg!(target_os = "linux"),
         }
     }
 }
