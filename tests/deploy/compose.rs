@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 use yaml_serde::{Mapping, Value};
 
-use crate::helpers::{default_shutdown_timeout, parse_duration, parse_size, read_repo_file, repo_root};
+use crate::helpers::{
+    default_shutdown_timeout, parse_duration, parse_size, read_repo_file, repo_root,
+};
 
 fn load(relative: &str) -> Value {
     let mut value: Value = yaml_serde::from_str(&read_repo_file(relative))
@@ -18,12 +20,15 @@ fn load(relative: &str) -> Value {
 /// `value[a][b]...`, with the path in the panic message when a key is missing.
 fn at<'a>(value: &'a Value, path: &[&str]) -> &'a Value {
     path.iter().fold(value, |v, key| {
-        v.get(*key).unwrap_or_else(|| panic!("missing key {}", path.join(".")))
+        v.get(*key)
+            .unwrap_or_else(|| panic!("missing key {}", path.join(".")))
     })
 }
 
 fn text<'a>(value: &'a Value, path: &[&str]) -> &'a str {
-    at(value, path).as_str().unwrap_or_else(|| panic!("{} is not a string", path.join(".")))
+    at(value, path)
+        .as_str()
+        .unwrap_or_else(|| panic!("{} is not a string", path.join(".")))
 }
 
 /// A service's `environment`, in either the map or the `KEY=value` list form.
@@ -45,7 +50,10 @@ fn environment(service: &Value) -> Vec<(String, String)> {
         Some(Value::Sequence(items)) => items
             .iter()
             .map(|item| {
-                let (k, v) = item.as_str().and_then(|s| s.split_once('=')).expect("KEY=value");
+                let (k, v) = item
+                    .as_str()
+                    .and_then(|s| s.split_once('='))
+                    .expect("KEY=value");
                 (k.to_string(), v.to_string())
             })
             .collect(),
@@ -59,7 +67,9 @@ fn env_var<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 /// The secret names a service mounts (short `- name` or long `- source: name` form).
 fn service_secrets(service: &Value) -> BTreeSet<String> {
-    let Some(Value::Sequence(items)) = service.get("secrets") else { return BTreeSet::new() };
+    let Some(Value::Sequence(items)) = service.get("secrets") else {
+        return BTreeSet::new();
+    };
     items
         .iter()
         .map(|item| match item {
@@ -84,11 +94,19 @@ fn keys(map: &Value) -> BTreeSet<String> {
 fn assert_secrets_are_wired(compose: &Value, service: &Value) {
     let declared = keys(at(compose, &["secrets"]));
     let mounted = service_secrets(service);
-    assert!(mounted.is_subset(&declared), "mounted {mounted:?} but declared {declared:?}");
+    assert!(
+        mounted.is_subset(&declared),
+        "mounted {mounted:?} but declared {declared:?}"
+    );
     for (key, value) in environment(service) {
         if key.starts_with("KEEL_") && key.ends_with("_FILE") {
-            let name = value.strip_prefix("/run/secrets/").expect("_FILE under /run/secrets");
-            assert!(mounted.contains(name), "{key} points at unmounted secret {name}");
+            let name = value
+                .strip_prefix("/run/secrets/")
+                .expect("_FILE under /run/secrets");
+            assert!(
+                mounted.contains(name),
+                "{key} points at unmounted secret {name}"
+            );
         }
     }
 }
@@ -105,7 +123,10 @@ fn assert_health_check_runs_keel(service: &Value) {
 
 fn assert_stop_grace_outlasts_the_drain(service: &Value) {
     let grace = parse_duration(text(service, &["stop_grace_period"]));
-    assert!(grace > default_shutdown_timeout(), "stop_grace_period {grace:?} <= drain timeout");
+    assert!(
+        grace > default_shutdown_timeout(),
+        "stop_grace_period {grace:?} <= drain timeout"
+    );
 }
 
 #[test]
@@ -113,22 +134,37 @@ fn development_mongo_runs_as_a_single_node_replica_set() {
     let compose = load("deploy/compose.yaml");
     let mongo = at(&compose, &["services", "mongo"]);
     assert!(text(mongo, &["image"]).starts_with("mongo:7"));
-    let command: Vec<&str> =
-        at(mongo, &["command"]).as_sequence().expect("list").iter().filter_map(Value::as_str).collect();
-    let repl = command.iter().position(|w| *w == "--replSet").expect("--replSet");
+    let command: Vec<&str> = at(mongo, &["command"])
+        .as_sequence()
+        .expect("list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let repl = command
+        .iter()
+        .position(|w| *w == "--replSet")
+        .expect("--replSet");
     assert_eq!(command.get(repl + 1), Some(&"rs0"));
     at(mongo, &["healthcheck", "test"]);
-    let volume = at(mongo, &["volumes"]).as_sequence().expect("list")[0].as_str().expect("str");
+    let volume = at(mongo, &["volumes"]).as_sequence().expect("list")[0]
+        .as_str()
+        .expect("str");
     let (name, target) = volume.split_once(':').expect("name:/path");
     assert_eq!(target, "/data/db");
-    assert!(keys(at(&compose, &["volumes"])).contains(name), "named volume {name} is declared");
+    assert!(
+        keys(at(&compose, &["volumes"])).contains(name),
+        "named volume {name} is declared"
+    );
 }
 
 #[test]
 fn development_replica_set_init_is_idempotent_and_waits_for_a_healthy_mongo() {
     let compose = load("deploy/compose.yaml");
     let init = at(&compose, &["services", "mongo-init"]);
-    assert_eq!(text(init, &["depends_on", "mongo", "condition"]), "service_healthy");
+    assert_eq!(
+        text(init, &["depends_on", "mongo", "condition"]),
+        "service_healthy"
+    );
     assert_eq!(text(init, &["restart"]), "no");
     let script: String = at(init, &["command"])
         .as_sequence()
@@ -142,7 +178,10 @@ fn development_replica_set_init_is_idempotent_and_waits_for_a_healthy_mongo() {
     assert!(script.contains("rs.status()") && script.contains("NotYetInitialized"));
     // The member's host is the service name the keel container resolves.
     assert!(script.contains("host: \"mongo:27017\""));
-    assert!(script.contains("isWritablePrimary"), "init waits until the node is primary");
+    assert!(
+        script.contains("isWritablePrimary"),
+        "init waits until the node is primary"
+    );
 }
 
 #[test]
@@ -155,17 +194,28 @@ fn development_keel_starts_after_the_replica_set_and_is_configured_through_env()
     );
     let env = environment(keel);
     let url = env_var(&env, "KEEL_DATABASE__URL").expect("KEEL_DATABASE__URL");
-    assert!(url.starts_with("mongodb://mongo:27017/") && url.contains("replicaSet=rs0"), "{url}");
-    assert_eq!(env_var(&env, "KEEL_SESSION__SECRET_FILE"), Some("/run/secrets/session_secret"));
+    assert!(
+        url.starts_with("mongodb://mongo:27017/") && url.contains("replicaSet=rs0"),
+        "{url}"
+    );
+    assert_eq!(
+        env_var(&env, "KEEL_SESSION__SECRET_FILE"),
+        Some("/run/secrets/session_secret")
+    );
     assert_eq!(env_var(&env, "KEEL_SERVER__HOST"), Some("0.0.0.0"));
     assert_secrets_are_wired(&compose, keel);
     let secret_file = text(&compose, &["secrets", "session_secret", "file"]);
     assert_eq!(secret_file, "./secrets/session_secret");
-    assert!(repo_root().join("deploy/secrets/generate.sh").exists(), "the key has a generator");
+    assert!(
+        repo_root().join("deploy/secrets/generate.sh").exists(),
+        "the key has a generator"
+    );
     assert_health_check_runs_keel(keel);
     assert_stop_grace_outlasts_the_drain(keel);
     // The build context is the repository root, the Dockerfile is ours.
-    let context = repo_root().join("deploy").join(text(keel, &["build", "context"]));
+    let context = repo_root()
+        .join("deploy")
+        .join(text(keel, &["build", "context"]));
     assert!(context.join(text(keel, &["build", "dockerfile"])).is_file());
     assert!(context.join("Cargo.lock").is_file());
 }
@@ -174,20 +224,42 @@ fn development_keel_starts_after_the_replica_set_and_is_configured_through_env()
 fn production_stack_rolls_out_start_first_and_rolls_back_on_failure() {
     let compose = load("deploy/compose.prod.yaml");
     let keel = at(&compose, &["services", "keel"]);
-    assert!(keel.get("build").is_none(), "Swarm ignores build: deploy an image");
+    assert!(
+        keel.get("build").is_none(),
+        "Swarm ignores build: deploy an image"
+    );
     let image = text(keel, &["image"]);
-    assert!(!image.ends_with(":latest"), "deploy a pinned tag, not latest");
+    assert!(
+        !image.ends_with(":latest"),
+        "deploy a pinned tag, not latest"
+    );
     let deploy = at(keel, &["deploy"]);
     assert_eq!(text(deploy, &["mode"]), "replicated");
     assert!(at(deploy, &["replicas"]).as_u64().expect("number") >= 2);
-    assert!(at(deploy, &["placement", "max_replicas_per_node"]).as_u64().is_some());
+    assert!(
+        at(deploy, &["placement", "max_replicas_per_node"])
+            .as_u64()
+            .is_some()
+    );
     assert_eq!(text(deploy, &["update_config", "order"]), "start-first");
-    assert_eq!(text(deploy, &["update_config", "failure_action"]), "rollback");
-    assert!(at(deploy, &["update_config", "parallelism"]).as_u64().expect("n") >= 1);
+    assert_eq!(
+        text(deploy, &["update_config", "failure_action"]),
+        "rollback"
+    );
+    assert!(
+        at(deploy, &["update_config", "parallelism"])
+            .as_u64()
+            .expect("n")
+            >= 1
+    );
     parse_duration(text(deploy, &["update_config", "monitor"]));
     assert_eq!(text(deploy, &["rollback_config", "order"]), "start-first");
     assert_eq!(text(deploy, &["restart_policy", "condition"]), "on-failure");
-    assert!(at(deploy, &["restart_policy", "max_attempts"]).as_u64().is_some());
+    assert!(
+        at(deploy, &["restart_policy", "max_attempts"])
+            .as_u64()
+            .is_some()
+    );
     assert_health_check_runs_keel(keel);
     assert_stop_grace_outlasts_the_drain(keel);
 }
@@ -200,8 +272,10 @@ fn production_resources_have_limits_above_reservations() {
     let memory = |path: &[&str]| parse_size(text(resources, path));
     let (cpu_limit, cpu_reserved) = (cpus(&["limits", "cpus"]), cpus(&["reservations", "cpus"]));
     assert!(cpu_reserved > 0.0 && cpu_reserved <= cpu_limit);
-    let (mem_limit, mem_reserved) =
-        (memory(&["limits", "memory"]), memory(&["reservations", "memory"]));
+    let (mem_limit, mem_reserved) = (
+        memory(&["limits", "memory"]),
+        memory(&["reservations", "memory"]),
+    );
     assert!(mem_reserved > 0 && mem_reserved <= mem_limit);
 }
 
@@ -211,7 +285,11 @@ fn production_secrets_are_external_and_read_through_file_variables() {
     let keel = at(&compose, &["services", "keel"]);
     assert_secrets_are_wired(&compose, keel);
     for name in keys(at(&compose, &["secrets"])) {
-        assert_eq!(at(&compose, &["secrets", &name, "external"]).as_bool(), Some(true), "{name}");
+        assert_eq!(
+            at(&compose, &["secrets", &name, "external"]).as_bool(),
+            Some(true),
+            "{name}"
+        );
     }
     let env = environment(keel);
     assert!(env_var(&env, "KEEL_SESSION__SECRET_FILE").is_some());

@@ -36,14 +36,19 @@ fn parse_instructions(text: &str) -> Vec<Instruction> {
             continue;
         }
         pending.push_str(trimmed);
-        let (keyword, args) = pending.split_once(char::is_whitespace).unwrap_or((&pending, ""));
+        let (keyword, args) = pending
+            .split_once(char::is_whitespace)
+            .unwrap_or((&pending, ""));
         instructions.push(Instruction {
             keyword: keyword.to_ascii_uppercase(),
             args: args.split_whitespace().collect::<Vec<_>>().join(" "),
         });
         pending.clear();
     }
-    assert!(pending.is_empty(), "the Dockerfile ends inside a continuation line");
+    assert!(
+        pending.is_empty(),
+        "the Dockerfile ends inside a continuation line"
+    );
     instructions
 }
 
@@ -61,9 +66,15 @@ fn parse_stages(text: &str) -> Vec<Stage> {
                 [_] => None,
                 other => panic!("unexpected FROM {other:?}"),
             };
-            stages.push(Stage { image: words[0].to_string(), name, instructions: Vec::new() });
+            stages.push(Stage {
+                image: words[0].to_string(),
+                name,
+                instructions: Vec::new(),
+            });
         } else {
-            let stage = stages.last_mut().expect("no instruction may precede the first FROM");
+            let stage = stages
+                .last_mut()
+                .expect("no instruction may precede the first FROM");
             stage.instructions.push(instruction);
         }
     }
@@ -84,17 +95,26 @@ fn runtime_stage(stages: &[Stage]) -> &Stage {
 }
 
 fn find<'a>(stage: &'a Stage, keyword: &str) -> Vec<&'a Instruction> {
-    stage.instructions.iter().filter(|i| i.keyword == keyword).collect()
+    stage
+        .instructions
+        .iter()
+        .filter(|i| i.keyword == keyword)
+        .collect()
 }
 
 #[test]
 fn the_builder_uses_the_toolchain_pinned_in_rust_toolchain_toml() {
     let toolchain: toml::Table = read_repo_file("rust-toolchain.toml").parse().expect("toml");
-    let channel = toolchain["toolchain"]["channel"].as_str().expect("channel is a string");
+    let channel = toolchain["toolchain"]["channel"]
+        .as_str()
+        .expect("channel is a string");
     let stages = dockerfile();
     assert!(stages.len() >= 2, "multi-stage build expected");
     let expected = format!("rust:{channel}-slim-bookworm");
-    assert_eq!(stages[0].image, expected, "first stage must build with the pinned toolchain");
+    assert_eq!(
+        stages[0].image, expected,
+        "first stage must build with the pinned toolchain"
+    );
 }
 
 #[test]
@@ -102,7 +122,11 @@ fn dependencies_are_compiled_in_a_layer_before_the_sources_are_copied() {
     let stages = dockerfile();
     let builder = stages
         .iter()
-        .find(|s| s.instructions.iter().any(|i| i.args.contains("cargo build --release")))
+        .find(|s| {
+            s.instructions
+                .iter()
+                .any(|i| i.args.contains("cargo build --release"))
+        })
         .expect("a stage runs cargo build --release");
     let position = |pred: &dyn Fn(&Instruction) -> bool| builder.instructions.iter().position(pred);
     let cook = position(&|i| i.keyword == "RUN" && i.args.contains("cargo chef cook --release"))
@@ -111,14 +135,22 @@ fn dependencies_are_compiled_in_a_layer_before_the_sources_are_copied() {
         .expect("the builder copies the sources");
     let build = position(&|i| i.keyword == "RUN" && i.args.contains("cargo build --release"))
         .expect("the builder builds keel");
-    assert!(cook < copy_sources && copy_sources < build, "order must be cook, COPY . ., build");
+    assert!(
+        cook < copy_sources && copy_sources < build,
+        "order must be cook, COPY . ., build"
+    );
     let recipe_copy = position(&|i| i.keyword == "COPY" && i.args.contains("recipe.json"))
         .expect("the recipe comes from the planner");
     assert!(recipe_copy < cook);
     // Reproducible: the lockfile decides every version, in both cargo invocations.
     for i in &builder.instructions {
-        if i.keyword == "RUN" && i.args.contains("cargo") && !i.args.contains("cargo chef prepare") {
-            assert!(i.args.contains("--locked"), "cargo without --locked: {}", i.args);
+        if i.keyword == "RUN" && i.args.contains("cargo") && !i.args.contains("cargo chef prepare")
+        {
+            assert!(
+                i.args.contains("--locked"),
+                "cargo without --locked: {}",
+                i.args
+            );
         }
     }
 }
@@ -128,12 +160,17 @@ fn every_copy_from_names_an_earlier_stage_and_every_context_source_exists() {
     let stages = dockerfile();
     let ignored = dockerignore_patterns();
     for (index, stage) in stages.iter().enumerate() {
-        let earlier: BTreeSet<&str> =
-            stages[..index].iter().filter_map(|s| s.name.as_deref()).collect();
+        let earlier: BTreeSet<&str> = stages[..index]
+            .iter()
+            .filter_map(|s| s.name.as_deref())
+            .collect();
         for copy in find(stage, "COPY") {
             let words: Vec<&str> = copy.args.split_whitespace().collect();
             if let Some(from) = words.iter().find_map(|w| w.strip_prefix("--from=")) {
-                assert!(earlier.contains(from), "COPY --from={from} names no earlier stage");
+                assert!(
+                    earlier.contains(from),
+                    "COPY --from={from} names no earlier stage"
+                );
                 continue;
             }
             let sources = &words[..words.len() - 1];
@@ -142,7 +179,10 @@ fn every_copy_from_names_an_earlier_stage_and_every_context_source_exists() {
                     continue;
                 }
                 let path = source.trim_end_matches('/');
-                assert!(repo_root().join(path).exists(), "COPY source {source} is not in the repo");
+                assert!(
+                    repo_root().join(path).exists(),
+                    "COPY source {source} is not in the repo"
+                );
                 assert!(
                     !ignored.iter().any(|p| p.trim_start_matches('/') == path),
                     "COPY source {source} is excluded by .dockerignore"
@@ -165,10 +205,17 @@ fn the_runtime_image_is_small_and_runs_as_a_non_root_user() {
     let users = find(runtime, "USER");
     let user = users.last().expect("the runtime stage sets USER");
     let name = user.args.split(':').next().unwrap_or_default();
-    assert!(!matches!(name, "root" | "0" | ""), "runtime runs as {}", user.args);
+    assert!(
+        !matches!(name, "root" | "0" | ""),
+        "runtime runs as {}",
+        user.args
+    );
     // No compiler, no sources in the final image: only the binary and config are copied in.
     for copy in find(runtime, "COPY") {
-        assert!(copy.args != ". .", "the runtime stage must not copy the whole context");
+        assert!(
+            copy.args != ". .",
+            "the runtime stage must not copy the whole context"
+        );
     }
 }
 
@@ -176,16 +223,36 @@ fn the_runtime_image_is_small_and_runs_as_a_non_root_user() {
 fn the_runtime_image_is_configured_for_production() {
     let stages = dockerfile();
     let runtime = runtime_stage(&stages);
-    let env: String = find(runtime, "ENV").iter().map(|i| format!("{} ", i.args)).collect();
-    for setting in ["KEEL_ENV=production", "KEEL_SERVER__HOST=0.0.0.0", "KEEL_SERVER__PORT=3030"] {
-        assert!(env.split_whitespace().any(|w| w == setting), "ENV lacks {setting}");
+    let env: String = find(runtime, "ENV")
+        .iter()
+        .map(|i| format!("{} ", i.args))
+        .collect();
+    for setting in [
+        "KEEL_ENV=production",
+        "KEEL_SERVER__HOST=0.0.0.0",
+        "KEEL_SERVER__PORT=3030",
+    ] {
+        assert!(
+            env.split_whitespace().any(|w| w == setting),
+            "ENV lacks {setting}"
+        );
     }
-    let exposed: Vec<&str> = find(runtime, "EXPOSE").iter().map(|i| i.args.as_str()).collect();
-    assert!(exposed.iter().any(|p| p.split_whitespace().any(|p| p == "3030" || p == "3030/tcp")));
+    let exposed: Vec<&str> = find(runtime, "EXPOSE")
+        .iter()
+        .map(|i| i.args.as_str())
+        .collect();
+    assert!(
+        exposed
+            .iter()
+            .any(|p| p.split_whitespace().any(|p| p == "3030" || p == "3030/tcp"))
+    );
     let stop = find(runtime, "STOPSIGNAL");
     assert_eq!(stop.last().map(|i| i.args.as_str()), Some("SIGTERM"));
     let volumes = find(runtime, "VOLUME");
-    assert!(volumes.iter().any(|v| v.args.contains("/app/data")), "data volume expected");
+    assert!(
+        volumes.iter().any(|v| v.args.contains("/app/data")),
+        "data volume expected"
+    );
     let entrypoint = find(runtime, "ENTRYPOINT");
     let entrypoint = exec_form(&entrypoint.last().expect("ENTRYPOINT").args);
     let cmd = exec_form(&find(runtime, "CMD").last().expect("CMD").args);
@@ -200,7 +267,10 @@ fn the_health_check_runs_keel_healthcheck_in_exec_form() {
     let check = find(runtime, "HEALTHCHECK");
     let check = check.last().expect("HEALTHCHECK in the runtime stage");
     // Distroless has no shell: the shell form would fail on every probe.
-    let (options, command) = check.args.split_once("CMD ").expect("HEALTHCHECK ... CMD [...]");
+    let (options, command) = check
+        .args
+        .split_once("CMD ")
+        .expect("HEALTHCHECK ... CMD [...]");
     assert_eq!(exec_form(command), ["/usr/local/bin/keel", "healthcheck"]);
     for option in ["--interval=", "--timeout=", "--retries="] {
         assert!(options.contains(option), "HEALTHCHECK without {option}");
@@ -219,12 +289,29 @@ fn dockerignore_patterns() -> Vec<String> {
 #[test]
 fn dockerignore_keeps_build_output_history_and_secrets_out_of_the_context() {
     let patterns = dockerignore_patterns();
-    for needed in ["/target", "/.git", "/data", "/config/local.toml", "/deploy/secrets"] {
-        assert!(patterns.iter().any(|p| p == needed), ".dockerignore lacks {needed}");
-    }
-    for needed_in_build in ["Cargo.lock", "Cargo.toml", "crates", "rust-toolchain.toml", "config"] {
+    for needed in [
+        "/target",
+        "/.git",
+        "/data",
+        "/config/local.toml",
+        "/deploy/secrets",
+    ] {
         assert!(
-            !patterns.iter().any(|p| p.trim_start_matches('/') == needed_in_build),
+            patterns.iter().any(|p| p == needed),
+            ".dockerignore lacks {needed}"
+        );
+    }
+    for needed_in_build in [
+        "Cargo.lock",
+        "Cargo.toml",
+        "crates",
+        "rust-toolchain.toml",
+        "config",
+    ] {
+        assert!(
+            !patterns
+                .iter()
+                .any(|p| p.trim_start_matches('/') == needed_in_build),
             ".dockerignore must not exclude {needed_in_build}"
         );
     }

@@ -24,11 +24,15 @@ pub fn parse_duration(text: &str) -> Duration {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         assert!(digits > 0, "bad duration {text:?}");
         let value: u64 = rest[..digits].parse().expect("digits only");
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         total += match unit {
@@ -45,9 +49,17 @@ pub fn parse_duration(text: &str) -> Duration {
 /// `256M`, `1G`, `512m`, `64MiB` → bytes (Compose and systemd spellings, binary multiples).
 pub fn parse_size(text: &str) -> u64 {
     let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let value: u64 = text[..digits].parse().unwrap_or_else(|_| panic!("bad size {text:?}"));
-    let factor = match text[digits..].to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let value: u64 = text[..digits]
+        .parse()
+        .unwrap_or_else(|_| panic!("bad size {text:?}"));
+    let factor = match text[digits..]
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 1,
         "K" => 1 << 10,
         "M" => 1 << 20,

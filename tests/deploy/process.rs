@@ -22,7 +22,10 @@ pub fn poll_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> 
         if let Some(value) = check() {
             return value;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(POLL);
     }
 }
@@ -61,8 +64,14 @@ impl KeelProcess {
         let mut child = command.spawn().expect("spawn keel");
         let lines = Arc::new(Mutex::new(Vec::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -74,7 +83,11 @@ impl KeelProcess {
                 }
             });
         }
-        Self { name: name.to_owned(), child, lines }
+        Self {
+            name: name.to_owned(),
+            child,
+            lines,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -87,19 +100,27 @@ impl KeelProcess {
     }
 
     pub fn has_line(&self, needle: &str) -> bool {
-        self.lines.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|l| l.contains(needle))
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|l| l.contains(needle))
     }
 
     /// Waits until a line containing every one of `needles` is printed; returns it.
     pub fn wait_for_line(&self, needles: &[&str]) -> String {
-        poll_until(&format!("{}: a line with {needles:?}", self.name), DEADLINE, || {
-            self.lines
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-                .cloned()
-        })
+        poll_until(
+            &format!("{}: a line with {needles:?}", self.name),
+            DEADLINE,
+            || {
+                self.lines
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .find(|l| needles.iter().all(|n| l.contains(n)))
+                    .cloned()
+            },
+        )
     }
 
     pub fn signal(&self, signal: i32) {
@@ -117,7 +138,9 @@ impl KeelProcess {
     /// Waits for the process to exit and returns its status.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let name = self.name.clone();
-        poll_until(&format!("{name} to exit"), DEADLINE, || self.child.try_wait().ok().flatten())
+        poll_until(&format!("{name} to exit"), DEADLINE, || {
+            self.child.try_wait().ok().flatten()
+        })
     }
 
     pub fn dump(&self) -> String {
@@ -141,7 +164,9 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("tempdir") }
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -168,7 +193,11 @@ pub fn listeners_on(port: u16) -> usize {
             table
                 .lines()
                 .skip(1)
-                .map(|line| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .map(|line| {
+                    line.split_whitespace()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
                 .collect::<Vec<_>>()
         })
         .filter(|fields| fields.get(1).is_some_and(|local| local.ends_with(&wanted)))

@@ -24,7 +24,8 @@ fn config_dir(scratch: &Scratch) -> std::path::PathBuf {
 }
 
 fn write_local(dir: &Path, level: &str, origin: &str, extra: &str) {
-    let text = format!("[log]\nlevel = \"{level}\"\n[server]\ncors_origins = [\"{origin}\"]\n{extra}");
+    let text =
+        format!("[log]\nlevel = \"{level}\"\n[server]\ncors_origins = [\"{origin}\"]\n{extra}");
     std::fs::write(dir.join("local.toml"), text).expect("write local.toml");
 }
 
@@ -39,11 +40,19 @@ fn allowed_origin(port: u16, origin: &str) -> Option<String> {
     stream.write_all(request.as_bytes()).expect("write");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
-    let status: u16 = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    assert!((200..300).contains(&status), "preflight answered {status}: {response}");
+    let status: u16 = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (200..300).contains(&status),
+        "preflight answered {status}: {response}"
+    );
     response.lines().find_map(|line| {
         let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("access-control-allow-origin").then(|| value.trim().to_owned())
+        name.eq_ignore_ascii_case("access-control-allow-origin")
+            .then(|| value.trim().to_owned())
     })
 }
 
@@ -56,16 +65,27 @@ impl KeepAlive {
     fn open(port: u16) -> Self {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        Self { reader: BufReader::new(stream) }
+        Self {
+            reader: BufReader::new(stream),
+        }
     }
 
     /// GET /api/health on this connection; the status.
     fn health(&mut self, request_id: &str) -> u16 {
-        let request = format!("GET /api/health HTTP/1.1\r\nHost: x\r\nx-request-id: {request_id}\r\n\r\n");
-        self.reader.get_mut().write_all(request.as_bytes()).expect("write on the open connection");
+        let request =
+            format!("GET /api/health HTTP/1.1\r\nHost: x\r\nx-request-id: {request_id}\r\n\r\n");
+        self.reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .expect("write on the open connection");
         let mut status_line = String::new();
-        self.reader.read_line(&mut status_line).expect("status line");
-        let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+        self.reader
+            .read_line(&mut status_line)
+            .expect("status line");
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok());
         let mut length = 0;
         loop {
             let mut line = String::new();
@@ -106,28 +126,56 @@ fn sighup_applies_a_new_log_level_and_cors_list_and_rejects_a_bad_file() {
     });
     let mut open_connection = KeepAlive::open(port);
     assert_eq!(open_connection.health("kept-1"), 200);
-    assert_eq!(http_get(port, "/api/health", "quiet-at-warn").expect("answer").0, 200);
+    assert_eq!(
+        http_get(port, "/api/health", "quiet-at-warn")
+            .expect("answer")
+            .0,
+        200
+    );
     assert_eq!(allowed_origin(port, one).as_deref(), Some(one));
     assert_eq!(allowed_origin(port, two), None);
 
-    // A valid change: info level, another origin.
-    write_local(&config, "info", two, "");
+    // A valid change: info level, another origin; and a restart-only key, kept as it runs.
+    write_local(&config, "info", two, "request_timeout = \"5s\"\n");
     keel.signal(libc::SIGHUP);
     let reloaded = keel.wait_for_line(&["configuration reloaded"]);
-    assert!(reloaded.contains("log.level") && reloaded.contains("server.cors_origins"), "{reloaded}");
-    assert_eq!(http_get(port, "/api/health", "logged-at-info").expect("answer").0, 200);
+    assert!(
+        reloaded.contains("log.level") && reloaded.contains("server.cors_origins"),
+        "{reloaded}"
+    );
+    assert!(!reloaded.contains("request_timeout"), "{reloaded}");
+    keel.wait_for_line(&["change only on restart", "server.request_timeout"]);
+    assert_eq!(
+        http_get(port, "/api/health", "logged-at-info")
+            .expect("answer")
+            .0,
+        200
+    );
     keel.wait_for_line(&["request completed", "logged-at-info"]);
-    assert!(!keel.has_line("quiet-at-warn"), "the warn level was in effect before the reload");
+    assert!(
+        !keel.has_line("quiet-at-warn"),
+        "the warn level was in effect before the reload"
+    );
     assert_eq!(allowed_origin(port, two).as_deref(), Some(two));
     assert_eq!(allowed_origin(port, one), None);
-    assert_eq!(open_connection.health("kept-2"), 200, "the open connection survived the reload");
+    assert_eq!(
+        open_connection.health("kept-2"),
+        200,
+        "the open connection survived the reload"
+    );
 
     // A broken file: rejected with the bad key named; level and CORS stay as they were.
-    write_local(&config, "error", one, "port = \"not a port\"\n");
+    // (server.port itself would not do: KEEL_SERVER__PORT, a stronger layer, sets it.)
+    write_local(&config, "error", one, "body_limit = \"lots\"\n");
     keel.signal(libc::SIGHUP);
     let rejected = keel.wait_for_line(&["configuration reload rejected"]);
-    assert!(rejected.contains("server.port"), "{rejected}");
-    assert_eq!(http_get(port, "/api/health", "still-info").expect("answer").0, 200);
+    assert!(rejected.contains("server.body_limit"), "{rejected}");
+    assert_eq!(
+        http_get(port, "/api/health", "still-info")
+            .expect("answer")
+            .0,
+        200
+    );
     keel.wait_for_line(&["request completed", "still-info"]);
     assert_eq!(allowed_origin(port, two).as_deref(), Some(two));
     assert_eq!(open_connection.health("kept-3"), 200);

@@ -8,7 +8,9 @@ use std::process::Command;
 use crate::helpers::{read_repo_file, repo_root};
 
 fn deny() -> toml::Table {
-    read_repo_file("deny.toml").parse().expect("deny.toml is valid TOML")
+    read_repo_file("deny.toml")
+        .parse()
+        .expect("deny.toml is valid TOML")
 }
 
 #[test]
@@ -17,22 +19,39 @@ fn deny_allows_crates_io_only_and_no_git_sources() {
     let sources = deny["sources"].as_table().expect("[sources]");
     assert_eq!(sources["unknown-registry"].as_str(), Some("deny"));
     assert_eq!(sources["unknown-git"].as_str(), Some("deny"));
-    let registries = sources["allow-registry"].as_array().expect("allow-registry");
+    let registries = sources["allow-registry"]
+        .as_array()
+        .expect("allow-registry");
     assert_eq!(registries.len(), 1);
-    assert_eq!(registries[0].as_str(), Some("https://github.com/rust-lang/crates.io-index"));
-    assert!(sources.get("allow-git").is_none_or(|g| g.as_array().is_some_and(Vec::is_empty)));
+    assert_eq!(
+        registries[0].as_str(),
+        Some("https://github.com/rust-lang/crates.io-index")
+    );
+    assert!(
+        sources
+            .get("allow-git")
+            .is_none_or(|g| g.as_array().is_some_and(Vec::is_empty))
+    );
 }
 
 #[test]
 fn deny_has_a_licence_allow_list_advisories_and_duplicate_warnings() {
     let deny = deny();
-    let allow = deny["licenses"]["allow"].as_array().expect("[licenses] allow");
+    let allow = deny["licenses"]["allow"]
+        .as_array()
+        .expect("[licenses] allow");
     let allow: Vec<&str> = allow.iter().filter_map(toml::Value::as_str).collect();
     for expected in ["MIT", "Apache-2.0"] {
-        assert!(allow.contains(&expected), "{expected} missing from the allow-list");
+        assert!(
+            allow.contains(&expected),
+            "{expected} missing from the allow-list"
+        );
     }
     for copyleft in ["GPL-2.0", "GPL-3.0", "AGPL-3.0", "LGPL-2.1", "LGPL-3.0"] {
-        assert!(!allow.iter().any(|l| l.starts_with(copyleft)), "{copyleft} allowed");
+        assert!(
+            !allow.iter().any(|l| l.starts_with(copyleft)),
+            "{copyleft} allowed"
+        );
     }
     assert!(deny["advisories"].as_table().is_some(), "[advisories]");
     assert_eq!(deny["bans"]["multiple-versions"].as_str(), Some("warn"));
@@ -59,8 +78,14 @@ fn the_toolchain_is_pinned_to_an_exact_release_and_the_lockfile_is_committed() {
 #[test]
 fn ci_runs_cargo_deny_and_installs_it_when_missing() {
     let ci = read_repo_file(".ci/run");
-    assert!(ci.contains("cargo deny") && ci.contains("check"), ".ci/run runs cargo deny check");
-    assert!(ci.contains("cargo install --locked cargo-deny"), ".ci/run installs cargo-deny");
+    assert!(
+        ci.contains("cargo deny") && ci.contains("check"),
+        ".ci/run runs cargo deny check"
+    );
+    assert!(
+        ci.contains("cargo install --locked cargo-deny"),
+        ".ci/run installs cargo-deny"
+    );
 }
 
 /// Line numbers of `unsafe` keywords (blocks, fns, impls) with no `SAFETY:` comment on the same
@@ -71,7 +96,9 @@ fn undocumented_unsafe(source: &str) -> Vec<usize> {
         .into_iter()
         .filter(|line| {
             let index = line - 1;
-            !lines[index.saturating_sub(3)..=index].iter().any(|l| l.contains("SAFETY:"))
+            !lines[index.saturating_sub(3)..=index]
+                .iter()
+                .any(|l| l.contains("SAFETY:"))
         })
         .collect()
 }
@@ -82,7 +109,8 @@ fn unsafe_keyword_lines(source: &str) -> Vec<usize> {
     let chars: Vec<char> = source.chars().collect();
     let is_word = |c: char| c.is_alphanumeric() || c == '_';
     let (mut found, mut line, mut i) = (Vec::new(), 1, 0);
-    let count_lines = |from: usize, to: usize| chars[from..to].iter().filter(|c| **c == '\n').count();
+    let count_lines =
+        |from: usize, to: usize| chars[from..to].iter().filter(|c| **c == '\n').count();
     while i < chars.len() {
         let rest = &chars[i..];
         let next = match rest {
@@ -105,7 +133,9 @@ fn unsafe_keyword_lines(source: &str) -> Vec<usize> {
             ['r', '#' | '"', ..] if i == 0 || !is_word(chars[i - 1]) => {
                 let hashes = rest[1..].iter().take_while(|c| **c == '#').count();
                 if rest.get(1 + hashes) == Some(&'"') {
-                    let closing: Vec<char> = std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
+                    let closing: Vec<char> = std::iter::once('"')
+                        .chain(std::iter::repeat_n('#', hashes))
+                        .collect();
                     let body = i + 2 + hashes;
                     (body..chars.len())
                         .find(|j| chars[*j..].starts_with(&closing))
@@ -121,7 +151,12 @@ fn unsafe_keyword_lines(source: &str) -> Vec<usize> {
                 }
                 j + 1
             }
-            ['\'', '\\', ..] => i + rest.get(3..).and_then(|r| r.iter().position(|c| *c == '\'')).map_or(rest.len(), |p| p + 4),
+            ['\'', '\\', ..] => {
+                i + rest
+                    .get(3..)
+                    .and_then(|r| r.iter().position(|c| *c == '\''))
+                    .map_or(rest.len(), |p| p + 4)
+            }
             ['\'', _, '\'', ..] => i + 3,
             _ if rest.starts_with(&['u', 'n', 's', 'a', 'f', 'e'])
                 && (i == 0 || !is_word(chars[i - 1]))
@@ -140,7 +175,9 @@ fn unsafe_keyword_lines(source: &str) -> Vec<usize> {
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -165,17 +202,27 @@ fn every_unsafe_in_keel_says_why_it_is_sound() {
             offenders.push(format!("{}:{line}", file.display()));
         }
     }
-    assert!(offenders.is_empty(), "unsafe without a SAFETY: comment at {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "unsafe without a SAFETY: comment at {offenders:?}"
+    );
 }
 
 #[test]
 fn the_unsafe_scan_finds_an_undocumented_block_and_accepts_a_documented_one() {
-    let source = "fn a() {\n    unsafe { f() }\n}\n// SAFETY: f has no preconditions.\nunsafe { f() };\n";
+    let source =
+        "fn a() {\n    unsafe { f() }\n}\n// SAFETY: f has no preconditions.\nunsafe { f() };\n";
     assert_eq!(undocumented_unsafe(source), [2]);
     assert!(undocumented_unsafe("#![deny(unsafe_code)]\n// no unsafe here\n").is_empty());
     let strings = "let s = \"an unsafe \\\" word\";\nlet t = \"a\\\n  'unsafe-inline'\";\n";
-    assert!(undocumented_unsafe(strings).is_empty(), "strings, also multi-line, are skipped");
+    assert!(
+        undocumented_unsafe(strings).is_empty(),
+        "strings, also multi-line, are skipped"
+    );
     let raw = "let r = r#\"unsafe\"#; /* unsafe /* nested */ unsafe */ let c = '\"';\nunsafe {}\n";
     assert_eq!(undocumented_unsafe(raw), [2]);
-    assert_eq!(unsafe_keyword_lines("fn f<'a>(x: &'a u8) {}\nunsafe fn g() {}\n"), [2]);
+    assert_eq!(
+        unsafe_keyword_lines("fn f<'a>(x: &'a u8) {}\nunsafe fn g() {}\n"),
+        [2]
+    );
 }

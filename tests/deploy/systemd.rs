@@ -22,16 +22,25 @@ fn parse_unit(text: &str) -> Unit {
             unit.entry(name.to_string()).or_default();
             continue;
         }
-        let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("not key=value: {line}"));
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not key=value: {line}"));
         let section = section.clone().expect("a key before any section");
-        let entries = unit.entry(section).or_default().entry(key.trim().to_string()).or_default();
+        let entries = unit
+            .entry(section)
+            .or_default()
+            .entry(key.trim().to_string())
+            .or_default();
         entries.push(value.trim().to_string());
     }
     unit
 }
 
 fn values<'a>(unit: &'a Unit, section: &str, key: &str) -> &'a [String] {
-    unit.get(section).and_then(|s| s.get(key)).map(Vec::as_slice).unwrap_or_default()
+    unit.get(section)
+        .and_then(|s| s.get(key))
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
 
 /// The effective value: the last assignment wins, as in systemd.
@@ -63,10 +72,19 @@ fn the_service_restarts_on_failure_and_stops_gracefully() {
     assert_eq!(value(&unit, "Service", "Restart"), "on-failure");
     assert_eq!(value(&unit, "Service", "KillSignal"), "SIGTERM");
     let stop = parse_duration(value(&unit, "Service", "TimeoutStopSec"));
-    assert!(stop > default_shutdown_timeout(), "TimeoutStopSec {stop:?} must exceed the drain");
+    assert!(
+        stop > default_shutdown_timeout(),
+        "TimeoutStopSec {stop:?} must exceed the drain"
+    );
     let memory_max = parse_size(value(&unit, "Service", "MemoryMax"));
-    assert!(memory_max >= 64 << 20, "MemoryMax {memory_max} is too small to run keel");
-    assert_eq!(value(&unit, "Service", "ExecStart"), "/usr/local/bin/keel serve");
+    assert!(
+        memory_max >= 64 << 20,
+        "MemoryMax {memory_max} is too small to run keel"
+    );
+    assert_eq!(
+        value(&unit, "Service", "ExecStart"),
+        "/usr/local/bin/keel serve"
+    );
     assert!(value(&unit, "Service", "ExecReload").contains("-HUP $MAINPID"));
 }
 
@@ -88,7 +106,9 @@ fn the_service_runs_sandboxed_as_an_unprivileged_user() {
     // The data directory is the one writable place, and the embedded store is put there.
     let writable = value(&unit, "Service", "ReadWritePaths");
     assert_eq!(writable, "/var/lib/keel");
-    let url = environment(&unit).remove("KEEL_DATABASE__URL").expect("KEEL_DATABASE__URL");
+    let url = environment(&unit)
+        .remove("KEEL_DATABASE__URL")
+        .expect("KEEL_DATABASE__URL");
     assert_eq!(url, format!("embedded://{writable}"));
 }
 
@@ -97,24 +117,42 @@ fn every_credential_is_read_through_a_file_variable() {
     let unit = service();
     let env = environment(&unit);
     let credentials = values(&unit, "Service", "LoadCredential");
-    assert!(!credentials.is_empty(), "secrets come in through LoadCredential");
+    assert!(
+        !credentials.is_empty(),
+        "secrets come in through LoadCredential"
+    );
     for credential in credentials {
-        let (name, source) = credential.split_once(':').expect("LoadCredential=name:path");
+        let (name, source) = credential
+            .split_once(':')
+            .expect("LoadCredential=name:path");
         assert!(source.starts_with("/etc/keel/credentials/"), "{source}");
         let expected = format!("%d/{name}");
         let var = env
             .iter()
             .find(|(_, v)| **v == expected)
             .unwrap_or_else(|| panic!("no KEEL_..._FILE=%d/{name}"));
-        assert!(var.0.starts_with("KEEL_") && var.0.ends_with("_FILE"), "{}", var.0);
+        assert!(
+            var.0.starts_with("KEEL_") && var.0.ends_with("_FILE"),
+            "{}",
+            var.0
+        );
     }
     // Non-secret settings come from the environment file; its example sets no secret.
-    assert_eq!(value(&unit, "Service", "EnvironmentFile"), "/etc/keel/keel.env");
+    assert_eq!(
+        value(&unit, "Service", "EnvironmentFile"),
+        "/etc/keel/keel.env"
+    );
     let example = read_repo_file("deploy/keel.env.example");
-    for line in example.lines().filter(|l| !l.trim_start().starts_with('#') && !l.is_empty()) {
+    for line in example
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.is_empty())
+    {
         let (key, _) = line.split_once('=').expect("KEY=value");
         assert!(key.starts_with("KEEL_"), "{key}");
-        assert!(!key.contains("SECRET") && !key.contains("DATABASE__URL"), "secret in env file");
+        assert!(
+            !key.contains("SECRET") && !key.contains("DATABASE__URL"),
+            "secret in env file"
+        );
     }
 }
 
@@ -136,19 +174,31 @@ fn systemd_analyze_verifies_the_units_without_warnings() {
     let keel = env!("CARGO_BIN_EXE_keel");
     let service = read_repo_file("deploy/keel.service").replace("/usr/local/bin/keel", keel);
     std::fs::write(dir.path().join("keel.service"), service).expect("write");
-    std::fs::write(dir.path().join("keel.socket"), read_repo_file("deploy/keel.socket"))
-        .expect("write");
+    std::fs::write(
+        dir.path().join("keel.socket"),
+        read_repo_file("deploy/keel.socket"),
+    )
+    .expect("write");
     // The same file installed as a template (two instances sharing the port, docs/deploy.md).
-    std::fs::copy(dir.path().join("keel.service"), dir.path().join("keel@a.service"))
-        .expect("copy");
+    std::fs::copy(
+        dir.path().join("keel.service"),
+        dir.path().join("keel@a.service"),
+    )
+    .expect("copy");
     let output = Command::new("systemd-analyze")
         .arg("verify")
         .args(["keel.service", "keel.socket", "keel@a.service"].map(|f| dir.path().join(f)))
         .output()
         .expect("systemd-analyze is installed (Debian package systemd); .ci/run installs it");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "systemd-analyze verify failed: {stderr}");
-    assert!(stderr.trim().is_empty(), "systemd-analyze verify warned: {stderr}");
+    assert!(
+        output.status.success(),
+        "systemd-analyze verify failed: {stderr}"
+    );
+    assert!(
+        stderr.trim().is_empty(),
+        "systemd-analyze verify warned: {stderr}"
+    );
 }
 
 #[test]

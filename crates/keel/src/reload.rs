@@ -89,21 +89,21 @@ impl Reloader {
             needs_restart,
         })
     }
+}
 
-    /// `reload`, reported in the log: what a SIGHUP handler calls.
-    pub fn reload_and_log(&self) {
-        match self.reload() {
-            Ok(report) => {
-                if !report.needs_restart.is_empty() {
-                    tracing::warn!(
-                        keys = ?report.needs_restart,
-                        "configuration reload: these settings change only on restart; keeping the running values"
-                    );
-                }
-                tracing::info!(applied = ?report.applied, "configuration reloaded");
+/// Reports a reload's outcome in the log: what a SIGHUP handler does with `Reloader::reload`.
+pub fn log_outcome(outcome: &Result<ReloadReport, ReloadError>) {
+    match outcome {
+        Ok(report) => {
+            if !report.needs_restart.is_empty() {
+                tracing::warn!(
+                    keys = ?report.needs_restart,
+                    "configuration reload: these settings change only on restart; keeping the running values"
+                );
             }
-            Err(error) => tracing::error!(error = %error, "configuration reload rejected"),
+            tracing::info!(applied = ?report.applied, "configuration reloaded");
         }
+        Err(error) => tracing::error!(error = %error, "configuration reload rejected"),
     }
 }
 
@@ -111,11 +111,15 @@ impl Reloader {
 /// Secrets are compared by value (their serialized form is redacted) and never printed.
 fn keep_restart_only(current: &Config, next: &mut Config) -> Vec<String> {
     let mut differed: Vec<String> = Vec::new();
-    let secret_changed = |a: &crate::secrets::Secret, b: &crate::secrets::Secret| a.expose() != b.expose();
+    let secret_changed =
+        |a: &crate::secrets::Secret, b: &crate::secrets::Secret| a.expose() != b.expose();
     if secret_changed(&current.database.url, &next.database.url) {
         differed.push("database.url".to_owned());
     }
-    let session_secrets = (current.session.secret.as_ref(), next.session.secret.as_ref());
+    let session_secrets = (
+        current.session.secret.as_ref(),
+        next.session.secret.as_ref(),
+    );
     let session_secret_changed = match session_secrets {
         (Some(a), Some(b)) => secret_changed(a, b),
         (None, None) => false,
@@ -166,7 +170,10 @@ fn changed_keys(current: &Config, next: &Config) -> Vec<String> {
 /// `server.port` → value, for every leaf of the serialized configuration (secrets redacted).
 fn flatten(config: &Config) -> BTreeMap<String, Value> {
     let mut leaves = BTreeMap::new();
-    let mut stack = vec![(String::new(), serde_json::to_value(config).unwrap_or_default())];
+    let mut stack = vec![(
+        String::new(),
+        serde_json::to_value(config).unwrap_or_default(),
+    )];
     while let Some((path, value)) = stack.pop() {
         match value {
             Value::Object(map) => {
@@ -197,7 +204,10 @@ mod tests {
         let options = LoadOptions {
             config_dir: dir.to_path_buf(),
             config_dir_required: true,
-            env_vars: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env_vars: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             overrides: Vec::new(),
         };
         let config = crate::config::load(&options).expect("the first configuration loads");
@@ -231,7 +241,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "[log]\nlevel = \"warn\"\n");
         let reloader = reloader_over(dir.path(), &[]);
-        write(dir.path(), "[log]\nlevel = \"warn\"\nverbosity = 3\n[server]\nport = \"x\"\n");
+        write(
+            dir.path(),
+            "[log]\nlevel = \"warn\"\nverbosity = 3\n[server]\nport = \"x\"\n",
+        );
         let error = reloader.reload().unwrap_err();
         let ReloadError::Invalid(invalid) = &error else {
             panic!("{error}")
@@ -239,6 +252,11 @@ mod tests {
         let keys: Vec<&str> = invalid.problems().iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["log.verbosity", "server.port"]);
         assert_eq!(reloader.platform.config().log.level, "warn");
+        let message = error.to_string();
+        assert!(
+            message.contains("server.port") && message.contains("log.verbosity"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -249,7 +267,10 @@ mod tests {
         std::fs::write(&secret_file, "first-secret-value-that-is-long-enough").unwrap();
         let path = secret_file.display().to_string();
         let reloader = reloader_over(dir.path(), &[("KEEL_SESSION__SECRET_FILE", path.as_str())]);
-        write(dir.path(), "[server]\nport = 4001\n[log]\nlevel = \"debug\"\n");
+        write(
+            dir.path(),
+            "[server]\nport = 4001\n[log]\nlevel = \"debug\"\n",
+        );
         std::fs::write(&secret_file, "second-secret-value-that-is-long-enough").unwrap();
         let report = reloader.reload().unwrap();
         assert_eq!(report.applied, ["log.level"]);

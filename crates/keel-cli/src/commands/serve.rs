@@ -16,10 +16,10 @@ use clap::{Args, ValueEnum};
 use keel::Platform;
 use keel::config::{Config, LoadOptions};
 use keel::reload::Reloader;
-use keel::telemetry::LogFilter;
 use keel::shutdown::Shutdown;
 use keel::shutdown::signals::Signals;
 use keel::store::Store;
+use keel::telemetry::LogFilter;
 use keel_app::Role;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
@@ -216,8 +216,9 @@ fn spawn_reload_on_sighup(shutdown: &Shutdown, mut hangups: UnixSignal, reloader
                     tracing::info!(signal = "SIGHUP", "reloading the configuration");
                     // Reading files and parsing: off the async workers.
                     let reloader = Arc::clone(&reloader);
-                    if let Err(e) = tokio::task::spawn_blocking(move || reloader.reload_and_log()).await {
-                        tracing::error!(error = %e, "configuration reload task failed");
+                    match tokio::task::spawn_blocking(move || reloader.reload()).await {
+                        Ok(outcome) => keel::reload::log_outcome(&outcome),
+                        Err(e) => tracing::error!(error = %e, "configuration reload task failed"),
                     }
                 }
             }

@@ -56,7 +56,9 @@ pub fn open(
     reuse_port: bool,
 ) -> Result<(TcpListener, ListenerOrigin), ListenError> {
     let env = |name: &str| std::env::var(name).ok();
-    if let Some(count) = systemd_socket_count(env("LISTEN_PID"), env("LISTEN_FDS"), std::process::id())? {
+    if let Some(count) =
+        systemd_socket_count(env("LISTEN_PID"), env("LISTEN_FDS"), std::process::id())?
+    {
         if count != 1 {
             return Err(ListenError::SystemdCount {
                 count: count.to_string(),
@@ -101,10 +103,7 @@ fn take_systemd_socket() -> Result<TcpListener, ListenError> {
     // `TAKEN` flag above makes this the only place that ever owns it, so it is closed once.
     let fd = unsafe { OwnedFd::from_raw_fd(SYSTEMD_FIRST_FD) };
     let socket = Socket::from(fd);
-    let is_stream = socket
-        .r#type()
-        .map_err(ListenError::SystemdSocket)?
-        == Type::STREAM;
+    let is_stream = socket.r#type().map_err(ListenError::SystemdSocket)? == Type::STREAM;
     if !is_stream {
         return Err(ListenError::SystemdSocket(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -119,7 +118,11 @@ fn take_systemd_socket() -> Result<TcpListener, ListenError> {
 }
 
 fn bind(address: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     // SO_REUSEADDR: rebinding right after a restart is not blocked by TIME_WAIT connections.
     socket.set_reuse_address(true)?;
     if reuse_port {
@@ -155,9 +158,18 @@ mod tests {
     #[test]
     fn systemd_sockets_count_only_when_meant_for_this_process() {
         assert_eq!(systemd_socket_count(None, None, 42).unwrap(), None);
-        assert_eq!(systemd_socket_count(some("41"), some("1"), 42).unwrap(), None);
-        assert_eq!(systemd_socket_count(some("42"), some("1"), 42).unwrap(), Some(1));
-        assert_eq!(systemd_socket_count(some("42"), some("2"), 42).unwrap(), Some(2));
+        assert_eq!(
+            systemd_socket_count(some("41"), some("1"), 42).unwrap(),
+            None
+        );
+        assert_eq!(
+            systemd_socket_count(some("42"), some("1"), 42).unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            systemd_socket_count(some("42"), some("2"), 42).unwrap(),
+            Some(2)
+        );
         assert!(systemd_socket_count(some("42"), some("many"), 42).is_err());
     }
 

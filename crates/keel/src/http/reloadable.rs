@@ -89,7 +89,10 @@ mod tests {
         let (sender, receiver) = watch::channel(Arc::new(config.clone()));
         let app = Router::new()
             .route("/x", get(|| async { "x" }))
-            .layer(from_fn_with_state(ReloadableCors::new(receiver), reloadable_cors));
+            .layer(from_fn_with_state(
+                ReloadableCors::new(receiver),
+                reloadable_cors,
+            ));
 
         let old = "https://old.example.com";
         let new = "https://new.example.com";

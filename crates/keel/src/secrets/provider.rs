@@ -251,9 +251,15 @@ mod tests {
     fn keys_map_to_names_and_traversal_is_refused() {
         assert_eq!(secret_name("session.secret").unwrap(), "session_secret");
         for bad in ["", "../etc/passwd", "a/b", ".hidden", "a..b", "x y"] {
-            assert!(matches!(secret_name(bad), Err(SecretError::BadKey(_))), "{bad:?}");
+            assert!(
+                matches!(secret_name(bad), Err(SecretError::BadKey(_))),
+                "{bad:?}"
+            );
         }
-        assert_eq!(EnvProvider::variable("session.secret"), "KEEL_SESSION__SECRET");
+        assert_eq!(
+            EnvProvider::variable("session.secret"),
+            "KEEL_SESSION__SECRET"
+        );
     }
 
     #[tokio::test]
@@ -262,15 +268,24 @@ mod tests {
         let file = dir.path().join("db");
         std::fs::write(&file, "mongodb://u:p@h/keel\n").unwrap();
         let env = EnvProvider::from_vars([
-            ("KEEL_SESSION__SECRET".to_owned(), "from-variable".to_owned()),
-            ("KEEL_DATABASE__URL_FILE".to_owned(), file.display().to_string()),
+            (
+                "KEEL_SESSION__SECRET".to_owned(),
+                "from-variable".to_owned(),
+            ),
+            (
+                "KEEL_DATABASE__URL_FILE".to_owned(),
+                file.display().to_string(),
+            ),
         ]);
         let mut found = Vec::new();
         for key in ["session.secret", "database.url", "other.key"] {
             found.push(env.fetch(key).await.unwrap().map(|s| s.expose().to_owned()));
         }
         let expected = [Some("from-variable"), Some("mongodb://u:p@h/keel"), None];
-        assert_eq!(found.iter().map(Option::as_deref).collect::<Vec<_>>(), expected);
+        assert_eq!(
+            found.iter().map(Option::as_deref).collect::<Vec<_>>(),
+            expected
+        );
     }
 
     #[tokio::test]
@@ -280,11 +295,17 @@ mod tests {
         std::fs::write(dir.path().join("database_url"), "\n").unwrap();
         let provider = DirectoryProvider::new(dir.path());
         let found = provider.fetch("session.secret").await.unwrap();
-        assert_eq!(found.map(|s| s.expose().to_owned()).as_deref(), Some("s3cret"));
+        assert_eq!(
+            found.map(|s| s.expose().to_owned()).as_deref(),
+            Some("s3cret")
+        );
         assert!(provider.fetch("missing.key").await.unwrap().is_none());
         let empty = provider.fetch("database.url").await.unwrap_err();
         assert!(empty.to_string().contains("empty"), "{empty}");
-        assert!(matches!(provider.fetch("../x").await, Err(SecretError::BadKey(_))));
+        assert!(matches!(
+            provider.fetch("../x").await,
+            Err(SecretError::BadKey(_))
+        ));
     }
 
     #[tokio::test]
@@ -293,10 +314,22 @@ mod tests {
         std::fs::write(dir.path().join("session_secret"), "from-directory").unwrap();
         std::fs::write(dir.path().join("api_key"), "directory-api-key").unwrap();
         let env = EnvProvider::from_vars([("KEEL_SESSION__SECRET".into(), "from-env".into())]);
-        let manager = manager(vec![Arc::new(env), Arc::new(DirectoryProvider::new(dir.path()))]);
-        assert_eq!(manager.get("session.secret").await.unwrap().expose(), "from-env");
-        assert_eq!(manager.get("api.key").await.unwrap().expose(), "directory-api-key");
-        assert!(matches!(manager.get("nowhere").await, Err(SecretError::NotFound(_))));
+        let manager = manager(vec![
+            Arc::new(env),
+            Arc::new(DirectoryProvider::new(dir.path())),
+        ]);
+        assert_eq!(
+            manager.get("session.secret").await.unwrap().expose(),
+            "from-env"
+        );
+        assert_eq!(
+            manager.get("api.key").await.unwrap().expose(),
+            "directory-api-key"
+        );
+        assert!(matches!(
+            manager.get("nowhere").await,
+            Err(SecretError::NotFound(_))
+        ));
     }
 
     #[tokio::test]
@@ -305,11 +338,23 @@ mod tests {
         let file = dir.path().join("session_secret");
         std::fs::write(&file, "first").unwrap();
         let manager = manager(vec![Arc::new(DirectoryProvider::new(dir.path()))]);
-        assert_eq!(manager.get("session.secret").await.unwrap().expose(), "first");
+        assert_eq!(
+            manager.get("session.secret").await.unwrap().expose(),
+            "first"
+        );
         std::fs::write(&file, "second").unwrap();
-        assert_eq!(manager.get("session.secret").await.unwrap().expose(), "first");
-        assert_eq!(manager.refresh("session.secret").await.unwrap().expose(), "second");
-        assert_eq!(manager.get("session.secret").await.unwrap().expose(), "second");
+        assert_eq!(
+            manager.get("session.secret").await.unwrap().expose(),
+            "first"
+        );
+        assert_eq!(
+            manager.refresh("session.secret").await.unwrap().expose(),
+            "second"
+        );
+        assert_eq!(
+            manager.get("session.secret").await.unwrap().expose(),
+            "second"
+        );
     }
 
     #[tokio::test]
@@ -319,11 +364,20 @@ mod tests {
         std::fs::write(&file, "first").unwrap();
         let provider: Arc<dyn SecretProvider> = Arc::new(DirectoryProvider::new(dir.path()));
         let manager = SecretManager::new(vec![provider], Duration::ZERO);
-        assert_eq!(manager.get("session.secret").await.unwrap().expose(), "first");
+        assert_eq!(
+            manager.get("session.secret").await.unwrap().expose(),
+            "first"
+        );
         std::fs::write(&file, "second").unwrap();
-        assert_eq!(manager.get("session.secret").await.unwrap().expose(), "second");
+        assert_eq!(
+            manager.get("session.secret").await.unwrap().expose(),
+            "second"
+        );
         // The provider now fails (an empty file is an error, not "absent"): the stale value stays.
         std::fs::write(&file, "").unwrap();
-        assert_eq!(manager.get("session.secret").await.unwrap().expose(), "second");
+        assert_eq!(
+            manager.get("session.secret").await.unwrap().expose(),
+            "second"
+        );
     }
 }

@@ -81,7 +81,10 @@ impl VaultProvider {
         let token = tokio::task::spawn_blocking(move || read_secret_file(&token_file))
             .await
             .map_err(|e| SecretError::Vault(format!("reading the token failed: {e}")))??;
-        let mut request = self.client.get(&self.url).header("X-Vault-Token", token.expose());
+        let mut request = self
+            .client
+            .get(&self.url)
+            .header("X-Vault-Token", token.expose());
         if let Some(namespace) = &self.namespace {
             request = request.header("X-Vault-Namespace", namespace);
         }
@@ -186,7 +189,10 @@ mod tests {
     async fn kv_read(State(double): State<Double>, headers: HeaderMap) -> (StatusCode, String) {
         double.reads.fetch_add(1, Ordering::SeqCst);
         if headers.get("x-vault-token").and_then(|v| v.to_str().ok()) != Some(TOKEN) {
-            return (StatusCode::FORBIDDEN, json!({"errors": ["permission denied"]}).to_string());
+            return (
+                StatusCode::FORBIDDEN,
+                json!({"errors": ["permission denied"]}).to_string(),
+            );
         }
         let body = json!({
             "request_id": "r", "lease_id": "", "renewable": false, "lease_duration": 0,
@@ -230,9 +236,15 @@ mod tests {
         let vault = provider(&addr, "keel/production", &token_file);
         let secret = vault.fetch("session.secret").await.unwrap().unwrap();
         assert_eq!(secret.expose(), "from-vault-0123456789abcdef0123456789");
-        assert!(vault.fetch("database.url").await.unwrap().is_none(), "absent field");
+        assert!(
+            vault.fetch("database.url").await.unwrap().is_none(),
+            "absent field"
+        );
         let not_text = vault.fetch("port").await.unwrap_err();
-        assert!(not_text.to_string().contains("not a non-empty string"), "{not_text}");
+        assert!(
+            not_text.to_string().contains("not a non-empty string"),
+            "{not_text}"
+        );
         assert_eq!(double.reads.load(Ordering::SeqCst), 3);
     }
 
@@ -247,8 +259,14 @@ mod tests {
             .await
             .unwrap_err();
         let text = error.to_string();
-        assert!(text.contains("403") && text.contains("permission denied"), "{text}");
-        assert!(!text.contains("hvs.wrong"), "the token never appears in errors");
+        assert!(
+            text.contains("403") && text.contains("permission denied"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("hvs.wrong"),
+            "the token never appears in errors"
+        );
         std::fs::write(&token_file, TOKEN).unwrap();
         let missing = provider(&addr, "keel/staging", &token_file);
         assert!(missing.fetch("session.secret").await.unwrap().is_none());
@@ -260,12 +278,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("vault_token");
         std::fs::write(&token_file, TOKEN).unwrap();
-        let vault: Arc<dyn SecretProvider> = Arc::new(provider(&addr, "keel/production", &token_file));
+        let vault: Arc<dyn SecretProvider> =
+            Arc::new(provider(&addr, "keel/production", &token_file));
         let manager = SecretManager::new(vec![vault], Duration::from_secs(300));
         for _ in 0..5 {
             manager.get("session.secret").await.unwrap();
         }
-        assert_eq!(double.reads.load(Ordering::SeqCst), 1, "one read while the entry is fresh");
+        assert_eq!(
+            double.reads.load(Ordering::SeqCst),
+            1,
+            "one read while the entry is fresh"
+        );
         // The token is revoked: a refresh fails, the cached value is still served.
         std::fs::write(&token_file, "hvs.revoked").unwrap();
         let value = manager.refresh("session.secret").await.unwrap();
@@ -281,7 +304,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("vault_token");
         std::fs::write(&token_file, TOKEN).unwrap();
-        let error = provider(&addr, "keel", &token_file).fetch("session.secret").await.unwrap_err();
-        assert!(error.to_string().contains("/v1/secret/data/keel"), "{error}");
+        let error = provider(&addr, "keel", &token_file)
+            .fetch("session.secret")
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("/v1/secret/data/keel"),
+            "{error}"
+        );
     }
 }
