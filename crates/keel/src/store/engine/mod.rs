@@ -31,6 +31,8 @@ mod filter_tests;
 #[cfg(test)]
 mod pipeline_tests;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod update_tests;
 
 pub use compare::{compare_documents, compare_values, nesting_depth, type_rank, values_equal};
