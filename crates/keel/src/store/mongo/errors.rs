@@ -54,6 +54,11 @@ pub(crate) fn store_error(context: &str, error: Error) -> StoreError {
         });
         return duplicate_key(failure.message, key_value);
     }
+    if let Some(failure) = &failure
+        && HISTORY_LOST_CODES.contains(&failure.code)
+    {
+        return StoreError::ResumeTokenExpired;
+    }
     if is_unavailable(&error, failure.as_ref()) {
         return StoreError::Unavailable {
             reason: format!("{context}: {}", error.kind),
