@@ -18,6 +18,8 @@ use serde_json::Value;
 
 use crate::Platform;
 use crate::config::{Config, ConfigError, LoadOptions};
+use crate::secrets::Secret;
+use crate::secrets::startup::ProviderKind;
 use crate::telemetry::{LogFilter, TelemetryError};
 
 /// Keys (and whole sections) a reload never changes in a running process.
@@ -33,6 +35,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "session",
     "log.format",
     "telemetry",
+    "secrets",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -111,19 +114,22 @@ pub fn log_outcome(outcome: &Result<ReloadReport, ReloadError>) {
 /// Secrets are compared by value (their serialized form is redacted) and never printed.
 fn keep_restart_only(current: &Config, next: &mut Config) -> Vec<String> {
     let mut differed: Vec<String> = Vec::new();
-    let secret_changed =
-        |a: &crate::secrets::Secret, b: &crate::secrets::Secret| a.expose() != b.expose();
-    if secret_changed(&current.database.url, &next.database.url) {
+    // Secrets filled by a provider at start-up are absent from a reloaded configuration;
+    // that is not a change. One set in the layers and different from the running one is.
+    let from_provider = current.secrets.provider != ProviderKind::None;
+    let secret_changed = |a: &Secret, b: &Secret| a.expose() != b.expose();
+    if !from_provider && secret_changed(&current.database.url, &next.database.url) {
         differed.push("database.url".to_owned());
     }
-    let session_secrets = (
+    let session = (
         current.session.secret.as_ref(),
         next.session.secret.as_ref(),
     );
-    let session_secret_changed = match session_secrets {
+    let session_secret_changed = match session {
         (Some(a), Some(b)) => secret_changed(a, b),
         (None, None) => false,
-        _ => true,
+        (Some(_), None) => !from_provider,
+        (None, Some(_)) => true,
     };
     if session_secret_changed {
         differed.push("session.secret".to_owned());
@@ -147,6 +153,7 @@ fn keep_restart_only(current: &Config, next: &mut Config) -> Vec<String> {
     next.session = current.session.clone();
     next.log.format = current.log.format;
     next.telemetry = current.telemetry.clone();
+    next.secrets = current.secrets.clone();
     differed.sort();
     differed
 }
@@ -197,7 +204,6 @@ fn flatten(config: &Config) -> BTreeMap<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secrets::Secret;
     use crate::shutdown::Shutdown;
 
     fn reloader_over(dir: &std::path::Path, env: &[(&str, &str)]) -> Reloader {

@@ -8,6 +8,7 @@
 //! `vault`) and the caching `SecretManager` that asks them in order.
 
 pub mod provider;
+pub mod startup;
 pub mod vault;
 
 use std::fmt;

@@ -74,7 +74,7 @@ pub fn run(global: &Global, args: ServeArgs) -> ExitCode {
         overrides.push(("server.port", port.to_string()));
     }
     let options = super::load_options(global, &overrides);
-    let config = match super::load_config_with(&options) {
+    let mut config = match super::load_config_with(&options) {
         Ok(config) => config,
         Err(code) => return code,
     };
@@ -106,6 +106,9 @@ pub fn run(global: &Global, args: ServeArgs) -> ExitCode {
         options,
         log_filter: telemetry.log_filter(),
     };
+    if let Err(code) = runtime.block_on(fill_secrets(&mut config, &reload.options)) {
+        return code;
+    }
     let outcome = runtime.block_on(serve(config, roles, reload));
     runtime.shutdown_timeout(Duration::from_secs(1));
     let code = match outcome {
@@ -118,6 +121,29 @@ pub fn run(global: &Global, args: ServeArgs) -> ExitCode {
     };
     telemetry.shutdown();
     code
+}
+
+/// Fills the secrets the environment left unset from `secrets.provider` (directory, Vault),
+/// then applies the production rules again. Failure: every problem on stderr, exit 2.
+async fn fill_secrets(config: &mut Config, options: &LoadOptions) -> Result<(), ExitCode> {
+    match keel::secrets::startup::fill_from_provider(config, &options.env_vars).await {
+        Ok(filled) if !filled.is_empty() => {
+            let provider = config.secrets.provider;
+            tracing::info!(keys = ?filled, provider = ?provider, "secrets filled from the provider");
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::error!(error = %error, "cannot read the secrets from the provider");
+            eprintln!("keel: secrets: {error}");
+            return Err(ExitCode::from(super::EXIT_CONFIG));
+        }
+    }
+    let problems = config.validate();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    eprintln!("keel: {}", keel::config::ConfigError::Invalid(problems));
+    Err(ExitCode::from(super::EXIT_CONFIG))
 }
 
 /// What a SIGHUP reload needs: the layers the configuration was loaded from, the log filter.
@@ -154,11 +180,7 @@ async fn serve(config: Config, roles: Vec<Role>, reload: Reload) -> anyhow::Resu
     let drain_timeout = config.server.shutdown_timeout;
     let address = SocketAddr::new(config.server.host, config.server.port);
     let reuse_port = config.server.reuse_port;
-    let platform = Platform::new(config, shutdown.clone(), Some(store.clone()));
-    platform.readiness().add_probe("store", move || {
-        let store = store.clone();
-        async move { store.ping().await.map_err(|e| e.to_string()) }
-    });
+    let platform = Platform::new(config, shutdown.clone(), Some(store));
     let app = keel_app::build(platform.clone(), &roles);
     let reloader = Reloader::new(platform.clone(), reload.options, Some(reload.log_filter));
     spawn_reload_on_sighup(&shutdown, hangups, reloader);
@@ -166,7 +188,9 @@ async fn serve(config: Config, roles: Vec<Role>, reload: Reload) -> anyhow::Resu
     let (listener, origin) = keel::http::listen::open(address.ip(), address.port(), reuse_port)
         .with_context(|| format!("opening the listener for {address}"))?;
     let listener = TcpListener::from_std(listener).context("registering the listener")?;
-    let local = listener.local_addr().context("reading the listen address")?;
+    let local = listener
+        .local_addr()
+        .context("reading the listen address")?;
     tracing::info!(addr = %local, origin = ?origin, "listening");
     let mut server = tokio::spawn(keel::http::serve(
         listener,
@@ -184,7 +208,11 @@ async fn serve(config: Config, roles: Vec<Role>, reload: Reload) -> anyhow::Resu
         }
     };
     let started = Instant::now();
-    tracing::info!(signal, drain_timeout_ms = drain_timeout.as_millis() as u64, "shutdown started");
+    tracing::info!(
+        signal,
+        drain_timeout_ms = drain_timeout.as_millis() as u64,
+        "shutdown started"
+    );
     signals.exit_on_next();
     platform.readiness().mark_shutting_down();
     shutdown.trigger();
@@ -197,7 +225,10 @@ async fn serve(config: Config, roles: Vec<Role>, reload: Reload) -> anyhow::Resu
     let remaining = drain_timeout.saturating_sub(started.elapsed());
     shutdown.wait_for_tasks(remaining).await;
     shutdown.run_hooks(HOOK_TIMEOUT).await;
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "shutdown complete"
+    );
     Ok(())
 }
 

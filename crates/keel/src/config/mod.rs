@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::store::DatabaseConfig;
 use crate::secrets::Secret;
+pub use crate::secrets::startup::SecretsConfig;
+pub use crate::store::DatabaseConfig;
 pub use load::{ConfigError, LoadOptions, Problem, load};
 pub use net::IpRange;
 
@@ -81,6 +82,8 @@ pub struct Config {
     pub session: SessionConfig,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
+    /// Where secrets come from besides the environment (`secrets::startup`).
+    pub secrets: SecretsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -292,6 +295,8 @@ impl Config {
             return;
         }
         match &self.session.secret {
+            // Filled from the secrets provider when `serve` starts, then validated again.
+            None if self.secrets.provider != crate::secrets::startup::ProviderKind::None => {}
             None => problem(
                 "session.secret",
                 "is required in production (set KEEL_SESSION__SECRET or KEEL_SESSION__SECRET_FILE)"
