@@ -12,5 +12,6 @@ mod handover;
 mod helpers;
 mod process;
 mod reload;
+mod secrets;
 mod supply_chain;
 mod systemd;

@@ -138,7 +138,8 @@ async fn fill_secrets(config: &mut Config, options: &LoadOptions) -> Result<(), 
             return Err(ExitCode::from(super::EXIT_CONFIG));
         }
     }
-    let problems = config.validate();
+    let mut problems = config.validate();
+    problems.extend(keel::secrets::startup::still_missing(config));
     if problems.is_empty() {
         return Ok(());
     }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::provider::{DirectoryProvider, EnvProvider, SecretError, SecretManager, SecretProvider};
 use super::vault::{VaultConfig, VaultProvider};
-use crate::config::Config;
+use crate::config::{Config, Problem};
 
 /// The configuration keys that are secrets (and the names providers know them by).
 pub const SECRET_KEYS: &[&str] = &["session.secret", "database.url"];
@@ -99,6 +99,22 @@ pub async fn fill_from_provider(
     Ok(filled)
 }
 
+/// The rules `Config::validate` defers while a provider may still fill a secret: after
+/// `fill_from_provider`, production still needs a session key.
+pub fn still_missing(config: &Config) -> Vec<Problem> {
+    if config.env.is_production() && config.session.secret.is_none() {
+        let provider = format!("{:?}", config.secrets.provider).to_ascii_lowercase();
+        return vec![Problem::new(
+            "session.secret",
+            format!(
+                "is required in production: not in KEEL_SESSION__SECRET(_FILE) and the {provider} \
+                 secrets provider has no `session_secret`"
+            ),
+        )];
+    }
+    Vec::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +147,26 @@ mod tests {
             "mongodb://env/keel",
             "the environment wins"
         );
+    }
+
+    #[test]
+    fn production_without_a_session_key_after_filling_is_a_problem() {
+        let mut config = Config::default();
+        config.secrets.provider = ProviderKind::Directory;
+        assert!(
+            still_missing(&config).is_empty(),
+            "development needs no key"
+        );
+        config.env = crate::config::Environment::Production;
+        let problems = still_missing(&config);
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0]
+                .to_string()
+                .contains("directory secrets provider")
+        );
+        config.session.secret = Some(Secret::new("k".repeat(40)));
+        assert!(still_missing(&config).is_empty());
     }
 
     #[tokio::test]
