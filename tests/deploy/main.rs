@@ -8,6 +8,7 @@
 
 mod compose;
 mod dockerfile;
+mod docs;
 mod handover;
 mod helpers;
 mod process;
