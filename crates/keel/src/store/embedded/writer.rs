@@ -48,7 +48,13 @@ impl Txn<'_> {
         run("SAVEPOINT keel_write")?;
         let seq_before = self.last_seq;
         let catalog_version = self.catalog.version;
-        let result = work(self);
+        // A panic in a job (a bug, never input) must not take the writer thread down with
+        // every queued write: it becomes this write's error and is rolled back like one.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(self)))
+            .unwrap_or_else(|_| {
+                tracing::error!("a store write panicked; it is rolled back");
+                Err(StoreError::Backend("internal error while writing".into()))
+            });
         let run = |sql: &str| {
             self.conn
                 .prepare_cached(sql)
