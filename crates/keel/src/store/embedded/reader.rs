@@ -90,9 +90,10 @@ impl Readers {
             }
             result
         };
-        if tokio::runtime::Handle::current().runtime_flavor()
-            == tokio::runtime::RuntimeFlavor::MultiThread
-        {
+        let flavor = tokio::runtime::Handle::try_current()
+            .map_err(|_| StoreError::Backend("the store is used outside a tokio runtime".into()))?
+            .runtime_flavor();
+        if flavor == tokio::runtime::RuntimeFlavor::MultiThread {
             return tokio::task::block_in_place(run);
         }
         tokio::task::spawn_blocking(run)
