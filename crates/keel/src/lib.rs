@@ -4,6 +4,11 @@
 //! locks, tasks, watchers, the worker pool, HTTP middleware and shutdown. The reference
 //! application (`keel-app`) is built on top of it; the `keel` binary only wires the two.
 
+pub mod backoff;
+pub mod jobs;
+pub mod lock;
 pub mod secrets;
 pub mod store;
+pub mod tasks;
+pub mod watchers;
 pub mod workers;
