@@ -3,12 +3,21 @@
 //! Everything here is domain-free: configuration and secrets, telemetry, the store wrapper,
 //! locks, tasks, watchers, the worker pool, HTTP middleware and shutdown. The reference
 //! application (`keel-app`) is built on top of it; the `keel` binary only wires the two.
+//! `Platform` bundles the shared services into the one value passed around at run time.
 
 pub mod backoff;
+pub mod config;
+pub mod http;
 pub mod jobs;
 pub mod lock;
+pub mod platform;
+pub mod readiness;
 pub mod secrets;
+pub mod shutdown;
 pub mod store;
 pub mod tasks;
+pub mod telemetry;
 pub mod watchers;
 pub mod workers;
+
+pub use platform::Platform;
