@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::store::DatabaseConfig;
 use crate::secrets::Secret;
+pub use crate::store::DatabaseConfig;
 pub use load::{ConfigError, LoadOptions, Problem, load};
 pub use net::IpRange;
 
