@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::secrets::Secret;
 pub use crate::store::DatabaseConfig;
+use crate::secrets::Secret;
 pub use load::{ConfigError, LoadOptions, Problem, load};
 pub use net::IpRange;
 
