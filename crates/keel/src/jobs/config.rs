@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Problem;
+
 use crate::backoff::Backoff;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,19 +63,25 @@ impl JobsConfig {
     }
 
     /// Every problem with these settings, each naming its key.
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         if self.poll_interval_ms == 0 {
-            problems.push("jobs.poll_interval_ms must be at least 1".to_owned());
+            problems.push(Problem::new("jobs.poll_interval_ms", "must be at least 1"));
         }
         if self.lease_ms < 30 {
-            problems.push("jobs.lease_ms must be at least 30".to_owned());
+            problems.push(Problem::new("jobs.lease_ms", "must be at least 30"));
         }
         if self.default_max_attempts == 0 {
-            problems.push("jobs.default_max_attempts must be at least 1".to_owned());
+            problems.push(Problem::new(
+                "jobs.default_max_attempts",
+                "must be at least 1",
+            ));
         }
         if self.backoff_max_ms < self.backoff_base_ms {
-            problems.push("jobs.backoff_max_ms must not be below jobs.backoff_base_ms".to_owned());
+            problems.push(Problem::new(
+                "jobs.backoff_max_ms",
+                "must not be below jobs.backoff_base_ms",
+            ));
         }
         problems
     }

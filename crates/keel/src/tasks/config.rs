@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Problem;
+
 /// The `[tasks]` table: one entry per task name.
 pub type TasksConfig = BTreeMap<String, TaskConfig>;
 
@@ -56,16 +58,22 @@ impl TaskConfig {
     }
 
     /// Every problem with this task's settings, each naming its key.
-    pub fn problems(&self, name: &str) -> Vec<String> {
+    pub fn problems(&self, name: &str) -> Vec<Problem> {
         let mut problems = Vec::new();
         if let Err(error) = self.parsed_schedule() {
-            problems.push(format!("tasks.{name}.schedule: {error}"));
+            problems.push(Problem::new(format!("tasks.{name}.schedule"), error));
         }
         if self.lock_ttl_ms < 30 {
-            problems.push(format!("tasks.{name}.lock_ttl_ms must be at least 30"));
+            problems.push(Problem::new(
+                format!("tasks.{name}.lock_ttl_ms"),
+                "must be at least 30",
+            ));
         }
         if self.progress_every == 0 {
-            problems.push(format!("tasks.{name}.progress_every must be at least 1"));
+            problems.push(Problem::new(
+                format!("tasks.{name}.progress_every"),
+                "must be at least 1",
+            ));
         }
         problems
     }

@@ -143,9 +143,14 @@ impl TaskRunner {
         &self.locks
     }
 
-    /// `[tasks.NAME]`, or the defaults for a task without a table.
+    /// `[tasks.NAME]`, or the defaults for a task without a table. `process_data` is accepted
+    /// for `process-data`: environment variable names cannot hold a `-`.
     pub fn config_for(&self, name: &str) -> TaskConfig {
-        self.config.get(name).cloned().unwrap_or_default()
+        self.config
+            .get(name)
+            .or_else(|| self.config.get(&name.replace('-', "_")))
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn indexes() -> Vec<IndexSpec> {

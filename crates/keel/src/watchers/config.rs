@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Problem;
+
 use crate::backoff::Backoff;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,15 +35,19 @@ impl WatchersConfig {
     }
 
     /// Every problem with these settings, each naming its key.
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         if self.backoff_base_ms == 0 {
-            problems.push("watchers.backoff_base_ms must be at least 1".to_owned());
+            problems.push(Problem::new(
+                "watchers.backoff_base_ms",
+                "must be at least 1",
+            ));
         }
         if self.backoff_max_ms < self.backoff_base_ms {
-            problems.push(
-                "watchers.backoff_max_ms must not be below watchers.backoff_base_ms".to_owned(),
-            );
+            problems.push(Problem::new(
+                "watchers.backoff_max_ms",
+                "must not be below watchers.backoff_base_ms",
+            ));
         }
         problems
     }

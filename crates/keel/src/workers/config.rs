@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Problem;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkersConfig {
@@ -45,16 +47,19 @@ impl WorkersConfig {
     }
 
     /// Every problem with these settings, each naming its key.
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         if self.queue_capacity == 0 {
-            problems.push("workers.queue_capacity must be at least 1".to_owned());
+            problems.push(Problem::new("workers.queue_capacity", "must be at least 1"));
         }
         if self.job_timeout_ms == 0 {
-            problems.push("workers.job_timeout_ms must be at least 1".to_owned());
+            problems.push(Problem::new("workers.job_timeout_ms", "must be at least 1"));
         }
         if self.memory_limit_mb < 16 {
-            problems.push("workers.memory_limit_mb must be at least 16".to_owned());
+            problems.push(Problem::new(
+                "workers.memory_limit_mb",
+                "must be at least 16",
+            ));
         }
         problems
     }
