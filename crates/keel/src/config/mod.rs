@@ -22,11 +22,11 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::jobs::JobsConfig;
 pub use crate::metrics::MetricsConfig;
+use crate::secrets::Secret;
 pub use crate::store::DatabaseConfig;
 pub use crate::tasks::{TaskConfig, TasksConfig};
 pub use crate::watchers::WatchersConfig;
 pub use crate::workers::WorkersConfig;
-use crate::secrets::Secret;
 pub use load::{ConfigError, LoadOptions, Problem, load};
 pub use net::IpRange;
 
