@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{RunRequest, TaskRunner};
 
+#[derive(Clone)]
 pub struct Scheduler {
     runner: TaskRunner,
 }

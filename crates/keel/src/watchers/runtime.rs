@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Offsets, Watcher, WatcherError, WatcherHealth, WatcherState, WatchersConfig};
 use crate::store::{Store, StoreError};
 
+/// Cheap to clone (the watchers are shared), so a supervisor can restart it.
+#[derive(Clone)]
 pub struct WatcherRuntime {
     store: Store,
     offsets: Offsets,
