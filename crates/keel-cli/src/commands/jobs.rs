@@ -48,22 +48,32 @@ pub fn run(global: &Global, command: JobsCommand) -> ExitCode {
                                 job.attempts,
                                 job.max_attempts,
                                 run_at,
-                                job.last_error.map(|e| format!("  last error: {e}")).unwrap_or_default()
+                                job.last_error
+                                    .map(|e| format!("  last error: {e}"))
+                                    .unwrap_or_default()
                             );
                         }
                     }),
                     Err(error) => Err(error),
                 }
             }
-            JobsCommand::Retry { id } => queue.retry(&id).await.map(|()| println!("{id}: queued again")),
+            JobsCommand::Retry { id } => queue
+                .retry(&id)
+                .await
+                .map(|()| println!("{id}: queued again")),
             JobsCommand::Purge { status } => match JobStatus::parse(&status) {
-                Ok(status) => queue.purge(status).await.map(|n| println!("{n} {status} jobs deleted")),
+                Ok(status) => queue
+                    .purge(status)
+                    .await
+                    .map(|n| println!("{n} {status} jobs deleted")),
                 Err(error) => Err(error),
             },
         };
         Ok(match outcome {
             Ok(()) => ExitCode::SUCCESS,
-            Err(error @ (JobError::InvalidStatus(_) | JobError::Invalid(_) | JobError::NotFound(_))) => {
+            Err(
+                error @ (JobError::InvalidStatus(_) | JobError::Invalid(_) | JobError::NotFound(_)),
+            ) => {
                 eprintln!("keel jobs: {error}");
                 ExitCode::from(2)
             }

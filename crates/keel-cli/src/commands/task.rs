@@ -36,7 +36,10 @@ pub fn run(global: &Global, command: TaskCommand) -> ExitCode {
                 let outcome = background.tasks.run(&name, request).await?;
                 match &outcome {
                     RunOutcome::Success(summary) => {
-                        println!("{name}: success, {} processed, {} rejected", summary.processed, summary.rejected)
+                        println!(
+                            "{name}: success, {} processed, {} rejected",
+                            summary.processed, summary.rejected
+                        )
                     }
                     RunOutcome::Failure { error, processed } => {
                         println!("{name}: failure after {processed} processed: {error}")
@@ -45,15 +48,22 @@ pub fn run(global: &Global, command: TaskCommand) -> ExitCode {
                         "{name}: skipped, its lock is held by {}",
                         holder.as_deref().unwrap_or("another process")
                     ),
-                    RunOutcome::Cancelled { processed } => println!("{name}: cancelled after {processed} processed"),
+                    RunOutcome::Cancelled { processed } => {
+                        println!("{name}: cancelled after {processed} processed")
+                    }
                 }
-                Ok(ExitCode::from(u8::try_from(outcome.exit_code()).unwrap_or(1)))
+                Ok(ExitCode::from(
+                    u8::try_from(outcome.exit_code()).unwrap_or(1),
+                ))
             }
         }
     })
 }
 
-async fn list(platform: &keel::Platform, background: &keel_app::background::Background) -> anyhow::Result<ExitCode> {
+async fn list(
+    platform: &keel::Platform,
+    background: &keel_app::background::Background,
+) -> anyhow::Result<ExitCode> {
     let config = platform.config();
     for task in background.tasks.registry().iter() {
         let name = task.name();
@@ -67,7 +77,10 @@ async fn list(platform: &keel::Platform, background: &keel_app::background::Back
         let last = last.first().map_or_else(
             || "never run".to_owned(),
             |run| {
-                let at = run.get_datetime("startedAt").ok().and_then(|d| d.try_to_rfc3339_string().ok());
+                let at = run
+                    .get_datetime("startedAt")
+                    .ok()
+                    .and_then(|d| d.try_to_rfc3339_string().ok());
                 format!(
                     "last run {} at {}",
                     run.get_str("outcome").unwrap_or("?"),
@@ -75,12 +88,23 @@ async fn list(platform: &keel::Platform, background: &keel_app::background::Back
                 )
             },
         );
-        println!("{name}\n  {}\n  lock: {}  schedule: {schedule}\n  {last}", task.description(), task.lock_name());
+        println!(
+            "{name}\n  {}\n  lock: {}  schedule: {schedule}\n  {last}",
+            task.description(),
+            task.lock_name()
+        );
     }
     let unknown: Vec<&String> = config
         .tasks
         .keys()
-        .filter(|name| background.tasks.registry().get(name).is_none() && background.tasks.registry().get(&name.replace('_', "-")).is_none())
+        .filter(|name| {
+            background.tasks.registry().get(name).is_none()
+                && background
+                    .tasks
+                    .registry()
+                    .get(&name.replace('_', "-"))
+                    .is_none()
+        })
         .collect();
     if !unknown.is_empty() {
         eprintln!("warning: configured but not registered: {unknown:?}");

@@ -15,6 +15,11 @@ pub struct WorkerRunArgs {
 
 pub fn run(args: WorkerRunArgs) -> ExitCode {
     let jobs = keel_app::background::cpu_jobs();
-    let code = keel::workers::run_child(&jobs, &args.kind, std::io::stdin().lock(), std::io::stdout().lock());
+    let code = keel::workers::run_child(
+        &jobs,
+        &args.kind,
+        std::io::stdin().lock(),
+        std::io::stdout().lock(),
+    );
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
