@@ -93,7 +93,7 @@ fn enrich(item: &Document) -> Result<(String, i64), String> {
         Some(Bson::Int64(p)) => *p as f64,
         _ => return Err("the item has no numeric price".to_owned()),
     };
-    if !price.is_finite() || price < 0.0 || price > 1e9 {
+    if !price.is_finite() || !(0.0..=1e9).contains(&price) {
         return Err(format!("the price {price} is out of range"));
     }
     Ok((slug, (price * 100.0).round() as i64))
