@@ -4,6 +4,8 @@
 
 mod helpers;
 
+mod background;
+mod background_roles;
 mod binary_config;
 mod binary_serve;
 mod chassis_errors;

@@ -20,8 +20,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::jobs::JobsConfig;
+pub use crate::metrics::MetricsConfig;
 use crate::secrets::Secret;
 pub use crate::store::DatabaseConfig;
+pub use crate::tasks::{TaskConfig, TasksConfig};
+pub use crate::watchers::WatchersConfig;
+pub use crate::workers::WorkersConfig;
 pub use load::{ConfigError, LoadOptions, Problem, load};
 pub use net::IpRange;
 
@@ -81,6 +86,16 @@ pub struct Config {
     pub session: SessionConfig,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// `[workers]`: the CPU worker pool.
+    pub workers: WorkersConfig,
+    /// `[jobs]`: this process's consumption of the durable job queue.
+    pub jobs: JobsConfig,
+    /// `[watchers]`: restart policy of change watchers.
+    pub watchers: WatchersConfig,
+    /// `[tasks.NAME]`: schedule and settings of each task.
+    pub tasks: TasksConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -279,6 +294,13 @@ impl Config {
                 "database.url",
                 "must start with embedded://, mongodb:// or mongodb+srv://".to_owned(),
             );
+        }
+        problems.extend(self.metrics.problems(self.server.port));
+        problems.extend(self.workers.problems());
+        problems.extend(self.jobs.problems());
+        problems.extend(self.watchers.problems());
+        for (name, task) in &self.tasks {
+            problems.extend(task.problems(name));
         }
         problems
     }
