@@ -78,7 +78,7 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
     }
     routes = routes.layer(axum::middleware::from_fn(keel::metrics::track_http));
     routes = routes.merge(metrics_routes(&state.platform));
-    let router = keel::http::chassis(routes, &config).with_state(state.clone());
+    let router = keel::http::chassis_live(routes, &state.platform).with_state(state.clone());
     App { state, router }
 }
 

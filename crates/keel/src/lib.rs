@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod platform;
 pub mod readiness;
 pub mod runtime_health;
+pub mod reload;
 pub mod secrets;
 pub mod shutdown;
 pub mod store;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::jobs::JobsConfig;
 pub use crate::metrics::MetricsConfig;
 use crate::secrets::Secret;
+pub use crate::secrets::startup::SecretsConfig;
 pub use crate::store::DatabaseConfig;
 pub use crate::tasks::{TaskConfig, TasksConfig};
 pub use crate::watchers::WatchersConfig;
@@ -96,6 +97,8 @@ pub struct Config {
     pub watchers: WatchersConfig,
     /// `[tasks.NAME]`: schedule and settings of each task.
     pub tasks: TasksConfig,
+    /// Where secrets come from besides the environment (`secrets::startup`).
+    pub secrets: SecretsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +120,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpRange>,
     /// Origins allowed by CORS (`https://app.example.com`); `*` only in development.
     pub cors_origins: Vec<String>,
+    /// Bind with `SO_REUSEPORT`, so a new keel can listen on the port before the old one
+    /// stops (zero-downtime restarts; `http::listen`). Default: on for Linux.
+    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +135,7 @@ impl Default for ServerConfig {
             body_limit: 10 * 1024 * 1024,
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
+            reuse_port: cfg!(target_os = "linux"),
         }
     }
 }
@@ -310,6 +317,8 @@ impl Config {
             return;
         }
         match &self.session.secret {
+            // Filled from the secrets provider when `serve` starts, then validated again.
+            None if self.secrets.provider != crate::secrets::startup::ProviderKind::None => {}
             None => problem(
                 "session.secret",
                 "is required in production (set KEEL_SESSION__SECRET or KEEL_SESSION__SECRET_FILE)"
