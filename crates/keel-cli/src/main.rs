@@ -1,5 +1,48 @@
 //! The `keel` binary: argument parsing and wiring only.
+//!
+//! Each command group lives in `commands/<name>.rs` with its clap arguments and a `run`
+//! returning the process exit code. Adding a command: a module there, a variant in `Command`,
+//! one line in `main`.
 
-fn main() {
-    println!("keel {}", env!("CARGO_PKG_VERSION"));
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use commands::Global;
+
+/// keel: a production backend in one binary — HTTP API, scheduled tasks, change watchers and
+/// jobs, on an embedded store or MongoDB.
+#[derive(Debug, Parser)]
+#[command(name = "keel", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the server: HTTP API and background roles, until SIGTERM/SIGINT.
+    Serve(commands::serve::ServeArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
+    /// Exit 0 when the local server answers GET /api/health with 200 within 2 s (for Docker's
+    /// HEALTHCHECK), 1 otherwise.
+    Healthcheck(commands::healthcheck::HealthcheckArgs),
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => commands::serve::run(&cli.global, args),
+        Command::Config(command) => commands::config::run(&cli.global, command),
+        Command::Healthcheck(args) => commands::healthcheck::run(&cli.global, args),
+        Command::Version => commands::version::run(),
+    }
 }

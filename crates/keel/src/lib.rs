@@ -3,12 +3,16 @@
 //! Everything here is domain-free: configuration and secrets, telemetry, the store wrapper,
 //! locks, tasks, watchers, the worker pool, HTTP middleware and shutdown. The reference
 //! application (`keel-app`) is built on top of it; the `keel` binary only wires the two.
+//! `Platform` bundles the shared services into the one value passed around at run time.
 
-// Until the foundation's `http` module lands, the API's HTTP pieces are declared inline here;
-// after the merge these become `pub mod …` lines in `http/mod.rs`.
-pub mod http {
-    pub mod session;
-}
+pub mod config;
+pub mod http;
+pub mod platform;
+pub mod readiness;
 pub mod secrets;
+pub mod shutdown;
 pub mod store;
+pub mod telemetry;
 pub mod validation;
+
+pub use platform::Platform;

@@ -14,35 +14,13 @@ use std::sync::Arc;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use bson::oid::ObjectId;
+use keel::config::AuthConfig;
 use keel::store::{Store, StoreError};
 use keel::validation::FieldErrors;
-use serde::Deserialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::model::{Credentials, Password, UserRecord};
 use super::repository::UserRepository;
-
-/// `[auth]` settings: argon2id cost. Defaults are OWASP's (19 MiB, 2 passes, 1 lane).
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthSettings {
-    pub argon2_memory_kib: u32,
-    pub argon2_iterations: u32,
-    pub argon2_parallelism: u32,
-    /// Hashes allowed to run at once (each holds `argon2_memory_kib`).
-    pub max_concurrent_hashes: usize,
-}
-
-impl Default for AuthSettings {
-    fn default() -> Self {
-        Self {
-            argon2_memory_kib: 19_456,
-            argon2_iterations: 2,
-            argon2_parallelism: 1,
-            max_concurrent_hashes: 4,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -68,13 +46,14 @@ pub struct AuthService {
 struct Hasher {
     params: Params,
     permits: Semaphore,
-    /// Verified against when the email is unknown, so both failures cost the same.
-    dummy_hash: String,
+    /// Verified against when the email is unknown, so both failures cost the same. Made on
+    /// first use with the configured parameters.
+    dummy_hash: OnceCell<String>,
 }
 
 impl AuthService {
-    /// Builds the service and its dummy hash (one hash at start-up).
-    pub async fn new(store: &Store, settings: &AuthSettings) -> Result<Self, AuthError> {
+    /// Fails only on argon2 parameters outside what the algorithm accepts.
+    pub fn new(store: &Store, settings: &AuthConfig) -> Result<Self, AuthError> {
         let params = Params::new(
             settings.argon2_memory_kib,
             settings.argon2_iterations,
@@ -82,19 +61,12 @@ impl AuthService {
             None,
         )
         .map_err(|e| AuthError::Hashing(format!("invalid argon2 parameters: {e}")))?;
-        let dummy_secret = Password::parse(&ObjectId::new().to_hex())
-            .map_err(|e| AuthError::Hashing(e.to_string()))?;
-        let params_for_dummy = params.clone();
-        let dummy_hash =
-            tokio::task::spawn_blocking(move || hash_blocking(&params_for_dummy, &dummy_secret))
-                .await
-                .map_err(|e| AuthError::Hashing(e.to_string()))??;
         Ok(Self {
             users: UserRepository::new(store),
             hasher: Arc::new(Hasher {
                 params,
                 permits: Semaphore::new(settings.max_concurrent_hashes.max(1)),
-                dummy_hash,
+                dummy_hash: OnceCell::new(),
             }),
         })
     }
@@ -120,7 +92,7 @@ impl AuthService {
         let user = self.users.find_by_email(&credentials.email).await?;
         let stored_hash = match &user {
             Some(u) => u.password_hash.clone(),
-            None => self.hasher.dummy_hash.clone(),
+            None => self.dummy_hash().await?,
         };
         let matches = self.verify(credentials.password, stored_hash).await?;
         match user {
@@ -131,6 +103,19 @@ impl AuthService {
 
     pub async fn user_by_id(&self, id: ObjectId) -> Result<Option<UserRecord>, AuthError> {
         Ok(self.users.find_by_id(id).await?)
+    }
+
+    async fn dummy_hash(&self) -> Result<String, AuthError> {
+        let hash = self
+            .hasher
+            .dummy_hash
+            .get_or_try_init(|| async {
+                let random = Password::parse(&ObjectId::new().to_hex())
+                    .map_err(|e| AuthError::Hashing(e.to_string()))?;
+                self.hash(random).await
+            })
+            .await?;
+        Ok(hash.clone())
     }
 
     async fn hash(&self, password: Password) -> Result<String, AuthError> {

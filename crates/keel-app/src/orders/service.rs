@@ -2,39 +2,14 @@
 //! and store it `pending`; read back only the caller's own orders.
 
 use bson::oid::ObjectId;
+use keel::config::OrdersConfig;
 use keel::store::{Store, StoreError};
 use keel::validation::FieldErrors;
-use serde::Deserialize;
 
 use super::model::{NewOrder, OrderLineRecord, OrderRecord, OrderStatus};
 use super::repository::OrderRepository;
 use crate::money::Price;
 use crate::paging::{Limit, Skip};
-
-/// `[orders]` settings.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct OrderSettings {
-    /// Sales tax as a fraction of the subtotal (0.08 = 8 %), 0..=1.
-    pub tax_rate: f64,
-}
-
-impl Default for OrderSettings {
-    fn default() -> Self {
-        Self { tax_rate: 0.08 }
-    }
-}
-
-impl OrderSettings {
-    /// Problems with these settings, for the config validation report.
-    pub fn problems(&self) -> Vec<(String, String)> {
-        if (0.0..=1.0).contains(&self.tax_rate) {
-            Vec::new()
-        } else {
-            vec![("orders.tax_rate".into(), "must be between 0 and 1".into())]
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
@@ -54,7 +29,7 @@ pub struct OrderService {
 }
 
 impl OrderService {
-    pub fn new(store: &Store, settings: &OrderSettings) -> Self {
+    pub fn new(store: &Store, settings: &OrdersConfig) -> Self {
         Self {
             orders: OrderRepository::new(store),
             tax_rate: settings.tax_rate.clamp(0.0, 1.0),
@@ -136,11 +111,5 @@ mod tests {
         assert_eq!(record.tax, 1.62);
         assert_eq!(record.total, 21.91);
         assert_eq!(record.status, OrderStatus::Pending);
-    }
-
-    #[test]
-    fn tax_rate_outside_0_1_is_a_config_problem() {
-        assert!(OrderSettings { tax_rate: 1.5 }.problems().len() == 1);
-        assert!(OrderSettings::default().problems().is_empty());
     }
 }

@@ -40,7 +40,8 @@ use crate::secrets::Secret;
 use crate::store::{Collection, FindOptions, IndexSpec, Store, StoreError, UpdateOptions};
 
 pub const SESSIONS: &str = "sessions";
-pub const COOKIE_NAME: &str = "sessionId";
+/// The cookie's default name (the guides' `name: 'sessionId'`); `session.cookie_name` sets it.
+pub const DEFAULT_COOKIE_NAME: &str = "sessionId";
 const TOKEN_BYTES: usize = 32;
 const NONCE_BYTES: usize = 12;
 const HKDF_SALT: &[u8] = b"keel/session/v1";
@@ -49,6 +50,7 @@ const HKDF_INFO: &[u8] = b"sessions collection AES-256-GCM";
 /// `[session]` settings this layer needs (the secret travels separately, as a `Secret`).
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
+    pub cookie_name: String,
     pub max_age: Duration,
     pub touch_after: Duration,
     /// Sets `Secure` on the cookie (production).
@@ -58,6 +60,7 @@ pub struct SessionSettings {
 impl Default for SessionSettings {
     fn default() -> Self {
         Self {
+            cookie_name: DEFAULT_COOKIE_NAME.to_string(),
             max_age: Duration::from_secs(24 * 3600),
             touch_after: Duration::from_secs(3600),
             secure_cookie: false,
@@ -118,6 +121,18 @@ struct Inner {
     settings: SessionSettings,
 }
 
+impl SessionSettings {
+    /// The session settings of a configuration (`Secure` cookies in production).
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            cookie_name: config.session.cookie_name.clone(),
+            max_age: config.session.ttl,
+            touch_after: config.session.touch_after,
+            secure_cookie: config.env.is_production(),
+        }
+    }
+}
+
 impl SessionManager {
     pub fn new(store: &Store, secret: &Secret, settings: SessionSettings) -> Self {
         Self {
@@ -144,7 +159,7 @@ impl SessionManager {
     /// Resolves the cookie of a request. Store failures are logged and read as "not logged in":
     /// a session must never turn into a 500 on a public route.
     pub async fn load(&self, headers: &HeaderMap) -> Option<ActiveSession> {
-        let token = session_token(headers)?;
+        let token = session_token(headers, &self.inner.settings.cookie_name)?;
         let record_id = record_id(&token);
         let found = self
             .inner
@@ -260,7 +275,8 @@ impl SessionManager {
             ""
         };
         let value = format!(
-            "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            self.inner.settings.cookie_name,
             self.inner.settings.max_age.as_secs()
         );
         // Token is base64url and the rest is ASCII: always a valid header value.
@@ -274,7 +290,8 @@ impl SessionManager {
             ""
         };
         HeaderValue::from_str(&format!(
-            "{COOKIE_NAME}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"
+            "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}",
+            self.inner.settings.cookie_name
         ))
         .unwrap_or_else(|_| HeaderValue::from_static("sessionId=; Path=/; Max-Age=0"))
     }
@@ -298,7 +315,9 @@ pub async fn session_layer(
     if let Some(active) = &session {
         match sessions.touch_if_due(active).await {
             Ok(true) => {
-                refreshed_cookie = session_token(request.headers()).map(|t| sessions.cookie(&t));
+                refreshed_cookie =
+                    session_token(request.headers(), &sessions.inner.settings.cookie_name)
+                        .map(|t| sessions.cookie(&t));
             }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "session touch failed"),
@@ -375,14 +394,14 @@ fn new_token() -> String {
 
 /// The well-formed `sessionId` token of a request, if any. Anything not shaped like one of our
 /// tokens is ignored before it costs a store lookup.
-fn session_token(headers: &HeaderMap) -> Option<String> {
+fn session_token(headers: &HeaderMap, cookie_name: &str) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
+        .find(|(name, _)| *name == cookie_name)
         .map(|(_, value)| value.trim().to_string())
         .filter(|t| {
             t.len() == 43

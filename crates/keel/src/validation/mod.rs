@@ -16,12 +16,9 @@ use std::fmt;
 use bson::oid::ObjectId;
 use serde::Serialize;
 
-/// One bad field: `field` is a JSON path such as `lines[2].qty` or `filter.price.$gt`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
+/// One bad field (`field` is a JSON path such as `lines[2].qty` or `filter.price.$gt`): the same
+/// type the HTTP layer lists in a 400's `details`.
+pub use crate::http::FieldError;
 
 /// Every problem found in one input. Empty means valid.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -41,10 +38,7 @@ impl FieldErrors {
     }
 
     pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
+        self.0.push(FieldError::new(field, message));
     }
 
     /// Keeps the value when the parse succeeded, records the problems when it did not.
@@ -112,6 +106,13 @@ impl fmt::Display for FieldErrors {
 }
 
 impl std::error::Error for FieldErrors {}
+
+/// Every bad field becomes one entry of a 400 `validation_failed`.
+impl From<FieldErrors> for crate::http::ApiError {
+    fn from(errors: FieldErrors) -> Self {
+        crate::http::ApiError::Validation(errors.into_vec())
+    }
+}
 
 /// Trims and checks a required string: between `min` and `max` characters (not bytes), no
 /// control characters. Length is counted in `char`s so a multi-byte name is not penalised.

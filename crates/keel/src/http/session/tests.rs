@@ -64,7 +64,7 @@ fn only_well_formed_session_cookies_are_read() {
         COOKIE,
         HeaderValue::from_str(&format!("theme=dark; sessionId={token}; x=1")).unwrap(),
     );
-    assert_eq!(session_token(&headers), Some(token));
+    assert_eq!(session_token(&headers, DEFAULT_COOKIE_NAME), Some(token));
     for bad in [
         "sessionId=short",
         "sessionId=",
@@ -73,7 +73,7 @@ fn only_well_formed_session_cookies_are_read() {
     ] {
         let mut headers = HeaderMap::new();
         headers.insert(COOKIE, HeaderValue::from_str(bad).unwrap());
-        assert_eq!(session_token(&headers), None, "{bad}");
+        assert_eq!(session_token(&headers, DEFAULT_COOKIE_NAME), None, "{bad}");
     }
 }
 

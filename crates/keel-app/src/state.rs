@@ -1,0 +1,37 @@
+//! `AppState`: what handlers can reach. Built once by `build`, cloned per request (an `Arc`).
+//!
+//! It wraps the platform (config, readiness, shutdown, store); components add their services
+//! here as fields (`items: ItemService`) and handlers take `State<AppState>` or a `FromRef`
+//! part of it. Nothing is global.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use keel::Platform;
+
+use crate::Role;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub platform: Platform,
+    pub roles: Arc<[Role]>,
+}
+
+impl AppState {
+    pub fn new(platform: Platform, roles: &[Role]) -> Self {
+        Self {
+            platform,
+            roles: roles.into(),
+        }
+    }
+
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+impl FromRef<AppState> for Platform {
+    fn from_ref(state: &AppState) -> Platform {
+        state.platform.clone()
+    }
+}

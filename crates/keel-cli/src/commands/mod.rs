@@ -1,0 +1,36 @@
+//! One module per command group; shared here: the global flags and loading the configuration.
+
+pub mod config;
+pub mod healthcheck;
+pub mod serve;
+pub mod version;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use keel::config::{Config, LoadOptions};
+
+/// Exit status for an invalid configuration (`serve`, `config check`, …).
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Flags accepted by every command.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Directory holding default.toml, {env}.toml and local.toml.
+    #[arg(long, global = true, env = "KEEL_CONFIG_DIR", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+}
+
+/// Loads the configuration with `overrides` (key path, value) from command-line flags as the
+/// last layer. On failure prints every problem to stderr and returns the exit code to use.
+pub fn load_config(global: &Global, overrides: &[(&str, String)]) -> Result<Config, ExitCode> {
+    let mut options = LoadOptions::from_process(global.config_dir.clone());
+    for (key, value) in overrides {
+        options = options.with_override(key, value);
+    }
+    keel::config::load(&options).map_err(|error| {
+        eprintln!("keel: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}

@@ -1,0 +1,191 @@
+//! `keel serve`: the whole system in one process, until a signal stops it.
+//!
+//! Order matters: configuration (invalid → exit 2 before anything listens), telemetry,
+//! signal handlers, the store, the application, then the listener. On SIGTERM/SIGINT:
+//! readiness goes down, the listener closes, in-flight requests drain within
+//! `server.shutdown_timeout`, background tasks stop, shutdown hooks run (newest first, the
+//! store last), telemetry is flushed, exit 0. A second signal exits at once with 130.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use keel::Platform;
+use keel::config::Config;
+use keel::shutdown::Shutdown;
+use keel::shutdown::signals::Signals;
+use keel::store::Store;
+use keel_app::Role;
+use tokio::net::TcpListener;
+
+use super::Global;
+
+/// How long each shutdown hook may take.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// What this process runs; repeat for several (`--role api --role jobs`). Default: all.
+    #[arg(long = "role", value_enum, value_name = "ROLE")]
+    pub roles: Vec<RoleArg>,
+    /// Listen address, overriding server.host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Listen port, overriding server.port.
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// The HTTP API.
+    Api,
+    /// Scheduled tasks.
+    Scheduler,
+    /// Change-stream watchers.
+    Watchers,
+    /// Workers of the durable job queue.
+    Jobs,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::Api => Role::Api,
+            RoleArg::Scheduler => Role::Scheduler,
+            RoleArg::Watchers => Role::Watchers,
+            RoleArg::Jobs => Role::Jobs,
+        }
+    }
+}
+
+pub fn run(global: &Global, args: ServeArgs) -> ExitCode {
+    let mut overrides = Vec::new();
+    if let Some(host) = &args.host {
+        overrides.push(("server.host", host.clone()));
+    }
+    if let Some(port) = args.port {
+        overrides.push(("server.port", port.to_string()));
+    }
+    let config = match super::load_config(global, &overrides) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let mut roles: Vec<Role> = args.roles.into_iter().map(Role::from).collect();
+    if roles.is_empty() {
+        roles = Role::ALL.to_vec();
+    }
+    roles.sort();
+    roles.dedup();
+
+    let telemetry = match keel::telemetry::init(&config) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("keel: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("keel: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(serve(config, roles));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let code = match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "keel stopped on an error");
+            eprintln!("keel: {e:#}");
+            ExitCode::FAILURE
+        }
+    };
+    telemetry.shutdown();
+    code
+}
+
+async fn serve(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
+    let mut signals = Signals::install().context("installing signal handlers")?;
+    let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        env = %config.env,
+        roles = ?role_names,
+        "keel starting"
+    );
+    tracing::debug!(config = ?config, "effective configuration");
+
+    let shutdown = Shutdown::new();
+    let store = Store::connect(&config.database)
+        .await
+        .context("opening the store (database.url)")?;
+    tracing::info!(backend = store.backend_name(), "store opened");
+    let closing = store.clone();
+    shutdown.on_shutdown("store", move || async move {
+        if let Err(e) = closing.close().await {
+            tracing::warn!(error = %e, "closing the store failed");
+        }
+    });
+
+    let drain_timeout = config.server.shutdown_timeout;
+    let address = SocketAddr::new(config.server.host, config.server.port);
+    let platform = Platform::new(config, shutdown.clone(), Some(store.clone()));
+    platform.readiness().add_probe("store", move || {
+        let store = store.clone();
+        async move { store.ping().await.map_err(|e| e.to_string()) }
+    });
+    let app = keel_app::build(platform.clone(), &roles);
+
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address}"))?;
+    let local = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    tracing::info!(addr = %local, "listening");
+    let mut server = tokio::spawn(keel::http::serve(
+        listener,
+        app.router,
+        shutdown.clone(),
+        drain_timeout,
+    ));
+
+    let signal = tokio::select! {
+        name = signals.recv() => name,
+        result = &mut server => {
+            // The accept loop only ends on its own if something broke.
+            result.context("the HTTP server task failed")?.context("serving HTTP")?;
+            anyhow::bail!("the HTTP server stopped unexpectedly");
+        }
+    };
+    let started = Instant::now();
+    tracing::info!(
+        signal,
+        drain_timeout_ms = drain_timeout.as_millis() as u64,
+        "shutdown started"
+    );
+    signals.exit_on_next();
+    platform.readiness().mark_shutting_down();
+    shutdown.trigger();
+    // Background tasks stop while the listener drains; both are bounded by the drain timeout.
+    match server.await {
+        Ok(Ok(())) => tracing::info!("HTTP server drained"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+    }
+    let remaining = drain_timeout.saturating_sub(started.elapsed());
+    shutdown.wait_for_tasks(remaining).await;
+    shutdown.run_hooks(HOOK_TIMEOUT).await;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "shutdown complete"
+    );
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The HTTP chassis: the layers every keel API runs behind, and the server loop.
+//!
+//! `chassis(router, &config)` wraps an application router in this order (outermost first):
+//!
+//! 1. request id (`x-request-id` generated or propagated, echoed) — `request_id.rs`
+//! 2. trace span (`http.request`, W3C `traceparent` as parent) — `observe.rs`
+//! 3. request log (one line per request, level by status) — `observe.rs`
+//! 4. catch panic (500 envelope with the request id) — `protect.rs`
+//! 5. error envelope (plain-text errors from extractors and layers become JSON) — `protect.rs`
+//! 6. timeout (`server.request_timeout` → 503 `timeout`) — `protect.rs`
+//! 7. security headers (helmet's list; HSTS only in production) — `protect.rs`
+//! 8. CORS (`server.cors_origins`) — `protect.rs`
+//! 9. body limit (`server.body_limit` → 413 `payload_too_large`)
+//! 10. compression (gzip)
+//!
+//! then 404 and 405 answer through `ApiError` too. Session, rate-limit and auth layers (API
+//! issue) belong *inside* the chassis: add them to the application router before calling
+//! `chassis` (`router.layer(session)`; per-route ones with `route_layer`), so they run after
+//! compression in the list above and see the request id, span and client IP (`ClientIp`
+//! extension). Probes are mounted with `probes::routes`.
+
+pub mod error;
+pub mod observe;
+pub mod probes;
+pub mod protect;
+pub mod request_id;
+pub mod response;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+
+pub use error::{ApiError, FieldError};
+pub use observe::ClientIp;
+pub use request_id::RequestId;
+pub use response::{Created, Data, List};
+
+use crate::config::{Config, IpRange};
+use crate::shutdown::Shutdown;
+
+/// Wraps `router` (all application routes, already merged) in keel's middleware stack.
+pub fn chassis<S>(router: Router<S>, config: &Config) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let trusted_proxies: Arc<[IpRange]> = config.server.trusted_proxies.clone().into();
+    let body_limit = usize::try_from(config.server.body_limit).unwrap_or(usize::MAX);
+    let stack = ServiceBuilder::new()
+        .layer(from_fn(request_id::assign_request_id))
+        .layer(from_fn(observe::request_span))
+        .layer(from_fn_with_state(trusted_proxies, observe::log_request))
+        .layer(from_fn(protect::catch_panic))
+        .layer(from_fn(protect::error_envelope))
+        .layer(from_fn_with_state(
+            config.server.request_timeout,
+            protect::timeout,
+        ))
+        .layer(from_fn_with_state(
+            protect::SecurityHeaders::for_config(config),
+            protect::security_headers,
+        ))
+        .layer(protect::cors(config))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(CompressionLayer::new());
+    router
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // The chassis's own limit (step 9) replaces axum's 2 MB extractor default.
+        .layer(DefaultBodyLimit::disable())
+        .layer(stack)
+}
+
+/// Serves `app` on `listener` until shutdown is triggered, then stops accepting (the listener
+/// closes, new connections are refused) and lets in-flight requests finish for at most
+/// `drain_timeout`. Returns when all connections are done or the deadline passed.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: Shutdown,
+    drain_timeout: Duration,
+) -> std::io::Result<()> {
+    let token = shutdown.token();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { token.cancelled().await })
+    .into_future();
+    tokio::pin!(server);
+    let drain_deadline = async {
+        shutdown.triggered().await;
+        tokio::time::sleep(drain_timeout).await;
+    };
+    tokio::select! {
+        result = &mut server => result,
+        _ = drain_deadline => {
+            tracing::warn!(
+                drain_timeout_ms = drain_timeout.as_millis() as u64,
+                "in-flight requests still running at the shutdown deadline; abandoning them"
+            );
+            Ok(())
+        }
+    }
+}

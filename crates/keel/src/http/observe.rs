@@ -1,0 +1,193 @@
+//! The request span and the request log.
+//!
+//! `request_span` opens `http.request` with `request_id`, `method`, `path` and `trace_id`; an
+//! incoming W3C `traceparent` becomes its OpenTelemetry parent, so a trace continues across
+//! services. Every event logged while handling the request sits in that span. Later layers may
+//! fill `user_id` with `tracing::Span::current().record("user_id", …)`.
+//!
+//! `log_request` writes one line per request when the response is ready: method, path, status,
+//! duration_ms, ip, user agent, request id. 5xx is `error`, 4xx `warn`, the rest `info`. The
+//! query string is left out: it may carry tokens.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::request_id::RequestId;
+use crate::config::IpRange;
+
+/// The client's address as keel believes it (see `client_ip`); in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+pub async fn request_span(request: Request, next: Next) -> Response {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "http.request",
+        request_id = %request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        trace_id = tracing::field::Empty,
+        user_id = tracing::field::Empty,
+    );
+    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+    let remote = parent.span().span_context().clone();
+    // Without an OpenTelemetry layer there is nothing to attach to; the remote trace id is
+    // still recorded below so logs can be joined with the caller's trace.
+    let _ = span.set_parent(parent);
+    let own = span.context().span().span_context().clone();
+    if own.is_valid() {
+        span.record("trace_id", own.trace_id().to_string());
+    } else if remote.is_valid() {
+        span.record("trace_id", remote.trace_id().to_string());
+    }
+    next.run(request).instrument(span).await
+}
+
+pub async fn log_request(
+    State(trusted_proxies): State<Arc<[IpRange]>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let ip = client_ip(peer, request.headers(), &trusted_proxies);
+    if let Some(ip) = ip {
+        request.extensions_mut().insert(ClientIp(ip));
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let user_agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+
+    let response = next.run(request).await;
+
+    let status = response.status().as_u16();
+    let duration_ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
+    macro_rules! request_event {
+        ($level:ident) => {
+            tracing::event!(
+                tracing::Level::$level,
+                method = %method,
+                path = %path,
+                status,
+                duration_ms,
+                ip = %ip,
+                user_agent = %user_agent,
+                request_id = %request_id,
+                "request completed"
+            )
+        };
+    }
+    match status {
+        500.. => request_event!(ERROR),
+        400..=499 => request_event!(WARN),
+        _ => request_event!(INFO),
+    }
+    response
+}
+
+/// The client's address: the peer's, unless the peer is a trusted proxy, in which case the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy. Entries left of the
+/// first untrusted one are whatever the client chose to send, so they are never believed.
+pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpRange]) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|range| range.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|entry| entry.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .iter()
+            .rev()
+            .copied()
+            .find(|ip| !is_trusted(*ip))
+            .or_else(|| forwarded.first().copied())
+            .unwrap_or(peer),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(xff: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_str(xff).unwrap());
+        headers
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_from_untrusted_peers() {
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let got = client_ip(Some(ip("203.0.113.9")), &headers("1.2.3.4"), &trusted);
+        assert_eq!(got, Some(ip("203.0.113.9")));
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_hop_is_the_client() {
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let spoofed = headers("6.6.6.6, 198.51.100.7, 10.0.0.2");
+        let got = client_ip(Some(ip("10.0.0.1")), &spoofed, &trusted);
+        assert_eq!(got, Some(ip("198.51.100.7")));
+    }
+
+    #[test]
+    fn a_trusted_peer_without_forwarded_for_is_the_client() {
+        let trusted = ["127.0.0.1".parse().unwrap()];
+        let got = client_ip(Some(ip("127.0.0.1")), &HeaderMap::new(), &trusted);
+        assert_eq!(got, Some(ip("127.0.0.1")));
+    }
+}

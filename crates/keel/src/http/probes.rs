@@ -1,0 +1,43 @@
+//! `GET /api/health` (liveness: the process answers; no I/O, never limited) and
+//! `GET /api/ready` (readiness: every reported component and probe is up; 503 otherwise).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use crate::readiness::Readiness;
+
+/// How long each readiness probe may take before it counts as down.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn routes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> Router<S> {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/ready", get(ready))
+        .with_state(readiness)
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({
+        "status": "healthy",
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    }))
+}
+
+async fn ready(State(readiness): State<Readiness>) -> Result<Json<Value>, ApiError> {
+    let report = readiness.check(PROBE_TIMEOUT).await;
+    if report.ready {
+        return Ok(Json(
+            json!({ "status": "ready", "components": report.components }),
+        ));
+    }
+    Err(ApiError::Unavailable {
+        message: "not ready".to_owned(),
+        details: Some(json!({ "down": report.down(), "components": report.components })),
+    })
+}

@@ -1,0 +1,182 @@
+//! The protective layers of the chassis: catch panic, error envelope, timeout, security
+//! headers, CORS. Each is a small `axum::middleware::from_fn` so its behaviour is readable here.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+
+use super::error::ApiError;
+use crate::config::Config;
+
+/// A panicking handler answers 500 (with the request id) instead of dropping the connection;
+/// the panic is logged with the request's span, and the process keeps serving.
+pub async fn catch_panic(request: Request, next: Next) -> Response {
+    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".to_owned());
+            ApiError::internal(format!("request handler panicked: {message}")).into_response()
+        }
+    }
+}
+
+/// Responses that are errors but not JSON (axum extractor rejections, tower layers) are
+/// rewritten into the envelope, keeping their status. A 4xx's text is kept as the message;
+/// a 5xx's text is dropped (it may hold internals).
+pub async fn error_envelope(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let is_encoded = response.headers().contains_key(header::CONTENT_ENCODING);
+    let (parts, body) = response.into_parts();
+    let message = if status.is_client_error() && !is_encoded {
+        axum::body::to_bytes(body, 2048)
+            .await
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
+    } else {
+        None
+    };
+    let mut rewritten = ApiError::from_status(status, message).into_response();
+    *rewritten.status_mut() = status;
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(value) = parts.headers.get(&name) {
+            rewritten.headers_mut().insert(name, value.clone());
+        }
+    }
+    rewritten
+}
+
+/// A request still running after `server.request_timeout` is abandoned: 503 `timeout`.
+pub async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout_ms = limit.as_millis() as u64, "request timed out");
+            ApiError::Timeout.into_response()
+        }
+    }
+}
+
+/// The response headers of helmet's defaults, plus HSTS in production.
+#[derive(Debug, Clone)]
+pub struct SecurityHeaders(Arc<[(HeaderName, HeaderValue)]>);
+
+/// helmet's default policy: resources from our own origin only, no plugins, no framing by others.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self';base-uri 'self';\
+font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;\
+object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';\
+upgrade-insecure-requests";
+
+impl SecurityHeaders {
+    pub fn for_config(config: &Config) -> Self {
+        let mut headers = vec![
+            ("content-security-policy", CONTENT_SECURITY_POLICY),
+            ("cross-origin-opener-policy", "same-origin"),
+            ("cross-origin-resource-policy", "same-origin"),
+            ("origin-agent-cluster", "?1"),
+            ("referrer-policy", "no-referrer"),
+            ("x-content-type-options", "nosniff"),
+            ("x-dns-prefetch-control", "off"),
+            ("x-download-options", "noopen"),
+            ("x-frame-options", "SAMEORIGIN"),
+            ("x-permitted-cross-domain-policies", "none"),
+            ("x-xss-protection", "0"),
+        ];
+        // HSTS pins browsers to HTTPS for a year: only where HTTPS is guaranteed.
+        if config.env.is_production() {
+            headers.push((
+                "strict-transport-security",
+                "max-age=31536000; includeSubDomains",
+            ));
+        }
+        SecurityHeaders(
+            headers
+                .into_iter()
+                .map(|(name, value)| {
+                    (
+                        HeaderName::from_static(name),
+                        HeaderValue::from_static(value),
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+pub async fn security_headers(
+    State(policy): State<SecurityHeaders>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in policy.0.iter() {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    headers.remove("x-powered-by");
+    response
+}
+
+/// CORS from `server.cors_origins`: none listed → no cross-origin access; `*` (development
+/// only, enforced by config validation) → any origin without credentials; otherwise exactly
+/// the listed origins, with credentials (session cookies).
+pub fn cors(config: &Config) -> CorsLayer {
+    let origins = &config.server.cors_origins;
+    let exposed = [
+        HeaderName::from_static("x-request-id"),
+        HeaderName::from_static("retry-after"),
+        HeaderName::from_static("ratelimit-limit"),
+        HeaderName::from_static("ratelimit-remaining"),
+        HeaderName::from_static("ratelimit-reset"),
+    ];
+    let base = CorsLayer::new()
+        .expose_headers(exposed)
+        .max_age(Duration::from_secs(600));
+    if origins.iter().any(|o| o == "*") {
+        return base
+            .allow_origin(AllowOrigin::any())
+            .allow_methods(AllowMethods::any())
+            .allow_headers(AllowHeaders::any());
+    }
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    base.allow_origin(AllowOrigin::list(allowed))
+        .allow_credentials(true)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("idempotency-key"),
+        ])
+}

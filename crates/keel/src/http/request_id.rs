@@ -1,0 +1,113 @@
+//! Request ids: every request gets one, every log line and error response about it carries it.
+//!
+//! A caller's `x-request-id` is kept when it is sane (1–128 characters of `[A-Za-z0-9._:-]`),
+//! so ids flow through a chain of services; otherwise a UUID v4 is generated. The id is echoed
+//! in the response, stored in the request's extensions (the `RequestId` extractor reads it) and
+//! scoped to the request's task, where `ApiError` picks it up for 5xx bodies.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+const MAX_LEN: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(Arc<str>);
+
+impl RequestId {
+    pub fn generate() -> Self {
+        RequestId(Arc::from(uuid::Uuid::new_v4().to_string()))
+    }
+
+    /// Accepts a caller's id only if it is safe to echo and to log.
+    pub fn parse(text: &str) -> Option<Self> {
+        let is_sane = !text.is_empty()
+            && text.len() <= MAX_LEN
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        is_sane.then(|| RequestId(Arc::from(text)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+tokio::task_local! {
+    static CURRENT: RequestId;
+}
+
+/// The id of the request being handled on this task, if any.
+pub fn current() -> Option<RequestId> {
+    CURRENT.try_with(RequestId::clone).ok()
+}
+
+/// Runs `future` with `id` as the current request id.
+pub async fn scope<F: Future>(id: RequestId, future: F) -> F::Output {
+    CURRENT.scope(id, future).await
+}
+
+/// Middleware: assigns the id (outermost layer of the chassis).
+pub async fn assign_request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .and_then(RequestId::parse)
+        .unwrap_or_else(RequestId::generate);
+    let header = HeaderValue::from_str(id.as_str())
+        .expect("a RequestId holds only visible ASCII, always a valid header value");
+    request.headers_mut().insert(X_REQUEST_ID, header.clone());
+    request.extensions_mut().insert(id.clone());
+    let mut response = scope(id, next.run(request)).await;
+    response.headers_mut().insert(X_REQUEST_ID, header);
+    response
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(parts
+            .extensions
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(RequestId::generate))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sane_ids_are_kept_and_others_refused() {
+        assert!(RequestId::parse("abc-123_x.y:z").is_some());
+        assert!(RequestId::parse(&"a".repeat(128)).is_some());
+        for bad in ["", "has space", "new\nline", "<script>", &"a".repeat(129)] {
+            assert!(RequestId::parse(bad).is_none(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_uuids() {
+        let id = RequestId::generate();
+        assert!(uuid::Uuid::parse_str(id.as_str()).is_ok());
+    }
+}

@@ -1,0 +1,295 @@
+//! The planner and the candidate scan, shared by readers and the writer.
+//!
+//! An index only narrows: the plan picks the cheapest source of candidates (the `_id` itself,
+//! a secondary index's key ranges, or the whole table) and `Filter::matches` decides every
+//! candidate. Index tables hold concatenated, prefix-free key encodings, so every condition on
+//! an index's first field becomes a byte range over its table.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use bson::Document;
+use rusqlite::{Connection, Row};
+
+use super::super::engine::{self, Filter, IndexScan};
+use super::super::{StoreError, StoreResult};
+use super::schema::{CollectionMeta, IndexMeta};
+use super::sql_error;
+
+/// A half-open byte range `[lower, upper)`; `upper == None` runs to the end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRange {
+    pub lower: Vec<u8>,
+    pub upper: Option<Vec<u8>>,
+}
+
+/// Where the candidates of a filter come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// One `_id`.
+    IdPoint(Vec<u8>),
+    /// Ranges of the collection table itself (`_id` conditions).
+    IdRanges(Vec<KeyRange>),
+    /// Ranges of a secondary index.
+    Index {
+        table: String,
+        ranges: Vec<KeyRange>,
+    },
+    /// Every document.
+    FullScan,
+}
+
+/// The smallest byte string greater than every string that starts with `prefix`
+/// (`None` when there is none: the prefix is all `0xFF`).
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < 0xFF {
+            next.push(last + 1);
+            return Some(next);
+        }
+    }
+    None
+}
+
+/// The byte ranges an index scan covers. A key is a concatenation that starts with the
+/// encoding of the first field's value, so each bound is a prefix bound.
+pub fn ranges(scan: &IndexScan) -> Vec<KeyRange> {
+    match scan {
+        IndexScan::Keys(values) => {
+            let mut ranges: Vec<KeyRange> = values
+                .iter()
+                .map(|value| {
+                    let key = engine::encode_key(value);
+                    KeyRange {
+                        upper: prefix_successor(&key),
+                        lower: key,
+                    }
+                })
+                .collect();
+            ranges.sort_by(|a, b| a.lower.cmp(&b.lower));
+            ranges.dedup();
+            ranges
+        }
+        IndexScan::Range { lower, upper } => {
+            let lower = match lower {
+                None => Vec::new(),
+                Some((value, true)) => engine::encode_key(value),
+                Some((value, false)) => match prefix_successor(&engine::encode_key(value)) {
+                    Some(key) => key,
+                    None => return Vec::new(),
+                },
+            };
+            let upper = match upper {
+                None => None,
+                Some((value, true)) => prefix_successor(&engine::encode_key(value)),
+                Some((value, false)) => Some(engine::encode_key(value)),
+            };
+            if upper.as_ref().is_some_and(|upper| *upper <= lower) {
+                return Vec::new();
+            }
+            vec![KeyRange { lower, upper }]
+        }
+    }
+}
+
+/// Chooses the candidate source: the `_id`, then exact keys of an index (unique first), then
+/// `_id` ranges, then an index range, else the whole table.
+pub fn plan(meta: &CollectionMeta, filter: &Filter) -> Plan {
+    if let Some(id) = filter.id_equality() {
+        return Plan::IdPoint(engine::encode_key(id));
+    }
+    let mut scans: Vec<(&IndexMeta, IndexScan)> = meta
+        .indexes
+        .iter()
+        .filter_map(|index| {
+            let field = index.fields.first()?;
+            let scan = filter.index_scan_for(field, index.multikey)?;
+            Some((index, scan))
+        })
+        .collect();
+    scans.sort_by_key(|(index, scan)| (!matches!(scan, IndexScan::Keys(_)), !index.unique));
+    let index_plan = |(index, scan): &(&IndexMeta, IndexScan)| Plan::Index {
+        table: index.table(),
+        ranges: ranges(scan),
+    };
+    match scans.first() {
+        Some(best @ (_, IndexScan::Keys(_))) => return index_plan(best),
+        Some(_) | None => {}
+    }
+    if let Some(scan) = filter.index_scan_for("_id", false) {
+        return Plan::IdRanges(ranges(&scan));
+    }
+    scans.first().map(index_plan).unwrap_or(Plan::FullScan)
+}
+
+fn decode(bytes: &[u8]) -> StoreResult<Document> {
+    Document::from_reader(bytes)
+        .map_err(|e| StoreError::Backend(format!("a stored document is corrupt: {e}")))
+}
+
+/// Calls `visit` with every document of the collection that matches `filter` (in key order of
+/// the plan, each document once) until it breaks.
+pub fn scan(
+    conn: &Connection,
+    meta: &CollectionMeta,
+    filter: &Filter,
+    mut visit: impl FnMut(Vec<u8>, Document) -> StoreResult<ControlFlow<()>>,
+) -> StoreResult<()> {
+    let table = meta.table();
+    let plan = plan(meta, filter);
+    let context = |e| sql_error("scanning a collection", e);
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut on_row = |row: &Row<'_>, dedup: bool| -> StoreResult<ControlFlow<()>> {
+        let id: Vec<u8> = row.get(0).map_err(context)?;
+        if dedup && !seen.insert(id.clone()) {
+            return Ok(ControlFlow::Continue(()));
+        }
+        let bytes = row
+            .get_ref(1)
+            .and_then(|v| Ok(v.as_blob()?))
+            .map_err(context)?;
+        let document = decode(bytes)?;
+        if filter.matches(&document) {
+            visit(id, document)
+        } else {
+            Ok(ControlFlow::Continue(()))
+        }
+    };
+    let mut run = |sql: &str, params: &[&dyn rusqlite::ToSql], dedup: bool| {
+        let mut statement = conn.prepare_cached(sql).map_err(context)?;
+        let mut rows = statement.query(params).map_err(context)?;
+        while let Some(row) = rows.next().map_err(context)? {
+            if on_row(row, dedup)?.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok::<_, StoreError>(ControlFlow::Continue(()))
+    };
+    match plan {
+        Plan::IdPoint(key) => {
+            let _ = run(
+                &format!("SELECT id, doc FROM {table} WHERE id = ?1"),
+                &[&key],
+                false,
+            )?;
+        }
+        Plan::FullScan => {
+            let _ = run(
+                &format!("SELECT id, doc FROM {table} ORDER BY id"),
+                &[],
+                false,
+            )?;
+        }
+        Plan::IdRanges(ranges) => {
+            for range in ranges {
+                let flow = match &range.upper {
+                    Some(upper) => run(
+                        &format!(
+                            "SELECT id, doc FROM {table} WHERE id >= ?1 AND id < ?2 ORDER BY id"
+                        ),
+                        &[&range.lower, upper],
+                        false,
+                    )?,
+                    None => run(
+                        &format!("SELECT id, doc FROM {table} WHERE id >= ?1 ORDER BY id"),
+                        &[&range.lower],
+                        false,
+                    )?,
+                };
+                if flow.is_break() {
+                    break;
+                }
+            }
+        }
+        Plan::Index {
+            table: index_table,
+            ranges,
+        } => {
+            let select = format!(
+                "SELECT d.id, d.doc FROM {index_table} AS k JOIN {table} AS d ON d.id = k.id"
+            );
+            for range in ranges {
+                let flow = match &range.upper {
+                    Some(upper) => run(
+                        &format!("{select} WHERE k.key >= ?1 AND k.key < ?2 ORDER BY k.key"),
+                        &[&range.lower, upper],
+                        true,
+                    )?,
+                    None => run(
+                        &format!("{select} WHERE k.key >= ?1 ORDER BY k.key"),
+                        &[&range.lower],
+                        true,
+                    )?,
+                };
+                if flow.is_break() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every matching document, in plan order.
+pub fn collect(
+    conn: &Connection,
+    meta: &CollectionMeta,
+    filter: &Filter,
+    limit: Option<usize>,
+) -> StoreResult<Vec<(Vec<u8>, Document)>> {
+    let mut found = Vec::new();
+    if limit == Some(0) {
+        return Ok(found);
+    }
+    scan(conn, meta, filter, |id, document| {
+        found.push((id, document));
+        Ok(if limit.is_some_and(|limit| found.len() >= limit) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })?;
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::Bson;
+
+    use super::*;
+
+    #[test]
+    fn prefix_successor_skips_trailing_ff() {
+        assert_eq!(prefix_successor(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_successor(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_successor(&[0xFF, 0xFF]), None);
+    }
+
+    #[test]
+    fn exact_keys_cover_compound_keys_starting_with_them() {
+        let ranges = ranges(&IndexScan::Keys(vec![Bson::Int32(5)]));
+        let five = engine::encode_key(&Bson::Int32(5));
+        let mut compound = five.clone();
+        compound.extend(engine::encode_key(&Bson::String("x".into())));
+        let six = engine::encode_key(&Bson::Int32(6));
+        let range = &ranges[0];
+        let inside = |k: &Vec<u8>| *k >= range.lower && range.upper.as_ref().is_none_or(|u| k < u);
+        assert!(inside(&five) && inside(&compound));
+        assert!(!inside(&six));
+    }
+
+    #[test]
+    fn exclusive_bounds_exclude_the_bound_value() {
+        let scan = IndexScan::Range {
+            lower: Some((Bson::Int32(1), false)),
+            upper: Some((Bson::Int32(3), false)),
+        };
+        let range = &ranges(&scan)[0];
+        let inside = |v: i32| {
+            let k = engine::encode_key(&Bson::Int32(v));
+            k >= range.lower && range.upper.as_ref().is_none_or(|u| k < *u)
+        };
+        assert_eq!((inside(1), inside(2), inside(3)), (false, true, false));
+    }
+}

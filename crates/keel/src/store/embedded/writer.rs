@@ -1,0 +1,260 @@
+//! The single writer: one thread owns the write connection and commits queued writes together.
+//!
+//! Every write is a job sent over a bounded channel with a oneshot for its answer. The thread
+//! takes whatever is queued (up to `MAX_BATCH`), runs each job in its own SAVEPOINT (a failing
+//! write, e.g. a duplicate key, is rolled back alone) and COMMITs once: one fsync for every
+//! waiting write (group commit). Answers are sent only after COMMIT returns, so an
+//! acknowledged write is durable. Read-modify-write jobs (updates, `find_one_and_update`) read
+//! through the same connection inside the transaction, which makes each of them atomic.
+//!
+//! After a commit the thread publishes the catalog (when it changed) and the change log's new
+//! high-water mark, in that order, before answering: whoever sees an answer also sees both.
+
+use std::sync::{Arc, RwLock};
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::super::{StoreError, StoreResult};
+use super::schema::{self, Catalog};
+use super::sql_error;
+
+/// Jobs committed together at most; bounds the latency a batch adds to its first write.
+const MAX_BATCH: usize = 2048;
+/// Writes waiting for the writer at most; further writers wait for room (backpressure).
+pub const QUEUE_DEPTH: usize = 4096;
+
+/// What a job gets to work with: the write connection inside the open transaction, the
+/// writer's working catalog, and the last change-log sequence written so far.
+pub struct Txn<'c> {
+    pub conn: &'c Connection,
+    pub catalog: &'c mut Catalog,
+    pub last_seq: i64,
+}
+
+impl Txn<'_> {
+    /// Runs `work` in a savepoint: on error everything it did is undone (including catalog
+    /// changes and change-log sequence numbers) and the error is returned.
+    pub fn atomically<T>(
+        &mut self,
+        work: impl FnOnce(&mut Txn<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let run = |sql: &str| {
+            self.conn
+                .prepare_cached(sql)
+                .and_then(|mut s| s.execute([]))
+                .map_err(|e| sql_error("managing a savepoint", e))
+        };
+        run("SAVEPOINT keel_write")?;
+        let seq_before = self.last_seq;
+        let catalog_version = self.catalog.version;
+        let result = work(self);
+        let run = |sql: &str| {
+            self.conn
+                .prepare_cached(sql)
+                .and_then(|mut s| s.execute([]))
+                .map_err(|e| sql_error("managing a savepoint", e))
+        };
+        match result {
+            Ok(value) => {
+                run("RELEASE keel_write")?;
+                Ok(value)
+            }
+            Err(error) => {
+                run("ROLLBACK TO keel_write")?;
+                run("RELEASE keel_write")?;
+                self.last_seq = seq_before;
+                if self.catalog.version != catalog_version {
+                    *self.catalog = schema::load_catalog(self.conn)?;
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Sends a job's answer once its transaction's fate is known.
+pub type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
+/// A write job: runs inside the writer's transaction (`None`: the transaction could not be
+/// opened) and returns what to do once the commit is over.
+pub type Job = Box<dyn FnOnce(Option<&mut Txn<'_>>) -> Reply + Send>;
+
+pub enum Command {
+    Run(Job),
+    /// Commit what is queued before this, then stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// The async side of the writer: submits jobs and waits for their durable answers.
+#[derive(Clone)]
+pub struct Writer {
+    sender: mpsc::Sender<Command>,
+}
+
+fn unavailable() -> StoreError {
+    StoreError::Unavailable {
+        reason: "the embedded store is closed".into(),
+    }
+}
+
+impl Writer {
+    /// Runs `work` atomically in the writer thread; answers after the commit.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Txn<'_>) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |txn| {
+            let result = match txn {
+                Some(txn) => txn.atomically(work),
+                None => Err(unavailable()),
+            };
+            Box::new(move |committed: StoreResult<()>| {
+                let _ = reply.send(committed.and(result));
+            })
+        });
+        self.sender
+            .send(Command::Run(job))
+            .await
+            .map_err(|_| unavailable())?;
+        answer.await.map_err(|_| unavailable())?
+    }
+
+    /// True once the writer thread has stopped (after `close`).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
+    /// Commits everything queued, then stops the thread.
+    pub async fn close(&self) -> StoreResult<()> {
+        let (done, finished) = oneshot::channel();
+        if self.sender.send(Command::Close(done)).await.is_err() {
+            return Ok(());
+        }
+        finished.await.ok();
+        Ok(())
+    }
+}
+
+/// Where the writer publishes what readers and watchers need after each commit.
+pub struct Published {
+    pub catalog: Arc<RwLock<Arc<Catalog>>>,
+    pub high_water: watch::Sender<i64>,
+}
+
+/// Starts the writer thread on `conn`.
+pub fn spawn(
+    conn: Connection,
+    catalog: Catalog,
+    last_seq: i64,
+    published: Published,
+) -> StoreResult<Writer> {
+    let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
+    std::thread::Builder::new()
+        .name("keel-store-writer".into())
+        .spawn(move || write_loop(conn, catalog, last_seq, receiver, published))
+        .map_err(|e| StoreError::Backend(format!("cannot start the store writer: {e}")))?;
+    Ok(Writer { sender })
+}
+
+fn write_loop(
+    conn: Connection,
+    mut catalog: Catalog,
+    mut last_seq: i64,
+    mut receiver: mpsc::Receiver<Command>,
+    published: Published,
+) {
+    let mut batch: Vec<Command> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = receiver.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        let mut close = None;
+        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let began = conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut s| s.execute([]))
+            .map_err(|e| sql_error("starting a write transaction", e));
+        let seq_before = last_seq;
+        let committed = match began {
+            Ok(_) => {
+                let mut txn = Txn {
+                    conn: &conn,
+                    catalog: &mut catalog,
+                    last_seq,
+                };
+                for command in batch.drain(..) {
+                    match command {
+                        Command::Run(job) => replies.push(job(Some(&mut txn))),
+                        Command::Close(done) => close = Some(done),
+                    }
+                }
+                last_seq = txn.last_seq;
+                commit(&conn)
+            }
+            Err(error) => {
+                for command in batch.drain(..) {
+                    match command {
+                        Command::Run(job) => replies.push(job(None)),
+                        Command::Close(done) => close = Some(done),
+                    }
+                }
+                Err(error)
+            }
+        };
+        match &committed {
+            Ok(()) => publish(&published, &catalog, last_seq),
+            Err(error) => {
+                tracing::error!(%error, "store write batch failed; its writes are rolled back");
+                last_seq = seq_before;
+                match schema::load_catalog(&conn) {
+                    Ok(reloaded) => catalog = reloaded,
+                    Err(error) => tracing::error!(%error, "cannot reload the store catalog"),
+                }
+            }
+        }
+        for reply in replies {
+            reply(committed.clone());
+        }
+        if let Some(done) = close {
+            let _ = done.send(());
+            break;
+        }
+    }
+    tracing::debug!("store writer stopped");
+}
+
+fn commit(conn: &Connection) -> StoreResult<()> {
+    let result = conn
+        .prepare_cached("COMMIT")
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(|e| sql_error("committing writes", e));
+    if result.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    result
+}
+
+fn publish(published: &Published, catalog: &Catalog, last_seq: i64) {
+    let stale = match published.catalog.read() {
+        Ok(current) => current.version != catalog.version,
+        Err(_) => true,
+    };
+    if stale {
+        let fresh = Arc::new(catalog.clone());
+        match published.catalog.write() {
+            Ok(mut slot) => *slot = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+    }
+    published.high_water.send_if_modified(|seq| {
+        let advanced = *seq != last_seq;
+        *seq = last_seq;
+        advanced
+    });
+}

@@ -1,0 +1,264 @@
+//! What a filter tells the planner and the upsert path: the `_id` it pins, the index range it
+//! allows, the document an upsert starts from.
+//!
+//! Everything here is an *over-approximation* the backend narrows candidates with; the
+//! matcher still decides every candidate. The one rule that must hold: every document the
+//! filter matches has at least one index key inside what `index_scan` returns, given index
+//! keys built as `path::index_keys` builds them (multikey, `Null` for missing).
+
+use bson::{Bson, Document};
+
+use super::compare::type_rank;
+use super::filter::{CmpOp, Cond, Expr, Filter, InItem};
+
+/// What an index on one field can contribute to a query: candidate keys, never the final say.
+/// The backend scans these keys, then `Filter::matches` decides every candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexScan {
+    /// Exact keys (`$eq`, `$in`, `{field: value}`).
+    Keys(Vec<Bson>),
+    /// A range; bounds are `(value, inclusive)`. Within one type bracket, as MongoDB does.
+    Range {
+        lower: Option<(Bson, bool)>,
+        upper: Option<(Bson, bool)>,
+    },
+}
+
+/// Top-level conditions, with `$and` flattened: every one of them must hold.
+fn and_ed(conditions: &[Expr]) -> Vec<&Expr> {
+    let mut out = Vec::new();
+    let mut stack: Vec<&Expr> = conditions.iter().rev().collect();
+    while let Some(expr) = stack.pop() {
+        match expr {
+            Expr::And(inner) => stack.extend(inner.iter().rev()),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The conditions and-ed on exactly `field`.
+fn field_conditions<'a>(conditions: &'a [Expr], field: &str) -> Vec<&'a Cond> {
+    and_ed(conditions)
+        .into_iter()
+        .filter_map(|e| match e {
+            Expr::Field {
+                path, conditions, ..
+            } if path == field => Some(conditions),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+impl Filter {
+    /// The `_id` this filter pins, if it is `{_id: v}` or `{_id: {$eq: v}}` (possibly and-ed).
+    /// The backend fetches that one document and still runs `matches` on it.
+    pub fn id_equality(&self) -> Option<&Bson> {
+        field_conditions(&self.conditions, "_id")
+            .into_iter()
+            .find_map(|c| match c {
+                Cond::Eq(value) => Some(value),
+                _ => None,
+            })
+    }
+
+    /// How an index on `field` can narrow this filter, when it can, assuming the index may be
+    /// multikey (some document holds an array at `field`): only one condition is used, because
+    /// with arrays `{$gt: 5, $lt: 10}` may be satisfied by two different elements.
+    pub fn index_scan(&self, field: &str) -> Option<IndexScan> {
+        self.index_scan_for(field, true)
+    }
+
+    /// As `index_scan`; when the backend knows no document holds an array at `field`
+    /// (`multikey == false`), range conditions on the same bracket are intersected.
+    pub fn index_scan_for(&self, field: &str, multikey: bool) -> Option<IndexScan> {
+        scan_conditions(&self.conditions, field, multikey)
+    }
+
+    /// The document an upsert starts from: the filter's equality conditions (`{f: v}`,
+    /// `{f: {$eq: v}}`, and-ed), dotted paths expanded into embedded documents. Operators other
+    /// than `$eq` contribute nothing, as in MongoDB.
+    pub fn upsert_seed(&self) -> Document {
+        let mut seed = Document::new();
+        for expr in and_ed(&self.conditions) {
+            if let Expr::Field {
+                parts, conditions, ..
+            } = expr
+            {
+                for condition in conditions {
+                    if let Cond::Eq(value) = condition {
+                        seed_path(&mut seed, parts, value.clone());
+                    }
+                }
+            }
+        }
+        seed
+    }
+}
+
+fn scan_conditions(conditions: &[Expr], field: &str, multikey: bool) -> Option<IndexScan> {
+    let exprs = and_ed(conditions);
+    let mut best_range: Option<IndexScan> = None;
+    for expr in &exprs {
+        let candidate = match expr {
+            Expr::Field {
+                path, conditions, ..
+            } if path == field => field_scan(conditions, multikey),
+            Expr::Or(branches) => or_scan(branches, field),
+            _ => None,
+        };
+        match candidate {
+            Some(keys @ IndexScan::Keys(_)) => return Some(keys),
+            Some(range) if best_range.is_none() => best_range = Some(range),
+            _ => {}
+        }
+    }
+    best_range
+}
+
+/// `$or` narrows only when every branch narrows to exact keys on this field.
+fn or_scan(branches: &[Expr], field: &str) -> Option<IndexScan> {
+    let mut keys = Vec::new();
+    for branch in branches {
+        match scan_conditions(std::slice::from_ref(branch), field, true)? {
+            IndexScan::Keys(k) => keys.extend(k),
+            IndexScan::Range { .. } => return None,
+        }
+    }
+    Some(IndexScan::Keys(keys))
+}
+
+fn field_scan(conditions: &[Cond], multikey: bool) -> Option<IndexScan> {
+    let mut range: Option<(Option<(Bson, bool)>, Option<(Bson, bool)>, u8)> = None;
+    for condition in conditions {
+        match condition {
+            Cond::Eq(value) => return Some(IndexScan::Keys(vec![value.clone()])),
+            Cond::In(items) => {
+                let values: Option<Vec<Bson>> = items
+                    .iter()
+                    .map(|i| match i {
+                        InItem::Value(v) => Some(v.clone()),
+                        InItem::Regex(_) => None,
+                    })
+                    .collect();
+                if let Some(values) = values {
+                    return Some(IndexScan::Keys(values));
+                }
+            }
+            Cond::Cmp(op, bound) => {
+                let Some((lower, upper)) = bracket_range(*op, bound) else {
+                    continue;
+                };
+                let rank = type_rank(bound);
+                range = match range {
+                    None => Some((lower, upper, rank)),
+                    Some((l, u, r)) if !multikey && r == rank => {
+                        Some((tighter(l, lower, true), tighter(u, upper, false), r))
+                    }
+                    kept => kept,
+                };
+            }
+            _ => {}
+        }
+    }
+    range.map(|(lower, upper, _)| IndexScan::Range { lower, upper })
+}
+
+type Bound = Option<(Bson, bool)>;
+
+fn tighter(current: Bound, new: Bound, is_lower: bool) -> Bound {
+    use std::cmp::Ordering::*;
+    match (current, new) {
+        (None, b) | (b, None) => b,
+        (Some(a), Some(b)) => {
+            let order = super::compare_values(&a.0, &b.0);
+            let keep_a = match order {
+                Equal => !a.1,
+                Greater => is_lower,
+                Less => !is_lower,
+            };
+            Some(if keep_a { a } else { b })
+        }
+    }
+}
+
+/// The range `op bound` covers, closed at the edge of `bound`'s type bracket. `None` for
+/// brackets the planner does not narrow (null, arrays, documents, regexes, binary, keys).
+fn bracket_range(op: CmpOp, bound: &Bson) -> Option<(Bound, Bound)> {
+    let (min, max) = bracket_edges(bound)?;
+    let is_nan = matches!(bound, Bson::Double(f) if f.is_nan());
+    if is_nan {
+        // Only `$gte`/`$lte: NaN` match anything (NaN itself).
+        return matches!(op, CmpOp::Gte | CmpOp::Lte)
+            .then(|| (Some((bound.clone(), true)), Some((bound.clone(), true))));
+    }
+    Some(match op {
+        CmpOp::Gt => (Some((bound.clone(), false)), Some(max)),
+        CmpOp::Gte => (Some((bound.clone(), true)), Some(max)),
+        CmpOp::Lt => (Some(min), Some((bound.clone(), false))),
+        CmpOp::Lte => (Some(min), Some((bound.clone(), true))),
+    })
+}
+
+/// The lowest and highest keys of the bracket `value` belongs to, as `(key, inclusive)`.
+fn bracket_edges(value: &Bson) -> Option<((Bson, bool), (Bson, bool))> {
+    use bson::{DateTime, Timestamp, oid::ObjectId};
+    Some(match value {
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => (
+            (Bson::Double(f64::NEG_INFINITY), true),
+            (Bson::Double(f64::INFINITY), true),
+        ),
+        Bson::String(_) | Bson::Symbol(_) => (
+            (Bson::String(String::new()), true),
+            (Bson::Document(Document::new()), false),
+        ),
+        Bson::ObjectId(_) => (
+            (Bson::ObjectId(ObjectId::from_bytes([0; 12])), true),
+            (Bson::ObjectId(ObjectId::from_bytes([0xff; 12])), true),
+        ),
+        Bson::Boolean(_) => ((Bson::Boolean(false), true), (Bson::Boolean(true), true)),
+        Bson::DateTime(_) => (
+            (Bson::DateTime(DateTime::MIN), true),
+            (Bson::DateTime(DateTime::MAX), true),
+        ),
+        Bson::Timestamp(_) => (
+            (
+                Bson::Timestamp(Timestamp {
+                    time: 0,
+                    increment: 0,
+                }),
+                true,
+            ),
+            (
+                Bson::Timestamp(Timestamp {
+                    time: u32::MAX,
+                    increment: u32::MAX,
+                }),
+                true,
+            ),
+        ),
+        _ => return None,
+    })
+}
+
+/// Sets `parts` in `seed`, creating embedded documents; a path that collides with a value
+/// already seeded is skipped (the update or the matcher will report the conflict).
+fn seed_path(seed: &mut Document, parts: &[String], value: Bson) {
+    let Some((last, parents)) = parts.split_last() else {
+        return;
+    };
+    let mut current = seed;
+    for part in parents {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| Bson::Document(Document::new()));
+        match entry {
+            Bson::Document(d) => current = d,
+            _ => return,
+        }
+    }
+    if !current.contains_key(last) {
+        current.insert(last.clone(), value);
+    }
+}

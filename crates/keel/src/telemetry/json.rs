@@ -1,0 +1,289 @@
+//! The production log line: one JSON object per event.
+//!
+//! `{"timestamp","level","message","service","env","version","hostname","target", <span fields>,
+//! <event fields>}`. Span fields come from every enclosing span, outermost first, so a request's
+//! `request_id` and `trace_id` are on every line logged while handling it. Dotted field names
+//! nest: `evt.category = "task"` becomes `"evt":{"category":"task"}` (see `evt!`), and
+//! `evt.tags` (comma-joined) becomes an array.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::config::Config;
+
+/// The fields that describe the process, the same on every line.
+#[derive(Debug, Clone)]
+pub struct ProcessFields {
+    pub service: String,
+    pub env: String,
+    pub version: String,
+    pub hostname: String,
+}
+
+impl ProcessFields {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            service: config.telemetry.service_name.clone(),
+            env: config.env.as_str().to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            hostname: hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "unknown".to_owned()),
+        }
+    }
+}
+
+/// `tracing_subscriber` event formatter writing keel's JSON lines. Use it with
+/// `fmt_fields(JsonFields::new())` so that span fields are stored as JSON.
+#[derive(Debug, Clone)]
+pub struct JsonLines {
+    process: ProcessFields,
+}
+
+impl JsonLines {
+    pub fn new(process: ProcessFields) -> Self {
+        Self { process }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .into(),
+        );
+        line.insert(
+            "level".into(),
+            meta.level().as_str().to_ascii_lowercase().into(),
+        );
+        line.insert("message".into(), Value::String(String::new()));
+        line.insert("service".into(), self.process.service.clone().into());
+        line.insert("env".into(), self.process.env.clone().into());
+        line.insert("version".into(), self.process.version.clone().into());
+        line.insert("hostname".into(), self.process.hostname.clone().into());
+        line.insert("target".into(), meta.target().into());
+
+        if let Some(scope) = ctx.event_scope() {
+            let mut innermost = None;
+            for span in scope.from_root() {
+                let extensions = span.extensions();
+                if let Some(fields) = extensions.get::<FormattedFields<N>>()
+                    && let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields)
+                {
+                    for (key, value) in fields {
+                        insert_field(&mut line, &key, value);
+                    }
+                }
+                innermost = Some(span.name());
+            }
+            if let Some(name) = innermost {
+                line.insert("span".into(), name.into());
+            }
+        }
+
+        event.record(&mut FieldVisitor { line: &mut line });
+        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{text}")
+    }
+}
+
+/// Inserts `key` (nesting dotted names) without letting an event overwrite process fields.
+fn insert_field(line: &mut Map<String, Value>, key: &str, value: Value) {
+    const RESERVED: &[&str] = &[
+        "timestamp",
+        "level",
+        "service",
+        "env",
+        "version",
+        "hostname",
+    ];
+    if RESERVED.contains(&key) {
+        line.insert(format!("field.{key}"), value);
+        return;
+    }
+    let value = if key == "evt.tags" {
+        match value {
+            Value::String(tags) => Value::Array(
+                tags.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(|t| Value::String(t.to_owned()))
+                    .collect(),
+            ),
+            other => other,
+        }
+    } else {
+        value
+    };
+    match key.split_once('.') {
+        Some((head, rest)) if !head.is_empty() && !rest.is_empty() => {
+            let entry = line
+                .entry(head.to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !entry.is_object() {
+                *entry = Value::Object(Map::new());
+            }
+            if let Value::Object(nested) = entry {
+                insert_field(nested, rest, value);
+            }
+        }
+        _ => {
+            line.insert(key.to_owned(), value);
+        }
+    }
+}
+
+struct FieldVisitor<'a> {
+    line: &'a mut Map<String, Value>,
+}
+
+impl Visit for FieldVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        insert_field(self.line, field.name(), value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        insert_field(self.line, field.name(), value.into());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        insert_field(self.line, field.name(), value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        insert_field(self.line, field.name(), value.into());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        insert_field(self.line, field.name(), value.into());
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        insert_field(self.line, field.name(), value.to_string().into());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        insert_field(self.line, field.name(), format!("{value:?}").into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::fmt::MakeWriter;
+    use tracing_subscriber::fmt::format::JsonFields;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+    use crate::secrets::Secret;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    fn capture(body: impl FnOnce()) -> Vec<Value> {
+        let captured = Captured::default();
+        let process = ProcessFields {
+            service: "keel".into(),
+            env: "production".into(),
+            version: "1.2.3".into(),
+            hostname: "host-a".into(),
+        };
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(JsonFields::new())
+                .event_format(JsonLines::new(process))
+                .with_writer(captured.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, body);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn lines_carry_process_span_and_event_fields() {
+        let lines = capture(|| {
+            let span = tracing::info_span!("http.request", request_id = "r-1", trace_id = "t-1");
+            let _entered = span.enter();
+            tracing::info!(status = 200u64, "request finished");
+        });
+        let line = &lines[0];
+        assert_eq!(line["message"], "request finished");
+        assert_eq!(line["level"], "info");
+        assert_eq!(line["service"], "keel");
+        assert_eq!(line["env"], "production");
+        assert_eq!(line["version"], "1.2.3");
+        assert_eq!(line["hostname"], "host-a");
+        assert_eq!(line["request_id"], "r-1");
+        assert_eq!(line["trace_id"], "t-1");
+        assert_eq!(line["status"], 200);
+        assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn evt_fields_nest_and_tags_become_a_list() {
+        let lines = capture(|| {
+            crate::evt!(
+                WARN,
+                "security",
+                "login_failed",
+                "failure",
+                tags = ["auth", "brute"],
+                "login failed"
+            );
+        });
+        let evt = &lines[0]["evt"];
+        assert_eq!(evt["category"], "security");
+        assert_eq!(evt["name"], "login_failed");
+        assert_eq!(evt["outcome"], "failure");
+        assert_eq!(evt["tags"], serde_json::json!(["auth", "brute"]));
+        assert_eq!(lines[0]["level"], "warn");
+    }
+
+    #[test]
+    fn secrets_logged_by_mistake_stay_redacted() {
+        let secret = Secret::new("hunter2-in-a-log-line");
+        let lines = capture(|| tracing::info!(secret = ?secret, shown = %secret, "oops"));
+        let text = lines[0].to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}

@@ -1,0 +1,161 @@
+//! Telemetry: logs and traces through `tracing`, set up once by the binary.
+//!
+//! Production writes one JSON object per line (`json.rs`) with `timestamp, level, message,
+//! service, env, version, hostname`, the fields of every enclosing span (`request_id`,
+//! `trace_id`, …) and the event's own fields; development writes readable lines. The level comes
+//! from `RUST_LOG` when set, else from `log.level`. When `telemetry.otlp_endpoint` is set, spans
+//! are also exported over OTLP/HTTP; the HTTP chassis makes an incoming W3C `traceparent` the
+//! request span's parent. `init` returns a guard: keep it alive for the process's life and call
+//! `shutdown` (or drop it) last, so buffered spans are flushed.
+//!
+//! Init runs before the async runtime starts: the OTLP exporter owns a blocking HTTP client
+//! that must not be created or dropped inside the runtime.
+
+mod evt;
+mod json;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::JsonFields;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{Config, LogFormat};
+
+pub use evt::join_tags;
+pub use json::{JsonLines, ProcessFields};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("invalid log filter: {0}")]
+    Filter(String),
+    #[error("cannot set up the OTLP exporter for {endpoint}: {reason}")]
+    Exporter { endpoint: String, reason: String },
+    #[error("a global tracing subscriber is already installed")]
+    AlreadyInstalled,
+}
+
+/// Flushes exported spans when shut down or dropped.
+#[must_use = "dropping the guard at once stops trace export"]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Flushes and stops the OTLP exporter. Blocking: call it outside the async runtime.
+    pub fn shutdown(mut self) {
+        self.flush_and_stop();
+    }
+
+    fn flush_and_stop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("keel: flushing traces failed: {e}");
+        }
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        self.flush_and_stop();
+    }
+}
+
+/// The filter in effect: `RUST_LOG` when set and non-empty, else `log.level`.
+pub fn filter(config: &Config) -> Result<EnvFilter, TelemetryError> {
+    let directives = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .unwrap_or_else(|| config.log.level.clone());
+    EnvFilter::builder()
+        .parse(&directives)
+        .map_err(|e| TelemetryError::Filter(format!("{directives}: {e}")))
+}
+
+/// Installs the process-wide subscriber (logs to stdout) and, if configured, the OTLP exporter.
+pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
+    let filter = filter(config)?;
+    let provider = match &config.telemetry.otlp_endpoint {
+        Some(endpoint) => Some(tracer_provider(endpoint, config)?),
+        None => None,
+    };
+    let otel_layer = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("keel")));
+    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
+    let installed = match config.log_format() {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(JsonFields::new())
+                    .event_format(JsonLines::new(ProcessFields::from_config(config)))
+                    .with_writer(std::io::stdout),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stdout))
+            .try_init(),
+    };
+    installed.map_err(|_| TelemetryError::AlreadyInstalled)?;
+    install_panic_hook();
+    Ok(TelemetryGuard { provider })
+}
+
+fn tracer_provider(endpoint: &str, config: &Config) -> Result<SdkTracerProvider, TelemetryError> {
+    let traces_url = if endpoint.trim_end_matches('/').ends_with("/v1/traces") {
+        endpoint.to_owned()
+    } else {
+        format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(traces_url)
+        .build()
+        .map_err(|e| TelemetryError::Exporter {
+            endpoint: endpoint.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let resource = Resource::builder()
+        .with_service_name(config.telemetry.service_name.clone())
+        .with_attribute(opentelemetry::KeyValue::new(
+            "deployment.environment.name",
+            config.env.as_str(),
+        ))
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// Panics become `error` events (JSON in production) instead of bare stderr text, with the
+/// thread and location; the catch-panic middleware and the supervisor add their own context.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_owned());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            panic.message = %message,
+            panic.location = %location,
+            thread = thread.name().unwrap_or("unnamed"),
+            "panic"
+        );
+    }));
+}

@@ -1,0 +1,211 @@
+//! Inserting, finding, updating and deleting documents.
+
+use bson::{Bson, doc};
+use keel::store::{FindOptions, StoreError, UpdateOptions};
+
+conformance!(inserted_document_is_found_by_id, |store| {
+    let items = store.collection("items");
+    let id = items.insert_one(doc! {"name": "lamp", "price": 12}).await?;
+    let found = items
+        .find_one(doc! {"_id": id.clone()}, FindOptions::default())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("inserted document not found"))?;
+    assert_eq!(found, doc! {"_id": id, "name": "lamp", "price": 12});
+    Ok(())
+});
+
+conformance!(insert_generates_an_object_id_only_when_absent, |store| {
+    let items = store.collection("items");
+    let generated = items.insert_one(doc! {"name": "a"}).await?;
+    assert!(matches!(generated, Bson::ObjectId(_)), "{generated:?}");
+    let chosen = items.insert_one(doc! {"name": "b", "_id": "b-1"}).await?;
+    assert_eq!(chosen, Bson::String("b-1".into()));
+    let stored = items
+        .find_one(doc! {"_id": "b-1"}, FindOptions::default())
+        .await?;
+    assert_eq!(stored, Some(doc! {"_id": "b-1", "name": "b"}));
+    Ok(())
+});
+
+conformance!(duplicate_id_is_a_duplicate_key_on_the_id_index, |store| {
+    let items = store.collection("items");
+    items.insert_one(doc! {"_id": 7, "v": 1}).await?;
+    match items.insert_one(doc! {"_id": 7, "v": 2}).await {
+        Err(StoreError::DuplicateKey { index, key }) => {
+            assert_eq!(index, "_id_");
+            assert!(key.contains('7'), "{key}");
+        }
+        other => anyhow::bail!("expected DuplicateKey, got {other:?}"),
+    }
+    let kept = items
+        .find_one(doc! {"_id": 7}, FindOptions::default())
+        .await?;
+    assert_eq!(kept, Some(doc! {"_id": 7, "v": 1}));
+    Ok(())
+});
+
+conformance!(
+    insert_many_returns_ids_in_order_and_stops_at_the_first_error,
+    |store| {
+        let items = store.collection("items");
+        let ids = items
+            .insert_many(vec![doc! {"_id": 1}, doc! {"_id": 2}, doc! {"_id": 3}])
+            .await?;
+        assert_eq!(ids, vec![Bson::Int32(1), Bson::Int32(2), Bson::Int32(3)]);
+        let failed = items
+            .insert_many(vec![doc! {"_id": 4}, doc! {"_id": 1}, doc! {"_id": 5}])
+            .await;
+        assert!(
+            matches!(failed, Err(StoreError::DuplicateKey { .. })),
+            "{failed:?}"
+        );
+        assert_eq!(
+            items.count(doc! {"_id": 4}).await?,
+            1,
+            "writes before the error stay"
+        );
+        assert_eq!(
+            items.count(doc! {"_id": 5}).await?,
+            0,
+            "writes after the error are not made"
+        );
+        Ok(())
+    }
+);
+
+conformance!(find_sorts_skips_limits_and_projects, |store| {
+    let items = store.collection("items");
+    for n in 0..10 {
+        items
+            .insert_one(doc! {"_id": n, "n": n, "even": n % 2 == 0, "tag": "x"})
+            .await?;
+    }
+    let options = FindOptions::default()
+        .sort(doc! {"n": -1})
+        .skip(1)
+        .limit(3)
+        .projection(doc! {"n": 1, "_id": 0});
+    let page = items.find(doc! {"even": true}, options).await?;
+    assert_eq!(page, vec![doc! {"n": 6}, doc! {"n": 4}, doc! {"n": 2}]);
+    let excluded = items
+        .find_one(
+            doc! {"_id": 3},
+            FindOptions::default().projection(doc! {"tag": 0, "even": 0}),
+        )
+        .await?;
+    assert_eq!(excluded, Some(doc! {"_id": 3, "n": 3}));
+    Ok(())
+});
+
+conformance!(count_counts_only_matching_documents, |store| {
+    let items = store.collection("items");
+    assert_eq!(
+        items.count(doc! {}).await?,
+        0,
+        "a collection never written is empty"
+    );
+    for n in 0..25 {
+        items.insert_one(doc! {"n": n}).await?;
+    }
+    assert_eq!(items.count(doc! {}).await?, 25);
+    assert_eq!(items.count(doc! {"n": {"$gte": 20}}).await?, 5);
+    Ok(())
+});
+
+conformance!(update_one_changes_one_match_and_update_many_all, |store| {
+    let items = store.collection("items");
+    for n in 0..4 {
+        items
+            .insert_one(doc! {"_id": n, "group": "a", "hits": 0})
+            .await?;
+    }
+    let one = items
+        .update_one(
+            doc! {"group": "a"},
+            doc! {"$inc": {"hits": 1}},
+            UpdateOptions::default(),
+        )
+        .await?;
+    assert_eq!((one.matched, one.modified, one.upserted_id), (1, 1, None));
+    let many = items
+        .update_many(
+            doc! {"group": "a"},
+            doc! {"$inc": {"hits": 1}},
+            UpdateOptions::default(),
+        )
+        .await?;
+    assert_eq!((many.matched, many.modified), (4, 4));
+    let hits: i64 = items
+        .aggregate(vec![
+            doc! {"$group": {"_id": Bson::Null, "total": {"$sum": "$hits"}}},
+        ])
+        .await?
+        .first()
+        .and_then(|d| d.get("total").cloned())
+        .and_then(|total| match total {
+            Bson::Int32(n) => Some(i64::from(n)),
+            Bson::Int64(n) => Some(n),
+            _ => None,
+        })
+        .unwrap_or(-1);
+    assert_eq!(hits, 5);
+    Ok(())
+});
+
+conformance!(
+    update_that_changes_nothing_is_matched_but_not_modified,
+    |store| {
+        let items = store.collection("items");
+        items.insert_one(doc! {"_id": 1, "state": "done"}).await?;
+        let result = items
+            .update_one(
+                doc! {"_id": 1},
+                doc! {"$set": {"state": "done"}},
+                UpdateOptions::default(),
+            )
+            .await?;
+        assert_eq!((result.matched, result.modified), (1, 0));
+        let none = items
+            .update_one(
+                doc! {"_id": 2},
+                doc! {"$set": {"state": "x"}},
+                UpdateOptions::default(),
+            )
+            .await?;
+        assert_eq!(
+            (none.matched, none.modified, none.upserted_id),
+            (0, 0, None)
+        );
+        Ok(())
+    }
+);
+
+conformance!(delete_one_deletes_one_and_delete_many_the_rest, |store| {
+    let items = store.collection("items");
+    for n in 0..5 {
+        items.insert_one(doc! {"n": n, "kind": "old"}).await?;
+    }
+    items.insert_one(doc! {"n": 99, "kind": "new"}).await?;
+    assert_eq!(items.delete_one(doc! {"kind": "old"}).await?, 1);
+    assert_eq!(items.delete_many(doc! {"kind": "old"}).await?, 4);
+    assert_eq!(items.delete_many(doc! {"kind": "old"}).await?, 0);
+    let left = items.find(doc! {}, FindOptions::default()).await?;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].get_i32("n")?, 99);
+    Ok(())
+});
+
+conformance!(update_that_would_change_id_is_refused, |store| {
+    let items = store.collection("items");
+    items.insert_one(doc! {"_id": 1}).await?;
+    let changed = items
+        .update_one(
+            doc! {"_id": 1},
+            doc! {"$set": {"_id": 2}},
+            UpdateOptions::default(),
+        )
+        .await;
+    assert!(changed.is_err(), "{changed:?}");
+    assert_eq!(items.count(doc! {"_id": 1}).await?, 1);
+    Ok(())
+});

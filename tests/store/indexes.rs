@@ -1,0 +1,184 @@
+//! Secondary indexes: uniqueness, idempotent creation, and that an index changes only speed,
+//! never answers.
+
+use bson::{Bson, Document, doc};
+use keel::store::{Collection, FindOptions, IndexSpec, StoreError, UpdateOptions};
+
+conformance!(
+    unique_index_rejects_a_duplicate_naming_index_and_key,
+    |store| {
+        let users = store.collection("users");
+        let name = users
+            .create_index(IndexSpec::new(doc! {"email": 1}).unique())
+            .await?;
+        assert_eq!(name, "email_1");
+        users.insert_one(doc! {"email": "a@b.c"}).await?;
+        match users.insert_one(doc! {"email": "a@b.c"}).await {
+            Err(StoreError::DuplicateKey { index, key }) => {
+                assert_eq!(index, "email_1");
+                assert!(key.contains("a@b.c"), "{key}");
+            }
+            other => anyhow::bail!("expected DuplicateKey, got {other:?}"),
+        }
+        let other = users.insert_one(doc! {"email": "z@b.c"}).await?;
+        let moved = users
+            .update_one(
+                doc! {"_id": other},
+                doc! {"$set": {"email": "a@b.c"}},
+                UpdateOptions::default(),
+            )
+            .await;
+        assert!(
+            matches!(moved, Err(StoreError::DuplicateKey { .. })),
+            "{moved:?}"
+        );
+        assert_eq!(
+            users.count(doc! {"email": "z@b.c"}).await?,
+            1,
+            "failed update left no trace"
+        );
+        Ok(())
+    }
+);
+
+conformance!(creating_the_same_index_twice_is_a_no_op, |store| {
+    let items = store.collection("items");
+    let spec = IndexSpec::new(doc! {"sku": 1, "at": -1}).unique();
+    let first = items.create_index(spec.clone()).await?;
+    let second = items.create_index(spec).await?;
+    assert_eq!(first, "sku_1_at_-1");
+    assert_eq!(first, second);
+    Ok(())
+});
+
+conformance!(unique_index_over_existing_duplicates_is_refused, |store| {
+    let items = store.collection("items");
+    items.insert_one(doc! {"sku": "x"}).await?;
+    items.insert_one(doc! {"sku": "x"}).await?;
+    let created = items
+        .create_index(IndexSpec::new(doc! {"sku": 1}).unique())
+        .await;
+    assert!(
+        matches!(created, Err(StoreError::DuplicateKey { .. })),
+        "{created:?}"
+    );
+    items.insert_one(doc! {"sku": "x"}).await?;
+    Ok(())
+});
+
+conformance!(compound_unique_index_allows_each_part_to_repeat, |store| {
+    let votes = store.collection("votes");
+    votes
+        .create_index(IndexSpec::new(doc! {"survey": 1, "user": 1}).unique())
+        .await?;
+    votes.insert_one(doc! {"survey": 1, "user": "a"}).await?;
+    votes.insert_one(doc! {"survey": 1, "user": "b"}).await?;
+    votes.insert_one(doc! {"survey": 2, "user": "a"}).await?;
+    let again = votes.insert_one(doc! {"survey": 1, "user": "a"}).await;
+    assert!(
+        matches!(again, Err(StoreError::DuplicateKey { .. })),
+        "{again:?}"
+    );
+    assert_eq!(votes.count(doc! {"survey": 1}).await?, 2);
+    Ok(())
+});
+
+/// Documents with every shape the planner must get right: numbers of each type, strings,
+/// nulls, missing fields, arrays, nested documents.
+fn awkward_documents() -> Vec<Document> {
+    let values: Vec<Bson> = vec![
+        Bson::Int32(1),
+        Bson::Int64(2),
+        Bson::Double(2.5),
+        Bson::Int32(3),
+        Bson::Double(-1.0),
+        Bson::String("a".into()),
+        Bson::String("b".into()),
+        Bson::Null,
+        Bson::Array(vec![Bson::Int32(1), Bson::Int32(5)]),
+        Bson::Array(vec![Bson::String("b".into()), Bson::Int32(9)]),
+        Bson::Array(vec![]),
+        Bson::Document(doc! {"x": 1}),
+        Bson::Boolean(true),
+    ];
+    let mut documents = Vec::new();
+    for (n, value) in values.iter().enumerate() {
+        documents.push(doc! {"_id": n as i32, "a": value.clone(), "b": value.clone()});
+    }
+    documents.push(doc! {"_id": 100});
+    documents
+}
+
+async fn sorted_ids(collection: &Collection, filter: Document) -> anyhow::Result<Vec<i32>> {
+    let found = collection.find(filter, FindOptions::default()).await?;
+    let mut ids: Vec<i32> = found.iter().filter_map(|d| d.get_i32("_id").ok()).collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+conformance!(indexed_and_scanned_queries_give_the_same_answers, |store| {
+    let items = store.collection("items");
+    items.create_index(IndexSpec::new(doc! {"a": 1})).await?;
+    items.insert_many(awkward_documents()).await?;
+    let conditions: Vec<Bson> = vec![
+        Bson::Int32(1),
+        Bson::Double(2.0),
+        Bson::Null,
+        Bson::String("b".into()),
+        Bson::Array(vec![Bson::Int32(1), Bson::Int32(5)]),
+        Bson::Document(doc! {"$in": [1, "a", Bson::Null]}),
+        Bson::Document(doc! {"$gt": 1}),
+        Bson::Document(doc! {"$gte": 2, "$lt": 5}),
+        Bson::Document(doc! {"$lte": 2.5}),
+        Bson::Document(doc! {"$gt": "a"}),
+        Bson::Document(doc! {"$ne": 1}),
+        Bson::Document(doc! {"$exists": false}),
+        Bson::Document(doc! {"$nin": [1, 3]}),
+        Bson::Document(doc! {"$elemMatch": {"$gt": 4, "$lt": 6}}),
+        Bson::Document(doc! {"x": 1}),
+    ];
+    for condition in conditions {
+        let indexed = sorted_ids(&items, doc! {"a": condition.clone()}).await?;
+        let scanned = sorted_ids(&items, doc! {"b": condition.clone()}).await?;
+        assert_eq!(indexed, scanned, "condition {condition}");
+    }
+    let and_ed = sorted_ids(&items, doc! {"a": {"$gt": 0}, "_id": {"$lt": 9}}).await?;
+    let and_scanned = sorted_ids(&items, doc! {"b": {"$gt": 0}, "_id": {"$lt": 9}}).await?;
+    assert_eq!(and_ed, and_scanned);
+    Ok(())
+});
+
+conformance!(index_follows_updates_and_deletes, |store| {
+    let items = store.collection("items");
+    items
+        .create_index(IndexSpec::new(doc! {"state": 1}))
+        .await?;
+    for n in 0..6 {
+        items.insert_one(doc! {"_id": n, "state": "new"}).await?;
+    }
+    items
+        .update_many(
+            doc! {"_id": {"$lt": 3}},
+            doc! {"$set": {"state": "done"}},
+            UpdateOptions::default(),
+        )
+        .await?;
+    items.delete_one(doc! {"_id": 5}).await?;
+    assert_eq!(sorted_ids(&items, doc! {"state": "new"}).await?, vec![3, 4]);
+    assert_eq!(
+        sorted_ids(&items, doc! {"state": "done"}).await?,
+        vec![0, 1, 2]
+    );
+    items
+        .update_one(
+            doc! {"_id": 0},
+            doc! {"$unset": {"state": ""}},
+            UpdateOptions::default(),
+        )
+        .await?;
+    assert_eq!(
+        sorted_ids(&items, doc! {"state": Bson::Null}).await?,
+        vec![0]
+    );
+    Ok(())
+});

@@ -1,0 +1,13 @@
+//! The store's integration tests: one binary, every case run against every backend
+//! (embedded always; MongoDB when `KEEL_TEST_MONGODB_URL` is set). See `harness.rs`.
+
+#[macro_use]
+mod harness;
+
+mod change_feed;
+mod crud;
+mod durability;
+mod embedded_only;
+mod indexes;
+mod ttl;
+mod writes;
