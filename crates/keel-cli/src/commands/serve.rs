@@ -146,9 +146,7 @@ async fn serve(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("listening on {address}"))?;
-    let local = listener
-        .local_addr()
-        .context("reading the listen address")?;
+    let local = listener.local_addr().context("reading the listen address")?;
     tracing::info!(addr = %local, "listening");
     let mut server = tokio::spawn(keel::http::serve(
         listener,
@@ -166,11 +164,7 @@ async fn serve(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
         }
     };
     let started = Instant::now();
-    tracing::info!(
-        signal,
-        drain_timeout_ms = drain_timeout.as_millis() as u64,
-        "shutdown started"
-    );
+    tracing::info!(signal, drain_timeout_ms = drain_timeout.as_millis() as u64, "shutdown started");
     signals.exit_on_next();
     platform.readiness().mark_shutting_down();
     shutdown.trigger();
@@ -183,9 +177,6 @@ async fn serve(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
     let remaining = drain_timeout.saturating_sub(started.elapsed());
     shutdown.wait_for_tasks(remaining).await;
     shutdown.run_hooks(HOOK_TIMEOUT).await;
-    tracing::info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "shutdown complete"
-    );
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");
     Ok(())
 }
