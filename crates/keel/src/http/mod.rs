@@ -19,11 +19,15 @@
 //! compression in the list above and see the request id, span and client IP (`ClientIp`
 //! extension). Probes are mounted with `probes::routes`.
 
+pub mod csrf;
 pub mod error;
+pub mod idempotency;
 pub mod observe;
 pub mod probes;
 pub mod protect;
 pub mod request_id;
+pub mod json;
+pub mod rate_limit;
 pub mod response;
 pub mod session;
 
