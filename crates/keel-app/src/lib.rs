@@ -6,6 +6,7 @@
 //! `build` is the one entry point the binary (and the HTTP tests) call: it turns the platform
 //! into the application's state and router. Each component adds its `router()` to `routes`.
 
+pub mod api;
 pub mod auth;
 pub mod brands;
 pub mod indexes;
@@ -63,6 +64,10 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
     let mut routes: Router<AppState> = Router::new().merge(keel::http::probes::routes(
         state.platform.readiness().clone(),
     ));
+    if let Some(store) = state.platform.store() {
+        let (api_routes, _document) = api::router(api::ApiState::new(state.platform.clone(), store));
+        routes = routes.merge(api_routes);
+    }
     if config.env == Environment::Test {
         routes = routes.merge(test_routes::router());
     }

@@ -52,23 +52,27 @@ struct Hasher {
 }
 
 impl AuthService {
-    /// Fails only on argon2 parameters outside what the algorithm accepts.
-    pub fn new(store: &Store, settings: &AuthConfig) -> Result<Self, AuthError> {
+    /// Config validation keeps the argon2 parameters in range; should they still be refused,
+    /// the error is logged and argon2's defaults are used rather than storing weaker hashes.
+    pub fn new(store: &Store, settings: &AuthConfig) -> Self {
         let params = Params::new(
             settings.argon2_memory_kib,
             settings.argon2_iterations,
             settings.argon2_parallelism,
             None,
         )
-        .map_err(|e| AuthError::Hashing(format!("invalid argon2 parameters: {e}")))?;
-        Ok(Self {
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "argon2 parameters refused; using argon2's defaults");
+            Params::default()
+        });
+        Self {
             users: UserRepository::new(store),
             hasher: Arc::new(Hasher {
                 params,
                 permits: Semaphore::new(settings.max_concurrent_hashes.max(1)),
                 dummy_hash: OnceCell::new(),
             }),
-        })
+        }
     }
 
     #[tracing::instrument(name = "auth.register", skip_all, fields(email = %credentials.email))]

@@ -6,3 +6,4 @@ pub mod filter;
 pub mod model;
 pub mod repository;
 pub mod service;
+pub mod routes;

@@ -4,3 +4,4 @@
 pub mod model;
 pub mod repository;
 pub mod service;
+pub mod routes;
