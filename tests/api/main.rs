@@ -1,1 +1,12 @@
-//! HTTP integration tests: the real server on 127.0.0.1:0 with a temporary embedded store.
+//! HTTP integration tests: the real server, in-process on 127.0.0.1:0 (`helpers::spawn_*`) or
+//! as the built `keel` binary (`helpers::KeelProcess`). One test binary; one module per area.
+//! Add a module per feature (`items.rs`, `auth.rs`, …) and declare it here.
+
+mod helpers;
+
+mod binary_config;
+mod binary_serve;
+mod chassis_errors;
+mod chassis_headers;
+mod probes;
+mod request_id;

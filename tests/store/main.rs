@@ -9,5 +9,6 @@ mod crud;
 mod durability;
 mod embedded_only;
 mod indexes;
+mod migrate;
 mod ttl;
 mod writes;

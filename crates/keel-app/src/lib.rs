@@ -59,6 +59,12 @@ pub struct App {
 /// Builds the application on `platform`. Components register their routes here; background
 /// roles (scheduler, watchers, jobs) are started by their own issues from `roles`.
 pub fn build(platform: Platform, roles: &[Role]) -> App {
+    if let Some(store) = platform.store().cloned() {
+        platform.readiness().add_probe("store", move || {
+            let store = store.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        });
+    }
     let state = AppState::new(platform, roles);
     let config = state.platform.config();
     let mut routes: Router<AppState> = Router::new().merge(keel::http::probes::routes(

@@ -32,11 +32,12 @@ struct SlowParams {
     after_shutdown: bool,
 }
 
-async fn slow(
-    State(state): State<AppState>,
-    Query(params): Query<SlowParams>,
-) -> Data<Value> {
-    tracing::warn!(ms = params.ms, after_shutdown = params.after_shutdown, "test slow request started");
+async fn slow(State(state): State<AppState>, Query(params): Query<SlowParams>) -> Data<Value> {
+    tracing::warn!(
+        ms = params.ms,
+        after_shutdown = params.after_shutdown,
+        "test slow request started"
+    );
     if params.after_shutdown {
         state.platform.shutdown().triggered().await;
     }

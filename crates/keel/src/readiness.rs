@@ -117,17 +117,21 @@ impl Readiness {
             .iter()
             .map(|(name, probe)| (name.clone(), probe.clone()))
             .collect();
-        let results = futures::future::join_all(probes.into_iter().map(|(name, probe)| async move {
-            let result = match tokio::time::timeout(probe_timeout, probe()).await {
-                Ok(result) => result,
-                Err(_) => Err(format!("no answer within {} ms", probe_timeout.as_millis())),
-            };
-            component(&name, result)
-        }))
-        .await;
+        let results =
+            futures::future::join_all(probes.into_iter().map(|(name, probe)| async move {
+                let result = match tokio::time::timeout(probe_timeout, probe()).await {
+                    Ok(result) => result,
+                    Err(_) => Err(format!("no answer within {} ms", probe_timeout.as_millis())),
+                };
+                component(&name, result)
+            }))
+            .await;
         components.extend(results);
         if self.is_shutting_down() {
-            components.push(component(SHUTDOWN_COMPONENT, Err("shutting down".to_owned())));
+            components.push(component(
+                SHUTDOWN_COMPONENT,
+                Err("shutting down".to_owned()),
+            ));
         }
         components.sort_by(|a, b| a.name.cmp(&b.name));
         ReadinessReport {
@@ -162,7 +166,10 @@ mod tests {
     #[tokio::test]
     async fn ready_only_when_every_component_and_probe_is_up() {
         let readiness = Readiness::new();
-        assert!(readiness.check(TIMEOUT).await.ready, "nothing registered: ready");
+        assert!(
+            readiness.check(TIMEOUT).await.ready,
+            "nothing registered: ready"
+        );
         readiness.set_up("watchers");
         readiness.add_probe("store", || async { Ok(()) });
         assert!(readiness.check(TIMEOUT).await.ready);

@@ -106,12 +106,9 @@ fn refuse(parts: &Parts, state: &ApiState) -> ApiError {
     ApiError::Unauthorized
 }
 
-/// Length-capped, control characters and angle brackets removed (the guides' `safeString`).
-pub fn sanitize(text: &str) -> String {
-    text.chars()
-        .filter(|c| !c.is_control() && *c != '<' && *c != '>')
-        .take(MAX_RECORDED_CHARS)
-        .collect()
+/// The guides' `safeString`: control and bidi characters removed, length-capped.
+fn sanitize(text: &str) -> String {
+    keel::store::input::safe_string(text, MAX_RECORDED_CHARS)
 }
 
 #[cfg(test)]
@@ -120,7 +117,7 @@ mod tests {
 
     #[test]
     fn recorded_strings_are_capped_and_cleaned() {
-        assert_eq!(sanitize("Mozilla<script>\n\u{7}x"), "Mozillascriptx");
+        assert_eq!(sanitize("Mozilla\n\u{7}x"), "Mozillax");
         assert_eq!(sanitize(&"a".repeat(5000)).len(), MAX_RECORDED_CHARS);
     }
 }

@@ -42,7 +42,7 @@ pub fn run(global: &Global, args: HealthcheckArgs) -> ExitCode {
     };
     let host = local_address(config.server.host);
     let port = config.server.port;
-    match runtime.block_on(tokio::time::timeout(DEADLINE, probe(host, port))) {
+    match runtime.block_on(async { tokio::time::timeout(DEADLINE, probe(host, port)).await }) {
         Ok(Ok(200)) => {
             println!("healthy");
             ExitCode::SUCCESS
@@ -88,9 +88,8 @@ async fn probe(host: IpAddr, port: u16) -> std::io::Result<u16> {
         }
         head.extend_from_slice(&buffer[..read]);
     }
-    parse_status(&head).ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response")
-    })
+    parse_status(&head)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))
 }
 
 /// `HTTP/1.1 200 OK\r\n…` → 200.
@@ -98,7 +97,9 @@ fn parse_status(head: &[u8]) -> Option<u16> {
     let line = head.split(|b| *b == b'\n').next()?;
     let line = std::str::from_utf8(line).ok()?;
     let mut parts = line.split_whitespace();
-    parts.next().filter(|version| version.starts_with("HTTP/"))?;
+    parts
+        .next()
+        .filter(|version| version.starts_with("HTTP/"))?;
     parts.next()?.parse().ok()
 }
 
@@ -109,15 +110,24 @@ mod tests {
     #[test]
     fn status_lines_are_parsed_and_garbage_is_not() {
         assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(parse_status(b"HTTP/1.1 503 Service Unavailable\r\nx: y"), Some(503));
+        assert_eq!(
+            parse_status(b"HTTP/1.1 503 Service Unavailable\r\nx: y"),
+            Some(503)
+        );
         assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(parse_status(b""), None);
     }
 
     #[test]
     fn unspecified_hosts_are_probed_on_loopback() {
-        assert_eq!(local_address("0.0.0.0".parse().unwrap()).to_string(), "127.0.0.1");
+        assert_eq!(
+            local_address("0.0.0.0".parse().unwrap()).to_string(),
+            "127.0.0.1"
+        );
         assert_eq!(local_address("::".parse().unwrap()).to_string(), "::1");
-        assert_eq!(local_address("10.1.2.3".parse().unwrap()).to_string(), "10.1.2.3");
+        assert_eq!(
+            local_address("10.1.2.3".parse().unwrap()).to_string(),
+            "10.1.2.3"
+        );
     }
 }

@@ -127,6 +127,11 @@ async fn serve(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
         .await
         .context("opening the store (database.url)")?;
     tracing::info!(backend = store.backend_name(), "store opened");
+    if config.database.migrate_on_start {
+        keel_app::indexes::create_all(&store)
+            .await
+            .context("creating the declared indexes (database.migrate_on_start)")?;
+    }
     let closing = store.clone();
     shutdown.on_shutdown("store", move || async move {
         if let Err(e) = closing.close().await {
@@ -136,17 +141,15 @@ async fn serve(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
 
     let drain_timeout = config.server.shutdown_timeout;
     let address = SocketAddr::new(config.server.host, config.server.port);
-    let platform = Platform::new(config, shutdown.clone(), Some(store.clone()));
-    platform.readiness().add_probe("store", move || {
-        let store = store.clone();
-        async move { store.ping().await.map_err(|e| e.to_string()) }
-    });
+    let platform = Platform::new(config, shutdown.clone(), Some(store));
     let app = keel_app::build(platform.clone(), &roles);
 
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("listening on {address}"))?;
-    let local = listener.local_addr().context("reading the listen address")?;
+    let local = listener
+        .local_addr()
+        .context("reading the listen address")?;
     tracing::info!(addr = %local, "listening");
     let mut server = tokio::spawn(keel::http::serve(
         listener,
@@ -164,7 +167,11 @@ async fn serve(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
         }
     };
     let started = Instant::now();
-    tracing::info!(signal, drain_timeout_ms = drain_timeout.as_millis() as u64, "shutdown started");
+    tracing::info!(
+        signal,
+        drain_timeout_ms = drain_timeout.as_millis() as u64,
+        "shutdown started"
+    );
     signals.exit_on_next();
     platform.readiness().mark_shutting_down();
     shutdown.trigger();
@@ -177,6 +184,9 @@ async fn serve(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
     let remaining = drain_timeout.saturating_sub(started.elapsed());
     shutdown.wait_for_tasks(remaining).await;
     shutdown.run_hooks(HOOK_TIMEOUT).await;
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "shutdown complete"
+    );
     Ok(())
 }

@@ -32,13 +32,23 @@ impl Default for AuthConfig {
     }
 }
 
-/// One tier: at most `limit` requests per `window` per client.
+/// One tier: at most `limit` requests per `window` per client. A tier given only in part falls
+/// back field by field (the layers below normally supply the rest).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RateTier {
     pub limit: u32,
     #[serde(with = "units::duration")]
     pub window: Duration,
+}
+
+impl Default for RateTier {
+    fn default() -> Self {
+        Self {
+            limit: 100,
+            window: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[rate_limit]`: the guides' three tiers (login/register, authenticated API, everything else).

@@ -110,7 +110,11 @@ pub fn load(options: &LoadOptions) -> Result<Config, ConfigError> {
     }
 
     let mut builder = config::Config::builder();
-    for name in ["default".to_owned(), env.as_str().to_owned(), "local".to_owned()] {
+    for name in [
+        "default".to_owned(),
+        env.as_str().to_owned(),
+        "local".to_owned(),
+    ] {
         let path = dir.join(format!("{name}.toml"));
         builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(false));
     }
@@ -162,7 +166,10 @@ fn set(
 /// `KEEL_SERVER__PORT=8080` → (`server.port`, "8080"). Only `KEEL_<SECTION>__<KEY>` names are
 /// configuration; other `KEEL_*` variables (`KEEL_ENV`, `KEEL_TEST_MONGODB_URL`) belong to
 /// someone else and are left alone.
-fn environment_layer(vars: &[(String, String)], problems: &mut Vec<Problem>) -> Vec<(String, Value)> {
+fn environment_layer(
+    vars: &[(String, String)],
+    problems: &mut Vec<Problem>,
+) -> Vec<(String, Value)> {
     let mut layer: Vec<(String, Value, String)> = Vec::new();
     let mut sorted: Vec<&(String, String)> = vars.iter().collect();
     sorted.sort();
@@ -173,9 +180,16 @@ fn environment_layer(vars: &[(String, String)], problems: &mut Vec<Problem>) -> 
         if !path.contains("__") {
             continue;
         }
-        let key = path.split("__").collect::<Vec<_>>().join(".").to_ascii_lowercase();
+        let key = path
+            .split("__")
+            .collect::<Vec<_>>()
+            .join(".")
+            .to_ascii_lowercase();
         if key.split('.').any(str::is_empty) {
-            problems.push(Problem::new(name.as_str(), "is not a KEEL_SECTION__KEY name"));
+            problems.push(Problem::new(
+                name.as_str(),
+                "is not a KEEL_SECTION__KEY name",
+            ));
             continue;
         }
         let (key, value) = match key.strip_suffix("_file") {
@@ -237,7 +251,11 @@ fn check_each_value(tree: &Value, problems: &mut Vec<Problem>) {
                 let mut entries: Vec<_> = table.iter().collect();
                 entries.sort_by(|a, b| b.0.cmp(a.0));
                 for (key, child) in entries {
-                    let child_path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                    let child_path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
                     stack.push((child_path, child));
                 }
             }
@@ -291,7 +309,11 @@ fn known_keys() -> (BTreeSet<String>, BTreeSet<String>) {
                     if path.is_empty() && key == "env" {
                         continue;
                     }
-                    let child_path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                    let child_path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
                     stack.push((child_path, child));
                 }
             }

@@ -28,7 +28,11 @@ fn problem_keys(result: Result<Config, ConfigError>) -> Vec<String> {
 #[test]
 fn later_layers_win() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "default.toml", "[server]\nport = 4000\nrequest_timeout = \"5s\"\n");
+    write(
+        dir.path(),
+        "default.toml",
+        "[server]\nport = 4000\nrequest_timeout = \"5s\"\n",
+    );
     write(dir.path(), "test.toml", "[server]\nport = 4001\n");
     write(dir.path(), "local.toml", "[log]\nlevel = \"debug\"\n");
     let vars = [("KEEL_ENV", "test"), ("KEEL_LOG__LEVEL", "warn")];
@@ -38,7 +42,11 @@ fn later_layers_win() {
     assert_eq!(config.server.request_timeout, Duration::from_secs(5));
     assert_eq!(config.log.level, "warn");
     assert_eq!(config.server.host.to_string(), "0.0.0.0");
-    assert_eq!(config.server.body_limit, 10 * 1024 * 1024, "built-in default kept");
+    assert_eq!(
+        config.server.body_limit,
+        10 * 1024 * 1024,
+        "built-in default kept"
+    );
 }
 
 #[test]
@@ -48,13 +56,19 @@ fn environment_variables_are_typed_and_lists_split_on_commas() {
         ("KEEL_SERVER__PORT", "8080"),
         ("KEEL_SERVER__SHUTDOWN_TIMEOUT", "250ms"),
         ("KEEL_SERVER__TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1"),
-        ("KEEL_SERVER__CORS_ORIGINS", "https://a.example,https://b.example"),
+        (
+            "KEEL_SERVER__CORS_ORIGINS",
+            "https://a.example,https://b.example",
+        ),
     ];
     let config = load(&options(dir.path(), &vars)).unwrap();
     assert_eq!(config.server.port, 8080);
     assert_eq!(config.server.shutdown_timeout, Duration::from_millis(250));
     assert_eq!(config.server.trusted_proxies.len(), 2);
-    assert_eq!(config.server.cors_origins, ["https://a.example", "https://b.example"]);
+    assert_eq!(
+        config.server.cors_origins,
+        ["https://a.example", "https://b.example"]
+    );
 }
 
 #[test]
@@ -78,8 +92,18 @@ fn every_bad_value_and_unknown_key_is_reported() {
     );
     let vars = [("KEEL_LOG__FORMAT", "xml"), ("KEEL_LOG__COLOUR", "red")];
     let keys = problem_keys(load(&options(dir.path(), &vars)));
-    for expected in ["server.port", "server.body_limit", "server.speed", "nonsense", "log.format", "log.colour"] {
-        assert!(keys.iter().any(|k| k == expected), "{expected} not in {keys:?}");
+    for expected in [
+        "server.port",
+        "server.body_limit",
+        "server.speed",
+        "nonsense",
+        "log.format",
+        "log.colour",
+    ] {
+        assert!(
+            keys.iter().any(|k| k == expected),
+            "{expected} not in {keys:?}"
+        );
     }
 }
 
@@ -104,12 +128,22 @@ fn env_is_not_a_file_key() {
 fn secrets_come_from_files_without_the_trailing_newline() {
     let dir = tempfile::tempdir().unwrap();
     let secret_path = dir.path().join("session_secret");
-    std::fs::write(&secret_path, "a-very-long-production-secret-of-48-bytes-xxxxxx\n").unwrap();
+    std::fs::write(
+        &secret_path,
+        "a-very-long-production-secret-of-48-bytes-xxxxxx\n",
+    )
+    .unwrap();
     let path = secret_path.to_str().unwrap();
-    let vars = [("KEEL_ENV", "production"), ("KEEL_SESSION__SECRET_FILE", path)];
+    let vars = [
+        ("KEEL_ENV", "production"),
+        ("KEEL_SESSION__SECRET_FILE", path),
+    ];
     let config = load(&options(dir.path(), &vars)).unwrap();
     let secret = config.session.secret.unwrap();
-    assert_eq!(secret.expose(), "a-very-long-production-secret-of-48-bytes-xxxxxx");
+    assert_eq!(
+        secret.expose(),
+        "a-very-long-production-secret-of-48-bytes-xxxxxx"
+    );
 }
 
 #[test]
@@ -130,21 +164,30 @@ fn a_secret_set_twice_is_refused() {
         ("KEEL_SESSION__SECRET", "y"),
         ("KEEL_SESSION__SECRET_FILE", file.to_str().unwrap()),
     ];
-    assert_eq!(problem_keys(load(&options(dir.path(), &vars))), ["session.secret"]);
+    assert_eq!(
+        problem_keys(load(&options(dir.path(), &vars))),
+        ["session.secret"]
+    );
 }
 
 #[test]
 fn production_without_a_session_secret_does_not_load() {
     let dir = tempfile::tempdir().unwrap();
     let vars = [("KEEL_ENV", "production")];
-    assert_eq!(problem_keys(load(&options(dir.path(), &vars))), ["session.secret"]);
+    assert_eq!(
+        problem_keys(load(&options(dir.path(), &vars))),
+        ["session.secret"]
+    );
 }
 
 #[test]
 fn an_unknown_environment_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let vars = [("KEEL_ENV", "staging")];
-    assert_eq!(problem_keys(load(&options(dir.path(), &vars))), ["env (KEEL_ENV)"]);
+    assert_eq!(
+        problem_keys(load(&options(dir.path(), &vars))),
+        ["env (KEEL_ENV)"]
+    );
 }
 
 #[test]
@@ -162,7 +205,10 @@ fn the_shipped_files_load_in_every_environment() {
         assert_eq!(config.env.as_str(), env);
     }
     let secret = "p".repeat(40);
-    let vars = [("KEEL_ENV", "production"), ("KEEL_SESSION__SECRET", secret.as_str())];
+    let vars = [
+        ("KEEL_ENV", "production"),
+        ("KEEL_SESSION__SECRET", secret.as_str()),
+    ];
     let production = load(&options(&shipped, &vars)).unwrap();
     assert_eq!(production.log_format(), super::super::LogFormat::Json);
 }

@@ -196,7 +196,9 @@ mod tests {
     async fn body_of(error: ApiError) -> (StatusCode, Value) {
         let response = error.into_response();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 

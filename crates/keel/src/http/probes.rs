@@ -32,7 +32,9 @@ async fn health() -> Json<Value> {
 async fn ready(State(readiness): State<Readiness>) -> Result<Json<Value>, ApiError> {
     let report = readiness.check(PROBE_TIMEOUT).await;
     if report.ready {
-        return Ok(Json(json!({ "status": "ready", "components": report.components })));
+        return Ok(Json(
+            json!({ "status": "ready", "components": report.components }),
+        ));
     }
     Err(ApiError::Unavailable {
         message: "not ready".to_owned(),

@@ -152,7 +152,10 @@ mod tests {
         let order = Arc::new(Mutex::new(Vec::new()));
         for name in ["store", "scheduler", "watchers"] {
             let order = order.clone();
-            shutdown.on_shutdown(name, move || async move { order.lock().unwrap().push(name) });
+            shutdown.on_shutdown(
+                name,
+                move || async move { order.lock().unwrap().push(name) },
+            );
         }
         shutdown.run_hooks(Duration::from_secs(1)).await;
         assert_eq!(*order.lock().unwrap(), ["watchers", "scheduler", "store"]);

@@ -105,7 +105,11 @@ mod tests {
         assert_eq!(seen, [1, 2, 3]);
         shutdown.trigger();
         assert!(shutdown.wait_for_tasks(Duration::from_secs(5)).await);
-        assert_eq!(runs.load(Ordering::SeqCst), 3, "not restarted after shutdown");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "not restarted after shutdown"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,6 +10,8 @@
 mod config;
 pub mod embedded;
 pub mod engine;
+pub mod input;
+pub mod migrate;
 pub mod mongo;
 mod types;
 

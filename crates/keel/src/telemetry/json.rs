@@ -108,7 +108,14 @@ where
 
 /// Inserts `key` (nesting dotted names) without letting an event overwrite process fields.
 fn insert_field(line: &mut Map<String, Value>, key: &str, value: Value) {
-    const RESERVED: &[&str] = &["timestamp", "level", "service", "env", "version", "hostname"];
+    const RESERVED: &[&str] = &[
+        "timestamp",
+        "level",
+        "service",
+        "env",
+        "version",
+        "hostname",
+    ];
     if RESERVED.contains(&key) {
         line.insert(format!("field.{key}"), value);
         return;
@@ -255,7 +262,14 @@ mod tests {
     #[test]
     fn evt_fields_nest_and_tags_become_a_list() {
         let lines = capture(|| {
-            crate::evt!(WARN, "security", "login_failed", "failure", tags = ["auth", "brute"], "login failed");
+            crate::evt!(
+                WARN,
+                "security",
+                "login_failed",
+                "failure",
+                tags = ["auth", "brute"],
+                "login failed"
+            );
         });
         let evt = &lines[0]["evt"];
         assert_eq!(evt["category"], "security");

@@ -83,9 +83,9 @@ pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
         Some(endpoint) => Some(tracer_provider(endpoint, config)?),
         None => None,
     };
-    let otel_layer = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer().with_tracer(provider.tracer("keel"))
-    });
+    let otel_layer = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("keel")));
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     let installed = match config.log_format() {
         LogFormat::Json => registry

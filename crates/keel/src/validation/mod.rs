@@ -147,16 +147,11 @@ pub fn bounded_string(
     Ok(value.to_string())
 }
 
-/// Parses a 24-hex-digit ObjectId, the only id shape the API accepts.
+/// Parses a canonical ObjectId (24 lowercase hex digits, the store's `parse_object_id`), the
+/// only id shape the API accepts, as a field error.
 pub fn object_id(field: &str, raw: &str) -> Result<ObjectId, FieldErrors> {
-    if raw.len() != 24 {
-        return Err(FieldErrors::single(
-            field,
-            "must be a 24-character hex ObjectId",
-        ));
-    }
-    ObjectId::parse_str(raw)
-        .map_err(|_| FieldErrors::single(field, "must be a 24-character hex ObjectId"))
+    crate::store::input::parse_object_id(raw)
+        .map_err(|_| FieldErrors::single(field, "must be a 24-character lowercase hex ObjectId"))
 }
 
 /// Escapes every regular-expression metacharacter so client text matches literally.

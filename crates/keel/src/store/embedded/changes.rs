@@ -331,3 +331,45 @@ fn event(
         cluster_time: Some(bson::DateTime::from_millis(time_ms)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::schema::load_catalog;
+
+    #[test]
+    fn trimming_keeps_the_newest_events_and_records_the_trim_point() -> StoreResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Backend(e.to_string()))?;
+        let conn = schema::open_writer(&dir.path().join("keel.db"))?;
+        let mut catalog = load_catalog(&conn)?;
+        let mut txn = Txn {
+            conn: &conn,
+            catalog: &mut catalog,
+            last_seq: 0,
+        };
+        for n in 0..10 {
+            append(&mut txn, "items", ChangeOp::Insert, &Bson::Int32(n), None)?;
+        }
+        assert_eq!(txn.last_seq, 10);
+        let retention = Retention {
+            max_age: Duration::from_secs(3600),
+            max_events: 3,
+        };
+        assert!(!trim(&mut txn, retention)?, "one chunk is enough");
+        assert_eq!(schema::trimmed_through(&conn)?, 7);
+        let left: Vec<i64> = conn
+            .prepare("SELECT seq FROM keel_changes ORDER BY seq")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        assert_eq!(left, vec![8, 9, 10]);
+        assert_eq!(last_seq(&conn)?, 10, "sequence numbers are never reused");
+        Ok(())
+    }
+
+    #[test]
+    fn resume_tokens_must_be_embedded_tokens() {
+        assert_eq!(seq_of(&token(42)).ok(), Some(42));
+        assert!(seq_of(&ResumeToken(doc! {"_data": "8263"})).is_err());
+        assert!(seq_of(&ResumeToken(doc! {"seq": -1})).is_err());
+    }
+}

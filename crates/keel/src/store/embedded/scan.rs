@@ -113,9 +113,8 @@ pub fn plan(meta: &CollectionMeta, filter: &Filter) -> Plan {
         table: index.table(),
         ranges: ranges(scan),
     };
-    match scans.first() {
-        Some(best @ (_, IndexScan::Keys(_))) => return index_plan(best),
-        Some(_) | None => {}
+    if let Some(best @ (_, IndexScan::Keys(_))) = scans.first() {
+        return index_plan(best);
     }
     if let Some(scan) = filter.index_scan_for("_id", false) {
         return Plan::IdRanges(ranges(&scan));

@@ -373,3 +373,65 @@ impl IndexMeta {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bson::doc;
+
+    use super::*;
+
+    fn index(keys: Document) -> IndexMeta {
+        IndexMeta::from_spec(&IndexSpec::new(keys))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("valid index spec"))
+    }
+
+    #[test]
+    fn compound_multikey_keys_are_every_combination() {
+        let index = index(doc! {"a": 1, "b": -1});
+        let (keys, multikey) = index.keys_of(&doc! {"a": [1, 2], "b": "x"});
+        assert!(multikey);
+        // 1, 2 and the whole array, each with "x".
+        assert_eq!(keys.len(), 3);
+        let (keys, multikey) = index.keys_of(&doc! {"a": 1});
+        assert!(!multikey);
+        let mut expected = engine::encode_key(&Bson::Int32(1));
+        expected.extend(engine::encode_key(&Bson::Null));
+        assert_eq!(keys, vec![expected], "a missing field is indexed as null");
+    }
+
+    #[test]
+    fn special_index_kinds_are_unsupported_and_id_is_implicit() {
+        let text = IndexMeta::from_spec(&IndexSpec::new(doc! {"body": "text"}));
+        assert!(matches!(text, Err(StoreError::Unsupported { .. })));
+        let zero = IndexMeta::from_spec(&IndexSpec::new(doc! {"a": 0}));
+        assert!(matches!(zero, Err(StoreError::InvalidQuery { .. })));
+        let id = IndexMeta::from_spec(&IndexSpec::new(doc! {"_id": 1}));
+        assert!(matches!(id, Ok(None)));
+        let ttl = IndexSpec::new(doc! {"a": 1, "b": 1}).ttl(Duration::from_secs(1));
+        assert!(
+            IndexMeta::from_spec(&ttl).is_err(),
+            "TTL needs a single field"
+        );
+    }
+
+    #[test]
+    fn catalog_round_trips_through_the_database() -> StoreResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Backend(e.to_string()))?;
+        let conn = open_writer(&dir.path().join("keel.db"))?;
+        let mut catalog = load_catalog(&conn)?;
+        let meta = create_collection(&conn, &mut catalog, "users")?;
+        let mut email = index(doc! {"email": 1});
+        email.unique = true;
+        create_index_table(&conn, "users", &mut email)?;
+        mark_multikey(&conn, &mut catalog, email.number)?;
+        let reloaded = load_catalog(&conn)?;
+        let users = &reloaded.collections["users"];
+        assert_eq!(users.number, meta.number);
+        assert_eq!(users.indexes.len(), 1);
+        assert!(users.indexes[0].unique && users.indexes[0].multikey);
+        assert_eq!(reloaded.version, catalog.version);
+        Ok(())
+    }
+}

@@ -258,3 +258,63 @@ fn publish(published: &Published, catalog: &Catalog, last_seq: i64) {
         advanced
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(e: impl std::fmt::Display) -> StoreError {
+        StoreError::Backend(e.to_string())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_is_rolled_back_alone_and_answers_come_after_commit() -> StoreResult<()>
+    {
+        let dir = tempfile::tempdir().map_err(backend)?;
+        let path = dir.path().join("keel.db");
+        let conn = schema::open_writer(&path)?;
+        conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+            .map_err(backend)?;
+        let catalog = schema::load_catalog(&conn)?;
+        let (high_water, _) = watch::channel(0);
+        let published = Published {
+            catalog: Arc::new(RwLock::new(Arc::new(catalog.clone()))),
+            high_water,
+        };
+        let writer = spawn(conn, catalog, 0, published)?;
+        let mut writes = tokio::task::JoinSet::new();
+        for n in 0..200i64 {
+            let writer = writer.clone();
+            writes.spawn(async move {
+                let result = writer
+                    .run(move |txn| {
+                        txn.conn
+                            .execute("INSERT INTO t (n) VALUES (?1)", [n])
+                            .map_err(backend)?;
+                        if n % 7 == 0 {
+                            return Err(StoreError::invalid("refused"));
+                        }
+                        Ok(n)
+                    })
+                    .await;
+                (n, result)
+            });
+        }
+        let reader = schema::open_reader(&path)?;
+        while let Some(joined) = writes.join_next().await {
+            let (n, result) = joined.map_err(backend)?;
+            let visible: i64 = reader
+                .query_row("SELECT count(*) FROM t WHERE n = ?1", [n], |r| r.get(0))
+                .map_err(backend)?;
+            match result {
+                Ok(value) => assert_eq!((value, visible), (n, 1), "acknowledged ⇒ committed"),
+                Err(_) => assert_eq!((n % 7, visible), (0, 0), "failed ⇒ rolled back alone"),
+            }
+        }
+        writer.close().await?;
+        assert!(writer.is_closed());
+        let after = writer.run(|_| Ok(())).await;
+        assert!(matches!(after, Err(StoreError::Unavailable { .. })));
+        Ok(())
+    }
+}

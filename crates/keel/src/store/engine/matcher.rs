@@ -47,7 +47,7 @@ impl Cond {
             Cond::All(items) => {
                 !items.is_empty() && items.iter().all(|item| item_holds(reached, item))
             }
-            Cond::Exists(expected) => !reached.values.is_empty() == *expected,
+            Cond::Exists(expected) => reached.values.is_empty() != *expected,
             Cond::Regex(pattern) => reached.leaves().any(|v| pattern.matches(v)),
             Cond::Not(conditions) => !conditions.iter().all(|c| c.holds(reached)),
             Cond::Size(size) => reached

@@ -13,6 +13,8 @@ use super::filter::{CmpOp, Cond, Expr, Filter, InItem};
 
 /// What an index on one field can contribute to a query: candidate keys, never the final say.
 /// The backend scans these keys, then `Filter::matches` decides every candidate.
+// Ranges are built once per query: their size does not matter, the shape is the contract.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum IndexScan {
     /// Exact keys (`$eq`, `$in`, `{field: value}`).
@@ -130,7 +132,7 @@ fn or_scan(branches: &[Expr], field: &str) -> Option<IndexScan> {
 }
 
 fn field_scan(conditions: &[Cond], multikey: bool) -> Option<IndexScan> {
-    let mut range: Option<(Option<(Bson, bool)>, Option<(Bson, bool)>, u8)> = None;
+    let mut range: Option<(Bound, Bound, u8)> = None;
     for condition in conditions {
         match condition {
             Cond::Eq(value) => return Some(IndexScan::Keys(vec![value.clone()])),

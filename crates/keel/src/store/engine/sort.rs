@@ -1,0 +1,223 @@
+//! Sort specifications (`{field: 1, other: -1}`) with MongoDB's ordering rules.
+//!
+//! Each key's value is found by the query path rules; a missing field sorts as `null`; when a
+//! path reaches an array, ascending order uses its smallest element and descending its
+//! largest (an empty array sorts below `null`, as in MongoDB). Sorting is stable, so documents
+//! with equal keys keep the order they came in.
+
+use std::cmp::Ordering;
+
+use bson::{Bson, Document};
+
+use super::super::{StoreError, StoreResult};
+use super::compare::compare_values;
+use super::filter::parse_path;
+use super::path::resolve;
+
+/// A parsed sort specification (`{field: 1, other: -1}`).
+#[derive(Debug, Clone)]
+pub struct Sort {
+    keys: Vec<SortKey>,
+}
+
+#[derive(Debug, Clone)]
+struct SortKey {
+    parts: Vec<String>,
+    is_descending: bool,
+}
+
+impl Sort {
+    pub fn parse(sort: &Document) -> StoreResult<Sort> {
+        let keys = sort
+            .iter()
+            .map(|(path, direction)| {
+                let is_descending = match direction {
+                    Bson::Int32(1) | Bson::Int64(1) => false,
+                    Bson::Int32(-1) | Bson::Int64(-1) => true,
+                    Bson::Double(f) if *f == 1.0 => false,
+                    Bson::Double(f) if *f == -1.0 => true,
+                    Bson::Document(d) if d.contains_key("$meta") => {
+                        return Err(StoreError::unsupported("$meta sort"));
+                    }
+                    other => {
+                        return Err(StoreError::invalid(format!(
+                            "sort direction of '{path}' must be 1 or -1, not {other}"
+                        )));
+                    }
+                };
+                Ok(SortKey {
+                    parts: parse_path(path)?,
+                    is_descending,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Sort { keys })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn compare(&self, a: &Document, b: &Document) -> Ordering {
+        for key in &self.keys {
+            let order = compare_keys(&key.value_of(a), &key.value_of(b));
+            let order = if key.is_descending {
+                order.reverse()
+            } else {
+                order
+            };
+            if order != Ordering::Equal {
+                return order;
+            }
+        }
+        Ordering::Equal
+    }
+
+    /// Sorts in place, stably, computing each document's keys once.
+    pub fn sort(&self, documents: &mut Vec<Document>) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let mut keyed: Vec<(Vec<KeyValue>, Document)> = documents
+            .drain(..)
+            .map(|d| (self.keys.iter().map(|k| k.value_of(&d)).collect(), d))
+            .collect();
+        keyed.sort_by(|(a, _), (b, _)| {
+            for ((x, y), key) in a.iter().zip(b).zip(&self.keys) {
+                let order = compare_keys(x, y);
+                let order = if key.is_descending {
+                    order.reverse()
+                } else {
+                    order
+                };
+                if order != Ordering::Equal {
+                    return order;
+                }
+            }
+            Ordering::Equal
+        });
+        documents.extend(keyed.into_iter().map(|(_, d)| d));
+    }
+}
+
+/// The value a document sorts by for one key.
+#[derive(Debug, Clone)]
+enum KeyValue {
+    /// A path that reached only empty arrays: below everything.
+    EmptyArray,
+    Value(Bson),
+}
+
+fn compare_keys(a: &KeyValue, b: &KeyValue) -> Ordering {
+    match (a, b) {
+        (KeyValue::EmptyArray, KeyValue::EmptyArray) => Ordering::Equal,
+        (KeyValue::EmptyArray, _) => Ordering::Less,
+        (_, KeyValue::EmptyArray) => Ordering::Greater,
+        (KeyValue::Value(x), KeyValue::Value(y)) => compare_values(x, y),
+    }
+}
+
+impl SortKey {
+    fn value_of(&self, document: &Document) -> KeyValue {
+        let parts: Vec<&str> = self.parts.iter().map(String::as_str).collect();
+        let reached = resolve(document, &parts);
+        let mut candidates: Vec<&Bson> = Vec::new();
+        let mut saw_empty_array = false;
+        for value in &reached.values {
+            match value {
+                Bson::Array(items) if items.is_empty() => saw_empty_array = true,
+                Bson::Array(items) => candidates.extend(items.iter()),
+                other => candidates.push(other),
+            }
+        }
+        let null = Bson::Null;
+        if reached.missing {
+            candidates.push(&null);
+        }
+        let pick = if self.is_descending {
+            candidates.into_iter().max_by(|a, b| compare_values(a, b))
+        } else {
+            candidates.into_iter().min_by(|a, b| compare_values(a, b))
+        };
+        match pick {
+            Some(value) => KeyValue::Value(value.clone()),
+            None if saw_empty_array => KeyValue::EmptyArray,
+            None => KeyValue::Value(Bson::Null),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::doc;
+
+    use super::*;
+
+    fn sorted(spec: Document, docs: Vec<Document>) -> Vec<i32> {
+        let sort = Sort::parse(&spec).unwrap();
+        let mut docs = docs;
+        sort.sort(&mut docs);
+        docs.iter().map(|d| d.get_i32("id").unwrap()).collect()
+    }
+
+    #[test]
+    fn multi_key_sort_with_directions() {
+        let docs = vec![
+            doc! {"id": 1, "a": 1, "b": 1},
+            doc! {"id": 2, "a": 2, "b": 1},
+            doc! {"id": 3, "a": 1, "b": 2},
+        ];
+        assert_eq!(sorted(doc! {"a": 1, "b": -1}, docs.clone()), vec![3, 1, 2]);
+        assert_eq!(sorted(doc! {"a": -1}, docs), vec![2, 1, 3]);
+    }
+
+    #[test]
+    fn missing_sorts_as_null_and_types_follow_bracket_order() {
+        let docs = vec![
+            doc! {"id": 1, "a": "x"},
+            doc! {"id": 2},
+            doc! {"id": 3, "a": 5},
+            doc! {"id": 4, "a": null},
+        ];
+        assert_eq!(sorted(doc! {"a": 1}, docs), vec![2, 4, 3, 1]);
+    }
+
+    #[test]
+    fn arrays_sort_by_min_ascending_and_max_descending() {
+        let docs = vec![
+            doc! {"id": 1, "a": [5, 1]},
+            doc! {"id": 2, "a": 3},
+            doc! {"id": 3, "a": [2, 9]},
+            doc! {"id": 4, "a": []},
+        ];
+        assert_eq!(sorted(doc! {"a": 1}, docs.clone()), vec![4, 1, 3, 2]);
+        assert_eq!(sorted(doc! {"a": -1}, docs), vec![3, 1, 2, 4]);
+    }
+
+    #[test]
+    fn sort_is_stable() {
+        let docs: Vec<Document> = (0..20).map(|i| doc! {"id": i, "k": i % 2}).collect();
+        let order = sorted(doc! {"k": 1}, docs);
+        assert_eq!(&order[..3], &[0, 2, 4]);
+        assert_eq!(&order[10..13], &[1, 3, 5]);
+    }
+
+    #[test]
+    fn compare_agrees_with_sort() {
+        let sort = Sort::parse(&doc! {"a.b": -1}).unwrap();
+        let (x, y) = (doc! {"a": {"b": 2}}, doc! {"a": [{"b": 1}, {"b": 3}]});
+        assert_eq!(sort.compare(&x, &y), Ordering::Greater);
+    }
+
+    #[test]
+    fn bad_directions_are_invalid() {
+        assert!(matches!(
+            Sort::parse(&doc! {"a": 2}),
+            Err(StoreError::InvalidQuery { .. })
+        ));
+        assert!(matches!(
+            Sort::parse(&doc! {"a": {"$meta": "textScore"}}),
+            Err(StoreError::Unsupported { .. })
+        ));
+    }
+}

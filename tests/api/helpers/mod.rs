@@ -1,0 +1,8 @@
+//! Test harness: an in-process server (`spawn_app`, `spawn_chassis`) and the real binary
+//! (`KeelProcess`, `keel_command`).
+
+mod app;
+mod process;
+
+pub use app::{json, spawn_app, spawn_chassis, spawn_chassis_with};
+pub use process::{KeelProcess, keel_command, repo_config_dir};

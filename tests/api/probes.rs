@@ -1,0 +1,70 @@
+//! `/api/health` (liveness) and `/api/ready` (readiness registry).
+
+use reqwest::StatusCode;
+
+use crate::helpers::{json, spawn_app, spawn_chassis};
+
+#[tokio::test]
+async fn health_answers_healthy_with_a_timestamp() {
+    let app = spawn_chassis().await;
+    let response = app.get_health().await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json(response).await;
+    assert_eq!(body["status"], "healthy");
+    let timestamp = body["timestamp"].as_str().expect("a timestamp string");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(),
+        "{timestamp}"
+    );
+}
+
+#[tokio::test]
+async fn ready_lists_what_is_down_with_503() {
+    let app = spawn_chassis().await;
+    app.platform.readiness().set_up("scheduler");
+    assert_eq!(app.get_ready().await.status(), StatusCode::OK);
+
+    app.platform
+        .readiness()
+        .set_down("watchers", "change stream reconnecting");
+    let response = app.get_ready().await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = json(response).await;
+    assert_eq!(body["success"], false);
+    assert_eq!(body["error"]["code"], "unavailable");
+    let down = body["error"]["details"]["down"]
+        .as_array()
+        .expect("a down list");
+    assert_eq!(down.len(), 1);
+    assert_eq!(down[0]["name"], "watchers");
+    assert_eq!(down[0]["reason"], "change stream reconnecting");
+
+    app.platform.readiness().set_up("watchers");
+    assert_eq!(app.get_ready().await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn ready_is_503_once_shutdown_begins_while_health_stays_up() {
+    let app = spawn_chassis().await;
+    app.platform.readiness().mark_shutting_down();
+    assert_eq!(
+        app.get_ready().await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(app.get_health().await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_full_app_is_ready_when_its_store_answers() {
+    let app = spawn_app().await;
+    let response = app.get_ready().await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json(response).await;
+    let components = body["components"].as_array().expect("components");
+    assert!(
+        components
+            .iter()
+            .any(|c| c["name"] == "store" && c["up"] == true),
+        "{body}"
+    );
+}
