@@ -71,7 +71,8 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
         state.platform.readiness().clone(),
     ));
     if let Some(store) = state.platform.store() {
-        let (api_routes, _document) = api::router(api::ApiState::new(state.platform.clone(), store));
+        let (api_routes, _document) =
+            api::router(api::ApiState::new(state.platform.clone(), store));
         routes = routes.merge(api_routes);
     }
     if config.env == Environment::Test {

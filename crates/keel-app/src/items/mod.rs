@@ -5,5 +5,5 @@
 pub mod filter;
 pub mod model;
 pub mod repository;
-pub mod service;
 pub mod routes;
+pub mod service;

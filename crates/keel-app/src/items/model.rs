@@ -111,10 +111,10 @@ fn parse_tags(raw: Vec<String>) -> Result<Vec<String>, FieldErrors> {
     }
     let mut tags = Vec::with_capacity(raw.len());
     for (i, tag) in raw.iter().enumerate() {
-        if let Some(t) = errors.take(bounded_string(&format!("tags[{i}]"), tag, 1, MAX_TAG_CHARS)) {
-            if !tags.contains(&t) {
-                tags.push(t);
-            }
+        if let Some(t) = errors.take(bounded_string(&format!("tags[{i}]"), tag, 1, MAX_TAG_CHARS))
+            && !tags.contains(&t)
+        {
+            tags.push(t);
         }
     }
     errors.finish(|| Some(tags))
@@ -247,10 +247,10 @@ impl ItemListQuery {
         if let Some(p) = self.max_price {
             query.max_price = errors.take(Price::parse_text("maxPrice", &p));
         }
-        if let (Some(min), Some(max)) = (query.min_price, query.max_price) {
-            if min > max {
-                errors.push("minPrice", "must not exceed maxPrice");
-            }
+        if let (Some(min), Some(max)) = (query.min_price, query.max_price)
+            && min > max
+        {
+            errors.push("minPrice", "must not exceed maxPrice");
         }
         if let Some(q) = self.q {
             query.name_contains = errors.take(bounded_string("q", &q, 1, MAX_SEARCH_CHARS));

@@ -3,5 +3,5 @@
 
 pub mod model;
 pub mod repository;
-pub mod service;
 pub mod routes;
+pub mod service;

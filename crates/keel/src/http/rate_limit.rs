@@ -17,7 +17,7 @@
 //! it is attached per route group, and those routes are mounted outside every group.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -107,9 +107,7 @@ impl RateLimiter {
         now: Instant,
     ) -> Decision {
         let entry_key = (tier, key);
-        let mut hasher = self.hasher.build_hasher();
-        entry_key.hash(&mut hasher);
-        let shard = &self.shards[(hasher.finish() as usize) % SHARDS];
+        let shard = &self.shards[(self.hasher.hash_one(&entry_key) as usize) % SHARDS];
         // A poisoned shard only means another request panicked mid-update of a counter; the
         // counters are still usable.
         let mut windows = shard.lock().unwrap_or_else(|p| p.into_inner());

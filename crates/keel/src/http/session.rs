@@ -326,10 +326,10 @@ pub async fn session_layer(
     request.extensions_mut().insert(CurrentSession(session));
     let mut response = next.run(request).await;
     // A handler that set its own cookie (login, logout) wins over the refresh.
-    if let Some(cookie) = refreshed_cookie {
-        if !response.headers().contains_key(SET_COOKIE) {
-            response.headers_mut().insert(SET_COOKIE, cookie);
-        }
+    if let Some(cookie) = refreshed_cookie
+        && !response.headers().contains_key(SET_COOKIE)
+    {
+        response.headers_mut().insert(SET_COOKIE, cookie);
     }
     response
 }
