@@ -9,6 +9,7 @@
 //! Adding a setting: add the field (with its default) to its section struct, mention it in
 //! `config/default.toml` and README; unknown keys are errors, so nothing else needs changing.
 
+mod api;
 mod load;
 pub mod net;
 pub mod units;
@@ -28,6 +29,7 @@ pub use crate::store::DatabaseConfig;
 pub use crate::tasks::{TaskConfig, TasksConfig};
 pub use crate::watchers::WatchersConfig;
 pub use crate::workers::WorkersConfig;
+pub use api::{AuthConfig, OrdersConfig, RateLimitConfig, RateTier};
 pub use load::{ConfigError, LoadOptions, Problem, load};
 pub use net::IpRange;
 
@@ -99,6 +101,9 @@ pub struct Config {
     pub tasks: TasksConfig,
     /// Where secrets come from besides the environment (`secrets::startup`).
     pub secrets: SecretsConfig,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub orders: OrdersConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +153,9 @@ pub struct SessionConfig {
     pub cookie_name: String,
     #[serde(with = "units::duration")]
     pub ttl: Duration,
+    /// Lazy touch: an active session's expiry is pushed forward at most this often.
+    #[serde(with = "units::duration")]
+    pub touch_after: Duration,
 }
 
 impl Default for SessionConfig {
@@ -156,6 +164,7 @@ impl Default for SessionConfig {
             secret: None,
             cookie_name: "sessionId".to_owned(),
             ttl: Duration::from_secs(24 * 3600),
+            touch_after: Duration::from_secs(3600),
         }
     }
 }
@@ -274,6 +283,9 @@ impl Config {
         }
         if self.session.ttl.is_zero() {
             problem("session.ttl", "must be more than 0s".to_owned());
+        }
+        for (key, message) in api::problems(&self.auth, &self.rate_limit, &self.orders) {
+            problem(&key, message);
         }
         if self.log.level.trim().is_empty() {
             problem("log.level", "must not be empty".to_owned());
