@@ -2,8 +2,12 @@
 
 pub mod config;
 pub mod healthcheck;
+pub mod jobs;
+mod offline;
 pub mod serve;
+pub mod task;
 pub mod version;
+pub mod worker_run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

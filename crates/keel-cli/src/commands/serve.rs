@@ -171,6 +171,11 @@ async fn serve(config: Config, roles: Vec<Role>, reload: Reload) -> anyhow::Resu
         .await
         .context("opening the store (database.url)")?;
     tracing::info!(backend = store.backend_name(), "store opened");
+    if config.database.migrate_on_start {
+        keel_app::indexes::create_all(&store)
+            .await
+            .context("creating the declared indexes (database.migrate_on_start)")?;
+    }
     let closing = store.clone();
     shutdown.on_shutdown("store", move || async move {
         if let Err(e) = closing.close().await {

@@ -9,6 +9,7 @@
 //! Adding a setting: add the field (with its default) to its section struct, mention it in
 //! `config/default.toml` and README; unknown keys are errors, so nothing else needs changing.
 
+mod api;
 mod load;
 pub mod net;
 pub mod units;
@@ -20,9 +21,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::jobs::JobsConfig;
+pub use crate::metrics::MetricsConfig;
 use crate::secrets::Secret;
 pub use crate::secrets::startup::SecretsConfig;
 pub use crate::store::DatabaseConfig;
+pub use crate::tasks::{TaskConfig, TasksConfig};
+pub use crate::watchers::WatchersConfig;
+pub use crate::workers::WorkersConfig;
+pub use api::{AuthConfig, OrdersConfig, RateLimitConfig, RateTier};
 pub use load::{ConfigError, LoadOptions, Problem, load};
 pub use net::IpRange;
 
@@ -82,8 +89,21 @@ pub struct Config {
     pub session: SessionConfig,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// `[workers]`: the CPU worker pool.
+    pub workers: WorkersConfig,
+    /// `[jobs]`: this process's consumption of the durable job queue.
+    pub jobs: JobsConfig,
+    /// `[watchers]`: restart policy of change watchers.
+    pub watchers: WatchersConfig,
+    /// `[tasks.NAME]`: schedule and settings of each task.
+    pub tasks: TasksConfig,
     /// Where secrets come from besides the environment (`secrets::startup`).
     pub secrets: SecretsConfig,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub orders: OrdersConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +153,9 @@ pub struct SessionConfig {
     pub cookie_name: String,
     #[serde(with = "units::duration")]
     pub ttl: Duration,
+    /// Lazy touch: an active session's expiry is pushed forward at most this often.
+    #[serde(with = "units::duration")]
+    pub touch_after: Duration,
 }
 
 impl Default for SessionConfig {
@@ -141,6 +164,7 @@ impl Default for SessionConfig {
             secret: None,
             cookie_name: "sessionId".to_owned(),
             ttl: Duration::from_secs(24 * 3600),
+            touch_after: Duration::from_secs(3600),
         }
     }
 }
@@ -260,6 +284,9 @@ impl Config {
         if self.session.ttl.is_zero() {
             problem("session.ttl", "must be more than 0s".to_owned());
         }
+        for (key, message) in api::problems(&self.auth, &self.rate_limit, &self.orders) {
+            problem(&key, message);
+        }
         if self.log.level.trim().is_empty() {
             problem("log.level", "must not be empty".to_owned());
         } else if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
@@ -286,6 +313,13 @@ impl Config {
                 "database.url",
                 "must start with embedded://, mongodb:// or mongodb+srv://".to_owned(),
             );
+        }
+        problems.extend(self.metrics.problems(self.server.port));
+        problems.extend(self.workers.problems());
+        problems.extend(self.jobs.problems());
+        problems.extend(self.watchers.problems());
+        for (name, task) in &self.tasks {
+            problems.extend(task.problems(name));
         }
         problems
     }

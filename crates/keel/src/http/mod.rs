@@ -19,14 +19,19 @@
 //! compression in the list above and see the request id, span and client IP (`ClientIp`
 //! extension). Probes are mounted with `probes::routes`.
 
+pub mod csrf;
 pub mod error;
+pub mod idempotency;
+pub mod json;
 pub mod listen;
 pub mod observe;
 pub mod probes;
 pub mod protect;
+pub mod rate_limit;
 pub mod reloadable;
 pub mod request_id;
 pub mod response;
+pub mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
