@@ -2,6 +2,7 @@
 //! as the built `keel` binary (`helpers::KeelProcess`). One test binary; one module per area.
 //! Add a module per feature (`items.rs`, `auth.rs`, …) and declare it here.
 
+mod api_support;
 mod helpers;
 
 mod background;
@@ -12,3 +13,12 @@ mod chassis_errors;
 mod chassis_headers;
 mod probes;
 mod request_id;
+
+// The API (issue 4).
+mod auth;
+mod input_hygiene;
+mod items;
+mod openapi;
+mod orders;
+mod rate_limits;
+mod surveys;

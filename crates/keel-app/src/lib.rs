@@ -6,8 +6,17 @@
 //! `build` is the one entry point the binary (and the HTTP tests) call: it turns the platform
 //! into the application's state and router. Each component adds its `router()` to `routes`.
 
+pub mod api;
+pub mod auth;
 pub mod background;
+pub mod brands;
+pub mod indexes;
+pub mod items;
+pub mod money;
+pub mod orders;
+pub mod paging;
 mod state;
+pub mod surveys;
 mod test_routes;
 
 use axum::Router;
@@ -73,12 +82,19 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
     let mut routes: Router<AppState> = Router::new().merge(keel::http::probes::routes(
         state.platform.readiness().clone(),
     ));
+    if state.runs(Role::Api)
+        && let Some(store) = state.platform.store()
+    {
+        let (api_routes, _document) =
+            api::router(api::ApiState::new(state.platform.clone(), store));
+        routes = routes.merge(api_routes);
+    }
     if state.runs(Role::Api) && config.env == Environment::Test {
         routes = routes.merge(test_routes::router());
     }
     routes = routes.layer(axum::middleware::from_fn(keel::metrics::track_http));
     routes = routes.merge(metrics_routes(&state.platform));
-    let router = keel::http::chassis(routes, &config).with_state(state.clone());
+    let router = keel::http::chassis_live(routes, &state.platform).with_state(state.clone());
     App { state, router }
 }
 
@@ -116,7 +132,9 @@ fn metrics_routes(platform: &Platform) -> Router<AppState> {
         match tokio::net::TcpListener::bind(address).await {
             Ok(listener) => {
                 tracing::info!(addr = %address, "metrics listening");
-                if let Err(error) = keel::http::serve(listener, metrics.router(), listener_shutdown, drain).await {
+                if let Err(error) =
+                    keel::http::serve(listener, metrics.router(), listener_shutdown, drain).await
+                {
                     tracing::error!(%error, "metrics listener failed");
                 }
             }

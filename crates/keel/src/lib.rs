@@ -13,12 +13,14 @@ pub mod lock;
 pub mod metrics;
 pub mod platform;
 pub mod readiness;
+pub mod reload;
 pub mod runtime_health;
 pub mod secrets;
 pub mod shutdown;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod validation;
 pub mod watchers;
 pub mod workers;
 

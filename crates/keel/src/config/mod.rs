@@ -9,6 +9,7 @@
 //! Adding a setting: add the field (with its default) to its section struct, mention it in
 //! `config/default.toml` and README; unknown keys are errors, so nothing else needs changing.
 
+mod api;
 mod load;
 pub mod net;
 pub mod units;
@@ -23,10 +24,12 @@ use serde::{Deserialize, Serialize};
 pub use crate::jobs::JobsConfig;
 pub use crate::metrics::MetricsConfig;
 use crate::secrets::Secret;
+pub use crate::secrets::startup::SecretsConfig;
 pub use crate::store::DatabaseConfig;
 pub use crate::tasks::{TaskConfig, TasksConfig};
 pub use crate::watchers::WatchersConfig;
 pub use crate::workers::WorkersConfig;
+pub use api::{AuthConfig, OrdersConfig, RateLimitConfig, RateTier};
 pub use load::{ConfigError, LoadOptions, Problem, load};
 pub use net::IpRange;
 
@@ -96,6 +99,11 @@ pub struct Config {
     pub watchers: WatchersConfig,
     /// `[tasks.NAME]`: schedule and settings of each task.
     pub tasks: TasksConfig,
+    /// Where secrets come from besides the environment (`secrets::startup`).
+    pub secrets: SecretsConfig,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub orders: OrdersConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +125,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpRange>,
     /// Origins allowed by CORS (`https://app.example.com`); `*` only in development.
     pub cors_origins: Vec<String>,
+    /// Bind with `SO_REUSEPORT`, so a new keel can listen on the port before the old one
+    /// stops (zero-downtime restarts; `http::listen`). Default: on for Linux.
+    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +140,7 @@ impl Default for ServerConfig {
             body_limit: 10 * 1024 * 1024,
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
+            reuse_port: cfg!(target_os = "linux"),
         }
     }
 }
@@ -141,6 +153,9 @@ pub struct SessionConfig {
     pub cookie_name: String,
     #[serde(with = "units::duration")]
     pub ttl: Duration,
+    /// Lazy touch: an active session's expiry is pushed forward at most this often.
+    #[serde(with = "units::duration")]
+    pub touch_after: Duration,
 }
 
 impl Default for SessionConfig {
@@ -149,6 +164,7 @@ impl Default for SessionConfig {
             secret: None,
             cookie_name: "sessionId".to_owned(),
             ttl: Duration::from_secs(24 * 3600),
+            touch_after: Duration::from_secs(3600),
         }
     }
 }
@@ -268,6 +284,9 @@ impl Config {
         if self.session.ttl.is_zero() {
             problem("session.ttl", "must be more than 0s".to_owned());
         }
+        for (key, message) in api::problems(&self.auth, &self.rate_limit, &self.orders) {
+            problem(&key, message);
+        }
         if self.log.level.trim().is_empty() {
             problem("log.level", "must not be empty".to_owned());
         } else if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
@@ -310,6 +329,8 @@ impl Config {
             return;
         }
         match &self.session.secret {
+            // Filled from the secrets provider when `serve` starts, then validated again.
+            None if self.secrets.provider != crate::secrets::startup::ProviderKind::None => {}
             None => problem(
                 "session.secret",
                 "is required in production (set KEEL_SESSION__SECRET or KEEL_SESSION__SECRET_FILE)"

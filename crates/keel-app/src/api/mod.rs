@@ -1,0 +1,133 @@
+//! The HTTP API of the reference application: every component's routes, the session layer
+//! around them, and the OpenAPI document generated from the same route declarations.
+//!
+//! Each component exposes `routes::router(&ApiState) -> OpenApiRouter<ApiState>`, where every
+//! route is declared once with `routes!` — which registers the handler with axum *and* its
+//! `#[utoipa::path]` with the document — so a route cannot exist without being documented.
+//! Per route, outermost first: session (here, for all) → rate-limit tier → idempotency (creating
+//! routes) → the handler, whose `AuthUser` argument is the auth check.
+
+mod state;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use keel::http::ApiError;
+use keel::http::rate_limit::Tier;
+use keel::http::session::session_layer;
+use keel::store::StoreError;
+use serde::Serialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use state::ApiState;
+
+/// The document's fixed parts; paths and schemas come from the routers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "keel API",
+        description = "Every success is `{\"success\": true, \"data\": …}` (lists add `\"total\"`); every error is `{\"success\": false, \"error\": {\"code\", \"message\", \"details\"?}}`. Log in to get the `sessionId` cookie. Responses of rate-limited routes carry `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (and `Retry-After` on 429)."
+    ),
+    modifiers(&SessionCookie),
+    tags(
+        (name = "auth", description = "Accounts and sessions"),
+        (name = "brands", description = "Brands items belong to"),
+        (name = "items", description = "Items, including the guides' getData and createItem"),
+        (name = "orders", description = "The caller's orders"),
+        (name = "surveys", description = "Surveys and NPS statistics"),
+        (name = "meta", description = "This document"),
+    )
+)]
+struct ApiDoc;
+
+struct SessionCookie;
+
+impl Modify for SessionCookie {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("sessionId"))),
+        );
+    }
+}
+
+/// The error envelope, as documented.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    #[schema(example = false)]
+    pub success: bool,
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    #[schema(example = "validation_failed")]
+    pub code: String,
+    pub message: String,
+    /// For `validation_failed`: every bad field.
+    pub details: Option<Vec<FieldProblem>>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FieldProblem {
+    #[schema(example = "lines[0].qty")]
+    pub field: String,
+    pub message: String,
+}
+
+/// A store failure at the HTTP boundary: retryable ones are 503, the rest 500 (cause logged).
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable { reason } => {
+            tracing::warn!(reason = %reason, "store unavailable");
+            ApiError::Unavailable {
+                message: "the database is unavailable, retry later".into(),
+                details: None,
+            }
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+/// All API routes with their layers, ready to merge into the application router, plus the
+/// OpenAPI document (also served at `/api/openapi.json`).
+pub fn router<S>(state: ApiState) -> (Router<S>, Arc<utoipa::openapi::OpenApi>)
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::auth::routes::router(&state))
+        .merge(crate::brands::routes::router(&state))
+        .merge(crate::items::routes::router(&state))
+        .merge(crate::orders::routes::router(&state))
+        .merge(crate::surveys::routes::router(&state))
+        .routes(state.limited(Tier::Public, routes!(openapi_json)))
+        .split_for_parts();
+    let document = Arc::new(document);
+    // Set once, before the router serves its first request.
+    let _ = state
+        .openapi
+        .set(serde_json::to_string(&*document).unwrap_or_default());
+    let router = router
+        .layer(from_fn_with_state(state.sessions.clone(), session_layer))
+        .with_state(state);
+    (router, document)
+}
+
+/// The OpenAPI 3.1 document of this API, generated from the route declarations.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+async fn openapi_json(State(api): State<ApiState>) -> Response {
+    let body = api.openapi.get().cloned().unwrap_or_default();
+    ([(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Holder for the served document (filled by [`router`]).
+pub type OpenApiText = Arc<OnceLock<String>>;

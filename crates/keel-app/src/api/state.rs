@@ -1,0 +1,95 @@
+//! `ApiState`: what the API's handlers reach — the platform and one service per component,
+//! the session manager, the rate limiter's windows and the idempotency keys. Built once from
+//! the platform's store by `api::router`; cloning is cheap (`Arc`s and store handles).
+
+use std::sync::Arc;
+
+use axum::middleware::from_fn_with_state;
+use axum::routing::MethodRouter;
+use keel::Platform;
+use keel::http::idempotency::{IdempotencyKeys, idempotency};
+use keel::http::rate_limit::{RateLimitLayerState, RateLimiter, Tier, rate_limit};
+use keel::http::session::{SessionManager, SessionSettings};
+use keel::secrets::Secret;
+use keel::store::Store;
+use utoipa_axum::router::UtoipaMethodRouter;
+
+use crate::auth::repository::AuthFailureRepository;
+use crate::auth::service::AuthService;
+use crate::brands::service::BrandService;
+use crate::items::service::ItemService;
+use crate::orders::service::OrderService;
+use crate::surveys::service::SurveyService;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub platform: Platform,
+    pub auth: AuthService,
+    pub auth_failures: AuthFailureRepository,
+    pub brands: BrandService,
+    pub items: ItemService,
+    pub orders: OrderService,
+    pub surveys: SurveyService,
+    pub sessions: SessionManager,
+    pub rate_limiter: Arc<RateLimiter>,
+    pub idempotency_keys: IdempotencyKeys,
+    /// The OpenAPI document as served, set once when the router is built.
+    pub openapi: super::OpenApiText,
+}
+
+impl ApiState {
+    pub fn new(platform: Platform, store: &Store) -> Self {
+        let config = platform.config();
+        let auth = AuthService::new(store, &config.auth);
+        // Development and test configs ship a secret; production refuses to start without one.
+        let secret =
+            config.session.secret.clone().unwrap_or_else(|| {
+                Secret::new("development-only-session-secret-not-for-production")
+            });
+        let brands = BrandService::new(store);
+        Self {
+            auth,
+            auth_failures: AuthFailureRepository::new(store),
+            items: ItemService::new(store, brands.clone()),
+            brands,
+            orders: OrderService::new(store, &config.orders),
+            surveys: SurveyService::new(store),
+            sessions: SessionManager::new(store, &secret, SessionSettings::from_config(&config)),
+            rate_limiter: Arc::new(RateLimiter::new()),
+            idempotency_keys: IdempotencyKeys::new(store),
+            openapi: Default::default(),
+            platform,
+        }
+    }
+
+    /// Puts a route behind the rate limit of `tier`.
+    pub fn limited(
+        &self,
+        tier: Tier,
+        route: UtoipaMethodRouter<ApiState>,
+    ) -> UtoipaMethodRouter<ApiState> {
+        let layer_state = RateLimitLayerState {
+            limiter: self.rate_limiter.clone(),
+            platform: self.platform.clone(),
+            tier,
+        };
+        map_method_router(route, |m| {
+            m.route_layer(from_fn_with_state(layer_state, rate_limit))
+        })
+    }
+
+    /// Makes a creating route honour `Idempotency-Key` (inside its rate limit).
+    pub fn idempotent(&self, route: UtoipaMethodRouter<ApiState>) -> UtoipaMethodRouter<ApiState> {
+        let keys = self.idempotency_keys.clone();
+        map_method_router(route, |m| {
+            m.route_layer(from_fn_with_state(keys, idempotency))
+        })
+    }
+}
+
+fn map_method_router(
+    (schemas, paths, method_router): UtoipaMethodRouter<ApiState>,
+    f: impl FnOnce(MethodRouter<ApiState>) -> MethodRouter<ApiState>,
+) -> UtoipaMethodRouter<ApiState> {
+    (schemas, paths, f(method_router))
+}

@@ -1,0 +1,196 @@
+//! `items`: the only code that turns an item query or a getData filter into a store query.
+//!
+//! Client text only ever becomes a *value* in the documents built here (never a key, never an
+//! operator); search text is regex-escaped before it becomes a `$regex`.
+
+use bson::{Bson, Document, doc};
+use keel::store::{Collection, FindOptions, IndexSpec, Store, StoreResult};
+use keel::validation::escape_regex;
+
+use super::filter::{DataFilter, FilterValue, Operand};
+use super::model::{ItemQuery, ItemRecord, ItemSort};
+use crate::indexes::IndexDecl;
+use crate::paging::Limit;
+
+pub const ITEMS: &str = "items";
+
+#[derive(Clone)]
+pub struct ItemRepository {
+    items: Collection,
+}
+
+impl ItemRepository {
+    pub fn new(store: &Store) -> Self {
+        Self {
+            items: store.collection(ITEMS),
+        }
+    }
+
+    /// Listings filter by brand and price range and sort by price; `process-data` scans
+    /// unprocessed items.
+    pub fn indexes() -> Vec<IndexDecl> {
+        vec![
+            IndexDecl::new(ITEMS, IndexSpec::new(doc! {"brand": 1})),
+            IndexDecl::new(ITEMS, IndexSpec::new(doc! {"price": 1})),
+            IndexDecl::new(ITEMS, IndexSpec::new(doc! {"processed": 1})),
+        ]
+    }
+
+    pub async fn insert(&self, item: &ItemRecord) -> StoreResult<()> {
+        self.items.insert_as(item).await.map(|_| ())
+    }
+
+    pub async fn find_by_id(&self, id: bson::oid::ObjectId) -> StoreResult<Option<ItemRecord>> {
+        self.items
+            .find_one_as(doc! {"_id": id}, FindOptions::default())
+            .await
+    }
+
+    /// One page of a listing and the number of items matching it.
+    pub async fn list(&self, query: &ItemQuery) -> StoreResult<(Vec<ItemRecord>, u64)> {
+        let filter = list_filter(query);
+        let options = FindOptions::default()
+            .sort(sort_document(query.sort))
+            .skip(u64::from(query.skip.get()))
+            .limit(i64::from(query.limit.get()));
+        let (items, total) = futures::try_join!(
+            self.items.find_as(filter.clone(), options),
+            self.items.count(filter)
+        )?;
+        Ok((items, total))
+    }
+
+    /// getData: the typed filter, in insertion order, at most `limit`.
+    pub async fn find_matching(
+        &self,
+        filter: &DataFilter,
+        limit: Limit,
+    ) -> StoreResult<(Vec<ItemRecord>, u64)> {
+        let filter = data_filter_document(filter);
+        let options = FindOptions::default()
+            .sort(doc! {"_id": 1})
+            .limit(i64::from(limit.get()));
+        let (items, total) = futures::try_join!(
+            self.items.find_as(filter.clone(), options),
+            self.items.count(filter)
+        )?;
+        Ok((items, total))
+    }
+}
+
+fn list_filter(query: &ItemQuery) -> Document {
+    let mut filter = Document::new();
+    if let Some(brand) = &query.brand {
+        filter.insert("brand", brand.as_str());
+    }
+    let mut price = Document::new();
+    if let Some(min) = query.min_price {
+        price.insert("$gte", min.as_f64());
+    }
+    if let Some(max) = query.max_price {
+        price.insert("$lte", max.as_f64());
+    }
+    if !price.is_empty() {
+        filter.insert("price", price);
+    }
+    if let Some(text) = &query.name_contains {
+        filter.insert("name", doc! {"$regex": escape_regex(text), "$options": "i"});
+    }
+    filter
+}
+
+fn sort_document(sort: ItemSort) -> Document {
+    // `_id` breaks ties so pages never overlap or skip items with equal keys.
+    match sort {
+        ItemSort::Inserted => doc! {"_id": 1},
+        ItemSort::NameAscending => doc! {"name": 1, "_id": 1},
+        ItemSort::NameDescending => doc! {"name": -1, "_id": 1},
+        ItemSort::PriceAscending => doc! {"price": 1, "_id": 1},
+        ItemSort::PriceDescending => doc! {"price": -1, "_id": 1},
+        ItemSort::OldestFirst => doc! {"createdAt": 1, "_id": 1},
+        ItemSort::NewestFirst => doc! {"createdAt": -1, "_id": 1},
+    }
+}
+
+/// Conditions on the same field merge into one operator document (`{price: {$gt: 1, $lt: 9}}`);
+/// a plain equality becomes `$eq`, so the result is always `{field: {op: value}}`.
+fn data_filter_document(filter: &DataFilter) -> Document {
+    let mut out = Document::new();
+    for condition in &filter.0 {
+        let operand = match &condition.operand {
+            Operand::One(v) => bson_value(v),
+            Operand::Many(vs) => Bson::Array(vs.iter().map(bson_value).collect()),
+        };
+        let key = condition.field.key();
+        match out.get_mut(key) {
+            Some(Bson::Document(ops)) => {
+                ops.insert(condition.op.key(), operand);
+            }
+            _ => {
+                out.insert(key, doc! {condition.op.key(): operand});
+            }
+        }
+    }
+    out
+}
+
+fn bson_value(value: &FilterValue) -> Bson {
+    match value {
+        FilterValue::Text(s) => Bson::String(s.clone()),
+        FilterValue::Number(n) => Bson::Double(*n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::items::filter::{Condition, FilterField, FilterOp};
+    use crate::items::model::ItemListQuery;
+
+    #[test]
+    fn listing_filters_become_value_only_documents() {
+        let query = ItemListQuery {
+            brand: Some("Acme".into()),
+            min_price: Some("5".into()),
+            max_price: Some("10".into()),
+            q: Some("a.*(".into()),
+            ..Default::default()
+        }
+        .parse()
+        .unwrap();
+        let filter = list_filter(&query);
+        assert_eq!(
+            filter,
+            doc! {
+                "brand": "Acme",
+                "price": {"$gte": 5.0, "$lte": 10.0},
+                "name": {"$regex": "a\\.\\*\\(", "$options": "i"}
+            }
+        );
+    }
+
+    #[test]
+    fn conditions_on_one_field_merge() {
+        let filter = DataFilter(vec![
+            Condition {
+                field: FilterField::Price,
+                op: FilterOp::Gt,
+                operand: Operand::One(FilterValue::Number(1.0)),
+            },
+            Condition {
+                field: FilterField::Price,
+                op: FilterOp::Lt,
+                operand: Operand::One(FilterValue::Number(9.0)),
+            },
+            Condition {
+                field: FilterField::Brand,
+                op: FilterOp::In,
+                operand: Operand::Many(vec![FilterValue::Text("A".into())]),
+            },
+        ]);
+        assert_eq!(
+            data_filter_document(&filter),
+            doc! {"price": {"$gt": 1.0, "$lt": 9.0}, "brand": {"$in": ["A"]}}
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! Orders: `POST /api/orders` (priced here, stored `pending`), `GET /api/orders/:id`,
+//! `GET /api/orders?status=` — a user only ever sees their own.
+
+pub mod model;
+pub mod repository;
+pub mod routes;
+pub mod service;

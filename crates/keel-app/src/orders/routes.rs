@@ -1,0 +1,108 @@
+//! `/api/orders`: create (priced server-side, `Idempotency-Key` honoured), list own by status,
+//! read one own order. Another user's order id answers 404, like an unknown one.
+
+use axum::extract::{Path, Query, State};
+use keel::http::json::{ApiJson, GuardedInput};
+use keel::http::rate_limit::Tier;
+use keel::http::{ApiError, Created, Data, List};
+use keel::validation::{FieldErrors, object_id};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::model::{CreateOrderRequest, OrderListQuery, OrderStatus, OrderView};
+use super::service::OrderError;
+use crate::api::{ApiState, ErrorBody, store_error};
+use crate::auth::extract::AuthUser;
+use crate::paging::{Limit, Skip};
+
+impl GuardedInput for CreateOrderRequest {}
+
+pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(state.limited(Tier::Api, state.idempotent(routes!(create_order))))
+        .routes(state.limited(Tier::Api, routes!(list_orders)))
+        .routes(state.limited(Tier::Api, routes!(get_order)))
+}
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        match e {
+            OrderError::Invalid(fields) => fields.into(),
+            OrderError::NotFound => ApiError::NotFound("order".into()),
+            OrderError::Store(e) => store_error(e),
+        }
+    }
+}
+
+/// Places an order: `subtotal`, `tax` (configured rate) and `total` are computed here.
+#[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = CreateOrderRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body within 24 h replays the first response; another body is 422")),
+    responses(
+        (status = 201, description = "Created, status pending", body = OrderView),
+        (status = 400, description = "Invalid lines (every problem listed)", body = ErrorBody),
+        (status = 401, description = "Not logged in", body = ErrorBody),
+        (status = 422, description = "Idempotency-Key reused with another body", body = ErrorBody),
+    ),
+    security(("session" = [])))]
+async fn create_order(
+    State(api): State<ApiState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<CreateOrderRequest>,
+) -> Result<Created<OrderView>, ApiError> {
+    let order = body.parse().map_err(OrderError::Invalid)?;
+    Ok(Created(api.orders.create(user.id, order).await?.into()))
+}
+
+/// The caller's orders, newest first, optionally by status.
+#[utoipa::path(get, path = "/api/orders", tag = "orders", params(OrderListQuery),
+    responses(
+        (status = 200, description = "Own orders (`data`) and how many match (`total`)", body = [OrderView]),
+        (status = 400, description = "Unknown status or bad page", body = ErrorBody),
+        (status = 401, description = "Not logged in", body = ErrorBody),
+    ),
+    security(("session" = [])))]
+async fn list_orders(
+    State(api): State<ApiState>,
+    user: AuthUser,
+    Query(query): Query<OrderListQuery>,
+) -> Result<List<OrderView>, ApiError> {
+    let mut errors = FieldErrors::new();
+    let status = query
+        .status
+        .and_then(|s| errors.take(OrderStatus::parse(&s)));
+    let limit = query
+        .limit
+        .and_then(|l| errors.take(Limit::parse_text("limit", &l)))
+        .unwrap_or_default();
+    let skip = query
+        .skip
+        .and_then(|s| errors.take(Skip::parse_text("skip", &s)))
+        .unwrap_or_default();
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    let (orders, total) = api.orders.list(user.id, status, limit, skip).await?;
+    Ok(List {
+        items: orders.into_iter().map(OrderView::from).collect(),
+        total,
+    })
+}
+
+/// One of the caller's orders.
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "24-hex-digit ObjectId")),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 400, description = "Not an ObjectId", body = ErrorBody),
+        (status = 401, description = "Not logged in", body = ErrorBody),
+        (status = 404, description = "No such order of this user", body = ErrorBody),
+    ),
+    security(("session" = [])))]
+async fn get_order(
+    State(api): State<ApiState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Data<OrderView>, ApiError> {
+    let id = object_id("id", &id)?;
+    Ok(Data(api.orders.get(user.id, id).await?.into()))
+}

@@ -1,0 +1,419 @@
+//! Server-side sessions on the store (`sessions` collection), so they work on every backend and
+//! survive restarts and replicas — the guides' express-session + connect-mongo, done properly.
+//!
+//! Why not tower-sessions: its lazy touch does not exist (with `OnInactivity` expiry it rewrites
+//! the record on every request), its session is a string-keyed map where keel needs one typed
+//! value (who is logged in), and it brings `time`, `tower-cookies` and `async-trait` for what is
+//! here ~300 lines. The rules this module keeps:
+//!
+//! - The cookie `sessionId` carries 256 random bits and nothing else (HttpOnly, SameSite=Lax,
+//!   Secure in production, Max-Age = `session.max_age`). The store keys the record by the
+//!   SHA-256 of the token, so a leaked `sessions` collection holds no usable cookie.
+//! - The record's data is AES-256-GCM encrypted with a key derived by HKDF-SHA256 from
+//!   `session.secret`; the record id is the associated data, so a ciphertext moved to another
+//!   record does not decrypt.
+//! - Expiry is enforced on every load (`expiresAt`) and by a TTL index that deletes the record.
+//! - Lazy touch: an active session's expiry is pushed forward at most once per
+//!   `session.touch_after`, so a busy client costs one write per interval, not per request.
+//! - Login starts a new session (new token; the previous record is deleted): no fixation.
+//!   Logout deletes the record and clears the cookie.
+//! - A malformed, tampered, unknown, expired or undecryptable cookie is simply "not logged in".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bson::{Binary, doc, spec::BinarySubtype};
+use http::header::{COOKIE, SET_COOKIE};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::secrets::Secret;
+use crate::store::{Collection, FindOptions, IndexSpec, Store, StoreError, UpdateOptions};
+
+pub const SESSIONS: &str = "sessions";
+/// The cookie's default name (the guides' `name: 'sessionId'`); `session.cookie_name` sets it.
+pub const DEFAULT_COOKIE_NAME: &str = "sessionId";
+const TOKEN_BYTES: usize = 32;
+const NONCE_BYTES: usize = 12;
+const HKDF_SALT: &[u8] = b"keel/session/v1";
+const HKDF_INFO: &[u8] = b"sessions collection AES-256-GCM";
+
+/// `[session]` settings this layer needs (the secret travels separately, as a `Secret`).
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub cookie_name: String,
+    pub max_age: Duration,
+    pub touch_after: Duration,
+    /// Sets `Secure` on the cookie (production).
+    pub secure_cookie: bool,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            cookie_name: DEFAULT_COOKIE_NAME.to_string(),
+            max_age: Duration::from_secs(24 * 3600),
+            touch_after: Duration::from_secs(3600),
+            secure_cookie: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("session store: {0}")]
+    Store(#[from] StoreError),
+    #[error("session encryption failed")]
+    Crypto,
+}
+
+/// The logged-in state of one request, resolved once by [`session_layer`].
+#[derive(Debug, Clone)]
+pub struct ActiveSession {
+    record_id: String,
+    pub user_id: String,
+    pub expires_at: bson::DateTime,
+    touched_at: bson::DateTime,
+}
+
+/// Extractor: the request's session, or `None` when not logged in.
+#[derive(Debug, Clone)]
+pub struct CurrentSession(pub Option<ActiveSession>);
+
+impl<S: Send + Sync> FromRequestParts<S> for CurrentSession {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<CurrentSession>()
+            .cloned()
+            .unwrap_or(CurrentSession(None)))
+    }
+}
+
+/// What is encrypted inside a record.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionData {
+    user_id: String,
+    created_at_ms: i64,
+}
+
+/// Creates, loads, touches and ends sessions. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sessions: Collection,
+    cipher: SessionCipher,
+    settings: SessionSettings,
+}
+
+impl SessionSettings {
+    /// The session settings of a configuration (`Secure` cookies in production).
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            cookie_name: config.session.cookie_name.clone(),
+            max_age: config.session.ttl,
+            touch_after: config.session.touch_after,
+            secure_cookie: config.env.is_production(),
+        }
+    }
+}
+
+impl SessionManager {
+    pub fn new(store: &Store, secret: &Secret, settings: SessionSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                sessions: store.collection(SESSIONS),
+                cipher: SessionCipher::new(secret),
+                settings,
+            }),
+        }
+    }
+
+    /// Expired records are deleted by the store (TTL on `expiresAt`, expire after 0 s).
+    pub fn index() -> (&'static str, IndexSpec) {
+        (
+            SESSIONS,
+            IndexSpec::new(doc! {"expiresAt": 1}).ttl(Duration::ZERO),
+        )
+    }
+
+    pub fn settings(&self) -> &SessionSettings {
+        &self.inner.settings
+    }
+
+    /// Resolves the cookie of a request. Store failures are logged and read as "not logged in":
+    /// a session must never turn into a 500 on a public route.
+    pub async fn load(&self, headers: &HeaderMap) -> Option<ActiveSession> {
+        let token = session_token(headers, &self.inner.settings.cookie_name)?;
+        let record_id = record_id(&token);
+        let found = self
+            .inner
+            .sessions
+            .find_one(doc! {"_id": &record_id}, FindOptions::default())
+            .await;
+        let record = match found {
+            Ok(Some(record)) => record,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(error = %e, "session lookup failed");
+                return None;
+            }
+        };
+        let expires_at = record.get_datetime("expiresAt").ok().copied()?;
+        if expires_at <= bson::DateTime::now() {
+            return None;
+        }
+        let touched_at = record
+            .get_datetime("touchedAt")
+            .ok()
+            .copied()
+            .unwrap_or(expires_at);
+        let sealed = match record.get("data") {
+            Some(bson::Bson::Binary(b)) => b.bytes.clone(),
+            _ => return None,
+        };
+        let Some(data) = self.inner.cipher.open(&record_id, &sealed) else {
+            tracing::warn!(
+                evt.category = "authentication",
+                evt.name = "sessionUndecryptable",
+                evt.outcome = "failure",
+                "session record failed authentication (tampered, or session.secret changed)"
+            );
+            return None;
+        };
+        Some(ActiveSession {
+            record_id,
+            user_id: data.user_id,
+            expires_at,
+            touched_at,
+        })
+    }
+
+    /// Starts a session for `user_id` under a fresh token, deleting `previous` (rotation on
+    /// login). Returns the `Set-Cookie` value.
+    pub async fn start(
+        &self,
+        user_id: &str,
+        previous: Option<&ActiveSession>,
+    ) -> Result<HeaderValue, SessionError> {
+        if let Some(old) = previous {
+            self.inner
+                .sessions
+                .delete_one(doc! {"_id": &old.record_id})
+                .await?;
+        }
+        let token = new_token();
+        let record_id = record_id(&token);
+        let now = bson::DateTime::now();
+        let data = SessionData {
+            user_id: user_id.to_string(),
+            created_at_ms: now.timestamp_millis(),
+        };
+        let plaintext = serde_json::to_vec(&data).map_err(|_| SessionError::Crypto)?;
+        let sealed = self.inner.cipher.seal(&record_id, &plaintext)?;
+        self.inner
+            .sessions
+            .insert_one(doc! {
+                "_id": &record_id,
+                "data": Binary { subtype: BinarySubtype::Generic, bytes: sealed },
+                "createdAt": now,
+                "touchedAt": now,
+                "expiresAt": self.expiry_from(now),
+            })
+            .await?;
+        Ok(self.cookie(&token))
+    }
+
+    /// Deletes the session; returns the `Set-Cookie` value that clears the cookie.
+    pub async fn end(&self, session: &ActiveSession) -> Result<HeaderValue, SessionError> {
+        self.inner
+            .sessions
+            .delete_one(doc! {"_id": &session.record_id})
+            .await?;
+        Ok(self.clearing_cookie())
+    }
+
+    /// Pushes the expiry forward when the last touch is older than `touch_after`. Returns true
+    /// when it wrote (the caller then refreshes the cookie's Max-Age).
+    pub async fn touch_if_due(&self, session: &ActiveSession) -> Result<bool, SessionError> {
+        let now = bson::DateTime::now();
+        let since_ms = now.timestamp_millis() - session.touched_at.timestamp_millis();
+        if since_ms < self.inner.settings.touch_after.as_millis() as i64 {
+            return Ok(false);
+        }
+        self.inner
+            .sessions
+            .update_one(
+                doc! {"_id": &session.record_id},
+                doc! {"$set": {"touchedAt": now, "expiresAt": self.expiry_from(now)}},
+                UpdateOptions::default(),
+            )
+            .await?;
+        Ok(true)
+    }
+
+    /// The cookie for a token, as sent on login and on each touch.
+    fn cookie(&self, token: &str) -> HeaderValue {
+        let secure = if self.inner.settings.secure_cookie {
+            "; Secure"
+        } else {
+            ""
+        };
+        let value = format!(
+            "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            self.inner.settings.cookie_name,
+            self.inner.settings.max_age.as_secs()
+        );
+        // Token is base64url and the rest is ASCII: always a valid header value.
+        HeaderValue::from_str(&value).unwrap_or_else(|_| self.clearing_cookie())
+    }
+
+    pub fn clearing_cookie(&self) -> HeaderValue {
+        let secure = if self.inner.settings.secure_cookie {
+            "; Secure"
+        } else {
+            ""
+        };
+        HeaderValue::from_str(&format!(
+            "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}",
+            self.inner.settings.cookie_name
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("sessionId=; Path=/; Max-Age=0"))
+    }
+
+    fn expiry_from(&self, now: bson::DateTime) -> bson::DateTime {
+        let max_age_ms =
+            i64::try_from(self.inner.settings.max_age.as_millis()).unwrap_or(i64::MAX / 2);
+        bson::DateTime::from_millis(now.timestamp_millis().saturating_add(max_age_ms))
+    }
+}
+
+/// Middleware: resolves the session once, lazily touches it, and makes it available to
+/// handlers through [`CurrentSession`].
+pub async fn session_layer(
+    State(sessions): State<SessionManager>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let session = sessions.load(request.headers()).await;
+    let mut refreshed_cookie = None;
+    if let Some(active) = &session {
+        match sessions.touch_if_due(active).await {
+            Ok(true) => {
+                refreshed_cookie =
+                    session_token(request.headers(), &sessions.inner.settings.cookie_name)
+                        .map(|t| sessions.cookie(&t));
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "session touch failed"),
+        }
+    }
+    request.extensions_mut().insert(CurrentSession(session));
+    let mut response = next.run(request).await;
+    // A handler that set its own cookie (login, logout) wins over the refresh.
+    if let Some(cookie) = refreshed_cookie
+        && !response.headers().contains_key(SET_COOKIE)
+    {
+        response.headers_mut().insert(SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// AES-256-GCM under the key derived from `session.secret`; the record id is associated data.
+struct SessionCipher(Aes256Gcm);
+
+impl SessionCipher {
+    fn new(secret: &Secret) -> Self {
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(HKDF_SALT), secret.expose().as_bytes());
+        let mut key = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's 8160-byte output limit.
+        hk.expand(HKDF_INFO, &mut key)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let cipher = Aes256Gcm::new(&key.into());
+        key.fill(0);
+        Self(cipher)
+    }
+
+    fn seal(&self, record_id: &str, plaintext: &[u8]) -> Result<Vec<u8>, SessionError> {
+        let nonce_bytes: [u8; NONCE_BYTES] = rand::random();
+        let nonce = Nonce::from(nonce_bytes);
+        let ciphertext = self
+            .0
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: record_id.as_bytes(),
+                },
+            )
+            .map_err(|_| SessionError::Crypto)?;
+        let mut sealed = nonce_bytes.to_vec();
+        sealed.extend_from_slice(&ciphertext);
+        Ok(sealed)
+    }
+
+    fn open(&self, record_id: &str, sealed: &[u8]) -> Option<SessionData> {
+        if sealed.len() <= NONCE_BYTES {
+            return None;
+        }
+        let (nonce_bytes, ciphertext) = sealed.split_at(NONCE_BYTES);
+        let nonce = Nonce::try_from(nonce_bytes).ok()?;
+        let plaintext = self
+            .0
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: ciphertext,
+                    aad: record_id.as_bytes(),
+                },
+            )
+            .ok()?;
+        serde_json::from_slice(&plaintext).ok()
+    }
+}
+
+fn new_token() -> String {
+    let bytes: [u8; TOKEN_BYTES] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The well-formed `sessionId` token of a request, if any. Anything not shaped like one of our
+/// tokens is ignored before it costs a store lookup.
+fn session_token(headers: &HeaderMap, cookie_name: &str) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == cookie_name)
+        .map(|(_, value)| value.trim().to_string())
+        .filter(|t| {
+            t.len() == 43
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn record_id(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

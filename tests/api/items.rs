@@ -1,0 +1,211 @@
+//! Brands and items over HTTP: brand validation (`hasValidBrand`), listing filters, ids, and the
+//! guides' getData/createItem answering like the REST routes.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::api_support::{ApiApp, Login, body, expect_error, spawn_api};
+
+async fn seeded() -> (ApiApp, Login) {
+    let app = spawn_api().await;
+    let login = app.register("items@example.com").await;
+    app.create_brand(&login, "Acme", true).await;
+    app.create_brand(&login, "Retired", false).await;
+    for (name, price) in [
+        ("Anvil", 19.99),
+        ("Rocket", 250.0),
+        ("Skates", 45.5),
+        ("Magnet", 5.0),
+    ] {
+        let item = json!({"name": name, "brand": "Acme", "price": price, "tags": ["wile"]});
+        let response = app.post("/api/items", &item, Some(&login.cookie)).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{name}");
+    }
+    (app, login)
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn creating_an_item_needs_a_login_and_an_existing_active_brand() {
+    let (app, login) = seeded().await;
+    let item = |brand: &str| json!({"name": "Widget", "brand": brand, "price": 1.5});
+    expect_error(
+        app.post("/api/items", &item("Acme"), None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    expect_error(
+        app.post("/api/items", &item("Nope"), Some(&login.cookie))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unprocessable",
+    )
+    .await;
+    expect_error(
+        app.post("/api/items", &item("Retired"), Some(&login.cookie))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unprocessable",
+    )
+    .await;
+    let created = app
+        .post("/api/items", &item("Acme"), Some(&login.cookie))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created = body(created).await;
+    assert_eq!(created["data"]["brand"], "Acme");
+    assert_eq!(created["data"]["price"], 1.5);
+    let id = created["data"]["_id"].as_str().unwrap();
+    let fetched = body(app.get(&format!("/api/items/{id}"), None).await).await;
+    assert_eq!(fetched["data"], created["data"]);
+}
+
+#[tokio::test]
+async fn brand_names_are_unique_and_validated() {
+    let app = spawn_api().await;
+    let login = app.register("brands@example.com").await;
+    app.create_brand(&login, "Acme", true).await;
+    let again = app
+        .post("/api/brands", &json!({"name": "Acme"}), Some(&login.cookie))
+        .await;
+    expect_error(again, StatusCode::CONFLICT, "conflict").await;
+    let empty = app
+        .post("/api/brands", &json!({"name": "  "}), Some(&login.cookie))
+        .await;
+    expect_error(empty, StatusCode::BAD_REQUEST, "validation_failed").await;
+    let listed = body(app.get("/api/brands", None).await).await;
+    assert_eq!(listed["total"], 1);
+    assert_eq!(listed["data"][0]["active"], true);
+}
+
+#[tokio::test]
+async fn listing_filters_sorts_and_pages_with_whitelisted_parameters() {
+    let (app, _) = seeded().await;
+    let all = body(app.get("/api/items", None).await).await;
+    assert_eq!(all["total"], 4);
+    let cheap = body(app.get("/api/items?maxPrice=20&sort=price", None).await).await;
+    assert_eq!(names(&cheap), ["Magnet", "Anvil"]);
+    let range = body(
+        app.get("/api/items?minPrice=10&maxPrice=100&sort=-price", None)
+            .await,
+    )
+    .await;
+    assert_eq!(names(&range), ["Skates", "Anvil"]);
+    let search = body(app.get("/api/items?q=KET", None).await).await;
+    assert_eq!(names(&search), ["Rocket"]);
+    let literal = body(app.get("/api/items?q=.*", None).await).await;
+    assert_eq!(
+        literal["total"], 0,
+        "search text is matched literally, not as a regex"
+    );
+    let page = body(app.get("/api/items?sort=name&limit=2&skip=1", None).await).await;
+    assert_eq!(names(&page), ["Magnet", "Rocket"]);
+    assert_eq!(page["total"], 4);
+    let by_brand = body(app.get("/api/items?brand=Retired", None).await).await;
+    assert_eq!(by_brand["total"], 0);
+}
+
+#[tokio::test]
+async fn bad_listing_parameters_are_400_with_every_problem() {
+    let (app, _) = seeded().await;
+    let bad = app
+        .get("/api/items?limit=5000&sort=password&minPrice=abc", None)
+        .await;
+    let bad = expect_error(bad, StatusCode::BAD_REQUEST, "validation_failed").await;
+    assert_eq!(
+        bad["error"]["details"].as_array().unwrap().len(),
+        3,
+        "{bad}"
+    );
+    let unknown = app.get("/api/items?price[$gt]=1", None).await;
+    expect_error(unknown, StatusCode::BAD_REQUEST, "bad_request").await;
+}
+
+#[tokio::test]
+async fn an_invalid_object_id_is_400_and_an_unknown_one_404() {
+    let (app, _) = seeded().await;
+    for bad in [
+        "123",
+        "not-an-id",
+        "507F1F77BCF86CD799439011",
+        "%7B%22%24ne%22%3A1%7D",
+    ] {
+        let response = app.get(&format!("/api/items/{bad}"), None).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            response.text().await.unwrap()
+        );
+    }
+    let missing = app.get("/api/items/507f1f77bcf86cd799439011", None).await;
+    expect_error(missing, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn get_data_and_create_item_answer_like_the_rest_routes() {
+    let (app, login) = seeded().await;
+    let rest = body(app.get("/api/items?minPrice=10&maxPrice=100", None).await).await;
+    let guides = app
+        .post(
+            "/api/getData",
+            &json!({"filter": {"price": {"$gte": 10, "$lte": 100}}, "limit": 100}),
+            Some(&login.cookie),
+        )
+        .await;
+    assert_eq!(guides.status(), StatusCode::OK);
+    let guides = body(guides).await;
+    assert_eq!(guides["data"], rest["data"]);
+    assert_eq!(guides["total"], rest["total"]);
+
+    let by_brand = body(
+        app.post(
+            "/api/getData",
+            &json!({"filter": {"brand": {"$in": ["Acme"]}}, "limit": 2}),
+            Some(&login.cookie),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(by_brand["data"].as_array().unwrap().len(), 2);
+    assert_eq!(by_brand["total"], 4);
+
+    let item = json!({"name": "Parity", "brand": "Acme", "price": 3.0});
+    let legacy = app
+        .post("/api/createItem", &item, Some(&login.cookie))
+        .await;
+    assert_eq!(legacy.status(), StatusCode::CREATED);
+    let legacy = body(legacy).await;
+    let rest = body(app.post("/api/items", &item, Some(&login.cookie)).await).await;
+    let strip = |mut v: Value| {
+        v["data"]
+            .as_object_mut()
+            .unwrap()
+            .retain(|k, _| k != "_id" && k != "createdAt");
+        v
+    };
+    assert_eq!(strip(legacy), strip(rest));
+    let refused = app
+        .post(
+            "/api/createItem",
+            &json!({"name": "X", "brand": "Retired", "price": 1}),
+            Some(&login.cookie),
+        )
+        .await;
+    expect_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable").await;
+    expect_error(
+        app.post("/api/getData", &json!({}), None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+}

@@ -1,0 +1,137 @@
+//! Rate limits over HTTP: each tier trips at its configured limit with the IETF headers, the
+//! probes are never limited, `X-Forwarded-For` only counts from trusted proxies, and a limit
+//! raised by a config reload applies at once.
+
+use reqwest::{Response, StatusCode};
+
+use crate::api_support::{PASSWORD, expect_error, spawn_api, spawn_api_with};
+
+fn header(response: &Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Sends `limit` requests that must pass, then one that must be refused, checking headers.
+async fn trips_at<F, Fut>(limit: u32, mut send: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    for i in 0..limit {
+        let response = send().await;
+        assert_ne!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "request {i} of {limit} refused"
+        );
+        assert_eq!(header(&response, "ratelimit-limit"), limit.to_string());
+        assert_eq!(
+            header(&response, "ratelimit-remaining"),
+            (limit - 1 - i).to_string()
+        );
+        assert!(header(&response, "ratelimit-reset").parse::<u64>().unwrap() >= 1);
+    }
+    let refused = send().await;
+    assert_eq!(header(&refused, "ratelimit-remaining"), "0");
+    let retry_after: u64 = header(&refused, "retry-after")
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!(retry_after >= 1);
+    expect_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+}
+
+#[tokio::test]
+async fn auth_tier_allows_5_logins_per_15_minutes() {
+    let app = spawn_api().await;
+    trips_at(5, || app.post_login("who@example.com", PASSWORD)).await;
+    let refused = app.post_login("who@example.com", PASSWORD).await;
+    let retry_after: u64 = header(&refused, "retry-after").parse().unwrap();
+    assert!(retry_after > 60 && retry_after <= 900, "{retry_after}");
+}
+
+#[tokio::test]
+async fn api_tier_allows_100_per_minute_per_user() {
+    let app = spawn_api().await;
+    let first = app.register("busy@example.com").await;
+    trips_at(100, || app.get("/api/auth/me", Some(&first.cookie))).await;
+    // Keyed by user: the same IP logged in as someone else has its own window.
+    let second = app.register("calm@example.com").await;
+    assert_eq!(
+        app.get("/api/auth/me", Some(&second.cookie)).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn public_tier_allows_300_per_minute() {
+    let app = spawn_api().await;
+    trips_at(300, || app.get("/api/brands", None)).await;
+}
+
+#[tokio::test]
+async fn probes_are_never_limited() {
+    let app = spawn_api_with(|c| c.rate_limit.public.limit = 1).await;
+    for _ in 0..20 {
+        for path in ["/api/health", "/api/ready"] {
+            let response = app.get(path, None).await;
+            assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+            assert!(
+                response.headers().get("ratelimit-limit").is_none(),
+                "{path}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn forwarded_for_is_ignored_from_an_untrusted_peer() {
+    let app = spawn_api().await;
+    let mut n = 0;
+    trips_at(5, || {
+        n += 1;
+        let request = app
+            .client
+            .post(app.url("/api/auth/login"))
+            .header("x-forwarded-for", format!("203.0.113.{n}"))
+            .json(&serde_json::json!({"email": "x@example.com", "password": PASSWORD}));
+        async move { request.send().await.expect("POST failed") }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn forwarded_for_from_a_trusted_proxy_separates_clients() {
+    let app =
+        spawn_api_with(|c| c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    for n in 0..10 {
+        let response = app
+            .client
+            .post(app.url("/api/auth/login"))
+            .header("x-forwarded-for", format!("203.0.113.{n}"))
+            .json(&serde_json::json!({"email": "x@example.com", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "client {n} has its own window"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_limit_raised_by_config_reload_applies_immediately() {
+    let app = spawn_api_with(|c| c.rate_limit.public.limit = 2).await;
+    trips_at(2, || app.get("/api/brands", None)).await;
+    let mut config = (*app.platform.config()).clone();
+    config.rate_limit.public.limit = 1000;
+    app.platform.replace_config(config);
+    let response = app.get("/api/brands", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "ratelimit-limit"), "1000");
+}
