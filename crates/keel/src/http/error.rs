@@ -186,8 +186,8 @@ impl IntoResponse for ApiError {
         }
         let body = json!({ "success": false, "error": error });
         let mut response = (status, Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after_secs } | ApiError::Busy { retry_after_secs } =
-            self
+        if let ApiError::TooManyRequests { retry_after_secs }
+        | ApiError::Busy { retry_after_secs } = self
         {
             response
                 .headers_mut()
