@@ -16,6 +16,9 @@ pub mod process_orders;
 pub mod repository;
 pub mod surveys_watcher;
 
+#[cfg(test)]
+mod store_tests;
+
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
