@@ -5,6 +5,8 @@
 mod api_support;
 mod helpers;
 
+mod background;
+mod background_roles;
 mod binary_config;
 mod binary_serve;
 mod chassis_errors;

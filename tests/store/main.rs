@@ -10,5 +10,8 @@ mod durability;
 mod embedded_only;
 mod indexes;
 mod migrate;
+mod operators;
+mod pipeline_stages;
 mod ttl;
+mod update_operators;
 mod writes;

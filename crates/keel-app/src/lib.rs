@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod background;
 pub mod brands;
 pub mod indexes;
 pub mod items;
@@ -56,8 +57,9 @@ pub struct App {
     pub router: Router,
 }
 
-/// Builds the application on `platform`. Components register their routes here; background
-/// roles (scheduler, watchers, jobs) are started by their own issues from `roles`.
+/// Builds the application on `platform` and starts the background parts `roles` ask for. The
+/// HTTP API's routes are mounted only with `Role::Api`; every process serves the probes and
+/// `/metrics` (so a jobs-only replica is still health-checked and scraped).
 pub fn build(platform: Platform, roles: &[Role]) -> App {
     if let Some(store) = platform.store().cloned() {
         platform.readiness().add_probe("store", move || {
@@ -65,19 +67,79 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
             async move { store.ping().await.map_err(|e| e.to_string()) }
         });
     }
-    let state = AppState::new(platform, roles);
+    let mut state = AppState::new(platform, roles);
     let config = state.platform.config();
+    if let Some(store) = state.platform.store() {
+        let child_program = if config.workers.isolated.is_empty() {
+            None
+        } else {
+            std::env::current_exe().ok()
+        };
+        let background = background::Background::new(&state.platform, store, child_program);
+        background.start(&state.platform, roles);
+        state.background = Some(background);
+    }
     let mut routes: Router<AppState> = Router::new().merge(keel::http::probes::routes(
         state.platform.readiness().clone(),
     ));
-    if let Some(store) = state.platform.store() {
-        let (api_routes, _document) =
-            api::router(api::ApiState::new(state.platform.clone(), store));
-        routes = routes.merge(api_routes);
+    if state.runs(Role::Api) {
+        if let Some(store) = state.platform.store() {
+            let (api_routes, _document) =
+                api::router(api::ApiState::new(state.platform.clone(), store));
+            routes = routes.merge(api_routes);
+        }
     }
-    if config.env == Environment::Test {
+    if state.runs(Role::Api) && config.env == Environment::Test {
         routes = routes.merge(test_routes::router());
     }
-    let router = keel::http::chassis(routes, &config).with_state(state.clone());
+    routes = routes.layer(axum::middleware::from_fn(keel::metrics::track_http));
+    routes = routes.merge(metrics_routes(&state.platform));
+    let router = keel::http::chassis_live(routes, &state.platform).with_state(state.clone());
     App { state, router }
+}
+
+/// `/metrics` on the API router, or on its own port (`metrics.port`), or nowhere.
+fn metrics_routes(platform: &Platform) -> Router<AppState> {
+    let config = platform.config();
+    if !config.metrics.enabled {
+        return Router::new();
+    }
+    let metrics = match keel::metrics::Metrics::install() {
+        Ok(metrics) => metrics,
+        Err(error) => {
+            tracing::error!(%error, "metrics disabled");
+            return Router::new();
+        }
+    };
+    let shutdown = platform.shutdown().clone();
+    let upkeep = metrics.clone();
+    let token = shutdown.token();
+    shutdown.spawn("metrics-upkeep", async move {
+        let mut tick = tokio::time::interval(keel::metrics::UPKEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                _ = tick.tick() => upkeep.run_upkeep(),
+            }
+        }
+    });
+    let Some(port) = config.metrics.port else {
+        return metrics.router();
+    };
+    let address = std::net::SocketAddr::new(config.server.host, port);
+    let (listener_shutdown, drain) = (shutdown.clone(), config.server.shutdown_timeout);
+    shutdown.spawn("metrics-listener", async move {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => {
+                tracing::info!(addr = %address, "metrics listening");
+                if let Err(error) =
+                    keel::http::serve(listener, metrics.router(), listener_shutdown, drain).await
+                {
+                    tracing::error!(%error, "metrics listener failed");
+                }
+            }
+            Err(error) => tracing::error!(addr = %address, %error, "cannot listen for /metrics"),
+        }
+    });
+    Router::new()
 }

@@ -10,11 +10,14 @@ use axum::extract::FromRef;
 use keel::Platform;
 
 use crate::Role;
+use crate::background::Background;
 
 #[derive(Clone)]
 pub struct AppState {
     pub platform: Platform,
     pub roles: Arc<[Role]>,
+    /// Worker pool, job queue, task runner, watcher health (`None` without a store).
+    pub background: Option<Background>,
 }
 
 impl AppState {
@@ -22,6 +25,7 @@ impl AppState {
         Self {
             platform,
             roles: roles.into(),
+            background: None,
         }
     }
 

@@ -33,6 +33,15 @@ enum Command {
     /// Exit 0 when the local server answers GET /api/health with 200 within 2 s (for Docker's
     /// HEALTHCHECK), 1 otherwise.
     Healthcheck(commands::healthcheck::HealthcheckArgs),
+    /// Scheduled tasks: list them, or run one now.
+    #[command(subcommand)]
+    Task(commands::task::TaskCommand),
+    /// The durable job queue: list, retry dead jobs, purge.
+    #[command(subcommand)]
+    Jobs(commands::jobs::JobsCommand),
+    /// Internal: run one isolated CPU job (JSON on stdin → JSON on stdout).
+    #[command(hide = true)]
+    WorkerRun(commands::worker_run::WorkerRunArgs),
     /// Print the version.
     Version,
 }
@@ -43,6 +52,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(&cli.global, args),
         Command::Config(command) => commands::config::run(&cli.global, command),
         Command::Healthcheck(args) => commands::healthcheck::run(&cli.global, args),
+        Command::Task(command) => commands::task::run(&cli.global, command),
+        Command::Jobs(command) => commands::jobs::run(&cli.global, command),
+        Command::WorkerRun(args) => commands::worker_run::run(args),
         Command::Version => commands::version::run(),
     }
 }

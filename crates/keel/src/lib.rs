@@ -5,14 +5,23 @@
 //! application (`keel-app`) is built on top of it; the `keel` binary only wires the two.
 //! `Platform` bundles the shared services into the one value passed around at run time.
 
+pub mod backoff;
 pub mod config;
 pub mod http;
+pub mod jobs;
+pub mod lock;
+pub mod metrics;
 pub mod platform;
 pub mod readiness;
+pub mod reload;
+pub mod runtime_health;
 pub mod secrets;
 pub mod shutdown;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 pub mod validation;
+pub mod watchers;
+pub mod workers;
 
 pub use platform::Platform;

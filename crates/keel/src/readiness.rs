@@ -183,7 +183,7 @@ mod tests {
     #[tokio::test]
     async fn a_hanging_probe_counts_as_down() {
         let readiness = Readiness::new();
-        readiness.add_probe("store", || futures::future::pending());
+        readiness.add_probe("store", futures::future::pending);
         let report = readiness.check(TIMEOUT).await;
         assert!(!report.ready);
         assert_eq!(report.down()[0].name, "store");

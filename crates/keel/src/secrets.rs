@@ -2,6 +2,14 @@
 //!
 //! `Secret` wraps `secrecy::SecretString`: `Debug`, `Display` and `Serialize` all print
 //! `[REDACTED]`; the only way to the value is the explicit `expose()`, which is easy to grep for.
+//!
+//! Where values come from: the configuration reads `KEEL_X` / `KEEL_X_FILE` itself; `provider`
+//! adds the providers behind one trait (environment, a directory of files, HashiCorp Vault in
+//! `vault`) and the caching `SecretManager` that asks them in order.
+
+pub mod provider;
+pub mod startup;
+pub mod vault;
 
 use std::fmt;
 

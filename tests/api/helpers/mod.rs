@@ -4,5 +4,5 @@
 mod app;
 mod process;
 
-pub use app::{json, spawn_app, spawn_chassis, spawn_chassis_with};
+pub use app::{TestApp, json, spawn_app, spawn_chassis, spawn_chassis_with};
 pub use process::{KeelProcess, keel_command, repo_config_dir};

@@ -50,8 +50,15 @@ pub struct KeelProcess {
 impl KeelProcess {
     /// Starts `keel serve` on an ephemeral port with JSON logs at `info` (plus `env`).
     pub fn serve(env: &[(&str, &str)]) -> KeelProcess {
+        KeelProcess::serve_with(&[], env)
+    }
+
+    /// `keel serve ARGS…` (e.g. `--role jobs`), otherwise as `serve`.
+    pub fn serve_with(args: &[&str], env: &[(&str, &str)]) -> KeelProcess {
         let work_dir = tempfile::tempdir().expect("temporary work directory");
-        let mut command = keel_command(&["serve"], &work_dir);
+        let mut serve_args = vec!["serve"];
+        serve_args.extend_from_slice(args);
+        let mut command = keel_command(&serve_args, &work_dir);
         command
             .env("KEEL_SERVER__PORT", "0")
             .env("KEEL_LOG__FORMAT", "json")

@@ -2,8 +2,12 @@
 
 pub mod config;
 pub mod healthcheck;
+pub mod jobs;
+mod offline;
 pub mod serve;
+pub mod task;
 pub mod version;
+pub mod worker_run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,11 +29,22 @@ pub struct Global {
 /// Loads the configuration with `overrides` (key path, value) from command-line flags as the
 /// last layer. On failure prints every problem to stderr and returns the exit code to use.
 pub fn load_config(global: &Global, overrides: &[(&str, String)]) -> Result<Config, ExitCode> {
+    load_config_with(&load_options(global, overrides))
+}
+
+/// Where the configuration comes from: the process's environment, the config directory and
+/// `overrides`. `serve` keeps it to load the same layers again on SIGHUP.
+pub fn load_options(global: &Global, overrides: &[(&str, String)]) -> LoadOptions {
     let mut options = LoadOptions::from_process(global.config_dir.clone());
     for (key, value) in overrides {
         options = options.with_override(key, value);
     }
-    keel::config::load(&options).map_err(|error| {
+    options
+}
+
+/// `load_config` from prepared options.
+pub fn load_config_with(options: &LoadOptions) -> Result<Config, ExitCode> {
+    keel::config::load(options).map_err(|error| {
         eprintln!("keel: {error}");
         ExitCode::from(EXIT_CONFIG)
     })

@@ -8,17 +8,21 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use keel::Platform;
-use keel::config::Config;
+use keel::config::{Config, LoadOptions};
+use keel::reload::Reloader;
 use keel::shutdown::Shutdown;
 use keel::shutdown::signals::Signals;
 use keel::store::Store;
+use keel::telemetry::LogFilter;
 use keel_app::Role;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
 
 use super::Global;
 
@@ -69,7 +73,8 @@ pub fn run(global: &Global, args: ServeArgs) -> ExitCode {
     if let Some(port) = args.port {
         overrides.push(("server.port", port.to_string()));
     }
-    let config = match super::load_config(global, &overrides) {
+    let options = super::load_options(global, &overrides);
+    let mut config = match super::load_config_with(&options) {
         Ok(config) => config,
         Err(code) => return code,
     };
@@ -97,7 +102,14 @@ pub fn run(global: &Global, args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(serve(config, roles));
+    let reload = Reload {
+        options,
+        log_filter: telemetry.log_filter(),
+    };
+    if let Err(code) = runtime.block_on(fill_secrets(&mut config, &reload.options)) {
+        return code;
+    }
+    let outcome = runtime.block_on(serve(config, roles, reload));
     runtime.shutdown_timeout(Duration::from_secs(1));
     let code = match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,8 +123,40 @@ pub fn run(global: &Global, args: ServeArgs) -> ExitCode {
     code
 }
 
-async fn serve(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
+/// Fills the secrets the environment left unset from `secrets.provider` (directory, Vault),
+/// then applies the production rules again. Failure: every problem on stderr, exit 2.
+async fn fill_secrets(config: &mut Config, options: &LoadOptions) -> Result<(), ExitCode> {
+    match keel::secrets::startup::fill_from_provider(config, &options.env_vars).await {
+        Ok(filled) if !filled.is_empty() => {
+            let provider = config.secrets.provider;
+            tracing::info!(keys = ?filled, provider = ?provider, "secrets filled from the provider");
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::error!(error = %error, "cannot read the secrets from the provider");
+            eprintln!("keel: secrets: {error}");
+            return Err(ExitCode::from(super::EXIT_CONFIG));
+        }
+    }
+    let mut problems = config.validate();
+    problems.extend(keel::secrets::startup::still_missing(config));
+    if problems.is_empty() {
+        return Ok(());
+    }
+    eprintln!("keel: {}", keel::config::ConfigError::Invalid(problems));
+    Err(ExitCode::from(super::EXIT_CONFIG))
+}
+
+/// What a SIGHUP reload needs: the layers the configuration was loaded from, the log filter.
+struct Reload {
+    options: LoadOptions,
+    log_filter: LogFilter,
+}
+
+async fn serve(config: Config, roles: Vec<Role>, reload: Reload) -> anyhow::Result<()> {
     let mut signals = Signals::install().context("installing signal handlers")?;
+    // Installed before the listener opens: SIGHUP's default action would end the process.
+    let hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -141,16 +185,19 @@ async fn serve(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
 
     let drain_timeout = config.server.shutdown_timeout;
     let address = SocketAddr::new(config.server.host, config.server.port);
+    let reuse_port = config.server.reuse_port;
     let platform = Platform::new(config, shutdown.clone(), Some(store));
     let app = keel_app::build(platform.clone(), &roles);
+    let reloader = Reloader::new(platform.clone(), reload.options, Some(reload.log_filter));
+    spawn_reload_on_sighup(&shutdown, hangups, reloader);
 
-    let listener = TcpListener::bind(address)
-        .await
-        .with_context(|| format!("listening on {address}"))?;
+    let (listener, origin) = keel::http::listen::open(address.ip(), address.port(), reuse_port)
+        .with_context(|| format!("opening the listener for {address}"))?;
+    let listener = TcpListener::from_std(listener).context("registering the listener")?;
     let local = listener
         .local_addr()
         .context("reading the listen address")?;
-    tracing::info!(addr = %local, "listening");
+    tracing::info!(addr = %local, origin = ?origin, "listening");
     let mut server = tokio::spawn(keel::http::serve(
         listener,
         app.router,
@@ -189,4 +236,29 @@ async fn serve(config: Config, roles: Vec<Role>) -> anyhow::Result<()> {
         "shutdown complete"
     );
     Ok(())
+}
+
+/// Reloads the non-secret settings on every SIGHUP until shutdown (`keel::reload`).
+fn spawn_reload_on_sighup(shutdown: &Shutdown, mut hangups: UnixSignal, reloader: Reloader) {
+    let reloader = Arc::new(reloader);
+    let token = shutdown.token();
+    shutdown.spawn("config-reload", async move {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                received = hangups.recv() => {
+                    if received.is_none() {
+                        break;
+                    }
+                    tracing::info!(signal = "SIGHUP", "reloading the configuration");
+                    // Reading files and parsing: off the async workers.
+                    let reloader = Arc::clone(&reloader);
+                    match tokio::task::spawn_blocking(move || reloader.reload()).await {
+                        Ok(outcome) => keel::reload::log_outcome(&outcome),
+                        Err(e) => tracing::error!(error = %e, "configuration reload task failed"),
+                    }
+                }
+            }
+        }
+    });
 }

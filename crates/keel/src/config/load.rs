@@ -16,6 +16,9 @@ use super::{Config, Environment};
 
 /// Keys whose value is a secret: readable from `KEEL_X__Y_FILE`, never echoed in an error.
 const SECRET_KEYS: &[&str] = &["session.secret", "database.url"];
+/// Tables keyed by names the operator chooses (`[tasks.NAME]`): each entry is checked as one
+/// value, since no default lists the names.
+const OPEN_TABLES: &[&str] = &["tasks"];
 /// Keys whose environment value is a comma-separated list.
 const LIST_KEYS: &[&str] = &["server.trusted_proxies", "server.cors_origins"];
 
@@ -243,7 +246,7 @@ fn check_each_value(tree: &Value, problems: &mut Vec<Problem>) {
     let mut stack: Vec<(String, &Value)> = vec![(String::new(), tree)];
     while let Some((path, value)) = stack.pop() {
         match &value.kind {
-            ValueKind::Table(table) if !leaves.contains(&path) => {
+            ValueKind::Table(table) if !leaves.contains(&path) && !is_open_entry(&path) => {
                 if !path.is_empty() && !tables.contains(&path) {
                     problems.push(unknown(&path, value));
                     continue;
@@ -259,7 +262,7 @@ fn check_each_value(tree: &Value, problems: &mut Vec<Problem>) {
                     stack.push((child_path, child));
                 }
             }
-            _ if leaves.contains(&path) || tables.contains(&path) => {
+            _ if leaves.contains(&path) || tables.contains(&path) || is_open_entry(&path) => {
                 if let Err(e) = check_one(&path, value) {
                     let message = if SECRET_KEYS.contains(&path.as_str()) {
                         "must be a string".to_owned()
@@ -272,6 +275,12 @@ fn check_each_value(tree: &Value, problems: &mut Vec<Problem>) {
             _ => problems.push(unknown(&path, value)),
         }
     }
+}
+
+/// `tasks.process-data`: an entry of an open table.
+fn is_open_entry(path: &str) -> bool {
+    path.rsplit_once('.')
+        .is_some_and(|(parent, _)| OPEN_TABLES.contains(&parent))
 }
 
 fn unknown(path: &str, value: &Value) -> Problem {

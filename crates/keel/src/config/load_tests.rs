@@ -212,3 +212,38 @@ fn the_shipped_files_load_in_every_environment() {
     let production = load(&options(&shipped, &vars)).unwrap();
     assert_eq!(production.log_format(), super::super::LogFormat::Json);
 }
+
+#[test]
+fn task_tables_are_named_by_the_operator_and_checked_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "[tasks.nightly]\nschedule = \"0 0 3 * * *\"\nbatch_size = 50\n";
+    write(dir.path(), "default.toml", good);
+    let config = load(&options(dir.path(), &[])).unwrap();
+    assert_eq!(
+        config.tasks["nightly"].schedule.as_deref(),
+        Some("0 0 3 * * *")
+    );
+    assert_eq!(
+        config.tasks["nightly"].settings["batch_size"],
+        serde_json::json!(50)
+    );
+
+    write(
+        dir.path(),
+        "default.toml",
+        "[tasks.nightly]\nenabled = \"sometimes\"\n",
+    );
+    assert_eq!(
+        problem_keys(load(&options(dir.path(), &[]))),
+        ["tasks.nightly"]
+    );
+    write(
+        dir.path(),
+        "default.toml",
+        "[tasks.hourly]\nschedule = \"every hour\"\n",
+    );
+    assert_eq!(
+        problem_keys(load(&options(dir.path(), &[]))),
+        ["tasks.hourly.schedule"]
+    );
+}

@@ -21,8 +21,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::jobs::JobsConfig;
+pub use crate::metrics::MetricsConfig;
 use crate::secrets::Secret;
+pub use crate::secrets::startup::SecretsConfig;
 pub use crate::store::DatabaseConfig;
+pub use crate::tasks::{TaskConfig, TasksConfig};
+pub use crate::watchers::WatchersConfig;
+pub use crate::workers::WorkersConfig;
 pub use api::{AuthConfig, OrdersConfig, RateLimitConfig, RateTier};
 pub use load::{ConfigError, LoadOptions, Problem, load};
 pub use net::IpRange;
@@ -83,6 +89,18 @@ pub struct Config {
     pub session: SessionConfig,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// `[workers]`: the CPU worker pool.
+    pub workers: WorkersConfig,
+    /// `[jobs]`: this process's consumption of the durable job queue.
+    pub jobs: JobsConfig,
+    /// `[watchers]`: restart policy of change watchers.
+    pub watchers: WatchersConfig,
+    /// `[tasks.NAME]`: schedule and settings of each task.
+    pub tasks: TasksConfig,
+    /// Where secrets come from besides the environment (`secrets::startup`).
+    pub secrets: SecretsConfig,
     pub auth: AuthConfig,
     pub rate_limit: RateLimitConfig,
     pub orders: OrdersConfig,
@@ -107,6 +125,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpRange>,
     /// Origins allowed by CORS (`https://app.example.com`); `*` only in development.
     pub cors_origins: Vec<String>,
+    /// Bind with `SO_REUSEPORT`, so a new keel can listen on the port before the old one
+    /// stops (zero-downtime restarts; `http::listen`). Default: on for Linux.
+    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +140,7 @@ impl Default for ServerConfig {
             body_limit: 10 * 1024 * 1024,
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
+            reuse_port: cfg!(target_os = "linux"),
         }
     }
 }
@@ -292,6 +314,13 @@ impl Config {
                 "must start with embedded://, mongodb:// or mongodb+srv://".to_owned(),
             );
         }
+        problems.extend(self.metrics.problems(self.server.port));
+        problems.extend(self.workers.problems());
+        problems.extend(self.jobs.problems());
+        problems.extend(self.watchers.problems());
+        for (name, task) in &self.tasks {
+            problems.extend(task.problems(name));
+        }
         problems
     }
 
@@ -300,6 +329,8 @@ impl Config {
             return;
         }
         match &self.session.secret {
+            // Filled from the secrets provider when `serve` starts, then validated again.
+            None if self.secrets.provider != crate::secrets::startup::ProviderKind::None => {}
             None => problem(
                 "session.secret",
                 "is required in production (set KEEL_SESSION__SECRET or KEEL_SESSION__SECRET_FILE)"

@@ -41,11 +41,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// The shortest exact rendering: `Duration::from_secs(90)` → `"90s"`, 250 ms → `"250ms"`.
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 3_600_000 == 0 && millis > 0 {
+    if millis.is_multiple_of(3_600_000) && millis > 0 {
         format!("{}h", millis / 3_600_000)
-    } else if millis % 60_000 == 0 && millis > 0 {
+    } else if millis.is_multiple_of(60_000) && millis > 0 {
         format!("{}m", millis / 60_000)
-    } else if millis % 1_000 == 0 {
+    } else if millis.is_multiple_of(1_000) {
         format!("{}s", millis / 1_000)
     } else {
         format!("{millis}ms")
@@ -76,7 +76,7 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
 
 pub fn format_byte_size(bytes: u64) -> String {
     for (unit, size) in [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)] {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
     }

@@ -9,7 +9,7 @@
 //! 5. error envelope (plain-text errors from extractors and layers become JSON) — `protect.rs`
 //! 6. timeout (`server.request_timeout` → 503 `timeout`) — `protect.rs`
 //! 7. security headers (helmet's list; HSTS only in production) — `protect.rs`
-//! 8. CORS (`server.cors_origins`) — `protect.rs`
+//! 8. CORS (`server.cors_origins`, follows SIGHUP reloads) — `protect.rs`, `reloadable.rs`
 //! 9. body limit (`server.body_limit` → 413 `payload_too_large`)
 //! 10. compression (gzip)
 //!
@@ -22,12 +22,14 @@
 pub mod csrf;
 pub mod error;
 pub mod idempotency;
+pub mod json;
+pub mod listen;
 pub mod observe;
 pub mod probes;
 pub mod protect;
-pub mod request_id;
-pub mod json;
 pub mod rate_limit;
+pub mod reloadable;
+pub mod request_id;
 pub mod response;
 pub mod session;
 
@@ -48,11 +50,35 @@ pub use observe::ClientIp;
 pub use request_id::RequestId;
 pub use response::{Created, Data, List};
 
+use crate::Platform;
 use crate::config::{Config, IpRange};
 use crate::shutdown::Shutdown;
 
-/// Wraps `router` (all application routes, already merged) in keel's middleware stack.
+/// Wraps `router` (all application routes, already merged) in keel's middleware stack, with
+/// the settings of `config` fixed for the router's life.
 pub fn chassis<S>(router: Router<S>, config: &Config) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let (_, fixed) = tokio::sync::watch::channel(Arc::new(config.clone()));
+    build_chassis(router, config, reloadable::ReloadableCors::new(fixed))
+}
+
+/// `chassis`, with the settings that reload on SIGHUP (CORS) following the configuration
+/// `platform` publishes. What `keel serve` runs.
+pub fn chassis_live<S>(router: Router<S>, platform: &Platform) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let cors = reloadable::ReloadableCors::new(platform.watch_config());
+    build_chassis(router, &platform.config(), cors)
+}
+
+fn build_chassis<S>(
+    router: Router<S>,
+    config: &Config,
+    cors: reloadable::ReloadableCors,
+) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
@@ -72,7 +98,7 @@ where
             protect::SecurityHeaders::for_config(config),
             protect::security_headers,
         ))
-        .layer(protect::cors(config))
+        .layer(from_fn_with_state(cors, reloadable::reloadable_cors))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(CompressionLayer::new());
     router

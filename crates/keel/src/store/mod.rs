@@ -104,14 +104,24 @@ enum CollectionBackend {
     Mongo(mongo::MongoCollection),
 }
 
-/// Calls the same method on whichever backend the collection lives in.
+/// Calls the same method on whichever backend the collection lives in, and records its latency
+/// (`keel_store_op_duration_seconds{backend, op}`) and failures (`keel_store_op_errors_total`).
 macro_rules! dispatch {
-    ($self:ident . $method:ident ( $($arg:expr),* )) => {
-        match &$self.inner {
-            CollectionBackend::Embedded(c) => c.$method($($arg),*).await,
-            CollectionBackend::Mongo(c) => c.$method($($arg),*).await,
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {{
+        let started = std::time::Instant::now();
+        let (backend, result) = match &$self.inner {
+            CollectionBackend::Embedded(c) => ("embedded", c.$method($($arg),*).await),
+            CollectionBackend::Mongo(c) => ("mongodb", c.$method($($arg),*).await),
+        };
+        let op = stringify!($method);
+        metrics::histogram!("keel_store_op_duration_seconds", "backend" => backend, "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            metrics::counter!("keel_store_op_errors_total", "backend" => backend, "op" => op)
+                .increment(1);
         }
-    };
+        result
+    }};
 }
 
 impl Collection {

@@ -18,10 +18,10 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::{Config, LogFormat};
 
@@ -36,15 +36,37 @@ pub enum TelemetryError {
     Exporter { endpoint: String, reason: String },
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
+    #[error("cannot replace the log filter: {0}")]
+    Reload(String),
 }
 
 /// Flushes exported spans when shut down or dropped.
 #[must_use = "dropping the guard at once stops trace export"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    log_filter: LogFilter,
+}
+
+/// The installed log filter, replaceable while keel runs (SIGHUP reload of `log.level`).
+#[derive(Clone)]
+pub struct LogFilter(reload::Handle<EnvFilter, Registry>);
+
+impl LogFilter {
+    /// Replaces the filter with the one `config` asks for (`RUST_LOG` still wins when set).
+    pub fn apply(&self, config: &Config) -> Result<(), TelemetryError> {
+        let next = filter(config)?;
+        self.0
+            .reload(next)
+            .map_err(|e| TelemetryError::Reload(e.to_string()))
+    }
 }
 
 impl TelemetryGuard {
+    /// The handle that changes the log level of the running process.
+    pub fn log_filter(&self) -> LogFilter {
+        self.log_filter.clone()
+    }
+
     /// Flushes and stops the OTLP exporter. Blocking: call it outside the async runtime.
     pub fn shutdown(mut self) {
         self.flush_and_stop();
@@ -78,7 +100,7 @@ pub fn filter(config: &Config) -> Result<EnvFilter, TelemetryError> {
 
 /// Installs the process-wide subscriber (logs to stdout) and, if configured, the OTLP exporter.
 pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
-    let filter = filter(config)?;
+    let (filter, filter_handle) = reload::Layer::new(filter(config)?);
     let provider = match &config.telemetry.otlp_endpoint {
         Some(endpoint) => Some(tracer_provider(endpoint, config)?),
         None => None,
@@ -102,7 +124,10 @@ pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
     };
     installed.map_err(|_| TelemetryError::AlreadyInstalled)?;
     install_panic_hook();
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard {
+        provider,
+        log_filter: LogFilter(filter_handle),
+    })
 }
 
 fn tracer_provider(endpoint: &str, config: &Config) -> Result<SdkTracerProvider, TelemetryError> {

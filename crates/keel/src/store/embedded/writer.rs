@@ -3,7 +3,10 @@
 //! Every write is a job sent over a bounded channel with a oneshot for its answer. The thread
 //! takes whatever is queued (up to `MAX_BATCH`), runs each job in its own SAVEPOINT (a failing
 //! write, e.g. a duplicate key, is rolled back alone) and COMMITs once: one fsync for every
-//! waiting write (group commit). Answers are sent only after COMMIT returns, so an
+//! waiting write (group commit). Writers answered by one commit usually write again at once;
+//! so that they join the next commit instead of the one after, a batch that has fewer jobs
+//! than expected waits for them a little (at most half a commit's time, `MAX_GATHER`). A lone
+//! writer is expected alone and never waits. Answers are sent only after COMMIT returns, so an
 //! acknowledged write is durable. Read-modify-write jobs (updates, `find_one_and_update`) read
 //! through the same connection inside the transaction, which makes each of them atomic.
 //!
@@ -11,6 +14,7 @@
 //! high-water mark, in that order, before answering: whoever sees an answer also sees both.
 
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -21,6 +25,10 @@ use super::sql_error;
 
 /// Jobs committed together at most; bounds the latency a batch adds to its first write.
 const MAX_BATCH: usize = 2048;
+/// The longest a batch waits for expected writers to join it.
+const MAX_GATHER: Duration = Duration::from_millis(2);
+/// How often the writer looks for them meanwhile.
+const GATHER_POLL: Duration = Duration::from_micros(25);
 /// Writes waiting for the writer at most; further writers wait for room (backpressure).
 pub const QUEUE_DEPTH: usize = 4096;
 
@@ -48,7 +56,13 @@ impl Txn<'_> {
         run("SAVEPOINT keel_write")?;
         let seq_before = self.last_seq;
         let catalog_version = self.catalog.version;
-        let result = work(self);
+        // A panic in a job (a bug, never input) must not take the writer thread down with
+        // every queued write: it becomes this write's error and is rolled back like one.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(self)))
+            .unwrap_or_else(|_| {
+                tracing::error!("a store write panicked; it is rolled back");
+                Err(StoreError::Backend("internal error while writing".into()))
+            });
         let run = |sql: &str| {
             self.conn
                 .prepare_cached(sql)
@@ -164,48 +178,54 @@ fn write_loop(
     mut receiver: mpsc::Receiver<Command>,
     published: Published,
 ) {
-    let mut batch: Vec<Command> = Vec::with_capacity(MAX_BATCH);
+    // How many jobs the next batch can expect: those already queued when the last batch was
+    // answered plus the writers it answered, who typically write again right away.
+    let mut expected = 1usize;
+    let mut last_commit = Duration::ZERO;
     while let Some(first) = receiver.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(command) => batch.push(command),
-                Err(_) => break,
-            }
-        }
         let mut close = None;
-        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let mut replies: Vec<Reply> = Vec::new();
         let began = conn
             .prepare_cached("BEGIN IMMEDIATE")
             .and_then(|mut s| s.execute([]))
             .map_err(|e| sql_error("starting a write transaction", e));
         let seq_before = last_seq;
-        let committed = match began {
-            Ok(_) => {
-                let mut txn = Txn {
-                    conn: &conn,
-                    catalog: &mut catalog,
-                    last_seq,
-                };
-                for command in batch.drain(..) {
-                    match command {
-                        Command::Run(job) => replies.push(job(Some(&mut txn))),
-                        Command::Close(done) => close = Some(done),
-                    }
-                }
-                last_seq = txn.last_seq;
-                commit(&conn)
-            }
-            Err(error) => {
-                for command in batch.drain(..) {
-                    match command {
-                        Command::Run(job) => replies.push(job(None)),
-                        Command::Close(done) => close = Some(done),
-                    }
-                }
-                Err(error)
-            }
+        let mut txn = Txn {
+            conn: &conn,
+            catalog: &mut catalog,
+            last_seq,
         };
+        // Take jobs while they come: drain the queue, then give the expected writers a
+        // moment (a fraction of one commit's time) to join this commit rather than wait for
+        // the next fsync. A lone writer is expected alone and never waits.
+        let gather_until = Instant::now() + (last_commit / 2).min(MAX_GATHER);
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Run(job) => match began {
+                    Ok(_) => replies.push(job(Some(&mut txn))),
+                    Err(_) => replies.push(job(None)),
+                },
+                Command::Close(done) => close = Some(done),
+            }
+            while close.is_none() && replies.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(command) => {
+                        next = Some(command);
+                        break;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty)
+                        if replies.len() < expected && Instant::now() < gather_until =>
+                    {
+                        std::thread::sleep(GATHER_POLL);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        last_seq = txn.last_seq;
+        let commit_started = Instant::now();
+        let committed = began.and_then(|_| commit(&conn));
         match &committed {
             Ok(()) => publish(&published, &catalog, last_seq),
             Err(error) => {
@@ -217,9 +237,12 @@ fn write_loop(
                 }
             }
         }
+        let answered = replies.len();
         for reply in replies {
             reply(committed.clone());
         }
+        last_commit = commit_started.elapsed();
+        expected = (answered + receiver.len()).clamp(1, MAX_BATCH);
         if let Some(done) = close {
             let _ = done.send(());
             break;

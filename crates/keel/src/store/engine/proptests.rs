@@ -250,7 +250,10 @@ fn reference(filter: &Document, d: &Document) -> bool {
                         };
                         any == (op == "$in")
                     }
-                    "$exists" => !values_at(d, field).0.is_empty() == (*x == Bson::Boolean(true)),
+                    "$exists" => {
+                        let exists = !values_at(d, field).0.is_empty();
+                        exists == (*x == Bson::Boolean(true))
+                    }
                     "$not" => match x {
                         Bson::Document(inner) => !reference(&doc! {field: inner.clone()}, d),
                         _ => false,

@@ -57,7 +57,12 @@ impl Bulk<'_> {
             Err(error) => error,
         };
         let ErrorKind::InsertMany(failure) = error.kind.as_ref() else {
-            return self.record_or_fail(indexes[0], store_error(&self.context, error));
+            // Refused as a whole (e.g. a document the driver cannot encode): none was inserted.
+            let error = store_error(&self.context, error);
+            for index in indexes {
+                self.record_or_fail(index, error.clone())?;
+            }
+            return Ok(());
         };
         let write_errors = failure.write_errors.clone().unwrap_or_default();
         if write_errors.is_empty() {

@@ -1,0 +1,230 @@
+//! The application's background work: its tasks, watchers, jobs and CPU job kinds, and
+//! `Background`, which builds keel's machinery for them and starts the parts a process's roles
+//! ask for (`keel serve --role scheduler|watchers|jobs`).
+//!
+//! - tasks: `process-data` (`process_data.rs`), `order-importer` (`order_importer.rs`)
+//! - watchers: `surveys` (`surveys_watcher.rs`), `orders` (`orders_watcher.rs`)
+//! - jobs: `process-orders` (`process_orders.rs`), pricing on the worker pool (`pricing.rs`)
+//!
+//! Adding one: see docs/background.md.
+
+pub mod order_importer;
+pub mod orders_watcher;
+pub mod pricing;
+pub mod process_data;
+pub mod process_orders;
+pub mod repository;
+pub mod surveys_watcher;
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::doc;
+use keel::Platform;
+use keel::jobs::{JOBS_COLLECTION, JobHandlers, JobQueue, JobRunner};
+use keel::shutdown::Backoff;
+use keel::store::migrate::IndexDecl;
+use keel::store::{IndexSpec, Store};
+use keel::tasks::{Scheduler, TASK_RUNS_COLLECTION, TaskRegistry, TaskRunner};
+use keel::watchers::{WatcherHealth, WatcherRuntime};
+use keel::workers::{CpuJobs, Workers};
+
+use crate::Role;
+
+/// Tax rate of imported and re-priced orders.
+pub const TAX_RATE: f64 = 0.2;
+/// How long the worker pool may take to finish its jobs at shutdown.
+const POOL_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// The CPU job kinds of the application.
+pub fn cpu_jobs() -> CpuJobs {
+    let mut jobs = CpuJobs::new();
+    jobs.register(pricing::PROCESS_ORDERS_KIND, pricing::process_orders_job);
+    jobs
+}
+
+pub fn task_registry(store: &Store) -> TaskRegistry {
+    let mut tasks = TaskRegistry::new();
+    tasks.register(process_data::ProcessData::new(store));
+    tasks.register(order_importer::OrderImporter::new(store, TAX_RATE));
+    tasks
+}
+
+pub fn job_handlers(store: &Store) -> JobHandlers {
+    let mut handlers = JobHandlers::new();
+    handlers.register(
+        pricing::PROCESS_ORDERS_KIND,
+        process_orders::ProcessOrders::new(store, TAX_RATE),
+    );
+    handlers
+}
+
+pub fn watcher_runtime(
+    platform: &Platform,
+    store: &Store,
+    jobs: &JobQueue,
+    health: WatcherHealth,
+) -> WatcherRuntime {
+    let mut runtime =
+        WatcherRuntime::new(store, platform.config().watchers.clone()).with_health(health);
+    runtime.register(surveys_watcher::SurveysWatcher::new(store));
+    runtime.register(orders_watcher::OrdersWatcher::new(jobs.clone()));
+    runtime
+}
+
+/// The indexes the background work relies on (for `keel migrate`).
+pub fn index_declarations() -> Vec<IndexDecl> {
+    let mut decls: Vec<IndexDecl> = JobQueue::indexes()
+        .into_iter()
+        .map(|spec| IndexDecl::new(JOBS_COLLECTION, spec))
+        .collect();
+    decls.extend(
+        TaskRunner::indexes()
+            .into_iter()
+            .map(|spec| IndexDecl::new(TASK_RUNS_COLLECTION, spec)),
+    );
+    decls.push(IndexDecl::new(
+        repository::ITEMS,
+        IndexSpec::new(doc! { "processed": 1 }),
+    ));
+    decls.push(IndexDecl::new(
+        repository::ORDERS,
+        IndexSpec::new(doc! { "status": 1 }),
+    ));
+    decls
+}
+
+/// The background machinery of one process. Cheap to clone.
+#[derive(Clone)]
+pub struct Background {
+    pub workers: Workers,
+    pub jobs: JobQueue,
+    pub tasks: TaskRunner,
+    pub watcher_health: WatcherHealth,
+    store: Store,
+}
+
+impl Background {
+    /// Builds the worker pool, the queue and the task runner from the configuration. Nothing
+    /// runs until `start`. `child_program` is the `keel` executable for isolated CPU jobs.
+    pub fn new(platform: &Platform, store: &Store, child_program: Option<PathBuf>) -> Background {
+        let config = platform.config();
+        let workers = Workers::start(&config.workers, cpu_jobs(), child_program);
+        let jobs = JobQueue::new(store, config.jobs.clone());
+        let tasks = TaskRunner::new(
+            store,
+            task_registry(store),
+            config.tasks.clone(),
+            platform.shutdown().token(),
+        );
+        for name in config.tasks.keys() {
+            let known = tasks.registry().names();
+            if !known
+                .iter()
+                .any(|t| t == name || t.replace('-', "_") == *name)
+            {
+                tracing::warn!(task = %name, "[tasks.{name}] configures a task that does not exist");
+            }
+        }
+        let pool = workers.clone();
+        platform
+            .shutdown()
+            .on_shutdown("workers", move || async move {
+                if !pool.shutdown(POOL_SHUTDOWN).await {
+                    tracing::warn!("worker threads still busy at shutdown (abandoned jobs)");
+                }
+            });
+        Background {
+            workers,
+            jobs,
+            tasks,
+            watcher_health: WatcherHealth::default(),
+            store: store.clone(),
+        }
+    }
+
+    /// Starts what `roles` ask for, each as a supervised loop owned by the platform's shutdown:
+    /// the scheduler, the watchers (reporting into `/api/ready`), the job runner. The runtime
+    /// health probe runs in every process.
+    pub fn start(&self, platform: &Platform, roles: &[Role]) {
+        let config = platform.config();
+        let shutdown = platform.shutdown();
+        let lag_warn = Duration::from_millis(config.telemetry.lag_warn_ms);
+        shutdown.spawn(
+            "runtime-health",
+            keel::runtime_health::monitor(lag_warn, shutdown.token()),
+        );
+        if config.database.migrate_on_start {
+            let store = self.store.clone();
+            shutdown.spawn("background-indexes", async move {
+                if let Err(error) =
+                    keel::store::migrate::migrate(&store, &index_declarations()).await
+                {
+                    tracing::error!(%error, "creating the background indexes failed");
+                }
+            });
+        }
+        if roles.contains(&Role::Scheduler) {
+            let scheduler = Scheduler::new(self.tasks.clone());
+            supervise(platform, "scheduler", move |token| {
+                let scheduler = scheduler.clone();
+                async move { scheduler.run(token).await }
+            });
+        }
+        if roles.contains(&Role::Watchers) {
+            let runtime = watcher_runtime(
+                platform,
+                &self.store,
+                &self.jobs,
+                self.watcher_health.clone(),
+            );
+            let health = self.watcher_health.clone();
+            platform.readiness().add_probe("watchers", move || {
+                let problems = health.problems();
+                async move {
+                    if problems.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(problems.join("; "))
+                    }
+                }
+            });
+            supervise(platform, "watchers", move |token| {
+                let runtime = runtime.clone();
+                async move { runtime.run(token).await }
+            });
+        }
+        if roles.contains(&Role::Jobs) {
+            let runner = JobRunner::new(
+                self.jobs.clone(),
+                job_handlers(&self.store),
+                self.workers.clone(),
+            );
+            supervise(platform, "job-runner", move |token| {
+                let runner = runner.clone();
+                async move { runner.run(token).await }
+            });
+        }
+    }
+}
+
+/// Runs `run` under the platform's supervisor: a panic restarts it with backoff; returning
+/// (on shutdown) ends it.
+fn supervise<F, Fut>(platform: &Platform, name: &str, run: F)
+where
+    F: Fn(tokio_util::sync::CancellationToken) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let run = Arc::new(run);
+    platform
+        .shutdown()
+        .spawn_supervised(name, Backoff::default(), move |token| {
+            let run = Arc::clone(&run);
+            async move {
+                run(token).await;
+                Ok::<(), Infallible>(())
+            }
+        });
+}

@@ -1,0 +1,127 @@
+//! Job `process-orders`: prices a batch of pending orders (payload `{orderIds: [...]}`) on the
+//! worker pool — or in an isolated child process when configured — and records each price on
+//! its order (`status: "processed"`, `pricing`). The result kept on the job is the guides'
+//! `{batchId, processed, errors}`.
+//!
+//! Re-running a batch is harmless: only orders still `pending` are loaded and marked.
+
+use bson::{Bson, Document, doc};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use keel::jobs::{Job, JobHandler, JobRunContext};
+use keel::store::Store;
+
+use super::orders_watcher::id_text;
+use super::pricing::{LineToPrice, OrderToPrice, PROCESS_ORDERS_KIND, PricingBatch, PricingResult};
+use super::repository::BackgroundRepository;
+
+#[derive(Clone)]
+pub struct ProcessOrders {
+    repository: BackgroundRepository,
+    tax_rate: f64,
+}
+
+impl ProcessOrders {
+    pub fn new(store: &Store, tax_rate: f64) -> Self {
+        ProcessOrders {
+            repository: BackgroundRepository::new(store),
+            tax_rate,
+        }
+    }
+
+    async fn price(&self, job: Job, ctx: JobRunContext) -> Result<Option<Document>, String> {
+        let ids: Vec<Bson> = job
+            .payload
+            .get_array("orderIds")
+            .map_err(|_| "payload needs orderIds: [...]".to_owned())?
+            .clone();
+        let pending = self
+            .repository
+            .pending_orders(&ids)
+            .await
+            .map_err(|e| e.to_string())?;
+        let batch = PricingBatch {
+            batch_id: job.id.clone(),
+            tax_rate: self.tax_rate,
+            orders: pending.iter().map(order_to_price).collect(),
+        };
+        let input = serde_json::to_value(&batch).map_err(|e| e.to_string())?;
+        let output = ctx
+            .workers
+            .run_kind(PROCESS_ORDERS_KIND, input)
+            .await
+            .map_err(|e| e.to_string())?;
+        let result: PricingResult = serde_json::from_value(output).map_err(|e| e.to_string())?;
+        for priced in &result.priced {
+            let Some(order) = pending.iter().find(|o| {
+                o.get("_id")
+                    .is_some_and(|id| id_text(id) == priced.order_id)
+            }) else {
+                continue;
+            };
+            let Some(id) = order.get("_id") else { continue };
+            let pricing = keel::store::to_document(priced).map_err(|e| e.to_string())?;
+            self.repository
+                .mark_order_priced(id, pricing)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let mut errors: Vec<Bson> = result
+            .errors
+            .iter()
+            .map(|e| Bson::Document(doc! { "orderId": &e.order_id, "error": &e.error }))
+            .collect();
+        for id in &ids {
+            if !pending.iter().any(|o| o.get("_id") == Some(id)) {
+                errors.push(Bson::Document(
+                    doc! { "orderId": id_text(id), "error": "not found or no longer pending" },
+                ));
+            }
+        }
+        Ok(Some(
+            doc! { "batchId": &result.batch_id, "processed": i64::from(result.processed), "errors": errors },
+        ))
+    }
+}
+
+impl JobHandler for ProcessOrders {
+    fn run(
+        &self,
+        job: Job,
+        ctx: JobRunContext,
+    ) -> BoxFuture<'static, Result<Option<Document>, String>> {
+        let this = self.clone();
+        async move { this.price(job, ctx).await }.boxed()
+    }
+}
+
+/// An `orders` document as pricing input; a malformed line is passed on as-is for the pricing
+/// to reject with a message (a line that is not an object becomes an invalid line).
+fn order_to_price(order: &Document) -> OrderToPrice {
+    let number = |value: Option<&Bson>| match value {
+        Some(Bson::Double(f)) => *f,
+        Some(Bson::Int32(n)) => f64::from(*n),
+        Some(Bson::Int64(n)) => *n as f64,
+        _ => f64::NAN,
+    };
+    let lines = order
+        .get_array("lines")
+        .map(|lines| {
+            lines
+                .iter()
+                .map(|line| {
+                    let line = line.as_document().cloned().unwrap_or_default();
+                    LineToPrice {
+                        sku: line.get_str("sku").unwrap_or_default().to_owned(),
+                        qty: number(line.get("qty")) as i64,
+                        price: number(line.get("price")),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    OrderToPrice {
+        id: order.get("_id").map(id_text).unwrap_or_default(),
+        lines,
+    }
+}

@@ -1,0 +1,382 @@
+//! Distributed locks as leases in `__system_locks` (the guides' database lock, 4.3, made safe).
+//!
+//! The guide checks for a lock document and then inserts one: two processes can both see "free"
+//! and both insert. Here taking a lock is ONE atomic store operation:
+//!
+//! ```text
+//! find_one_and_update({_id: name, expiresAt: {$lt: now}},
+//!                     {$set: {owner, holder, acquiredAt, expiresAt: now + ttl}, $inc: {token: 1}},
+//!                     upsert, return after)
+//! ```
+//!
+//! - free (no document yet): the upsert inserts `{_id: name, token: 1, …}`; of several racing
+//!   inserts the unique `_id` lets exactly one through, the others get `DuplicateKey` → not taken.
+//! - expired or released: the filter matches, the update takes it over and bumps the token.
+//! - held: the filter does not match, the upsert's insert collides on `_id` → not taken.
+//!
+//! The lock document is never deleted, so the **fencing token** only grows per name: release sets
+//! `expiresAt` in the past instead. A holder passes its token to whatever it writes so a storage
+//! layer can refuse a stale holder's late writes.
+//!
+//! A `Lease` renews itself every `ttl / 3` while held. When a renewal finds the lock no longer
+//! ours (another process took it over after we stalled past the ttl) or cannot reach the store
+//! before the ttl runs out, the lease is **lost**: its `lost` token is cancelled and the work
+//! holding it must stop. Release is filtered on owner *and* token, so only the holder releases.
+//!
+//! Expiry compares wall clocks of different machines: keep ttl well above the clock skew
+//! between replicas (seconds, not milliseconds; NTP keeps skew far below that).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::{Bson, Document, doc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{
+    Collection, FindOneAndUpdateOptions, FindOptions, ReturnDocument, Store, StoreError,
+    UpdateOptions,
+};
+
+pub const LOCKS_COLLECTION: &str = "__system_locks";
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LockError {
+    #[error("lock store: {0}")]
+    Store(#[from] StoreError),
+    /// The lease was taken over (or could not be renewed in time); the holder must stop.
+    #[error("lock {name} was lost (token {token})")]
+    Lost { name: String, token: i64 },
+}
+
+/// Who holds a lock, as stored (for `keel task list` and diagnostics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockInfo {
+    pub name: String,
+    pub holder: String,
+    pub token: i64,
+    pub expires_at: bson::DateTime,
+}
+
+/// Takes and inspects locks. Cheap to clone.
+#[derive(Clone)]
+pub struct Locks {
+    collection: Collection,
+    /// `hostname:pid`, stored beside the owner id so a human can tell who holds a lock.
+    holder: Arc<str>,
+}
+
+/// Whether a lease renews itself in the background or only when its holder calls `renew`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    Automatic,
+    Manual,
+}
+
+impl Locks {
+    pub fn new(store: &Store) -> Self {
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown-host".to_owned());
+        Locks {
+            collection: store.collection(LOCKS_COLLECTION),
+            holder: Arc::from(format!("{host}:{}", std::process::id())),
+        }
+    }
+
+    /// Takes `name` for `ttl` if it is free or expired, renewing it automatically while the
+    /// returned lease lives. `None` means someone else holds it.
+    pub async fn acquire(&self, name: &str, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        self.acquire_with(name, ttl, Renewal::Automatic).await
+    }
+
+    #[tracing::instrument(name = "lock.acquire", skip(self), fields(ttl_ms = ttl.as_millis() as u64))]
+    pub async fn acquire_with(
+        &self,
+        name: &str,
+        ttl: Duration,
+        renewal: Renewal,
+    ) -> Result<Option<Lease>, LockError> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let now = bson::DateTime::now();
+        let filter = doc! { "_id": name, "expiresAt": { "$lt": now } };
+        let update = doc! {
+            "$set": {
+                "owner": &owner,
+                "holder": self.holder.as_ref(),
+                "acquiredAt": now,
+                "expiresAt": now.saturating_add_duration(ttl),
+            },
+            "$inc": { "token": 1_i64 },
+        };
+        let options = FindOneAndUpdateOptions {
+            upsert: true,
+            return_document: ReturnDocument::After,
+            ..FindOneAndUpdateOptions::default()
+        };
+        let taken = match self
+            .collection
+            .find_one_and_update(filter, update, options)
+            .await
+        {
+            Ok(Some(document)) => document,
+            // Held by someone else: our upsert's insert collided with their document's `_id`.
+            Err(StoreError::DuplicateKey { .. }) | Ok(None) => {
+                metrics::counter!("keel_lock_acquire_total", "outcome" => "held").increment(1);
+                return Ok(None);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let token = taken.get("token").and_then(as_i64).ok_or_else(|| {
+            StoreError::Backend(format!("lock {name} has no numeric fencing token"))
+        })?;
+        metrics::counter!("keel_lock_acquire_total", "outcome" => "acquired").increment(1);
+        tracing::debug!(lock = name, token, "lock acquired");
+        Ok(Some(Lease::start(
+            self.clone(),
+            name.to_owned(),
+            owner,
+            token,
+            ttl,
+            renewal,
+        )))
+    }
+
+    /// The current holder of `name`, if the lock is held and unexpired.
+    pub async fn holder(&self, name: &str) -> Result<Option<LockInfo>, LockError> {
+        let now = bson::DateTime::now();
+        let found = self
+            .collection
+            .find_one(
+                doc! { "_id": name, "expiresAt": { "$gte": now } },
+                FindOptions::default(),
+            )
+            .await?;
+        Ok(found.and_then(|d| lock_info(name, &d)))
+    }
+
+    /// Extends the lease if it is still ours. `false` means it was taken over.
+    async fn extend(
+        &self,
+        name: &str,
+        owner: &str,
+        token: i64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let expires_at = bson::DateTime::now().saturating_add_duration(ttl);
+        let result = self
+            .collection
+            .update_one(
+                doc! { "_id": name, "owner": owner, "token": token },
+                doc! { "$set": { "expiresAt": expires_at } },
+                UpdateOptions::default(),
+            )
+            .await?;
+        Ok(result.matched == 1)
+    }
+
+    /// Gives the lock up if it is still ours: expiry moves to the past, the token stays.
+    async fn give_up(&self, name: &str, owner: &str, token: i64) -> Result<bool, StoreError> {
+        let result = self
+            .collection
+            .update_one(
+                doc! { "_id": name, "owner": owner, "token": token },
+                doc! { "$set": {
+                    "expiresAt": bson::DateTime::from_millis(0),
+                    "releasedAt": bson::DateTime::now(),
+                } },
+                UpdateOptions::default(),
+            )
+            .await?;
+        Ok(result.matched == 1)
+    }
+}
+
+fn lock_info(name: &str, document: &Document) -> Option<LockInfo> {
+    Some(LockInfo {
+        name: name.to_owned(),
+        holder: document.get_str("holder").unwrap_or("unknown").to_owned(),
+        token: document.get("token").and_then(as_i64)?,
+        expires_at: document.get_datetime("expiresAt").ok().copied()?,
+    })
+}
+
+fn as_i64(value: &Bson) -> Option<i64> {
+    match value {
+        Bson::Int64(n) => Some(*n),
+        Bson::Int32(n) => Some(i64::from(*n)),
+        Bson::Double(n) if n.fract() == 0.0 => Some(*n as i64),
+        _ => None,
+    }
+}
+
+/// A held lock. Renews itself (unless taken with `Renewal::Manual`); call `release` when done.
+/// Dropping a lease without releasing stops its renewal and leaves the lock to expire after its
+/// ttl — exactly what happens when the holding process dies.
+pub struct Lease {
+    locks: Locks,
+    name: String,
+    owner: String,
+    token: i64,
+    ttl: Duration,
+    lost: CancellationToken,
+    renewer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("name", &self.name)
+            .field("token", &self.token)
+            .field("lost", &self.lost.is_cancelled())
+            .finish()
+    }
+}
+
+impl Lease {
+    fn start(
+        locks: Locks,
+        name: String,
+        owner: String,
+        token: i64,
+        ttl: Duration,
+        renewal: Renewal,
+    ) -> Lease {
+        let lost = CancellationToken::new();
+        let renewer = (renewal == Renewal::Automatic).then(|| {
+            tokio::spawn(renew_while_held(
+                locks.clone(),
+                name.clone(),
+                owner.clone(),
+                token,
+                ttl,
+                lost.clone(),
+            ))
+        });
+        Lease {
+            locks,
+            name,
+            owner,
+            token,
+            ttl,
+            lost,
+            renewer,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The fencing token: strictly greater than that of every earlier holder of this lock.
+    pub fn token(&self) -> i64 {
+        self.token
+    }
+
+    /// Cancelled when the lease is lost; the work done under the lock should watch it.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Extends the lease by its ttl now (for `Renewal::Manual` holders, at their checkpoints).
+    pub async fn renew(&self) -> Result<(), LockError> {
+        if self.lost.is_cancelled() {
+            return Err(self.lost_error());
+        }
+        if self
+            .locks
+            .extend(&self.name, &self.owner, self.token, self.ttl)
+            .await?
+        {
+            Ok(())
+        } else {
+            self.lost.cancel();
+            Err(self.lost_error())
+        }
+    }
+
+    /// Releases the lock if it is still ours; `Ok(false)` when it had already been taken over.
+    pub async fn release(mut self) -> Result<bool, LockError> {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        let released = self
+            .locks
+            .give_up(&self.name, &self.owner, self.token)
+            .await?;
+        tracing::debug!(lock = %self.name, token = self.token, released, "lock released");
+        Ok(released)
+    }
+
+    fn lost_error(&self) -> LockError {
+        LockError::Lost {
+            name: self.name.clone(),
+            token: self.token,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+    }
+}
+
+/// The renewal loop of one lease: extend every ttl/3; stop and cancel `lost` once the lock is
+/// not ours any more, or when the store stayed unreachable until the ttl would have run out.
+async fn renew_while_held(
+    locks: Locks,
+    name: String,
+    owner: String,
+    token: i64,
+    ttl: Duration,
+    lost: CancellationToken,
+) {
+    let period = (ttl / 3).max(Duration::from_millis(10));
+    let mut valid_until = Instant::now() + ttl;
+    loop {
+        tokio::select! {
+            () = lost.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let attempt_started = Instant::now();
+        match locks.extend(&name, &owner, token, ttl).await {
+            Ok(true) => valid_until = attempt_started + ttl,
+            Ok(false) => {
+                tracing::warn!(lock = %name, token, "lock taken over by another holder; lease lost");
+                metrics::counter!("keel_lock_lost_total").increment(1);
+                lost.cancel();
+                return;
+            }
+            Err(error) if Instant::now() >= valid_until => {
+                tracing::warn!(lock = %name, token, %error, "lock not renewed before its ttl; lease lost");
+                metrics::counter!("keel_lock_lost_total").increment(1);
+                lost.cancel();
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(lock = %name, token, %error, "lock renewal failed; retrying");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_read_whatever_numeric_type_the_backend_stored() {
+        assert_eq!(as_i64(&Bson::Int32(3)), Some(3));
+        assert_eq!(as_i64(&Bson::Int64(4)), Some(4));
+        assert_eq!(as_i64(&Bson::Double(5.0)), Some(5));
+        assert_eq!(as_i64(&Bson::Double(5.5)), None);
+        assert_eq!(as_i64(&Bson::String("6".into())), None);
+    }
+}

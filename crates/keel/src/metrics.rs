@@ -1,0 +1,279 @@
+//! Metrics: Prometheus text at `GET /metrics` (on the API port, or on its own port with
+//! `metrics.port`).
+//!
+//! Code records with the `metrics` crate's macros (`counter!`, `gauge!`, `histogram!`) where
+//! things happen — the pool, the queue, the watchers, the store's `dispatch!`, the HTTP layer
+//! below — and this module renders them. The `metrics` facade keeps its recorder in a process
+//! global: that is its design (like `tracing`'s subscriber), so that a library deep in the stack
+//! can record without being handed anything. keel installs the Prometheus recorder once at
+//! start-up and passes the resulting `Metrics` handle (the reader) around as a value; no keel
+//! service is a global beyond that recorder.
+//!
+//! Names (all prefixed `keel_`): `http_requests_total{method,route,status}`,
+//! `http_request_duration_seconds{method,route}`, `store_op_duration_seconds{backend,op}`,
+//! `store_op_errors_total`, `task_runs_total{task,outcome}`, `task_duration_seconds{task}`,
+//! `watcher_up{watcher}`, `watcher_restarts_total`, `watcher_events_total`,
+//! `watcher_lag_seconds{watcher}`, `worker_threads`, `worker_queued`, `worker_running`,
+//! `worker_jobs_total{outcome}`, `worker_job_duration_seconds`, `jobs{status}`,
+//! `jobs_enqueued_total{kind}`, `jobs_processed_total{kind,outcome}`, `job_duration_seconds`,
+//! `lock_acquire_total{outcome}`, `lock_lost_total`, `runtime_scheduling_delay_seconds`
+//! (see `runtime_health`).
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problem;
+
+/// Latency buckets (seconds) for every `*_seconds` histogram: 100 µs to 60 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0,
+];
+
+/// How often histogram buckets are folded (the exporter's upkeep).
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` at all.
+    pub enabled: bool,
+    /// Serve it on this port (same host as the API) instead of the API's port, e.g. to keep it
+    /// off a public load balancer. Unset: on the API port.
+    pub port: Option<u16>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: None,
+        }
+    }
+}
+
+impl MetricsConfig {
+    pub fn problems(&self, server_port: u16) -> Vec<Problem> {
+        match self.port {
+            Some(port) if port == server_port && port != 0 => vec![Problem::new(
+                "metrics.port",
+                "must differ from server.port (unset it to serve /metrics on the API port)",
+            )],
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot install the Prometheus recorder: {0}")]
+pub struct MetricsError(String);
+
+/// The reader of the installed recorder. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// Installs the Prometheus recorder the first time and returns its handle; later calls (more
+    /// than one app in a test process) return the same handle. The `OnceLock` guards the
+    /// facade's one global slot, nothing else.
+    pub fn install() -> Result<Metrics, MetricsError> {
+        static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+        let handle = HANDLE.get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+                .map_err(|e| e.to_string())?
+                .install_recorder()
+                .map_err(|e| e.to_string())?;
+            describe();
+            Ok(handle)
+        });
+        handle
+            .clone()
+            .map(|handle| Metrics { handle })
+            .map_err(MetricsError)
+    }
+
+    /// The current values in Prometheus' text format.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Folds histogram samples; call every `UPKEEP_INTERVAL` (`serve` runs a loop for it).
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// `GET /metrics`.
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        Router::new()
+            .route("/metrics", get(render_metrics))
+            .with_state(self.clone())
+    }
+}
+
+async fn render_metrics(State(metrics): State<Metrics>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+/// Middleware: counts every request by method, route and status, and times it. The route is
+/// the matched *pattern* (`/api/items/{id}`), never the raw path, so ids do not explode the
+/// number of series; unmatched requests share the label `unmatched`.
+pub async fn track_http(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("keel_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("keel_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Help texts, shown by Prometheus and Grafana.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "keel_http_requests_total",
+        "HTTP requests by method, route pattern and status"
+    );
+    describe_histogram!(
+        "keel_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency"
+    );
+    describe_histogram!(
+        "keel_store_op_duration_seconds",
+        Unit::Seconds,
+        "Store operation latency by backend and operation"
+    );
+    describe_counter!(
+        "keel_store_op_errors_total",
+        "Store operations that returned an error"
+    );
+    describe_counter!(
+        "keel_task_runs_total",
+        "Task runs by task and outcome (success, failure, skipped, cancelled)"
+    );
+    describe_histogram!(
+        "keel_task_duration_seconds",
+        Unit::Seconds,
+        "Task run duration"
+    );
+    describe_gauge!(
+        "keel_watcher_up",
+        "1 while the watcher follows its feed, 0 otherwise"
+    );
+    describe_counter!(
+        "keel_watcher_restarts_total",
+        "Watcher restarts after an error"
+    );
+    describe_counter!(
+        "keel_watcher_events_total",
+        "Change events handled by watchers"
+    );
+    describe_histogram!(
+        "keel_watcher_lag_seconds",
+        Unit::Seconds,
+        "Time from a change's commit to its handling"
+    );
+    describe_gauge!("keel_worker_threads", "Threads of the CPU worker pool");
+    describe_gauge!("keel_worker_queued", "Jobs waiting for a worker thread");
+    describe_gauge!(
+        "keel_worker_running",
+        "Jobs running on worker threads (abandoned ones included)"
+    );
+    describe_counter!(
+        "keel_worker_jobs_total",
+        "Worker pool jobs by outcome (done, failed, timeout, busy, skipped)"
+    );
+    describe_histogram!(
+        "keel_worker_job_duration_seconds",
+        Unit::Seconds,
+        "Worker pool job run time"
+    );
+    describe_gauge!("keel_jobs", "Durable jobs by status");
+    describe_counter!("keel_jobs_enqueued_total", "Durable jobs enqueued by kind");
+    describe_counter!(
+        "keel_jobs_processed_total",
+        "Durable job attempts by kind and outcome"
+    );
+    describe_histogram!(
+        "keel_job_duration_seconds",
+        Unit::Seconds,
+        "Durable job attempt duration"
+    );
+    describe_counter!(
+        "keel_lock_acquire_total",
+        "Lock acquisitions by outcome (acquired, held)"
+    );
+    describe_counter!("keel_lock_lost_total", "Leases lost by their holder");
+    describe_gauge!(
+        "keel_runtime_scheduling_delay_seconds",
+        Unit::Seconds,
+        "Latest scheduling delay of the async runtime's probe task"
+    );
+    describe_histogram!(
+        "keel_runtime_scheduling_delay_seconds_hist",
+        Unit::Seconds,
+        "Scheduling delay of the async runtime's probe task"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_is_idempotent_and_renders_recorded_values() {
+        let first = Metrics::install().expect("the recorder installs");
+        let second = Metrics::install().expect("a second install returns the same handle");
+        metrics::counter!("keel_test_counter_total", "case" => "install").increment(3);
+        let text = second.render();
+        assert!(
+            text.contains("keel_test_counter_total{case=\"install\"} 3"),
+            "{text}"
+        );
+        assert!(first.render().contains("keel_test_counter_total"));
+    }
+
+    #[test]
+    fn the_metrics_port_must_not_be_the_api_port() {
+        let own_port = MetricsConfig {
+            port: Some(9090),
+            ..MetricsConfig::default()
+        };
+        assert!(own_port.problems(3030).is_empty());
+        assert_eq!(own_port.problems(9090)[0].key, "metrics.port");
+        assert!(MetricsConfig::default().problems(3030).is_empty());
+    }
+}

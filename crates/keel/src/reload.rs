@@ -1,0 +1,299 @@
+//! SIGHUP: reload the non-secret settings of a running keel without dropping a connection.
+//!
+//! The configuration is loaded again exactly as at start-up (same directory, environment and
+//! flags; `_FILE` secrets are re-read). A configuration that does not load or validate is
+//! rejected with one log line listing every problem, and the running one stays. A valid one is
+//! published through `Platform::replace_config`, which every reader of `platform.config()` or
+//! `platform.watch_config()` sees (CORS, and the rate limits and task schedules of the parts
+//! that read them there); the log filter is swapped in place.
+//!
+//! Settings fixed when the process starts - the listener, the store, the session key,
+//! telemetry export, the layers built with the router - are "restart-only": a change to one is
+//! logged as needing a restart and the running value is kept, so the published configuration
+//! always describes what the process really does.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::Platform;
+use crate::config::{Config, ConfigError, LoadOptions};
+use crate::secrets::Secret;
+use crate::secrets::startup::ProviderKind;
+use crate::telemetry::{LogFilter, TelemetryError};
+
+/// Keys (and whole sections) a reload never changes in a running process.
+pub const RESTART_ONLY: &[&str] = &[
+    "server.host",
+    "server.port",
+    "server.reuse_port",
+    "server.shutdown_timeout",
+    "server.request_timeout",
+    "server.body_limit",
+    "server.trusted_proxies",
+    "database",
+    "session",
+    "log.format",
+    "telemetry",
+    "secrets",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the new configuration is invalid; keeping the running one: {0}")]
+    Invalid(#[from] ConfigError),
+    #[error("cannot apply the new log level; keeping the running configuration: {0}")]
+    LogFilter(#[from] TelemetryError),
+}
+
+/// What a successful reload did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Keys now in effect with a new value.
+    pub applied: Vec<String>,
+    /// Keys that changed in the files/environment but need a restart; not applied.
+    pub needs_restart: Vec<String>,
+}
+
+/// Reloads the configuration of one running process.
+pub struct Reloader {
+    platform: Platform,
+    options: LoadOptions,
+    log_filter: Option<LogFilter>,
+}
+
+impl Reloader {
+    /// `options` must be the ones the running configuration was loaded with; `log_filter` is
+    /// the telemetry handle (`None` where telemetry is not installed, as in unit tests).
+    pub fn new(platform: Platform, options: LoadOptions, log_filter: Option<LogFilter>) -> Self {
+        Self {
+            platform,
+            options,
+            log_filter,
+        }
+    }
+
+    /// Loads, checks and publishes the configuration. On `Err` nothing changed.
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let mut next = crate::config::load(&self.options)?;
+        let current = self.platform.config();
+        let needs_restart = keep_restart_only(&current, &mut next);
+        let applied = changed_keys(&current, &next);
+        if !applied.is_empty() {
+            if let Some(log_filter) = &self.log_filter
+                && current.log.level != next.log.level
+            {
+                log_filter.apply(&next)?;
+            }
+            self.platform.replace_config(next);
+        }
+        Ok(ReloadReport {
+            applied,
+            needs_restart,
+        })
+    }
+}
+
+/// Reports a reload's outcome in the log: what a SIGHUP handler does with `Reloader::reload`.
+pub fn log_outcome(outcome: &Result<ReloadReport, ReloadError>) {
+    match outcome {
+        Ok(report) => {
+            if !report.needs_restart.is_empty() {
+                tracing::warn!(
+                    keys = ?report.needs_restart,
+                    "configuration reload: these settings change only on restart; keeping the running values"
+                );
+            }
+            tracing::info!(applied = ?report.applied, "configuration reloaded");
+        }
+        Err(error) => tracing::error!(error = %error, "configuration reload rejected"),
+    }
+}
+
+/// Copies every restart-only value of `current` into `next`; returns the keys that differed.
+/// Secrets are compared by value (their serialized form is redacted) and never printed.
+fn keep_restart_only(current: &Config, next: &mut Config) -> Vec<String> {
+    let mut differed: Vec<String> = Vec::new();
+    // Secrets filled by a provider at start-up are absent from a reloaded configuration;
+    // that is not a change. One set in the layers and different from the running one is.
+    let from_provider = current.secrets.provider != ProviderKind::None;
+    let secret_changed = |a: &Secret, b: &Secret| a.expose() != b.expose();
+    if !from_provider && secret_changed(&current.database.url, &next.database.url) {
+        differed.push("database.url".to_owned());
+    }
+    let session = (
+        current.session.secret.as_ref(),
+        next.session.secret.as_ref(),
+    );
+    let session_secret_changed = match session {
+        (Some(a), Some(b)) => secret_changed(a, b),
+        (None, None) => false,
+        (Some(_), None) => !from_provider,
+        (None, Some(_)) => true,
+    };
+    if session_secret_changed {
+        differed.push("session.secret".to_owned());
+    }
+    let before = flatten(current);
+    let after = flatten(next);
+    for (key, value) in &after {
+        if is_restart_only(key) && before.get(key) != Some(value) && !differed.contains(key) {
+            differed.push(key.clone());
+        }
+    }
+
+    next.server.host = current.server.host;
+    next.server.port = current.server.port;
+    next.server.reuse_port = current.server.reuse_port;
+    next.server.shutdown_timeout = current.server.shutdown_timeout;
+    next.server.request_timeout = current.server.request_timeout;
+    next.server.body_limit = current.server.body_limit;
+    next.server.trusted_proxies = current.server.trusted_proxies.clone();
+    next.database = current.database.clone();
+    next.session = current.session.clone();
+    next.log.format = current.log.format;
+    next.telemetry = current.telemetry.clone();
+    next.secrets = current.secrets.clone();
+    differed.sort();
+    differed
+}
+
+fn is_restart_only(key: &str) -> bool {
+    RESTART_ONLY
+        .iter()
+        .any(|prefix| key == *prefix || key.starts_with(&format!("{prefix}.")))
+}
+
+/// Keys whose value differs between two configurations.
+fn changed_keys(current: &Config, next: &Config) -> Vec<String> {
+    let before = flatten(current);
+    flatten(next)
+        .into_iter()
+        .filter(|(key, value)| before.get(key) != Some(value))
+        .map(|(key, _)| key)
+        .collect()
+}
+
+/// `server.port` → value, for every leaf of the serialized configuration (secrets redacted).
+fn flatten(config: &Config) -> BTreeMap<String, Value> {
+    let mut leaves = BTreeMap::new();
+    let mut stack = vec![(
+        String::new(),
+        serde_json::to_value(config).unwrap_or_default(),
+    )];
+    while let Some((path, value)) = stack.pop() {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    let child_path = if path.is_empty() {
+                        key
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    stack.push((child_path, child));
+                }
+            }
+            leaf => {
+                leaves.insert(path, leaf);
+            }
+        }
+    }
+    leaves
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shutdown::Shutdown;
+
+    fn reloader_over(dir: &std::path::Path, env: &[(&str, &str)]) -> Reloader {
+        let options = LoadOptions {
+            config_dir: dir.to_path_buf(),
+            config_dir_required: true,
+            env_vars: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            overrides: Vec::new(),
+        };
+        let config = crate::config::load(&options).expect("the first configuration loads");
+        let platform = Platform::new(config, Shutdown::new(), None);
+        Reloader::new(platform, options, None)
+    }
+
+    fn write(dir: &std::path::Path, text: &str) {
+        std::fs::write(dir.join("default.toml"), text).unwrap();
+    }
+
+    #[test]
+    fn a_valid_change_is_published_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "[log]\nlevel = \"info\"\n");
+        let reloader = reloader_over(dir.path(), &[]);
+        let mut watcher = reloader.platform.watch_config();
+        write(
+            dir.path(),
+            "[log]\nlevel = \"debug\"\n[server]\ncors_origins = [\"https://a.example.com\"]\n",
+        );
+        let report = reloader.reload().unwrap();
+        assert_eq!(report.applied, ["log.level", "server.cors_origins"]);
+        assert!(report.needs_restart.is_empty());
+        assert!(watcher.has_changed().unwrap());
+        assert_eq!(watcher.borrow_and_update().log.level, "debug");
+    }
+
+    #[test]
+    fn an_invalid_file_is_rejected_and_the_running_configuration_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "[log]\nlevel = \"warn\"\n");
+        let reloader = reloader_over(dir.path(), &[]);
+        write(
+            dir.path(),
+            "[log]\nlevel = \"warn\"\nverbosity = 3\n[server]\nport = \"x\"\n",
+        );
+        let error = reloader.reload().unwrap_err();
+        let ReloadError::Invalid(invalid) = &error else {
+            panic!("{error}")
+        };
+        let keys: Vec<&str> = invalid.problems().iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["log.verbosity", "server.port"]);
+        assert_eq!(reloader.platform.config().log.level, "warn");
+        let message = error.to_string();
+        assert!(
+            message.contains("server.port") && message.contains("log.verbosity"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn restart_only_settings_keep_their_running_values() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "[server]\nport = 4000\n");
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, "first-secret-value-that-is-long-enough").unwrap();
+        let path = secret_file.display().to_string();
+        let reloader = reloader_over(dir.path(), &[("KEEL_SESSION__SECRET_FILE", path.as_str())]);
+        write(
+            dir.path(),
+            "[server]\nport = 4001\n[log]\nlevel = \"debug\"\n",
+        );
+        std::fs::write(&secret_file, "second-secret-value-that-is-long-enough").unwrap();
+        let report = reloader.reload().unwrap();
+        assert_eq!(report.applied, ["log.level"]);
+        assert_eq!(report.needs_restart, ["server.port", "session.secret"]);
+        let running = reloader.platform.config();
+        assert_eq!(running.server.port, 4000);
+        let secret = running.session.secret.as_ref().map(Secret::expose);
+        assert_eq!(secret, Some("first-secret-value-that-is-long-enough"));
+    }
+
+    #[test]
+    fn an_unchanged_configuration_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "[log]\nlevel = \"info\"\n");
+        let reloader = reloader_over(dir.path(), &[]);
+        let watcher = reloader.platform.watch_config();
+        assert_eq!(reloader.reload().unwrap(), ReloadReport::default());
+        assert!(!watcher.has_changed().unwrap());
+    }
+}

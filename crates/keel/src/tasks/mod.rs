@@ -1,0 +1,177 @@
+//! Tasks: named units of batch work, registered in code, run on a cron schedule by `serve` and
+//! once by `keel task run NAME` (the guides' `tasks/*.js` scripts and their template, 14.1).
+//!
+//! The guide's task script takes a racy lock, logs start and end, and exits on signals. Here the
+//! runner (`runner.rs`) does that for every task the same way — lock named after the task (held
+//! elsewhere → the run is recorded as `skipped`), `evt {category: "task", name, outcome}` logs, a
+//! `task_runs` record, metrics, cancellation on shutdown or a lost lock — so a task is only its
+//! work: implement `Task::run`, register it, give it a schedule in `[tasks.NAME]`.
+
+mod config;
+mod progress;
+mod runner;
+mod scheduler;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{TaskConfig, TasksConfig, parse_schedule};
+pub use progress::Progress;
+pub use runner::{RunOutcome, RunRequest, TASK_RUNS_COLLECTION, TaskRunner, Trigger};
+pub use scheduler::Scheduler;
+
+use crate::store::StoreError;
+
+/// A task: its name, and its work.
+pub trait Task: Send + Sync + 'static {
+    /// Unique; names the task in config, the CLI, logs, metrics and `task_runs`.
+    fn name(&self) -> &str;
+
+    /// One line for `keel task list`.
+    fn description(&self) -> &str;
+
+    /// The lock the task runs under; its own name unless it must share a lock with other code.
+    fn lock_name(&self) -> &str {
+        self.name()
+    }
+
+    /// Does the work. Check `ctx.is_cancelled()` between items and stop early when it is true
+    /// (shutdown, or the lock was lost): the next run picks up where this one stopped, so the
+    /// work must be resumable and idempotent.
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskSummary, TaskError>>;
+}
+
+/// What a run did, for `task_runs` and the finish log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskSummary {
+    pub processed: u64,
+    /// Items that could not be processed but did not fail the run (kept for a later look).
+    pub rejected: u64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TaskError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("setting tasks.{task}.{key}: {reason}")]
+    Setting {
+        task: String,
+        key: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What a running task gets: cancellation, progress, its settings and its fencing token.
+pub struct TaskContext {
+    name: String,
+    shutdown: CancellationToken,
+    lock_lost: Option<CancellationToken>,
+    fencing_token: Option<i64>,
+    progress: Progress,
+    config: TaskConfig,
+}
+
+impl TaskContext {
+    /// A context outside the runner: no lock, its own cancellation token. For tests, and for
+    /// code that runs a task's work inline.
+    pub fn detached(name: &str, config: TaskConfig, cancel: CancellationToken) -> Self {
+        TaskContext {
+            name: name.to_owned(),
+            shutdown: cancel,
+            lock_lost: None,
+            fencing_token: None,
+            progress: Progress::quiet(name),
+            config,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True once the process is shutting down or the task's lock was lost.
+    pub fn is_cancelled(&self) -> bool {
+        self.shutdown.is_cancelled() || self.lock_lost.as_ref().is_some_and(|t| t.is_cancelled())
+    }
+
+    /// Resolves when `is_cancelled` becomes true.
+    pub async fn cancelled(&self) {
+        match &self.lock_lost {
+            Some(lost) => tokio::select! {
+                () = self.shutdown.cancelled() => {}
+                () = lost.cancelled() => {}
+            },
+            None => self.shutdown.cancelled().await,
+        }
+    }
+
+    /// `Err(Cancelled)` once cancelled: `ctx.check_cancelled()?` between items.
+    pub fn check_cancelled(&self) -> Result<(), TaskError> {
+        if self.is_cancelled() {
+            Err(TaskError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// The lock's fencing token (`None` for a `--force` run, which holds no lock).
+    pub fn fencing_token(&self) -> Option<i64> {
+        self.fencing_token
+    }
+
+    /// The task's own setting `key` from `[tasks.NAME]`, or `None` when absent.
+    pub fn setting<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, TaskError> {
+        self.config
+            .settings
+            .get(key)
+            .map(|value| {
+                serde_json::from_value(value.clone()).map_err(|e| TaskError::Setting {
+                    task: self.name.clone(),
+                    key: key.to_owned(),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+}
+
+/// The tasks of the application, by name.
+#[derive(Clone, Default)]
+pub struct TaskRegistry {
+    tasks: BTreeMap<String, Arc<dyn Task>>,
+}
+
+impl TaskRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&mut self, task: impl Task) -> &mut Self {
+        self.tasks.insert(task.name().to_owned(), Arc::new(task));
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Task>> {
+        self.tasks.get(name).cloned()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Task>> {
+        self.tasks.values()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.tasks.keys().cloned().collect()
+    }
+}

@@ -1,0 +1,102 @@
+//! The state of each watcher, for `/api/ready` and the `keel_watcher_up` gauge.
+//!
+//! A watcher counts as down for readiness when it failed again after its first backoff (attempt
+//! 2 or more) or stopped: one failure followed by a quick successful restart is a blip a load
+//! balancer should not react to; a watcher that keeps failing is an outage it should see.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatcherState {
+    /// Opening its feed (first start or restart).
+    Starting,
+    /// Following its feed.
+    Running,
+    /// Failed `attempt` times in a row; waiting out its backoff.
+    Restarting { attempt: u32, error: String },
+    /// Shut down.
+    Stopped,
+}
+
+impl WatcherState {
+    fn is_down(&self) -> bool {
+        match self {
+            WatcherState::Starting | WatcherState::Running => false,
+            WatcherState::Restarting { attempt, .. } => *attempt >= 2,
+            WatcherState::Stopped => true,
+        }
+    }
+}
+
+/// Shared, cheap to clone: the runtime writes it, readiness reads it.
+#[derive(Clone, Default)]
+pub struct WatcherHealth {
+    states: Arc<Mutex<BTreeMap<String, WatcherState>>>,
+}
+
+impl WatcherHealth {
+    pub fn set(&self, watcher: &str, state: WatcherState) {
+        let up = matches!(state, WatcherState::Running);
+        metrics::gauge!("keel_watcher_up", "watcher" => watcher.to_owned()).set(if up {
+            1.0
+        } else {
+            0.0
+        });
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(watcher.to_owned(), state);
+    }
+
+    pub fn state(&self, watcher: &str) -> Option<WatcherState> {
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(watcher)
+            .cloned()
+    }
+
+    /// Every watcher that is down, with why: empty means ready.
+    pub fn problems(&self) -> Vec<String> {
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, state)| state.is_down())
+            .map(|(name, state)| match state {
+                WatcherState::Restarting { attempt, error } => {
+                    format!("watcher {name} failed {attempt} times in a row: {error}")
+                }
+                _ => format!("watcher {name} is stopped"),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_failure_is_a_blip_a_repeated_one_is_down() {
+        let health = WatcherHealth::default();
+        health.set("a", WatcherState::Running);
+        health.set("b", WatcherState::Starting);
+        assert!(health.problems().is_empty());
+        let failing = |attempt| WatcherState::Restarting {
+            attempt,
+            error: "feed closed".into(),
+        };
+        health.set("a", failing(1));
+        assert!(health.problems().is_empty());
+        health.set("a", failing(2));
+        assert_eq!(
+            health.problems(),
+            vec!["watcher a failed 2 times in a row: feed closed"]
+        );
+        health.set("a", WatcherState::Running);
+        health.set("b", WatcherState::Stopped);
+        assert_eq!(health.problems(), vec!["watcher b is stopped"]);
+    }
+}

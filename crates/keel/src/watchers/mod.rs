@@ -1,0 +1,65 @@
+//! Watchers: long-lived consumers of a collection's change feed (the guides' change-stream
+//! watchers, 6.3 and 14.2), run by one runtime under `keel serve --role watchers`.
+//!
+//! The guide's watcher restarts itself on error with a fixed 5 s `setTimeout`, loses its position
+//! when the process restarts, and handles an event twice when two replicas run it. Here:
+//!
+//! - **position**: after each handled event its resume token is saved in `watcher_offsets`
+//!   (`{_id: watcher name, token}`); a (re)started watcher resumes after the last saved token, so
+//!   a clean stop and restart neither skips nor replays events.
+//! - **failure**: a handler error (or a panic, or a broken feed) restarts the watcher from its
+//!   saved token after an exponential backoff with jitter, logged with the attempt count. The
+//!   failed event's token was not saved, so the event is delivered again: nothing is lost.
+//! - **at-least-once, so handlers claim**: a crash between handling and saving the token replays
+//!   that one event, and two replicas running the same watcher both see every event. A handler
+//!   therefore makes its effect happen once by an atomic claim in the store (e.g. update
+//!   `processed: false → true` and act only when the claim matched).
+//! - **readiness**: each watcher reports its state into `WatcherHealth`; `/api/ready` is 503 while
+//!   a watcher failed again after its backoff (see `health.rs`).
+
+mod config;
+mod health;
+mod offsets;
+mod runtime;
+
+use futures::future::BoxFuture;
+
+pub use config::WatchersConfig;
+pub use health::{WatcherHealth, WatcherState};
+pub use offsets::{OFFSETS_COLLECTION, Offsets};
+pub use runtime::WatcherRuntime;
+
+use crate::store::{ChangeEvent, StoreError, WatchOptions};
+
+/// Why a watcher handler did not handle an event; the watcher restarts and gets it again.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WatcherError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Handler(String),
+}
+
+impl WatcherError {
+    pub fn handler(message: impl Into<String>) -> Self {
+        WatcherError::Handler(message.into())
+    }
+}
+
+/// A watcher: which collection it follows and what it does with each change.
+pub trait Watcher: Send + Sync + 'static {
+    /// Unique among watchers: names its saved position, its logs and its metrics.
+    fn name(&self) -> &str;
+
+    /// The collection whose change feed this watcher follows.
+    fn collection(&self) -> &str;
+
+    /// Filter and operation kinds of the feed (the runtime sets `resume_after`).
+    fn options(&self) -> WatchOptions {
+        WatchOptions::default()
+    }
+
+    /// Handles one change. `Ok` moves the saved position past it; `Err` restarts the watcher and
+    /// the event comes again, so the effect must be idempotent (claim, then act).
+    fn handle<'a>(&'a self, event: &'a ChangeEvent) -> BoxFuture<'a, Result<(), WatcherError>>;
+}
