@@ -33,6 +33,8 @@ pub const RESTART_ONLY: &[&str] = &[
     "server.trusted_proxies",
     "database",
     "session",
+    "auth",
+    "orders",
     "log.format",
     "telemetry",
     "secrets",
