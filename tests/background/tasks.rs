@@ -281,3 +281,101 @@ async fn the_scheduler_runs_enabled_tasks_on_their_cron_schedule_only() -> anyho
     assert!(runs_of(&test.store, "unscheduled").await?.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn the_scheduler_follows_a_replaced_task_configuration() -> anyhow::Result<()> {
+    let test = embedded_store().await?;
+    let every_second = TaskConfig {
+        schedule: Some("* * * * * *".into()),
+        ..TaskConfig::default()
+    };
+    let mut before = TasksConfig::new();
+    before.insert("ticking".into(), every_second.clone());
+    let shutdown = CancellationToken::new();
+    let runner = runner(
+        &test.store,
+        vec![
+            Counter::new("ticking", Behaviour::Succeed),
+            Counter::new("later", Behaviour::Succeed),
+        ],
+        before,
+        shutdown.clone(),
+    );
+    let scheduler = Scheduler::new(runner.clone());
+    let running = tokio::spawn(scheduler.clone().run(shutdown.clone()));
+    eventually("a scheduled run of `ticking`", || async {
+        Ok((!runs_of(&test.store, "ticking").await?.is_empty()).then_some(()))
+    })
+    .await?;
+
+    // The reload: `ticking` disabled, `later` gets a schedule.
+    let mut after = TasksConfig::new();
+    let disabled = TaskConfig {
+        enabled: false,
+        ..every_second.clone()
+    };
+    after.insert("ticking".into(), disabled);
+    after.insert("later".into(), every_second);
+    runner.replace_config(after);
+    let scheduled = scheduler.scheduled();
+    assert_eq!(scheduled, vec![("later".into(), "* * * * * *".into())]);
+
+    // Two runs of `later` take at least one second: any `ticking` run begun before the
+    // replacement has ended; from then on `ticking` must not run again.
+    let later_runs = |count: usize| {
+        let store = &test.store;
+        move || async move { Ok((runs_of(store, "later").await?.len() >= count).then_some(())) }
+    };
+    eventually("two scheduled runs of `later`", later_runs(2)).await?;
+    let ticking_runs = runs_of(&test.store, "ticking").await?.len();
+    eventually("a third scheduled run of `later`", later_runs(3)).await?;
+    assert_eq!(runs_of(&test.store, "ticking").await?.len(), ticking_runs);
+    shutdown.cancel();
+    running.await?;
+    for run in runs_of(&test.store, "later").await? {
+        assert_eq!(run.get_str("trigger")?, "schedule");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_runner_follows_the_tasks_table_of_a_published_configuration() -> anyhow::Result<()> {
+    let test = embedded_store().await?;
+    let platform = keel::Platform::new(
+        keel::config::Config::default(),
+        keel::shutdown::Shutdown::new(),
+        None,
+    );
+    let shutdown = CancellationToken::new();
+    let runner = runner(
+        &test.store,
+        vec![Counter::new("process-data", Behaviour::Succeed)],
+        TasksConfig::new(),
+        shutdown.clone(),
+    );
+    let following = tokio::spawn({
+        let runner = runner.clone();
+        let configs = platform.watch_config();
+        let shutdown = shutdown.clone();
+        async move { runner.follow(configs, shutdown).await }
+    });
+    let mut next = keel::config::Config::default();
+    let reloaded = TaskConfig {
+        schedule: Some("0 */5 * * * *".into()),
+        enabled: false,
+        settings: [("batch_size".to_owned(), serde_json::json!(25))].into(),
+        ..TaskConfig::default()
+    };
+    // Environment variables name it `process_data`; the runner accepts both spellings.
+    next.tasks.insert("process_data".into(), reloaded.clone());
+    platform.replace_config(next);
+    let config = eventually("the runner to see the new [tasks] table", || async {
+        let config = runner.config_for("process-data");
+        Ok((config != TaskConfig::default()).then_some(config))
+    })
+    .await?;
+    assert_eq!(config, reloaded);
+    shutdown.cancel();
+    following.await?;
+    Ok(())
+}

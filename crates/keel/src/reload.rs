@@ -7,11 +7,12 @@
 //!
 //! Only the keys in `RELOADABLE` change in a running process: those whose readers look at
 //! `platform.config()` / `platform.watch_config()` at each use (the log filter, CORS, the rate
-//! limits). Everything else is read once at start-up (the listener, the store, the session key,
-//! telemetry export, worker pool, job queue, task schedules, …): a change to such a key is
-//! logged as needing a restart and the running value is kept, so the published configuration
-//! always says what the process really does. A part that starts reading its settings live adds
-//! its key here.
+//! limits, the `[tasks]` table: schedules, `enabled`, lock and progress settings and the tasks'
+//! own settings, read by the scheduler and at each run). Everything else is read once at
+//! start-up (the listener, the store, the session key, telemetry export, worker pool, job
+//! queue, …): a change to such a key is logged as needing a restart and the running value is
+//! kept, so the published configuration always says what the process really does. A part that
+//! starts reading its settings live adds its key here.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +25,7 @@ use crate::secrets::startup::ProviderKind;
 use crate::telemetry::{LogFilter, TelemetryError};
 
 /// Keys (or whole sections) a reload changes in the running process.
-pub const RELOADABLE: &[&str] = &["log.level", "server.cors_origins", "rate_limit"];
+pub const RELOADABLE: &[&str] = &["log.level", "server.cors_origins", "rate_limit", "tasks"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -106,6 +107,7 @@ fn reloadable_part(current: &Config, next: &Config) -> (Config, Vec<String>) {
     published.log.level = next.log.level.clone();
     published.server.cors_origins = next.server.cors_origins.clone();
     published.rate_limit = next.rate_limit.clone();
+    published.tasks = next.tasks.clone();
 
     let mut needs_restart: Vec<String> = changed_keys(current, next)
         .into_iter()
@@ -267,6 +269,33 @@ mod tests {
         assert_eq!(running.server.port, 4000);
         let secret = running.session.secret.as_ref().map(Secret::expose);
         assert_eq!(secret, Some("first-secret-value-that-is-long-enough"));
+    }
+
+    #[test]
+    fn task_schedules_and_settings_are_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "[tasks.nightly]\nschedule = \"0 0 3 * * *\"\nbatch_size = 50\n",
+        );
+        let reloader = reloader_over(dir.path(), &[]);
+        write(
+            dir.path(),
+            "[tasks.nightly]\nschedule = \"0 30 4 * * *\"\nenabled = false\nbatch_size = 80\n",
+        );
+        let report = reloader.reload().unwrap();
+        let applied = [
+            "tasks.nightly.batch_size",
+            "tasks.nightly.enabled",
+            "tasks.nightly.schedule",
+        ];
+        assert_eq!(report.applied, applied);
+        assert!(report.needs_restart.is_empty(), "{report:?}");
+        let running = reloader.platform.config();
+        let nightly = &running.tasks["nightly"];
+        assert_eq!(nightly.schedule.as_deref(), Some("0 30 4 * * *"));
+        assert!(!nightly.enabled);
+        assert_eq!(nightly.settings["batch_size"], serde_json::json!(80));
     }
 
     #[test]

@@ -168,6 +168,13 @@ impl Background {
             keel::runtime_health::monitor(lag_warn, shutdown.token()),
         );
         if roles.contains(&Role::Scheduler) {
+            // SIGHUP reloads `[tasks]`: the scheduler and each run read the runner's live table.
+            let tasks = self.tasks.clone();
+            let configs = platform.watch_config();
+            let token = shutdown.token();
+            shutdown.spawn("task-config", async move {
+                tasks.follow(configs, token).await;
+            });
             let scheduler = Scheduler::new(self.tasks.clone());
             supervise(platform, "scheduler", move |token| {
                 let scheduler = scheduler.clone();

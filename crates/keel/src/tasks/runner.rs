@@ -16,10 +16,12 @@ use std::time::Instant;
 
 use bson::{Bson, Document, doc};
 use futures::FutureExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Progress, TaskConfig, TaskContext, TaskError, TaskRegistry, TaskSummary, TasksConfig};
+use crate::config::Config;
 use crate::lock::{Lease, Locks};
 use crate::store::{Collection, FindOptions, IndexSpec, Store, UpdateOptions};
 
@@ -113,7 +115,8 @@ pub enum RunError {
 #[derive(Clone)]
 pub struct TaskRunner {
     registry: Arc<TaskRegistry>,
-    config: Arc<TasksConfig>,
+    /// The live `[tasks]` table: read at each run and by the scheduler, replaced on reload.
+    config: Arc<watch::Sender<Arc<TasksConfig>>>,
     locks: Locks,
     runs: Collection,
     shutdown: CancellationToken,
@@ -128,7 +131,7 @@ impl TaskRunner {
     ) -> Self {
         TaskRunner {
             registry: Arc::new(registry),
-            config: Arc::new(config),
+            config: Arc::new(watch::Sender::new(Arc::new(config))),
             locks: Locks::new(store),
             runs: store.collection(TASK_RUNS_COLLECTION),
             shutdown,
@@ -143,14 +146,51 @@ impl TaskRunner {
         &self.locks
     }
 
-    /// `[tasks.NAME]`, or the defaults for a task without a table. `process_data` is accepted
-    /// for `process-data`: environment variable names cannot hold a `-`.
+    /// `[tasks.NAME]` as it is now, or the defaults for a task without a table. `process_data`
+    /// is accepted for `process-data`: environment variable names cannot hold a `-`.
     pub fn config_for(&self, name: &str) -> TaskConfig {
-        self.config
+        let config = self.config.borrow();
+        config
             .get(name)
-            .or_else(|| self.config.get(&name.replace('-', "_")))
+            .or_else(|| config.get(&name.replace('-', "_")))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Publishes a new `[tasks]` table (a SIGHUP reload): the next run of each task reads its
+    /// settings from it, and the scheduler re-reads schedules and `enabled`. Runs in progress
+    /// keep the settings they started with.
+    pub fn replace_config(&self, config: TasksConfig) {
+        self.config.send_replace(Arc::new(config));
+    }
+
+    /// A receiver that sees every table published by `replace_config`.
+    pub fn watch_config(&self) -> watch::Receiver<Arc<TasksConfig>> {
+        self.config.subscribe()
+    }
+
+    /// Follows the platform's configuration until `shutdown`: each published configuration
+    /// whose `[tasks]` table differs is passed to `replace_config`.
+    pub async fn follow(
+        &self,
+        mut configs: watch::Receiver<Arc<Config>>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = configs.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+            let tasks = configs.borrow_and_update().tasks.clone();
+            if **self.config.borrow() != tasks {
+                tracing::info!("task settings reloaded");
+                self.replace_config(tasks);
+            }
+        }
     }
 
     pub fn indexes() -> Vec<IndexSpec> {
