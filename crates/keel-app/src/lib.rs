@@ -82,12 +82,12 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
     let mut routes: Router<AppState> = Router::new().merge(keel::http::probes::routes(
         state.platform.readiness().clone(),
     ));
-    if state.runs(Role::Api) {
-        if let Some(store) = state.platform.store() {
-            let (api_routes, _document) =
-                api::router(api::ApiState::new(state.platform.clone(), store));
-            routes = routes.merge(api_routes);
-        }
+    if state.runs(Role::Api)
+        && let Some(store) = state.platform.store()
+    {
+        let (api_routes, _document) =
+            api::router(api::ApiState::new(state.platform.clone(), store));
+        routes = routes.merge(api_routes);
     }
     if state.runs(Role::Api) && config.env == Environment::Test {
         routes = routes.merge(test_routes::router());

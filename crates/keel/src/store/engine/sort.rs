@@ -163,7 +163,11 @@ mod tests {
     fn only_id_ascending_alone_is_the_table_order() {
         assert!(Sort::parse(&doc! {"_id": 1}).unwrap().is_id_ascending());
         assert!(!Sort::parse(&doc! {"_id": -1}).unwrap().is_id_ascending());
-        assert!(!Sort::parse(&doc! {"price": 1, "_id": 1}).unwrap().is_id_ascending());
+        assert!(
+            !Sort::parse(&doc! {"price": 1, "_id": 1})
+                .unwrap()
+                .is_id_ascending()
+        );
     }
 
     fn sorted(spec: Document, docs: Vec<Document>) -> Vec<i32> {
