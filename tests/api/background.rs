@@ -256,3 +256,89 @@ async fn keel_task_run_processes_the_items_and_exits_0() {
         .expect("running keel");
     assert_eq!(unknown.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn post_orders_process_prices_the_callers_pending_orders_on_the_pool() {
+    use crate::api_support::{body, expect_error, spawn_api};
+    use reqwest::{Method, StatusCode};
+
+    let app = spawn_api().await;
+    let alice = app.register("pricing-alice@example.com").await;
+    let bob = app.register("pricing-bob@example.com").await;
+    let order = serde_json::json!({"lines": [{"sku": "BULK", "qty": 10, "price": 60.0}]});
+    let mut ids = Vec::new();
+    for login in [&alice, &alice, &bob] {
+        let created = app
+            .request(Method::POST, "/api/orders", Some(&login.cookie))
+            .json(&order)
+            .send()
+            .await
+            .expect("POST /api/orders");
+        ids.push(
+            body(created).await["data"]["_id"]
+                .as_str()
+                .expect("an id")
+                .to_owned(),
+        );
+    }
+    let unknown = bson::oid::ObjectId::new().to_hex();
+    let process = |ids: serde_json::Value| {
+        app.request(Method::POST, "/api/orders/process", Some(&alice.cookie))
+            .json(&serde_json::json!({ "orderIds": ids }))
+            .send()
+    };
+    let response = process(serde_json::json!([ids[0], ids[1], ids[2], unknown]))
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::OK);
+    let result = body(response).await;
+    assert_eq!(result["data"]["processed"], 2, "{result}");
+    let failed: Vec<&str> = result["data"]["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["orderId"].as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        [ids[2].as_str(), unknown.as_str()],
+        "bob's order and the unknown id"
+    );
+    let own = body(
+        app.get(&format!("/api/orders/{}", ids[0]), Some(&alice.cookie))
+            .await,
+    )
+    .await;
+    assert_eq!(own["data"]["status"], "processed");
+    let theirs = body(
+        app.get(&format!("/api/orders/{}", ids[2]), Some(&bob.cookie))
+            .await,
+    )
+    .await;
+    assert_eq!(theirs["data"]["status"], "pending");
+    // Processed once: a second call finds nothing pending.
+    let again = body(process(serde_json::json!([ids[0]])).await.expect("POST")).await;
+    assert_eq!(again["data"]["processed"], 0);
+
+    expect_error(
+        process(serde_json::json!([])).await.expect("POST"),
+        StatusCode::BAD_REQUEST,
+        "validation_failed",
+    )
+    .await;
+    expect_error(
+        process(serde_json::json!(["not-an-id"]))
+            .await
+            .expect("POST"),
+        StatusCode::BAD_REQUEST,
+        "validation_failed",
+    )
+    .await;
+    let anonymous = app
+        .request(Method::POST, "/api/orders/process", None)
+        .json(&serde_json::json!({ "orderIds": [ids[0]] }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}

@@ -54,11 +54,12 @@ async fn a_holder_that_stops_renewing_is_taken_over_after_its_ttl() -> anyhow::R
     let test = embedded_store().await?;
     let (first, second) = (Locks::new(&test.store), Locks::new(&test.store));
     let ttl = Duration::from_millis(300);
+    // Taken before acquiring: the lock cannot expire earlier than a ttl after this instant.
+    let taken_at = Instant::now();
     let stalled = first
         .acquire_with("importer", ttl, Renewal::Manual)
         .await?
         .expect("a free lock is taken");
-    let taken_at = Instant::now();
     let successor = eventually("the expired lock to be taken over", || async {
         Ok(second.acquire("importer", ttl).await?)
     })
@@ -81,13 +82,15 @@ async fn a_holder_that_stops_renewing_is_taken_over_after_its_ttl() -> anyhow::R
 async fn a_renewed_lease_is_never_taken_while_its_holder_lives() -> anyhow::Result<()> {
     let test = embedded_store().await?;
     let (first, second) = (Locks::new(&test.store), Locks::new(&test.store));
-    let ttl = Duration::from_millis(150);
+    // Renewed every third of the ttl: a renewal would have to be 600 ms late (a badly
+    // overloaded machine) for the lock to lapse.
+    let ttl = Duration::from_secs(1);
     let lease = first
         .acquire("busy", ttl)
         .await?
         .expect("a free lock is taken");
-    // Keep trying for five ttls: the automatic renewal must keep the lock ours throughout.
-    let until = Instant::now() + ttl * 5;
+    // Keep trying for three ttls: the automatic renewal must keep the lock ours throughout.
+    let until = Instant::now() + ttl * 3;
     while Instant::now() < until {
         assert!(
             second.acquire("busy", ttl).await?.is_none(),

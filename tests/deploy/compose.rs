@@ -314,3 +314,54 @@ fn production_service_is_on_an_overlay_network() {
         assert_eq!(text(&compose, &["networks", network, "driver"]), "overlay");
     }
 }
+
+/// `keel config check` with exactly the environment a stack gives keel (secret files replaced
+/// by temporary ones): every variable must name a real key with a valid value.
+fn assert_config_check_accepts(relative: &str) {
+    let compose = load(relative);
+    let keel_service = at(&compose, &["services", "keel"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keel"));
+    command
+        .args(["config", "check"])
+        .env_clear()
+        .env("KEEL_CONFIG_DIR", repo_root().join("config"))
+        .current_dir(dir.path());
+    for (key, value) in environment(keel_service) {
+        let value = match value.strip_prefix("/run/secrets/") {
+            Some(name) => {
+                let file = dir.path().join(name);
+                let content = if name.contains("database_url") {
+                    "mongodb://keel:pw@mongo-0,mongo-1/keel?replicaSet=rs0"
+                } else {
+                    "a-strong-session-key-for-the-config-check-0123456789"
+                };
+                std::fs::write(&file, content).expect("write secret");
+                file.display().to_string()
+            }
+            None => value,
+        };
+        command.env(key, value);
+    }
+    let output = command.output().expect("run keel config check");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{relative}: keel config check failed:\n{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !stdout.contains("a-strong-session-key"),
+        "the secret is redacted"
+    );
+}
+
+#[test]
+fn keel_accepts_the_development_stack_environment() {
+    assert_config_check_accepts("deploy/compose.yaml");
+}
+
+#[test]
+fn keel_accepts_the_production_stack_environment() {
+    assert_config_check_accepts("deploy/compose.prod.yaml");
+}

@@ -207,3 +207,44 @@ fn the_unit_parser_keeps_repeated_keys_in_order() {
     assert_eq!(values(&unit, "Service", "Environment"), ["A=1", "B=2 C=3"]);
     assert_eq!(environment(&unit).get("C").map(String::as_str), Some("3"));
 }
+
+/// `keel config check` with the environment keel.service gives keel (`Environment=` lines and
+/// the example environment file; `%d/name` credentials replaced by temporary files).
+#[test]
+fn keel_accepts_the_service_environment() {
+    let unit = service();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+    command
+        .args(["config", "check"])
+        .env_clear()
+        .env(
+            "KEEL_CONFIG_DIR",
+            crate::helpers::repo_root().join("config"),
+        )
+        .current_dir(dir.path());
+    let example = read_repo_file("deploy/keel.env.example");
+    let file_vars = example
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_once('=').expect("KEY=value"))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    for (key, value) in file_vars.chain(environment(&unit)) {
+        let value = match value.strip_prefix("%d/") {
+            Some(name) => {
+                let file = dir.path().join(name);
+                std::fs::write(&file, "a-strong-session-key-for-the-unit-check-0123456789")
+                    .expect("write credential");
+                file.display().to_string()
+            }
+            None => value,
+        };
+        command.env(key, value);
+    }
+    let output = command.output().expect("run keel config check");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "keel config check failed:\n{stderr}"
+    );
+}

@@ -26,6 +26,7 @@ pub fn all() -> Vec<IndexDecl> {
         crate::items::repository::ItemRepository::indexes(),
         crate::orders::repository::OrderRepository::indexes(),
         crate::surveys::repository::SurveyRepository::indexes(),
+        crate::background::index_declarations(),
     ]
     .into_iter()
     .flatten()

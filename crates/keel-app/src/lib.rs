@@ -85,8 +85,10 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
     if state.runs(Role::Api)
         && let Some(store) = state.platform.store()
     {
-        let (api_routes, _document) =
-            api::router(api::ApiState::new(state.platform.clone(), store));
+        let (api_routes, _document) = api::router(
+            api::ApiState::new(state.platform.clone(), store)
+                .with_background(state.background.clone()),
+        );
         routes = routes.merge(api_routes);
     }
     if state.runs(Role::Api) && config.env == Environment::Test {

@@ -3,14 +3,15 @@
 //! The configuration is loaded again exactly as at start-up (same directory, environment and
 //! flags; `_FILE` secrets are re-read). A configuration that does not load or validate is
 //! rejected with one log line listing every problem, and the running one stays. A valid one is
-//! published through `Platform::replace_config`, which every reader of `platform.config()` or
-//! `platform.watch_config()` sees (CORS, and the rate limits and task schedules of the parts
-//! that read them there); the log filter is swapped in place.
+//! published through `Platform::replace_config`; the log filter is swapped in place.
 //!
-//! Settings fixed when the process starts - the listener, the store, the session key,
-//! telemetry export, the layers built with the router - are "restart-only": a change to one is
+//! Only the keys in `RELOADABLE` change in a running process: those whose readers look at
+//! `platform.config()` / `platform.watch_config()` at each use (the log filter, CORS, the rate
+//! limits). Everything else is read once at start-up (the listener, the store, the session key,
+//! telemetry export, worker pool, job queue, task schedules, …): a change to such a key is
 //! logged as needing a restart and the running value is kept, so the published configuration
-//! always describes what the process really does.
+//! always says what the process really does. A part that starts reading its settings live adds
+//! its key here.
 
 use std::collections::BTreeMap;
 
@@ -22,23 +23,8 @@ use crate::secrets::Secret;
 use crate::secrets::startup::ProviderKind;
 use crate::telemetry::{LogFilter, TelemetryError};
 
-/// Keys (and whole sections) a reload never changes in a running process.
-pub const RESTART_ONLY: &[&str] = &[
-    "server.host",
-    "server.port",
-    "server.reuse_port",
-    "server.shutdown_timeout",
-    "server.request_timeout",
-    "server.body_limit",
-    "server.trusted_proxies",
-    "database",
-    "session",
-    "auth",
-    "orders",
-    "log.format",
-    "telemetry",
-    "secrets",
-];
+/// Keys (or whole sections) a reload changes in the running process.
+pub const RELOADABLE: &[&str] = &["log.level", "server.cors_origins", "rate_limit"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -77,9 +63,9 @@ impl Reloader {
 
     /// Loads, checks and publishes the configuration. On `Err` nothing changed.
     pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        let mut next = crate::config::load(&self.options)?;
+        let next = crate::config::load(&self.options)?;
         let current = self.platform.config();
-        let needs_restart = keep_restart_only(&current, &mut next);
+        let (next, needs_restart) = reloadable_part(&current, &next);
         let applied = changed_keys(&current, &next);
         if !applied.is_empty() {
             if let Some(log_filter) = &self.log_filter
@@ -112,16 +98,25 @@ pub fn log_outcome(outcome: &Result<ReloadReport, ReloadError>) {
     }
 }
 
-/// Copies every restart-only value of `current` into `next`; returns the keys that differed.
-/// Secrets are compared by value (their serialized form is redacted) and never printed.
-fn keep_restart_only(current: &Config, next: &mut Config) -> Vec<String> {
-    let mut differed: Vec<String> = Vec::new();
+/// The configuration to publish - `current` with the reloadable keys of `next` - and the keys
+/// that changed but need a restart. Secrets are compared by value (their serialized form is
+/// redacted) and never printed.
+fn reloadable_part(current: &Config, next: &Config) -> (Config, Vec<String>) {
+    let mut published = current.clone();
+    published.log.level = next.log.level.clone();
+    published.server.cors_origins = next.server.cors_origins.clone();
+    published.rate_limit = next.rate_limit.clone();
+
+    let mut needs_restart: Vec<String> = changed_keys(current, next)
+        .into_iter()
+        .filter(|key| !is_reloadable(key))
+        .collect();
     // Secrets filled by a provider at start-up are absent from a reloaded configuration;
     // that is not a change. One set in the layers and different from the running one is.
     let from_provider = current.secrets.provider != ProviderKind::None;
     let secret_changed = |a: &Secret, b: &Secret| a.expose() != b.expose();
     if !from_provider && secret_changed(&current.database.url, &next.database.url) {
-        differed.push("database.url".to_owned());
+        needs_restart.push("database.url".to_owned());
     }
     let session = (
         current.session.secret.as_ref(),
@@ -134,34 +129,15 @@ fn keep_restart_only(current: &Config, next: &mut Config) -> Vec<String> {
         (None, Some(_)) => true,
     };
     if session_secret_changed {
-        differed.push("session.secret".to_owned());
+        needs_restart.push("session.secret".to_owned());
     }
-    let before = flatten(current);
-    let after = flatten(next);
-    for (key, value) in &after {
-        if is_restart_only(key) && before.get(key) != Some(value) && !differed.contains(key) {
-            differed.push(key.clone());
-        }
-    }
-
-    next.server.host = current.server.host;
-    next.server.port = current.server.port;
-    next.server.reuse_port = current.server.reuse_port;
-    next.server.shutdown_timeout = current.server.shutdown_timeout;
-    next.server.request_timeout = current.server.request_timeout;
-    next.server.body_limit = current.server.body_limit;
-    next.server.trusted_proxies = current.server.trusted_proxies.clone();
-    next.database = current.database.clone();
-    next.session = current.session.clone();
-    next.log.format = current.log.format;
-    next.telemetry = current.telemetry.clone();
-    next.secrets = current.secrets.clone();
-    differed.sort();
-    differed
+    needs_restart.sort();
+    needs_restart.dedup();
+    (published, needs_restart)
 }
 
-fn is_restart_only(key: &str) -> bool {
-    RESTART_ONLY
+fn is_reloadable(key: &str) -> bool {
+    RELOADABLE
         .iter()
         .any(|prefix| key == *prefix || key.starts_with(&format!("{prefix}.")))
 }
@@ -235,11 +211,15 @@ mod tests {
         let mut watcher = reloader.platform.watch_config();
         write(
             dir.path(),
-            "[log]\nlevel = \"debug\"\n[server]\ncors_origins = [\"https://a.example.com\"]\n",
+            "[log]\nlevel = \"debug\"\n[server]\ncors_origins = [\"https://a.example.com\"]\n\
+             [rate_limit]\napi = { limit = 7, window = \"1m\" }\n[workers]\nqueue_capacity = 9\n",
         );
         let report = reloader.reload().unwrap();
-        assert_eq!(report.applied, ["log.level", "server.cors_origins"]);
-        assert!(report.needs_restart.is_empty());
+        let applied = ["log.level", "rate_limit.api.limit", "server.cors_origins"];
+        assert_eq!(report.applied, applied);
+        assert_eq!(report.needs_restart, ["workers.queue_capacity"]);
+        assert_eq!(reloader.platform.config().rate_limit.api.limit, 7);
+        assert_eq!(reloader.platform.config().workers.queue_capacity, 256);
         assert!(watcher.has_changed().unwrap());
         assert_eq!(watcher.borrow_and_update().log.level, "debug");
     }

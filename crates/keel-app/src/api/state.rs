@@ -35,6 +35,8 @@ pub struct ApiState {
     pub idempotency_keys: IdempotencyKeys,
     /// The OpenAPI document as served, set once when the router is built.
     pub openapi: super::OpenApiText,
+    /// Worker pool and job queue (`POST /api/orders/process`); `None` only without a store.
+    pub background: Option<crate::background::Background>,
 }
 
 impl ApiState {
@@ -58,8 +60,15 @@ impl ApiState {
             rate_limiter: Arc::new(RateLimiter::new()),
             idempotency_keys: IdempotencyKeys::new(store),
             openapi: Default::default(),
+            background: None,
             platform,
         }
+    }
+
+    /// Gives the API the process's worker pool and job queue.
+    pub fn with_background(mut self, background: Option<crate::background::Background>) -> Self {
+        self.background = background;
+        self
     }
 
     /// Puts a route behind the rate limit of `tier`.

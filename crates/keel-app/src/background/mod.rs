@@ -16,25 +16,25 @@ pub mod process_orders;
 pub mod repository;
 pub mod surveys_watcher;
 
+#[cfg(test)]
+mod store_tests;
+
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bson::doc;
 use keel::Platform;
 use keel::jobs::{JOBS_COLLECTION, JobHandlers, JobQueue, JobRunner};
 use keel::shutdown::Backoff;
+use keel::store::Store;
 use keel::store::migrate::IndexDecl;
-use keel::store::{IndexSpec, Store};
 use keel::tasks::{Scheduler, TASK_RUNS_COLLECTION, TaskRegistry, TaskRunner};
 use keel::watchers::{WatcherHealth, WatcherRuntime};
 use keel::workers::{CpuJobs, Workers};
 
 use crate::Role;
 
-/// Tax rate of imported and re-priced orders.
-pub const TAX_RATE: f64 = 0.2;
 /// How long the worker pool may take to finish its jobs at shutdown.
 const POOL_SHUTDOWN: Duration = Duration::from_secs(5);
 
@@ -45,18 +45,19 @@ pub fn cpu_jobs() -> CpuJobs {
     jobs
 }
 
-pub fn task_registry(store: &Store) -> TaskRegistry {
+/// `tax_rate`: `[orders] tax_rate`, as the API prices new orders.
+pub fn task_registry(store: &Store, tax_rate: f64) -> TaskRegistry {
     let mut tasks = TaskRegistry::new();
     tasks.register(process_data::ProcessData::new(store));
-    tasks.register(order_importer::OrderImporter::new(store, TAX_RATE));
+    tasks.register(order_importer::OrderImporter::new(store, tax_rate));
     tasks
 }
 
-pub fn job_handlers(store: &Store) -> JobHandlers {
+pub fn job_handlers(store: &Store, tax_rate: f64) -> JobHandlers {
     let mut handlers = JobHandlers::new();
     handlers.register(
         pricing::PROCESS_ORDERS_KIND,
-        process_orders::ProcessOrders::new(store, TAX_RATE),
+        process_orders::ProcessOrders::new(store, tax_rate),
     );
     handlers
 }
@@ -74,7 +75,9 @@ pub fn watcher_runtime(
     runtime
 }
 
-/// The indexes the background work relies on (for `keel migrate`).
+/// The indexes of the background collections (`jobs`, `task_runs`), gathered into
+/// `crate::indexes::all` for `keel migrate` and `serve`'s start. (`items.processed` and
+/// `orders.status`, used here too, are declared by their components.)
 pub fn index_declarations() -> Vec<IndexDecl> {
     let mut decls: Vec<IndexDecl> = JobQueue::indexes()
         .into_iter()
@@ -85,14 +88,6 @@ pub fn index_declarations() -> Vec<IndexDecl> {
             .into_iter()
             .map(|spec| IndexDecl::new(TASK_RUNS_COLLECTION, spec)),
     );
-    decls.push(IndexDecl::new(
-        repository::ITEMS,
-        IndexSpec::new(doc! { "processed": 1 }),
-    ));
-    decls.push(IndexDecl::new(
-        repository::ORDERS,
-        IndexSpec::new(doc! { "status": 1 }),
-    ));
     decls
 }
 
@@ -104,6 +99,7 @@ pub struct Background {
     pub tasks: TaskRunner,
     pub watcher_health: WatcherHealth,
     store: Store,
+    tax_rate: f64,
 }
 
 impl Background {
@@ -111,11 +107,12 @@ impl Background {
     /// runs until `start`. `child_program` is the `keel` executable for isolated CPU jobs.
     pub fn new(platform: &Platform, store: &Store, child_program: Option<PathBuf>) -> Background {
         let config = platform.config();
+        let tax_rate = config.orders.tax_rate.clamp(0.0, 1.0);
         let workers = Workers::start(&config.workers, cpu_jobs(), child_program);
         let jobs = JobQueue::new(store, config.jobs.clone());
         let tasks = TaskRunner::new(
             store,
-            task_registry(store),
+            task_registry(store, tax_rate),
             config.tasks.clone(),
             platform.shutdown().token(),
         );
@@ -142,7 +139,21 @@ impl Background {
             tasks,
             watcher_health: WatcherHealth::default(),
             store: store.clone(),
+            tax_rate,
         }
+    }
+
+    /// Prices `owner`'s pending orders among `ids` now, on the worker pool (`POST
+    /// /api/orders/process`); the same work as the `process-orders` job.
+    pub async fn process_orders_now(
+        &self,
+        ids: &[bson::Bson],
+        owner: &bson::Bson,
+    ) -> Result<bson::Document, process_orders::ProcessOrdersError> {
+        let batch_id = bson::oid::ObjectId::new().to_hex();
+        process_orders::ProcessOrders::new(&self.store, self.tax_rate)
+            .process(&batch_id, ids, Some(owner), &self.workers)
+            .await
     }
 
     /// Starts what `roles` ask for, each as a supervised loop owned by the platform's shutdown:
@@ -156,16 +167,6 @@ impl Background {
             "runtime-health",
             keel::runtime_health::monitor(lag_warn, shutdown.token()),
         );
-        if config.database.migrate_on_start {
-            let store = self.store.clone();
-            shutdown.spawn("background-indexes", async move {
-                if let Err(error) =
-                    keel::store::migrate::migrate(&store, &index_declarations()).await
-                {
-                    tracing::error!(%error, "creating the background indexes failed");
-                }
-            });
-        }
         if roles.contains(&Role::Scheduler) {
             let scheduler = Scheduler::new(self.tasks.clone());
             supervise(platform, "scheduler", move |token| {
@@ -199,7 +200,7 @@ impl Background {
         if roles.contains(&Role::Jobs) {
             let runner = JobRunner::new(
                 self.jobs.clone(),
-                job_handlers(&self.store),
+                job_handlers(&self.store, self.tax_rate),
                 self.workers.clone(),
             );
             supervise(platform, "job-runner", move |token| {

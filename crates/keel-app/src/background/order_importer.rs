@@ -125,7 +125,7 @@ fn to_order(inbox: &Document, tax_rate: f64) -> Result<Document, String> {
         .map(|l| Bson::Document(doc! { "sku": &l.sku, "qty": l.qty, "price": l.price }))
         .collect();
     let now = bson::DateTime::now();
-    Ok(doc! {
+    let mut order = doc! {
         "_id": id,
         "lines": stored_lines,
         "subtotal": priced.subtotal_cents as f64 / 100.0,
@@ -135,7 +135,12 @@ fn to_order(inbox: &Document, tax_rate: f64) -> Result<Document, String> {
         "source": "orders_inbox",
         "createdAt": inbox.get("createdAt").cloned().unwrap_or(Bson::DateTime(now)),
         "importedAt": now,
-    })
+    };
+    // The customer's account, when the source system knows it: the API shows users their own.
+    if let Some(Bson::ObjectId(user_id)) = inbox.get("userId") {
+        order.insert("userId", *user_id);
+    }
+    Ok(order)
 }
 
 #[cfg(test)]

@@ -9,11 +9,23 @@ use bson::{Bson, Document, doc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use keel::jobs::{Job, JobHandler, JobRunContext};
-use keel::store::Store;
+use keel::store::{Store, StoreError};
+use keel::workers::{WorkerError, Workers};
 
 use super::orders_watcher::id_text;
 use super::pricing::{LineToPrice, OrderToPrice, PROCESS_ORDERS_KIND, PricingBatch, PricingResult};
 use super::repository::BackgroundRepository;
+
+/// Why a batch was not priced (per-order problems are not errors: they are in `errors`).
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessOrdersError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    #[error("pricing data: {0}")]
+    Encoding(String),
+}
 
 #[derive(Clone)]
 pub struct ProcessOrders {
@@ -35,23 +47,32 @@ impl ProcessOrders {
             .get_array("orderIds")
             .map_err(|_| "payload needs orderIds: [...]".to_owned())?
             .clone();
-        let pending = self
-            .repository
-            .pending_orders(&ids)
+        self.process(&job.id, &ids, None, &ctx.workers)
             .await
-            .map_err(|e| e.to_string())?;
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Prices the pending orders among `ids` (only `owner`'s, when given) on `workers` and
+    /// records each price; returns `{batchId, processed, errors}`.
+    pub async fn process(
+        &self,
+        batch_id: &str,
+        ids: &[Bson],
+        owner: Option<&Bson>,
+        workers: &Workers,
+    ) -> Result<Document, ProcessOrdersError> {
+        let pending = self.repository.pending_orders(ids, owner).await?;
         let batch = PricingBatch {
-            batch_id: job.id.clone(),
+            batch_id: batch_id.to_owned(),
             tax_rate: self.tax_rate,
             orders: pending.iter().map(order_to_price).collect(),
         };
-        let input = serde_json::to_value(&batch).map_err(|e| e.to_string())?;
-        let output = ctx
-            .workers
-            .run_kind(PROCESS_ORDERS_KIND, input)
-            .await
-            .map_err(|e| e.to_string())?;
-        let result: PricingResult = serde_json::from_value(output).map_err(|e| e.to_string())?;
+        let input = serde_json::to_value(&batch)
+            .map_err(|e| ProcessOrdersError::Encoding(e.to_string()))?;
+        let output = workers.run_kind(PROCESS_ORDERS_KIND, input).await?;
+        let result: PricingResult = serde_json::from_value(output)
+            .map_err(|e| ProcessOrdersError::Encoding(e.to_string()))?;
         for priced in &result.priced {
             let Some(order) = pending.iter().find(|o| {
                 o.get("_id")
@@ -60,27 +81,24 @@ impl ProcessOrders {
                 continue;
             };
             let Some(id) = order.get("_id") else { continue };
-            let pricing = keel::store::to_document(priced).map_err(|e| e.to_string())?;
-            self.repository
-                .mark_order_priced(id, pricing)
-                .await
-                .map_err(|e| e.to_string())?;
+            let pricing = keel::store::to_document(priced)?;
+            self.repository.mark_order_priced(id, pricing).await?;
         }
         let mut errors: Vec<Bson> = result
             .errors
             .iter()
             .map(|e| Bson::Document(doc! { "orderId": &e.order_id, "error": &e.error }))
             .collect();
-        for id in &ids {
+        for id in ids {
             if !pending.iter().any(|o| o.get("_id") == Some(id)) {
                 errors.push(Bson::Document(
                     doc! { "orderId": id_text(id), "error": "not found or no longer pending" },
                 ));
             }
         }
-        Ok(Some(
+        Ok(
             doc! { "batchId": &result.batch_id, "processed": i64::from(result.processed), "errors": errors },
-        ))
+        )
     }
 }
 

@@ -119,9 +119,16 @@ impl BackgroundRepository {
 
     // orders (process-orders job)
 
-    /// The orders among `ids` that are still pending.
-    pub async fn pending_orders(&self, ids: &[Bson]) -> StoreResult<Vec<Document>> {
-        let filter = doc! { "_id": { "$in": ids.to_vec() }, "status": "pending" };
+    /// The orders among `ids` that are still pending (and belong to `owner`, when given).
+    pub async fn pending_orders(
+        &self,
+        ids: &[Bson],
+        owner: Option<&Bson>,
+    ) -> StoreResult<Vec<Document>> {
+        let mut filter = doc! { "_id": { "$in": ids.to_vec() }, "status": "pending" };
+        if let Some(owner) = owner {
+            filter.insert("userId", owner.clone());
+        }
         self.orders.find(filter, FindOptions::default()).await
     }
 

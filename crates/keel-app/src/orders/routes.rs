@@ -1,5 +1,6 @@
 //! `/api/orders`: create (priced server-side, `Idempotency-Key` honoured), list own by status,
-//! read one own order. Another user's order id answers 404, like an unknown one.
+//! read one own order, price own pending orders now on the worker pool (`/api/orders/process`).
+//! Another user's order id answers 404, like an unknown one.
 
 use axum::extract::{Path, Query, State};
 use keel::http::json::{ApiJson, GuardedInput};
@@ -13,6 +14,7 @@ use super::model::{CreateOrderRequest, OrderListQuery, OrderStatus, OrderView};
 use super::service::OrderError;
 use crate::api::{ApiState, ErrorBody, store_error};
 use crate::auth::extract::AuthUser;
+use crate::background::process_orders::ProcessOrdersError;
 use crate::paging::{Limit, Skip};
 
 impl GuardedInput for CreateOrderRequest {}
@@ -22,6 +24,72 @@ pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
         .routes(state.limited(Tier::Api, state.idempotent(routes!(create_order))))
         .routes(state.limited(Tier::Api, routes!(list_orders)))
         .routes(state.limited(Tier::Api, routes!(get_order)))
+        .routes(state.limited(Tier::Api, routes!(process_orders)))
+}
+
+/// Most orders one `POST /api/orders/process` prices.
+const MAX_PROCESS_BATCH: usize = 100;
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProcessOrdersRequest {
+    /// 1 to 100 ids of the caller's pending orders.
+    pub order_ids: Option<Vec<String>>,
+}
+
+impl GuardedInput for ProcessOrdersRequest {}
+
+/// Prices the caller's pending orders now on the worker pool (the guides' `processOrders`
+/// worker) and answers `{batchId, processed, errors}`; ids that are unknown, someone else's or
+/// no longer pending are listed in `errors`. A full pool answers 503 with `Retry-After`.
+#[utoipa::path(post, path = "/api/orders/process", tag = "orders", request_body = ProcessOrdersRequest,
+    responses(
+        (status = 200, description = "`{batchId, processed, errors}`"),
+        (status = 400, description = "Missing, too many or malformed ids", body = ErrorBody),
+        (status = 401, description = "Not logged in", body = ErrorBody),
+        (status = 503, description = "Worker pool busy (Retry-After)", body = ErrorBody),
+    ),
+    security(("session" = [])))]
+async fn process_orders(
+    State(api): State<ApiState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<ProcessOrdersRequest>,
+) -> Result<Data<serde_json::Value>, ApiError> {
+    let raw = body.order_ids.unwrap_or_default();
+    if raw.is_empty() || raw.len() > MAX_PROCESS_BATCH {
+        return Err(FieldErrors::single(
+            "orderIds",
+            format!("must list 1 to {MAX_PROCESS_BATCH} order ids"),
+        )
+        .into());
+    }
+    let mut errors = FieldErrors::new();
+    let ids: Vec<bson::Bson> = raw
+        .iter()
+        .enumerate()
+        .filter_map(|(i, id)| errors.take(object_id(&format!("orderIds[{i}]"), id)))
+        .map(bson::Bson::ObjectId)
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    let background = api
+        .background
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable {
+            message: "order processing is not available".to_owned(),
+            details: None,
+        })?;
+    let result = background
+        .process_orders_now(&ids, &bson::Bson::ObjectId(user.id))
+        .await
+        .map_err(|e| match e {
+            ProcessOrdersError::Worker(e) => ApiError::from(e),
+            ProcessOrdersError::Store(e) => store_error(e),
+            other => ApiError::internal(other.to_string()),
+        })?;
+    let json = serde_json::to_value(&result).map_err(ApiError::internal)?;
+    Ok(Data(json))
 }
 
 impl From<OrderError> for ApiError {

@@ -64,6 +64,9 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
+    /// 503 with `Retry-After`: a bounded resource (the worker pool's queue) is full; shed load.
+    #[error("server busy, retry later")]
+    Busy { retry_after_secs: u64 },
     /// 503: the request ran longer than `server.request_timeout`.
     #[error("request timed out")]
     Timeout,
@@ -96,7 +99,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Timeout | ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout | ApiError::Unavailable { .. } | ApiError::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,6 +121,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::Timeout => "timeout",
+            ApiError::Busy { .. } => "busy",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -180,12 +186,31 @@ impl IntoResponse for ApiError {
         }
         let body = json!({ "success": false, "error": error });
         let mut response = (status, Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after_secs } = self {
+        if let ApiError::TooManyRequests { retry_after_secs }
+        | ApiError::Busy { retry_after_secs } = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         response
+    }
+}
+
+/// Worker pool outcomes as HTTP: a full queue is back-pressure (503 + `Retry-After`), a job's
+/// own failure is the client's (422), anything else is ours (500, logged).
+impl From<crate::workers::WorkerError> for ApiError {
+    fn from(error: crate::workers::WorkerError) -> Self {
+        use crate::workers::WorkerError;
+        match error {
+            WorkerError::Busy { .. } => ApiError::Busy {
+                retry_after_secs: error.retry_after().map_or(1, |d| d.as_secs().max(1)),
+            },
+            WorkerError::Timeout(_) => ApiError::Timeout,
+            WorkerError::JobFailed { message, .. } => ApiError::Unprocessable(message),
+            WorkerError::MemoryLimitExceeded { .. } => ApiError::Unprocessable(error.to_string()),
+            other => ApiError::internal(other.to_string()),
+        }
     }
 }
 
@@ -200,6 +225,21 @@ mod tests {
             .await
             .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_full_worker_pool_is_503_with_retry_after() {
+        let busy = ApiError::from(crate::workers::WorkerError::Busy { capacity: 8 });
+        let response = busy.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let failed = crate::workers::WorkerError::JobFailed {
+            kind: "k".into(),
+            message: "bad batch".into(),
+        };
+        let (status, body) = body_of(failed.into()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["error"]["message"], "bad batch");
     }
 
     #[tokio::test]

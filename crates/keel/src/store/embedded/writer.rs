@@ -244,6 +244,8 @@ fn write_loop(
         last_commit = commit_started.elapsed();
         expected = (answered + receiver.len()).clamp(1, MAX_BATCH);
         if let Some(done) = close {
+            // Closed before answering, so `is_closed()` is true once `close()` returns.
+            receiver.close();
             let _ = done.send(());
             break;
         }
