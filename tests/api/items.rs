@@ -164,10 +164,27 @@ async fn get_data_and_create_item_answer_like_the_rest_routes() {
         .await;
     assert_eq!(guides.status(), StatusCode::OK);
     let guides = body(guides).await;
-    assert_eq!(guides["data"], rest["data"]);
-    assert_eq!(guides["total"], rest["total"]);
+    let ids = |list: &Value| {
+        let mut ids: Vec<String> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        ids(&guides),
+        ids(&rest),
+        "the same items through both doors"
+    );
+    assert!(
+        guides.get("total").is_none(),
+        "getData answers like the guides: data only"
+    );
 
-    let by_brand = body(
+    let limited = body(
         app.post(
             "/api/getData",
             &json!({"filter": {"brand": {"$in": ["Acme"]}}, "limit": 2}),
@@ -176,8 +193,7 @@ async fn get_data_and_create_item_answer_like_the_rest_routes() {
         .await,
     )
     .await;
-    assert_eq!(by_brand["data"].as_array().unwrap().len(), 2);
-    assert_eq!(by_brand["total"], 4);
+    assert_eq!(limited["data"].as_array().unwrap().len(), 2);
 
     let item = json!({"name": "Parity", "brand": "Acme", "price": 3.0});
     let legacy = app

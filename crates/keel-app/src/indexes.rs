@@ -2,7 +2,7 @@
 //!
 //! Each repository states the indexes its queries need (uniqueness, TTL, the fields its filters
 //! and sorts use) next to the queries themselves; [`all`] adds the platform collections the API
-//! uses (`sessions`, `idempotency_keys`). `keel serve` passes them to
+//! uses (`sessions`, `idempotency_keys`) and the background work's declarations. `keel serve` passes them to
 //! `keel::store::migrate::migrate` at start (unless `database.migrate_on_start = false`).
 
 use keel::http::idempotency::IdempotencyKeys;
@@ -31,6 +31,9 @@ pub fn all() -> Vec<IndexDecl> {
     .into_iter()
     .flatten()
     .chain(platform)
+    // Background work declares its own (jobs, task runs, the scans it makes); exact repeats of
+    // the ones above are merged by `migrate`.
+    .chain(crate::background::index_declarations())
     .collect()
 }
 

@@ -60,21 +60,18 @@ impl ItemRepository {
         Ok((items, total))
     }
 
-    /// getData: the typed filter, in insertion order, at most `limit`.
+    /// getData: the typed filter, at most `limit` items, in the store's natural order — the
+    /// guides' `[{$match: filter}, {$limit: limit}]`. No sort and no count, so the scan stops
+    /// after `limit` matches.
     pub async fn find_matching(
         &self,
         filter: &DataFilter,
         limit: Limit,
-    ) -> StoreResult<(Vec<ItemRecord>, u64)> {
-        let filter = data_filter_document(filter);
-        let options = FindOptions::default()
-            .sort(doc! {"_id": 1})
-            .limit(i64::from(limit.get()));
-        let (items, total) = futures::try_join!(
-            self.items.find_as(filter.clone(), options),
-            self.items.count(filter)
-        )?;
-        Ok((items, total))
+    ) -> StoreResult<Vec<ItemRecord>> {
+        let options = FindOptions::default().limit(i64::from(limit.get()));
+        self.items
+            .find_as(data_filter_document(filter), options)
+            .await
     }
 }
 

@@ -122,7 +122,7 @@ async fn create_item_legacy(
 /// operators `$eq $in $gt $gte $lt $lte`; anything else is a 400.
 #[utoipa::path(post, path = "/api/getData", tag = "items", request_body = GetDataRequest,
     responses(
-        (status = 200, description = "Matching items (`data`) and the number matching (`total`)", body = [ItemView]),
+        (status = 200, description = "At most `limit` matching items, in natural order (the guides' `$match` + `$limit`)", body = [ItemView]),
         (status = 400, description = "A field, operator or value outside the whitelist", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
     ),
@@ -131,11 +131,8 @@ async fn get_data(
     State(api): State<ApiState>,
     _user: AuthUser,
     ApiJson(body): ApiJson<GetDataRequest>,
-) -> Result<List<ItemView>, ApiError> {
+) -> Result<Data<Vec<ItemView>>, ApiError> {
     let query = body.parse()?;
-    let (items, total) = api.items.query(&query).await?;
-    Ok(List {
-        items: items.into_iter().map(ItemView::from).collect(),
-        total,
-    })
+    let items = api.items.query(&query).await?;
+    Ok(Data(items.into_iter().map(ItemView::from).collect()))
 }

@@ -71,8 +71,8 @@ impl ItemService {
         Ok(self.items.list(query).await?)
     }
 
-    /// getData: the whitelisted filter, at most `limit` items, and the total matching.
-    pub async fn query(&self, query: &DataQuery) -> Result<(Vec<ItemRecord>, u64), ItemError> {
+    /// getData: the whitelisted filter, at most `limit` items.
+    pub async fn query(&self, query: &DataQuery) -> Result<Vec<ItemRecord>, ItemError> {
         Ok(self.items.find_matching(&query.filter, query.limit).await?)
     }
 }

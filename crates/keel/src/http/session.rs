@@ -22,30 +22,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bson::{Binary, doc, spec::BinarySubtype};
-use http::header::{COOKIE, SET_COOKIE};
+use http::header::SET_COOKIE;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::secrets::Secret;
 use crate::store::{Collection, FindOptions, IndexSpec, Store, StoreError, UpdateOptions};
+use crypto::{SessionCipher, SessionData, new_token, record_id, session_token};
 
 pub const SESSIONS: &str = "sessions";
 /// The cookie's default name (the guides' `name: 'sessionId'`); `session.cookie_name` sets it.
 pub const DEFAULT_COOKIE_NAME: &str = "sessionId";
-const TOKEN_BYTES: usize = 32;
-const NONCE_BYTES: usize = 12;
-const HKDF_SALT: &[u8] = b"keel/session/v1";
-const HKDF_INFO: &[u8] = b"sessions collection AES-256-GCM";
 
 /// `[session]` settings this layer needs (the secret travels separately, as a `Secret`).
 #[derive(Debug, Clone)]
@@ -99,14 +90,6 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentSession {
             .cloned()
             .unwrap_or(CurrentSession(None)))
     }
-}
-
-/// What is encrypted inside a record.
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SessionData {
-    user_id: String,
-    created_at_ms: i64,
 }
 
 /// Creates, loads, touches and ends sessions. Cheap to clone.
@@ -334,86 +317,6 @@ pub async fn session_layer(
     response
 }
 
-/// AES-256-GCM under the key derived from `session.secret`; the record id is associated data.
-struct SessionCipher(Aes256Gcm);
-
-impl SessionCipher {
-    fn new(secret: &Secret) -> Self {
-        let hk = hkdf::Hkdf::<Sha256>::new(Some(HKDF_SALT), secret.expose().as_bytes());
-        let mut key = [0u8; 32];
-        // 32 bytes is far below HKDF-SHA256's 8160-byte output limit.
-        hk.expand(HKDF_INFO, &mut key)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
-        let cipher = Aes256Gcm::new(&key.into());
-        key.fill(0);
-        Self(cipher)
-    }
-
-    fn seal(&self, record_id: &str, plaintext: &[u8]) -> Result<Vec<u8>, SessionError> {
-        let nonce_bytes: [u8; NONCE_BYTES] = rand::random();
-        let nonce = Nonce::from(nonce_bytes);
-        let ciphertext = self
-            .0
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext,
-                    aad: record_id.as_bytes(),
-                },
-            )
-            .map_err(|_| SessionError::Crypto)?;
-        let mut sealed = nonce_bytes.to_vec();
-        sealed.extend_from_slice(&ciphertext);
-        Ok(sealed)
-    }
-
-    fn open(&self, record_id: &str, sealed: &[u8]) -> Option<SessionData> {
-        if sealed.len() <= NONCE_BYTES {
-            return None;
-        }
-        let (nonce_bytes, ciphertext) = sealed.split_at(NONCE_BYTES);
-        let nonce = Nonce::try_from(nonce_bytes).ok()?;
-        let plaintext = self
-            .0
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: ciphertext,
-                    aad: record_id.as_bytes(),
-                },
-            )
-            .ok()?;
-        serde_json::from_slice(&plaintext).ok()
-    }
-}
-
-fn new_token() -> String {
-    let bytes: [u8; TOKEN_BYTES] = rand::random();
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The well-formed `sessionId` token of a request, if any. Anything not shaped like one of our
-/// tokens is ignored before it costs a store lookup.
-fn session_token(headers: &HeaderMap, cookie_name: &str) -> Option<String> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == cookie_name)
-        .map(|(_, value)| value.trim().to_string())
-        .filter(|t| {
-            t.len() == 43
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
-fn record_id(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
+mod crypto;
 #[cfg(test)]
 mod tests;

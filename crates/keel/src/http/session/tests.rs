@@ -1,3 +1,6 @@
+use http::header::COOKIE;
+
+use super::crypto::*;
 use super::*;
 
 fn cipher(secret: &str) -> SessionCipher {

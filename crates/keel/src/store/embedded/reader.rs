@@ -158,8 +158,21 @@ pub fn find(
     let Some(meta) = catalog.collections.get(collection) else {
         return Ok(Vec::new());
     };
+    // `{_id: 1}` over the table's own order (any plan but a secondary index) is already sorted:
+    // take the early-stopping path instead of reading and sorting every match.
+    let in_id_order = |sort: &Sort| {
+        sort.is_id_ascending()
+            && !matches!(scan::plan(meta, &query.filter), scan::Plan::Index { .. })
+    };
     let mut documents: Vec<Document> = match &query.sort {
         None => {
+            let wanted = query.limit.map(|limit| limit.saturating_add(query.skip));
+            scan::collect(conn, meta, &query.filter, wanted)?
+                .into_iter()
+                .map(|(_, document)| document)
+                .collect()
+        }
+        Some(sort) if in_id_order(sort) => {
             let wanted = query.limit.map(|limit| limit.saturating_add(query.skip));
             scan::collect(conn, meta, &query.filter, wanted)?
                 .into_iter()

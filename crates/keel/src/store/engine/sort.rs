@@ -27,6 +27,12 @@ struct SortKey {
 }
 
 impl Sort {
+    /// True for `{_id: 1}` alone: the order in which the embedded tables already hold documents,
+    /// so a scan of the table (not of a secondary index) needs no sorting and can stop early.
+    pub fn is_id_ascending(&self) -> bool {
+        matches!(self.keys.as_slice(), [key] if key.parts == ["_id"] && !key.is_descending)
+    }
+
     pub fn parse(sort: &Document) -> StoreResult<Sort> {
         let keys = sort
             .iter()
@@ -152,6 +158,17 @@ mod tests {
     use bson::doc;
 
     use super::*;
+
+    #[test]
+    fn only_id_ascending_alone_is_the_table_order() {
+        assert!(Sort::parse(&doc! {"_id": 1}).unwrap().is_id_ascending());
+        assert!(!Sort::parse(&doc! {"_id": -1}).unwrap().is_id_ascending());
+        assert!(
+            !Sort::parse(&doc! {"price": 1, "_id": 1})
+                .unwrap()
+                .is_id_ascending()
+        );
+    }
 
     fn sorted(spec: Document, docs: Vec<Document>) -> Vec<i32> {
         let sort = Sort::parse(&spec).unwrap();
