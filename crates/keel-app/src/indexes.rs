@@ -26,14 +26,12 @@ pub fn all() -> Vec<IndexDecl> {
         crate::items::repository::ItemRepository::indexes(),
         crate::orders::repository::OrderRepository::indexes(),
         crate::surveys::repository::SurveyRepository::indexes(),
+        // Background work's own: jobs, task runs, the scans it makes.
         crate::background::index_declarations(),
     ]
     .into_iter()
     .flatten()
     .chain(platform)
-    // Background work declares its own (jobs, task runs, the scans it makes); exact repeats of
-    // the ones above are merged by `migrate`.
-    .chain(crate::background::index_declarations())
     .collect()
 }
 

@@ -39,6 +39,9 @@ enum Command {
     /// The durable job queue: list, retry dead jobs, purge.
     #[command(subcommand)]
     Jobs(commands::jobs::JobsCommand),
+    /// Create every index the application declares (idempotent; `serve` also does it at start
+    /// unless database.migrate_on_start = false).
+    Migrate,
     /// Internal: run one isolated CPU job (JSON on stdin → JSON on stdout).
     #[command(hide = true)]
     WorkerRun(commands::worker_run::WorkerRunArgs),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Healthcheck(args) => commands::healthcheck::run(&cli.global, args),
         Command::Task(command) => commands::task::run(&cli.global, command),
         Command::Jobs(command) => commands::jobs::run(&cli.global, command),
+        Command::Migrate => commands::migrate::run(&cli.global),
         Command::WorkerRun(args) => commands::worker_run::run(args),
         Command::Version => commands::version::run(),
     }

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod healthcheck;
 pub mod jobs;
+pub mod migrate;
 mod offline;
 pub mod serve;
 pub mod task;
