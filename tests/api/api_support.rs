@@ -13,9 +13,8 @@ use keel::store::Store;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::net::TcpListener;
 
-use crate::helpers::repo_config_dir;
+use crate::helpers::{http_client, repo_config_dir, serve_app};
 
 /// A password that satisfies the rules.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -70,26 +69,10 @@ async fn start(config: Config, data_dir: Arc<TempDir>) -> ApiApp {
     keel_app::indexes::create_all(&store)
         .await
         .expect("creating the indexes");
-    let shutdown = Shutdown::new();
     let drain = config.server.shutdown_timeout;
-    let platform = Platform::new(config.clone(), shutdown.clone(), Some(store.clone()));
-    let app = keel_app::build(platform.clone(), &[keel_app::Role::Api]);
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binding port 0");
-    let address = listener.local_addr().expect("local address");
-    let stop = shutdown.clone();
-    shutdown.spawn("http", async move {
-        if let Err(e) = keel::http::serve(listener, app.router, stop, drain).await {
-            panic!("test server failed: {e}");
-        }
-    });
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("building the HTTP client");
+    let platform = Platform::new(config.clone(), Shutdown::new(), Some(store.clone()));
+    let address = serve_app(&platform, &[keel_app::Role::Api], drain).await;
+    let client = http_client();
     ApiApp {
         address,
         client,

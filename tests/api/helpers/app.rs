@@ -62,30 +62,46 @@ pub async fn spawn_chassis_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 async fn start(config: Config, store: Option<Store>, data_dir: TempDir) -> TestApp {
     let shutdown = Shutdown::new();
     let drain = config.server.shutdown_timeout;
-    let platform = Platform::new(config, shutdown.clone(), store);
-    let app = keel_app::build(platform.clone(), &keel_app::Role::ALL);
+    let platform = Platform::new(config, shutdown, store);
+    let address = serve_app(&platform, &keel_app::Role::ALL, drain).await;
+    TestApp {
+        address,
+        client: http_client(),
+        platform,
+        _data_dir: data_dir,
+    }
+}
+
+/// Serves `keel_app::build(platform, roles)` on 127.0.0.1:0 until the platform shuts down;
+/// returns the address it listens on.
+pub async fn serve_app(
+    platform: &Platform,
+    roles: &[keel_app::Role],
+    drain: Duration,
+) -> SocketAddr {
+    let app = keel_app::build(platform.clone(), roles);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binding port 0");
     let address = listener.local_addr().expect("local address");
+    let shutdown = platform.shutdown().clone();
     let stop = shutdown.clone();
     shutdown.spawn("http", async move {
         if let Err(e) = keel::http::serve(listener, app.router, stop, drain).await {
             panic!("test server failed: {e}");
         }
     });
-    let client = reqwest::Client::builder()
+    address
+}
+
+/// The tests' HTTP client: no proxy, no redirects, a generous timeout.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
         .build()
-        .expect("building the HTTP client");
-    TestApp {
-        address,
-        client,
-        platform,
-        _data_dir: data_dir,
-    }
+        .expect("building the HTTP client")
 }
 
 impl TestApp {

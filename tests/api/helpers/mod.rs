@@ -4,5 +4,7 @@
 mod app;
 mod process;
 
-pub use app::{TestApp, json, spawn_app, spawn_chassis, spawn_chassis_with};
+pub use app::{
+    TestApp, http_client, json, serve_app, spawn_app, spawn_chassis, spawn_chassis_with,
+};
 pub use process::{KeelProcess, keel_command, repo_config_dir};
