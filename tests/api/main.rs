@@ -13,6 +13,7 @@ mod chassis_errors;
 mod chassis_headers;
 mod probes;
 mod request_id;
+mod telemetry;
 
 // The API (issue 4).
 mod auth;
