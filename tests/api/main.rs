@@ -14,6 +14,7 @@ mod chassis_headers;
 mod migrate;
 mod probes;
 mod request_id;
+mod telemetry;
 
 // The API (issue 4).
 mod auth;
