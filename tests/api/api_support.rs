@@ -14,6 +14,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+pub use crate::helpers::eventually;
 use crate::helpers::{http_client, repo_config_dir, serve_app};
 
 /// A password that satisfies the rules.
@@ -211,23 +212,4 @@ pub async fn expect_error(response: Response, status: StatusCode, code: &str) ->
     assert_eq!(body["success"], false, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     body
-}
-
-/// Polls `check` until it returns `Some`, failing after 10 s (never a fixed sleep).
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

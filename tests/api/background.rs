@@ -3,34 +3,27 @@
 //! `keel task run` from the binary.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bson::{Document, doc};
 use keel::store::{FindOptions, Store};
 use keel::workers::{IsolatedRunner, WorkerError};
 
-use crate::helpers::{json, keel_command, spawn_app};
+use crate::helpers::{eventually, json, keel_command, spawn_app};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Polls the store until `filter` finds a document in `collection`.
 async fn wait_for_document(store: &Store, collection: &str, filter: Document) -> Document {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let found = store
+    let what = format!("a {collection} document matching {filter}");
+    eventually(&what, || async {
+        store
             .collection(collection)
             .find_one(filter.clone(), FindOptions::default())
             .await
-            .expect("querying the store");
-        if let Some(document) = found {
-            return document;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {collection} document matching {filter}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .expect("querying the store")
+    })
+    .await
 }
 
 #[tokio::test]
@@ -142,19 +135,15 @@ async fn ready_reports_the_watchers_and_metrics_show_the_background_work() {
 
 /// Polls `/api/ready` until 200 and returns its body.
 async fn wait_ready(app: &crate::helpers::TestApp) -> serde_json::Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
+    eventually("/api/ready to answer 200", || async {
         let response = app.get_ready().await;
         if response.status() == 200 {
-            return json(response).await;
+            Some(json(response).await)
+        } else {
+            None
         }
-        assert!(
-            Instant::now() < deadline,
-            "never ready: {}",
-            json(response).await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 fn keel_binary() -> PathBuf {

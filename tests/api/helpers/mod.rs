@@ -5,6 +5,6 @@ mod app;
 mod process;
 
 pub use app::{
-    TestApp, http_client, json, serve_app, spawn_app, spawn_chassis, spawn_chassis_with,
+    TestApp, eventually, http_client, json, serve_app, spawn_app, spawn_chassis, spawn_chassis_with,
 };
 pub use process::{KeelProcess, keel_command, repo_config_dir};
