@@ -50,3 +50,22 @@ pub fn load_config_with(options: &LoadOptions) -> Result<Config, ExitCode> {
         ExitCode::from(EXIT_CONFIG)
     })
 }
+
+/// What every long-running command starts before its work: telemetry (logs, traces) and the
+/// async runtime. On failure prints why and returns the exit code to use.
+pub fn start_process(
+    config: &Config,
+) -> Result<(keel::telemetry::TelemetryGuard, tokio::runtime::Runtime), ExitCode> {
+    let telemetry = keel::telemetry::init(config).map_err(|e| {
+        eprintln!("keel: {e}");
+        ExitCode::FAILURE
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("keel: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })?;
+    Ok((telemetry, runtime))
+}

@@ -27,22 +27,9 @@ where
         Ok(config) => config,
         Err(code) => return code,
     };
-    let telemetry = match keel::telemetry::init(&config) {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("keel: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("keel: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let (telemetry, runtime) = match super::start_process(&config) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let outcome = runtime.block_on(async move {
         let store = Store::connect(&config.database)
