@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# Load a release build on loopback and print requests/s, p50, p99 and the server's peak RSS.
-# Usage: bench/load.sh [seconds] [threads] [connections]
-# Scenarios (KEEL_BENCH_SCENARIO): `health` (default) loads /api/health; `api` registers a
-# user, seeds 10,000 items through POST /api/items, then loads, with the session cookie,
-# GET /api/items?limit=100 and POST /api/getData (rate limits raised through the environment).
+# keel against a bare baseline, on loopback, in one run: requests/s, p50, p99 and peak RSS of
+# each request on each server, and the keel/baseline ratio (docs/performance.md).
+#
+# Usage: bench/load.sh [seconds] [threads] [connections]      (defaults: 10 1 64)
+#
+# 1. The baseline (bench/baseline: hyper + rusqlite, no keel code, 1,000 items as ready JSON)
+#    is loaded on GET /api/health and POST /api/getData {"limit":100}.
+# 2. keel runs as in production — KEEL_ENV=production, the JSON request log on stdout (sent to
+#    /dev/null), every rate limit on (raised by configuration so the load is not refused), the
+#    session loaded and checked on every request. A user registers; 1,000 items are created
+#    through POST /api/items; health and getData are loaded like the baseline; 9,000 more
+#    items are created and GET /api/items?limit=100 (with its `total` over 10,000) is loaded.
+# Peak RSS is the server's VmHWM, reset before each load (so seeding does not count). The
+# script also prints keel's RSS 10 s into each load and at its end: with seconds ≥ 60 that is
+# the "no growth" check. It fails if a load answers anything but 2xx.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION="${1:-10}"
-THREADS="${2:-2}"
+THREADS="${2:-1}"
 CONNECTIONS="${3:-64}"
+BASELINE_PORT="${KEEL_BENCH_BASELINE_PORT:-38081}"
 PORT="${KEEL_BENCH_PORT:-38080}"
-SCENARIO="${KEEL_BENCH_SCENARIO:-health}"
-SEED_ITEMS="${KEEL_BENCH_ITEMS:-10000}"
 
 if ! command -v wrk >/dev/null 2>&1; then
     echo "installing wrk (Debian package)…" >&2
@@ -21,83 +30,138 @@ if ! command -v wrk >/dev/null 2>&1; then
     $SUDO apt-get install -y -qq wrk >/dev/null
 fi
 
-cargo build --release --quiet -p keel-cli
-BIN="${CARGO_TARGET_DIR:-target}/release/keel"
-DATA_DIR="$(mktemp -d)"
-OUT="$(mktemp)"
-cleanup() {
-    if [ -n "${SERVER_PID:-}" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+cargo build --release --quiet -p keel-cli -p keel-baseline
+TARGET="${CARGO_TARGET_DIR:-target}/release"
+WORK="$(mktemp -d)"
+OUT="$WORK/wrk.out"
+SERVER_PID=""
+stop_server() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
-    rm -rf "$DATA_DIR" "$OUT"
+    SERVER_PID=""
 }
-trap cleanup EXIT
+trap 'stop_server; rm -rf "$WORK"' EXIT
 
-# The load test raises every rate limit by configuration alone (no code path is switched off).
+wait_until_up() {
+    for _ in $(seq 1 200); do
+        if curl -fsS -o /dev/null "http://127.0.0.1:$1/api/health" 2>/dev/null; then return 0; fi
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "the server exited during start-up:" >&2; cat "$WORK/server.err" >&2; exit 1
+        fi
+        sleep 0.1
+    done
+    echo "the server did not answer on port $1" >&2; exit 1
+}
+
+kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$SERVER_PID/status"; }
+
+# Results, one line per (server, request): name|rps|p50|p99|peak MiB|rss@10s MiB|rss@end MiB
+RESULTS="$WORK/results"
+: >"$RESULTS"
+
+# load SERVER NAME [wrk arguments…]: one wrk run against the running server.
+load() {
+    local server="$1" name="$2"; shift 2
+    echo 5 >"/proc/$SERVER_PID/clear_refs"   # resets VmHWM: the peak of this load only
+    local rss10=""
+    ( sleep 10; awk '$1 == "VmRSS:" {print $2}' "/proc/$SERVER_PID/status" >"$WORK/rss10" ) &
+    local sampler=$!
+    wrk --latency -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" "$@" >"$OUT"
+    local rss_end; rss_end="$(kib VmRSS)"
+    local peak; peak="$(kib VmHWM)"
+    if kill -0 "$sampler" 2>/dev/null; then kill "$sampler" 2>/dev/null || true; fi
+    wait "$sampler" 2>/dev/null || true
+    if [ -s "$WORK/rss10" ]; then rss10="$(cat "$WORK/rss10")"; rm -f "$WORK/rss10"; fi
+    local rps p50 p99 bad
+    rps="$(awk '/^Requests\/sec:/ {print $2}' "$OUT")"
+    p50="$(awk '$1 == "50%" {print $2}' "$OUT")"
+    p99="$(awk '$1 == "99%" {print $2}' "$OUT")"
+    bad="$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$OUT")"
+    if [ -n "$bad" ] && [ "$bad" != 0 ]; then
+        echo "$server $name: $bad responses were not 2xx" >&2; cat "$OUT" >&2; exit 1
+    fi
+    printf '%s|%s|%s|%s|%s|%s|%s|%s\n' "$server" "$name" "$rps" "$p50" "$p99" \
+        "$((peak / 1024))" "${rss10:+$((rss10 / 1024))}" "$((rss_end / 1024))" >>"$RESULTS"
+    printf '%-9s %-34s %10s req/s  p50 %8s  p99 %8s  peak RSS %4s MiB\n' \
+        "$server" "$name" "$rps" "$p50" "$p99" "$((peak / 1024))"
+}
+
+get_data_script() {   # COOKIE → a wrk script posting getData {"limit":100} with the cookie
+    cat >"$WORK/get_data.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"limit":100}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Cookie"] = "sessionId=$1"
+LUA
+}
+
+# --- the baseline -------------------------------------------------------------------------
+"$TARGET/keel-baseline" "$BASELINE_PORT" "$WORK/baseline.db" 1000 >/dev/null 2>"$WORK/server.err" &
+SERVER_PID=$!
+wait_until_up "$BASELINE_PORT"
+BASE="http://127.0.0.1:$BASELINE_PORT"
+load baseline "GET /api/health" "$BASE/api/health"
+get_data_script "baseline-session"
+load baseline "POST /api/getData limit 100" -s "$WORK/get_data.lua" "$BASE/api/getData"
+stop_server
+
+# --- keel, in production settings ---------------------------------------------------------
 export KEEL_RATE_LIMIT__AUTH__LIMIT=1000000000 KEEL_RATE_LIMIT__API__LIMIT=1000000000 \
     KEEL_RATE_LIMIT__PUBLIC__LIMIT=1000000000
-KEEL_CONFIG_DIR="$PWD/config" KEEL_ENV=development KEEL_LOG__LEVEL=warn \
-    KEEL_DATABASE__URL="embedded://$DATA_DIR/data" \
-    "$BIN" serve --host 127.0.0.1 --port "$PORT" >"$DATA_DIR/server.log" 2>&1 &
+KEEL_CONFIG_DIR="$PWD/config" KEEL_ENV=production \
+    KEEL_SESSION__SECRET="load-test-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+    KEEL_DATABASE__URL="embedded://$WORK/data" \
+    "$TARGET/keel" serve --host 127.0.0.1 --port "$PORT" >/dev/null 2>"$WORK/server.err" &
 SERVER_PID=$!
-
-for _ in $(seq 1 100); do
-    if "$BIN" healthcheck --port "$PORT" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        echo "keel exited during start-up:" >&2; cat "$DATA_DIR/server.log" >&2; exit 1
-    fi
-    sleep 0.1
-done
-
+wait_until_up "$PORT"
 BASE="http://127.0.0.1:$PORT"
 
-# Runs wrk against one target and prints its summary. Extra wrk arguments follow the name.
-load() {
-    local name="$1"; shift
-    wrk --latency -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" "$@" | tee "$OUT"
-    RPS="$(awk '/^Requests\/sec:/ {print $2}' "$OUT")"
-    P50="$(awk '$1 == "50%" {print $2}' "$OUT")"
-    P99="$(awk '$1 == "99%" {print $2}' "$OUT")"
-    NON_2XX="$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$OUT")"
-    PEAK_RSS_KB="$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")"
-    echo
-    echo "keel $name, ${DURATION}s, ${THREADS} threads, ${CONNECTIONS} connections (loopback)"
-    echo "requests/s: $RPS"
-    echo "p50:        $P50"
-    echo "p99:        $P99"
-    echo "non-2xx:    ${NON_2XX:-0}"
-    echo "peak RSS:   $((PEAK_RSS_KB / 1024)) MiB (${PEAK_RSS_KB} kB VmHWM, whole run so far)"
-    echo
-}
+COOKIE="$(curl -sS -o /dev/null -D - -H 'Content-Type: application/json' \
+    -d '{"email":"load@example.com","password":"load-test-password-1"}' \
+    "$BASE/api/auth/register" | awk -F'[=;]' 'tolower($1) ~ /^set-cookie: sessionid/ {print $2}')"
+[ -n "$COOKIE" ] || { echo "registering the load-test user failed" >&2; exit 1; }
+curl -sS -o /dev/null -H 'Content-Type: application/json' -H "Cookie: sessionId=$COOKIE" \
+    -d '{"name":"Acme","active":true}' "$BASE/api/brands"
 
-if [ "$SCENARIO" = "api" ]; then
-    # A user (its session cookie), an active brand, then the items, 32 requests in flight.
-    COOKIE="$(curl -sS -o /dev/null -D - -H 'Content-Type: application/json' \
-        -d '{"email":"load@example.com","password":"load-test-password-1"}' \
-        "$BASE/api/auth/register" | awk -F'[=;]' 'tolower($1) ~ /^set-cookie: sessionid/ {print $2}')"
-    [ -n "$COOKIE" ] || { echo "registering the load-test user failed" >&2; exit 1; }
-    curl -sS -o /dev/null -H 'Content-Type: application/json' -H "Cookie: sessionId=$COOKIE" \
-        -d '{"name":"Acme","active":true}' "$BASE/api/brands"
-    SEED="$DATA_DIR/seed.curl"
-    for i in $(seq 1 "$SEED_ITEMS"); do
+# seed FROM TO: creates items FROM..TO through POST /api/items, 32 requests in flight.
+seed() {
+    local from="$1" to="$2" file="$WORK/seed.curl"
+    for i in $(seq "$from" "$to"); do
         # `next` separates transfers; a trailing one would be an empty transfer (an error).
-        [ "$i" -eq 1 ] || echo next
+        [ "$i" -eq "$from" ] || echo next
         printf 'url = "%s/api/items"\nheader = "Content-Type: application/json"\nheader = "Cookie: sessionId=%s"\ndata = "{\\"name\\":\\"item-%d\\",\\"brand\\":\\"Acme\\",\\"price\\":%d.%02d,\\"tags\\":[\\"load\\"]}"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n' \
             "$BASE" "$COOKIE" "$i" "$((i % 500))" "$((i % 100))"
-    done >"$SEED"
-    SEEDED="$(curl -sS --no-progress-meter --parallel --parallel-max 32 -K "$SEED" | grep -c '^201$' || true)"
-    echo "seeded $SEEDED items"
-    [ "$SEEDED" -eq "$SEED_ITEMS" ] || { echo "seeding created $SEEDED of $SEED_ITEMS items" >&2; exit 1; }
+    done >"$file"
+    local created
+    created="$(curl -sS --no-progress-meter --parallel --parallel-max 32 -K "$file" | grep -c '^201$' || true)"
+    [ "$created" -eq "$((to - from + 1))" ] || {
+        echo "seeding created $created of $((to - from + 1)) items" >&2; exit 1; }
+}
 
-    load "GET /api/items?limit=100 (logged in)" -H "Cookie: sessionId=$COOKIE" "$BASE/api/items?limit=100"
-    cat >"$DATA_DIR/get_data.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"filter":{"price":{"\$gte":100,"\$lt":400},"brand":"Acme"},"limit":100}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Cookie"] = "sessionId=$COOKIE"
-LUA
-    load "POST /api/getData (logged in)" -s "$DATA_DIR/get_data.lua" "$BASE/api/getData"
-else
-    load "/api/health" "$BASE/api/health"
-fi
+seed 1 1000
+load keel "GET /api/health" "$BASE/api/health"
+get_data_script "$COOKIE"
+load keel "POST /api/getData limit 100" -s "$WORK/get_data.lua" "$BASE/api/getData"
+seed 1001 10000
+load keel "GET /api/items?limit=100 (10,000)" -H "Cookie: sessionId=$COOKIE" \
+    "$BASE/api/items?limit=100"
+stop_server
+
+# --- the comparison -----------------------------------------------------------------------
+echo
+echo "bench/load.sh $DURATION $THREADS $CONNECTIONS — wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, loopback"
+awk -F'|' '
+    function ms(t) { if (t ~ /us$/) return t / 1000; if (t ~ /ms$/) return t + 0; if (t ~ /s$/) return t * 1000; return t }
+    $1 == "baseline" { base[$2] = $3 }
+    $1 == "keel" { rows[++n] = $0 }
+    END {
+        printf "%-34s %10s %10s %7s %9s %9s %6s %8s %8s\n", "keel request", "req/s", "baseline", "ratio", "p50 ms", "p99 ms", "peak", "RSS@10s", "RSS@end"
+        for (i = 1; i <= n; i++) {
+            split(rows[i], f, "|")
+            # The listing is compared with the baseline getData (it has no listing of its own).
+            b = (f[2] in base) ? base[f[2]] : base["POST /api/getData limit 100"]
+            printf "%-34s %10.0f %10.0f %6.2fx %9.2f %9.2f %4s MiB %4s MiB %4s MiB\n", f[2], f[3], b, f[3] / b, ms(f[4]), ms(f[5]), f[6], f[7], f[8]
+        }
+    }' "$RESULTS"

@@ -12,6 +12,10 @@ use clap::{Parser, Subcommand};
 
 use commands::Global;
 
+/// mimalloc instead of the system allocator: measured in `docs/performance.md`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// keel: a production backend in one binary — HTTP API, scheduled tasks, change watchers and
 /// jobs, on an embedded store or MongoDB.
 #[derive(Debug, Parser)]

@@ -149,8 +149,8 @@ pub struct UserView {
     #[serde(rename = "_id")]
     #[schema(example = "665f1f77bcf86cd799439011")]
     pub id: String,
-    pub email: String,
     pub created_at: String,
+    pub email: String,
 }
 
 impl From<&UserRecord> for UserView {

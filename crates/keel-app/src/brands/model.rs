@@ -69,9 +69,9 @@ pub struct BrandRecord {
 pub struct BrandView {
     #[serde(rename = "_id")]
     pub id: String,
-    pub name: String,
     pub active: bool,
     pub created_at: String,
+    pub name: String,
 }
 
 impl From<BrandRecord> for BrandView {

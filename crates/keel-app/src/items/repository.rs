@@ -1,9 +1,11 @@
 //! `items`: the only code that turns an item query or a getData filter into a store query.
 //!
+//! Listings return the stored BSON (`find_raw`): the routes turn it straight into views.
+//!
 //! Client text only ever becomes a *value* in the documents built here (never a key, never an
 //! operator); search text is regex-escaped before it becomes a `$regex`.
 
-use bson::{Bson, Document, doc};
+use bson::{Bson, Document, RawDocumentBuf, doc};
 use keel::store::{Collection, FindOptions, IndexSpec, Store, StoreResult};
 use keel::validation::escape_regex;
 
@@ -46,15 +48,15 @@ impl ItemRepository {
             .await
     }
 
-    /// One page of a listing and the number of items matching it.
-    pub async fn list(&self, query: &ItemQuery) -> StoreResult<(Vec<ItemRecord>, u64)> {
+    /// One page of a listing, as stored, and the number of items matching it.
+    pub async fn list(&self, query: &ItemQuery) -> StoreResult<(Vec<RawDocumentBuf>, u64)> {
         let filter = list_filter(query);
         let options = FindOptions::default()
             .sort(sort_document(query.sort))
             .skip(u64::from(query.skip.get()))
             .limit(i64::from(query.limit.get()));
         let (items, total) = futures::try_join!(
-            self.items.find_as(filter.clone(), options),
+            self.items.find_raw(filter.clone(), options),
             self.items.count(filter)
         )?;
         Ok((items, total))
@@ -67,10 +69,10 @@ impl ItemRepository {
         &self,
         filter: &DataFilter,
         limit: Limit,
-    ) -> StoreResult<Vec<ItemRecord>> {
+    ) -> StoreResult<Vec<RawDocumentBuf>> {
         let options = FindOptions::default().limit(i64::from(limit.get()));
         self.items
-            .find_as(data_filter_document(filter), options)
+            .find_raw(data_filter_document(filter), options)
             .await
     }
 }

@@ -59,10 +59,7 @@ async fn list_items(
 ) -> Result<List<ItemView>, ApiError> {
     let query = query.parse()?;
     let (items, total) = api.items.list(&query).await?;
-    Ok(List {
-        items: items.into_iter().map(ItemView::from).collect(),
-        total,
-    })
+    Ok(List { items, total })
 }
 
 /// One item by its ObjectId.
@@ -133,6 +130,5 @@ async fn get_data(
     ApiJson(body): ApiJson<GetDataRequest>,
 ) -> Result<Data<Vec<ItemView>>, ApiError> {
     let query = body.parse()?;
-    let items = api.items.query(&query).await?;
-    Ok(Data(items.into_iter().map(ItemView::from).collect()))
+    Ok(Data(api.items.query(&query).await?))
 }

@@ -1,12 +1,13 @@
 //! Item use-cases, shared by the REST routes and the guides' `getData` / `createItem`, so both
 //! doors lead to the same rules.
 
+use bson::RawDocumentBuf;
 use bson::oid::ObjectId;
 use keel::store::{Store, StoreError};
 use keel::validation::FieldErrors;
 
 use super::filter::DataQuery;
-use super::model::{ItemQuery, ItemRecord, NewItem};
+use super::model::{ItemQuery, ItemRecord, ItemView, NewItem};
 use super::repository::ItemRepository;
 use crate::brands::service::BrandService;
 
@@ -21,6 +22,11 @@ pub enum ItemError {
     NotFound,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Stored items as the API shows them, decoded straight from their bytes.
+fn views(items: &[RawDocumentBuf]) -> Result<Vec<ItemView>, StoreError> {
+    items.iter().map(|raw| ItemView::from_raw(raw)).collect()
 }
 
 #[derive(Clone)]
@@ -67,12 +73,14 @@ impl ItemService {
     }
 
     /// A page of items and the total matching.
-    pub async fn list(&self, query: &ItemQuery) -> Result<(Vec<ItemRecord>, u64), ItemError> {
-        Ok(self.items.list(query).await?)
+    pub async fn list(&self, query: &ItemQuery) -> Result<(Vec<ItemView>, u64), ItemError> {
+        let (items, total) = self.items.list(query).await?;
+        Ok((views(&items)?, total))
     }
 
     /// getData: the whitelisted filter, at most `limit` items.
-    pub async fn query(&self, query: &DataQuery) -> Result<Vec<ItemRecord>, ItemError> {
-        Ok(self.items.find_matching(&query.filter, query.limit).await?)
+    pub async fn query(&self, query: &DataQuery) -> Result<Vec<ItemView>, ItemError> {
+        let items = self.items.find_matching(&query.filter, query.limit).await?;
+        Ok(views(&items)?)
     }
 }

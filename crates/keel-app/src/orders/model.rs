@@ -208,9 +208,9 @@ pub struct OrderRecord {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrderLineView {
-    pub sku: String,
-    pub qty: i64,
     pub price: f64,
+    pub qty: i64,
+    pub sku: String,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -218,12 +218,12 @@ pub struct OrderLineView {
 pub struct OrderView {
     #[serde(rename = "_id")]
     pub id: String,
+    pub created_at: String,
     pub lines: Vec<OrderLineView>,
+    pub status: OrderStatus,
     pub subtotal: f64,
     pub tax: f64,
     pub total: f64,
-    pub status: OrderStatus,
-    pub created_at: String,
 }
 
 impl From<OrderRecord> for OrderView {

@@ -168,17 +168,17 @@ pub struct SurveyView {
     #[serde(rename = "_id")]
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub customer_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub case_id: Option<String>,
-    pub status: SurveyStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub score: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
-    pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<String>,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<i32>,
+    pub status: SurveyStatus,
 }
 
 impl From<SurveyRecord> for SurveyView {
@@ -201,12 +201,12 @@ impl From<SurveyRecord> for SurveyView {
 pub struct SurveyStatView {
     #[schema(example = "2025-01-31")]
     pub day: String,
-    pub responses: i64,
-    pub promoters: i64,
-    pub passives: i64,
     pub detractors: i64,
     /// (promoters − detractors) / responses × 100, rounded to one decimal.
     pub nps: f64,
+    pub passives: i64,
+    pub promoters: i64,
+    pub responses: i64,
 }
 
 impl SurveyStatView {

@@ -156,6 +156,13 @@ pub struct SessionConfig {
     /// Lazy touch: an active session's expiry is pushed forward at most this often.
     #[serde(with = "units::duration")]
     pub touch_after: Duration,
+    /// How long a validated session is trusted from memory before the store is asked again:
+    /// a logout or expiry on another replica is honoured within this bound. `0s`: every
+    /// request reads the store.
+    #[serde(with = "units::duration")]
+    pub cache_ttl: Duration,
+    /// Sessions held in that cache at most (memory bound, ~200 bytes each).
+    pub cache_capacity: usize,
 }
 
 impl Default for SessionConfig {
@@ -165,6 +172,8 @@ impl Default for SessionConfig {
             cookie_name: "sessionId".to_owned(),
             ttl: Duration::from_secs(24 * 3600),
             touch_after: Duration::from_secs(3600),
+            cache_ttl: Duration::from_secs(2),
+            cache_capacity: 10_000,
         }
     }
 }
@@ -283,6 +292,12 @@ impl Config {
         }
         if self.session.ttl.is_zero() {
             problem("session.ttl", "must be more than 0s".to_owned());
+        }
+        if self.session.cache_ttl > Duration::from_secs(60) {
+            problem(
+                "session.cache_ttl",
+                "must be at most 60s (a logout elsewhere is honoured only after it)".to_owned(),
+            );
         }
         for (key, message) in api::problems(&self.auth, &self.rate_limit, &self.orders) {
             problem(&key, message);

@@ -129,6 +129,8 @@ pub async fn security_headers(
 ) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    // One allocation for the dozen headers below instead of a regrowth every few inserts.
+    headers.reserve(policy.0.len());
     for (name, value) in policy.0.iter() {
         if !headers.contains_key(name) {
             headers.insert(name.clone(), value.clone());

@@ -18,9 +18,14 @@
 //! - Login starts a new session (new token; the previous record is deleted): no fixation.
 //!   Logout deletes the record and clears the cookie.
 //! - A malformed, tampered, unknown, expired or undecryptable cookie is simply "not logged in".
+//! - A validated session is kept in memory (`cache.rs`) and trusted for `session.cache_ttl`
+//!   (2 s by default) before the store is asked again, so a busy client costs one store read
+//!   per interval, not one per request. Expiry is still checked on every request; a logout on
+//!   this replica drops the entry at once; a logout or expiry on another replica is honoured
+//!   within `cache_ttl`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::Next;
@@ -32,6 +37,7 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::secrets::Secret;
 use crate::store::{Collection, FindOptions, IndexSpec, Store, StoreError, UpdateOptions};
+use cache::SessionCache;
 use crypto::{SessionCipher, SessionData, new_token, record_id, session_token};
 
 pub const SESSIONS: &str = "sessions";
@@ -46,6 +52,10 @@ pub struct SessionSettings {
     pub touch_after: Duration,
     /// Sets `Secure` on the cookie (production).
     pub secure_cookie: bool,
+    /// How long a validated session is trusted from memory (`Duration::ZERO`: not at all).
+    pub cache_ttl: Duration,
+    /// Sessions held in memory at most.
+    pub cache_capacity: usize,
 }
 
 impl Default for SessionSettings {
@@ -55,6 +65,8 @@ impl Default for SessionSettings {
             max_age: Duration::from_secs(24 * 3600),
             touch_after: Duration::from_secs(3600),
             secure_cookie: false,
+            cache_ttl: Duration::from_secs(2),
+            cache_capacity: 10_000,
         }
     }
 }
@@ -101,6 +113,7 @@ pub struct SessionManager {
 struct Inner {
     sessions: Collection,
     cipher: SessionCipher,
+    cache: SessionCache,
     settings: SessionSettings,
 }
 
@@ -112,6 +125,8 @@ impl SessionSettings {
             max_age: config.session.ttl,
             touch_after: config.session.touch_after,
             secure_cookie: config.env.is_production(),
+            cache_ttl: config.session.cache_ttl,
+            cache_capacity: config.session.cache_capacity,
         }
     }
 }
@@ -122,6 +137,7 @@ impl SessionManager {
             inner: Arc::new(Inner {
                 sessions: store.collection(SESSIONS),
                 cipher: SessionCipher::new(secret),
+                cache: SessionCache::new(settings.cache_ttl, settings.cache_capacity),
                 settings,
             }),
         }
@@ -144,6 +160,26 @@ impl SessionManager {
     pub async fn load(&self, headers: &HeaderMap) -> Option<ActiveSession> {
         let token = session_token(headers, &self.inner.settings.cookie_name)?;
         let record_id = record_id(&token);
+        let now = bson::DateTime::now();
+        if let Some(cached) = self.inner.cache.get(&record_id, Instant::now()) {
+            if cached.expires_at <= now {
+                self.inner.cache.remove(&record_id);
+                return None;
+            }
+            return Some(cached);
+        }
+        let checked_at = Instant::now();
+        let active = self.load_from_store(record_id, now).await?;
+        self.inner.cache.put(active.clone(), checked_at);
+        Some(active)
+    }
+
+    /// The session of a record, read and decrypted: `None` when there is no usable one.
+    async fn load_from_store(
+        &self,
+        record_id: String,
+        now: bson::DateTime,
+    ) -> Option<ActiveSession> {
         let found = self
             .inner
             .sessions
@@ -158,7 +194,7 @@ impl SessionManager {
             }
         };
         let expires_at = record.get_datetime("expiresAt").ok().copied()?;
-        if expires_at <= bson::DateTime::now() {
+        if expires_at <= now {
             return None;
         }
         let touched_at = record
@@ -195,6 +231,7 @@ impl SessionManager {
         previous: Option<&ActiveSession>,
     ) -> Result<HeaderValue, SessionError> {
         if let Some(old) = previous {
+            self.inner.cache.remove(&old.record_id);
             self.inner
                 .sessions
                 .delete_one(doc! {"_id": &old.record_id})
@@ -224,6 +261,7 @@ impl SessionManager {
 
     /// Deletes the session; returns the `Set-Cookie` value that clears the cookie.
     pub async fn end(&self, session: &ActiveSession) -> Result<HeaderValue, SessionError> {
+        self.inner.cache.remove(&session.record_id);
         self.inner
             .sessions
             .delete_one(doc! {"_id": &session.record_id})
@@ -239,14 +277,22 @@ impl SessionManager {
         if since_ms < self.inner.settings.touch_after.as_millis() as i64 {
             return Ok(false);
         }
-        self.inner
+        let expires_at = self.expiry_from(now);
+        let updated = self
+            .inner
             .sessions
             .update_one(
                 doc! {"_id": &session.record_id},
-                doc! {"$set": {"touchedAt": now, "expiresAt": self.expiry_from(now)}},
+                doc! {"$set": {"touchedAt": now, "expiresAt": expires_at}},
                 UpdateOptions::default(),
             )
             .await?;
+        if updated.matched == 0 {
+            // Ended elsewhere since it was cached: forget it; the next request reads the store.
+            self.inner.cache.remove(&session.record_id);
+            return Ok(false);
+        }
+        self.inner.cache.touched(&session.record_id, now, expires_at);
         Ok(true)
     }
 
@@ -317,6 +363,7 @@ pub async fn session_layer(
     response
 }
 
+mod cache;
 mod crypto;
 #[cfg(test)]
 mod tests;

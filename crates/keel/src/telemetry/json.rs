@@ -6,7 +6,9 @@
 //! nest: `evt.category = "task"` becomes `"evt":{"category":"task"}` (see `evt!`), and
 //! `evt.tags` (comma-joined) becomes an array.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -63,18 +65,61 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        let mut line = FlatLine::default();
+        self.collect(ctx, event, &mut line);
+        let text = if line.is_flat {
+            line.into_json()?
+        } else {
+            self.nested_line(ctx, event)?
+        };
+        writer.write_str(&text)?;
+        writer.write_char('\n')
+    }
+}
+
+impl JsonLines {
+    /// Every field of the line, flat, in the order a later one overrides an earlier one.
+    fn collect<S, N>(&self, ctx: &FmtContext<'_, S, N>, event: &Event<'_>, line: &mut FlatLine)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        let meta = event.metadata();
+        line.push_str("timestamp", &timestamp());
+        line.push_str("level", level_name(meta.level()));
+        line.push_str("message", "");
+        line.push_str("service", &self.process.service);
+        line.push_str("env", &self.process.env);
+        line.push_str("version", &self.process.version);
+        line.push_str("hostname", &self.process.hostname);
+        line.push_str("target", meta.target());
+        if let Some(scope) = ctx.event_scope() {
+            let mut innermost = None;
+            for span in scope.from_root() {
+                let extensions = span.extensions();
+                if let Some(fields) = extensions.get::<FormattedFields<N>>() {
+                    line.push_span_fields(fields);
+                }
+                innermost = Some(span.name());
+            }
+            if let Some(name) = innermost {
+                line.push_str("span", name);
+            }
+        }
+        event.record(line);
+    }
+
+    /// The general path, for lines with dotted (`evt.*`) or reserved field names: a JSON map
+    /// that nests them (see `insert_field`).
+    fn nested_line<S, N>(&self, ctx: &FmtContext<'_, S, N>, event: &Event<'_>) -> Result<String, fmt::Error>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
         let meta = event.metadata();
         let mut line = Map::new();
-        line.insert(
-            "timestamp".into(),
-            chrono::Utc::now()
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                .into(),
-        );
-        line.insert(
-            "level".into(),
-            meta.level().as_str().to_ascii_lowercase().into(),
-        );
+        line.insert("timestamp".into(), timestamp().into());
+        line.insert("level".into(), level_name(meta.level()).into());
         line.insert("message".into(), Value::String(String::new()));
         line.insert("service".into(), self.process.service.clone().into());
         line.insert("env".into(), self.process.env.clone().into());
@@ -101,21 +146,149 @@ where
         }
 
         event.record(&mut FieldVisitor { line: &mut line });
-        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
+        serde_json::to_string(&line).map_err(|_| fmt::Error)
     }
 }
 
+fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn level_name(level: &tracing::Level) -> &'static str {
+    match *level {
+        tracing::Level::TRACE => "trace",
+        tracing::Level::DEBUG => "debug",
+        tracing::Level::INFO => "info",
+        tracing::Level::WARN => "warn",
+        tracing::Level::ERROR => "error",
+    }
+}
+
+/// A line whose field names are all plain (no dots, none reserved) — every request log line —
+/// written without a `Value` tree: each value is encoded once into `values`, the fields are
+/// sorted by name (a later field of the same name wins, as a map insert would) and written
+/// out. The bytes are those of the map path (`nested_line`), whose keys come out sorted.
+struct FlatLine {
+    fields: Vec<(Cow<'static, str>, Range<usize>)>,
+    values: Vec<u8>,
+    /// False once a dotted or reserved name is seen: the line then takes the map path.
+    is_flat: bool,
+}
+
+impl Default for FlatLine {
+    fn default() -> Self {
+        FlatLine {
+            fields: Vec::with_capacity(24),
+            values: Vec::with_capacity(512),
+            is_flat: true,
+        }
+    }
+}
+
+const RESERVED: &[&str] = &[
+    "timestamp",
+    "level",
+    "service",
+    "env",
+    "version",
+    "hostname",
+];
+
+impl FlatLine {
+    fn push_encoded(&mut self, key: Cow<'static, str>, encode: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.values.len();
+        encode(&mut self.values);
+        self.fields.push((key, start..self.values.len()));
+    }
+
+    fn push_str(&mut self, key: &'static str, value: &str) {
+        self.push_encoded(key.into(), |out| write_json(out, value));
+    }
+
+    /// A field recorded by an event: plain names only, else the line takes the map path.
+    fn push_event_field(&mut self, key: &'static str, encode: impl FnOnce(&mut Vec<u8>)) {
+        if key.contains('.') || RESERVED.contains(&key) {
+            self.is_flat = false;
+            return;
+        }
+        self.push_encoded(key.into(), encode);
+    }
+
+    /// A span's fields, stored by `JsonFields` as a JSON object's text.
+    fn push_span_fields(&mut self, text: &str) {
+        let Ok(fields) = serde_json::from_str::<Map<String, Value>>(text) else {
+            return;
+        };
+        for (key, value) in fields {
+            if key.contains('.') || RESERVED.contains(&key.as_str()) {
+                self.is_flat = false;
+                return;
+            }
+            self.push_encoded(key.into(), |out| write_json(out, &value));
+        }
+    }
+
+    fn into_json(mut self) -> Result<String, fmt::Error> {
+        // Stable: among equal names the last pushed comes last, and is the one kept below.
+        self.fields.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = Vec::with_capacity(self.values.len() + 16 * self.fields.len() + 2);
+        out.push(b'{');
+        let mut first = true;
+        for (i, (key, range)) in self.fields.iter().enumerate() {
+            if self.fields.get(i + 1).is_some_and(|next| next.0 == *key) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_json(&mut out, key);
+            out.push(b':');
+            out.extend_from_slice(&self.values[range.clone()]);
+        }
+        out.push(b'}');
+        // Every piece is JSON text made from `str`s: always UTF-8.
+        String::from_utf8(out).map_err(|_| fmt::Error)
+    }
+}
+
+/// Appends `value` as JSON. Serializing strings, numbers and `Value`s into memory cannot fail.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(out, value);
+}
+
+impl Visit for FlatLine {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push_event_field(field.name(), |out| write_json(out, value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push_event_field(field.name(), |out| write_json(out, &value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push_event_field(field.name(), |out| write_json(out, &value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.push_event_field(field.name(), |out| write_json(out, &value));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // As `Value::from(f64)`: a non-finite number is null.
+        self.push_event_field(field.name(), |out| write_json(out, &Value::from(value)));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.push_event_field(field.name(), |out| write_json(out, &value.to_string()));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.push_event_field(field.name(), |out| write_json(out, &format!("{value:?}")));
+    }
+}
 /// Inserts `key` (nesting dotted names) without letting an event overwrite process fields.
 fn insert_field(line: &mut Map<String, Value>, key: &str, value: Value) {
-    const RESERVED: &[&str] = &[
-        "timestamp",
-        "level",
-        "service",
-        "env",
-        "version",
-        "hostname",
-    ];
     if RESERVED.contains(&key) {
         line.insert(format!("field.{key}"), value);
         return;
@@ -219,6 +392,13 @@ mod tests {
     }
 
     fn capture(body: impl FnOnce()) -> Vec<Value> {
+        capture_text(body)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn capture_text(body: impl FnOnce()) -> String {
         let captured = Captured::default();
         let process = ProcessFields {
             service: "keel".into(),
@@ -233,10 +413,36 @@ mod tests {
                 .with_writer(captured.clone()),
         );
         tracing::subscriber::with_default(subscriber, body);
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn plain_lines_are_written_as_the_sorted_map_would_write_them() {
+        let text = capture_text(|| {
+            let span = tracing::info_span!("http.request", request_id = "r-1", n = 3u64);
+            let _entered = span.enter();
+            tracing::info!(
+                status = 200u64,
+                delta = -4i64,
+                ratio = 0.5,
+                nan = f64::NAN,
+                ok = true,
+                who = %"a\"b\u{7}",
+                list = ?vec![1, 2],
+                target = "mine",
+                "done"
+            );
+        });
+        let line = text.lines().next().unwrap();
+        let map: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(line, serde_json::to_string(&map).unwrap());
+        assert_eq!(map["target"], "mine", "a later field of the same name wins");
+        assert_eq!(map["nan"], Value::Null);
+        assert_eq!(map["who"], "a\"b\u{7}");
+        assert_eq!(map["list"], "[1, 2]");
+        assert_eq!(map["n"], 3);
+        assert_eq!(map["span"], "http.request");
+        assert_eq!(map["message"], "done");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::super::engine::Filter;
 use super::super::{
     ChangeEvent, ChangeOp, ChangeStream, ResumeToken, StoreError, StoreResult, WatchOptions,
 };
-use super::reader::Readers;
+use super::reader::{ReadSize, Readers};
 use super::schema;
 use super::sql_error;
 use super::writer::Txn;
@@ -187,7 +187,7 @@ pub async fn watch_collection(
                 ));
             }
             let trimmed = readers
-                .read(|conn, _| schema::trimmed_through(conn))
+                .read(ReadSize::Bounded, |conn, _| schema::trimmed_through(conn))
                 .await?;
             if seq < trimmed {
                 return Err(StoreError::ResumeTokenExpired);
@@ -275,7 +275,7 @@ async fn read_page(cursor: &Cursor) -> StoreResult<(Vec<ChangeEvent>, Option<i64
     let position = cursor.position;
     cursor
         .readers
-        .read(move |conn, _| {
+        .read(ReadSize::Unbounded, move |conn, _| {
             if schema::trimmed_through(conn)? > position {
                 return Err(StoreError::ResumeTokenExpired);
             }

@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawDocumentBuf};
 
 use super::super::engine::{Filter, Pipeline, Projection, Sort, Update};
 use super::super::{
     BulkWriteResult, ChangeStream, FindOneAndUpdateOptions, FindOptions, IndexSpec, ReturnDocument,
     StoreError, StoreResult, UpdateOptions, UpdateResult, WatchOptions, WriteOp,
 };
-use super::reader::{self, Query};
+use super::reader::{self, Query, ReadSize};
 use super::schema::{self, IndexMeta};
 use super::{Inner, bulk, changes, ops, scan};
 
@@ -74,10 +74,30 @@ impl EmbeddedCollection {
 
     pub async fn find(&self, filter: Document, options: FindOptions) -> StoreResult<Vec<Document>> {
         let query = find_query(&filter, options)?;
+        let size = query.size(&self.inner.readers.catalog(), &self.name);
         let name = Arc::clone(&self.name);
         self.inner
             .readers
-            .read(move |conn, catalog| reader::find(conn, catalog, &name, &query))
+            .read(size, move |conn, catalog| {
+                reader::find(conn, catalog, &name, &query)
+            })
+            .await
+    }
+
+    /// `find` as the stored bytes (typed reads decode them without building a `Document`).
+    pub async fn find_raw(
+        &self,
+        filter: Document,
+        options: FindOptions,
+    ) -> StoreResult<Vec<RawDocumentBuf>> {
+        let query = find_query(&filter, options)?;
+        let size = query.size(&self.inner.readers.catalog(), &self.name);
+        let name = Arc::clone(&self.name);
+        self.inner
+            .readers
+            .read(size, move |conn, catalog| {
+                reader::find_raw(conn, catalog, &name, &query)
+            })
             .await
     }
 
@@ -92,10 +112,18 @@ impl EmbeddedCollection {
 
     pub async fn count(&self, filter: Document) -> StoreResult<u64> {
         let filter = Filter::parse(&filter)?;
+        // A whole collection is counted by one SQL statement; a filter may test every document.
+        let size = if filter.is_empty() {
+            ReadSize::Bounded
+        } else {
+            ReadSize::Unbounded
+        };
         let name = Arc::clone(&self.name);
         self.inner
             .readers
-            .read(move |conn, catalog| reader::count(conn, catalog, &name, &filter))
+            .read(size, move |conn, catalog| {
+                reader::count(conn, catalog, &name, &filter)
+            })
             .await
     }
 
@@ -184,7 +212,7 @@ impl EmbeddedCollection {
         let name = Arc::clone(&self.name);
         self.inner
             .readers
-            .read(move |conn, catalog| {
+            .read(ReadSize::Unbounded, move |conn, catalog| {
                 let everything;
                 let filter = match pipeline.leading_filter() {
                     Some(filter) => filter,

@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{DatabaseConfig, StoreError, StoreResult};
-use reader::Readers;
+use reader::{ReadSize, Readers};
 use schema::Catalog;
 use writer::{Published, Writer};
 
@@ -165,7 +165,7 @@ impl EmbeddedStore {
         }
         self.inner
             .readers
-            .read(|conn, _| {
+            .read(ReadSize::Bounded, |conn, _| {
                 conn.query_row("SELECT 1", [], |_| Ok(()))
                     .map_err(|e| sql_error("ping", e))
             })

@@ -1,28 +1,32 @@
 //! Readers: a small pool of read-only connections, used off the async runtime.
 //!
-//! On a multi-threaded runtime (how keel serves) a read runs in `block_in_place`: the worker's
-//! other tasks move to another thread while this one reads, so nothing waits behind it, and
-//! the read skips the thread handoff of `spawn_blocking`, which costs more than a point lookup
-//! itself (~10-30 µs against ~5 µs; see `benches/store.rs`). On a current-thread runtime
-//! (`block_in_place` is not available there) reads go to `spawn_blocking`.
+//! A *bounded* read — a point lookup, or at most `INLINE_MAX_DOCUMENTS` documents taken in the
+//! order of the table or of an index with no filter left to test, or a `count` of a whole
+//! collection — runs right on the calling thread: it is a few microseconds to a few hundred of
+//! CPU on pages SQLite has cached, less than any handoff to another thread costs (a handoff
+//! wakes a thread and moves the runtime's other tasks; it was most of a request's time in the
+//! profiles of `docs/performance.md`). Any other read may examine a whole collection, so on a
+//! multi-threaded runtime it runs in `block_in_place` (the worker's other tasks move to another
+//! thread while this one reads), and on a current-thread runtime in `spawn_blocking`.
 //!
 //! WAL lets readers run beside the writer, each in its own snapshot. Every read runs in a
 //! read transaction and first checks the catalog version its snapshot holds: when the
 //! published catalog is not that version (a commit landed in between), the catalog is read
 //! from the snapshot itself, so plans always match the data they scan.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use bson::Document;
+use bson::{Document, RawDocumentBuf};
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
 use super::super::engine::{Filter, Projection, Sort};
 use super::super::{StoreError, StoreResult};
 use super::scan;
-use super::schema::{self, Catalog};
+use super::schema::{self, Catalog, CollectionMeta};
 
 pub struct Readers {
     path: PathBuf,
@@ -62,10 +66,20 @@ impl Readers {
         self.closed.load(Ordering::SeqCst)
     }
 
-    /// Runs `work` on a pooled connection inside one read snapshot, without blocking other
-    /// tasks of the async runtime.
+    /// The catalog as last published by the writer (for planning before a read).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Runs `work` on a pooled connection inside one read snapshot: on the calling thread when
+    /// the read is `Bounded` (see the module comment), else without blocking other tasks of the
+    /// async runtime.
     pub async fn read<T: Send + 'static>(
         self: &Arc<Self>,
+        size: ReadSize,
         work: impl FnOnce(&Connection, &Catalog) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         if self.is_closed() {
@@ -90,6 +104,9 @@ impl Readers {
             }
             result
         };
+        if size == ReadSize::Bounded {
+            return run();
+        }
         let flavor = tokio::runtime::Handle::try_current()
             .map_err(|_| StoreError::Backend("the store is used outside a tokio runtime".into()))?
             .runtime_flavor();
@@ -138,6 +155,16 @@ impl Readers {
     }
 }
 
+/// Whether a read is cheap enough to run on the calling thread (see the module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadSize {
+    Bounded,
+    Unbounded,
+}
+
+/// The most documents a read on the calling thread may return.
+pub const INLINE_MAX_DOCUMENTS: usize = 1000;
+
 /// What `find` asks for, parsed.
 pub struct Query {
     pub filter: Filter,
@@ -158,12 +185,6 @@ pub fn find(
     let Some(meta) = catalog.collections.get(collection) else {
         return Ok(Vec::new());
     };
-    // `{_id: 1}` over the table's own order (any plan but a secondary index) is already sorted:
-    // take the early-stopping path instead of reading and sorting every match.
-    let in_id_order = |sort: &Sort| {
-        sort.is_id_ascending()
-            && !matches!(scan::plan(meta, &query.filter), scan::Plan::Index { .. })
-    };
     let mut documents: Vec<Document> = match &query.sort {
         None => {
             let wanted = query.limit.map(|limit| limit.saturating_add(query.skip));
@@ -172,7 +193,7 @@ pub fn find(
                 .map(|(_, document)| document)
                 .collect()
         }
-        Some(sort) if in_id_order(sort) => {
+        Some(_) if is_in_scan_order(meta, query) => {
             let wanted = query.limit.map(|limit| limit.saturating_add(query.skip));
             scan::collect(conn, meta, &query.filter, wanted)?
                 .into_iter()
@@ -197,6 +218,82 @@ pub fn find(
         Some(projection) => documents.iter().map(|d| projection.apply(d)).collect(),
         None => documents,
     })
+}
+
+/// `{_id: 1}` over the table's own order (any plan but a secondary index) is already sorted:
+/// such a query takes the early-stopping path instead of reading and sorting every match.
+fn is_in_scan_order(meta: &CollectionMeta, query: &Query) -> bool {
+    match &query.sort {
+        None => true,
+        Some(sort) => {
+            sort.is_id_ascending()
+                && !matches!(scan::plan(meta, &query.filter), scan::Plan::Index { .. })
+        }
+    }
+}
+
+impl Query {
+    /// Bounded when it is an `_id` point lookup, or when it has no filter and takes at most
+    /// `INLINE_MAX_DOCUMENTS` in scan order (every row read is a row returned).
+    pub fn size(&self, catalog: &Catalog, collection: &str) -> ReadSize {
+        let Some(meta) = catalog.collections.get(collection) else {
+            return ReadSize::Bounded;
+        };
+        if matches!(scan::plan(meta, &self.filter), scan::Plan::IdPoint(_)) {
+            return ReadSize::Bounded;
+        }
+        let few = self
+            .limit
+            .is_some_and(|limit| limit.saturating_add(self.skip) <= INLINE_MAX_DOCUMENTS);
+        if few && self.filter.is_empty() && is_in_scan_order(meta, self) {
+            ReadSize::Bounded
+        } else {
+            ReadSize::Unbounded
+        }
+    }
+}
+
+/// `find` as stored BSON, for typed reads: in scan order without a projection the bytes are
+/// copied out of SQLite as they are, with no `Document` built (see `scan::scan_raw`).
+pub fn find_raw(
+    conn: &Connection,
+    catalog: &Catalog,
+    collection: &str,
+    query: &Query,
+) -> StoreResult<Vec<RawDocumentBuf>> {
+    let Some(meta) = catalog.collections.get(collection) else {
+        return Ok(Vec::new());
+    };
+    if query.projection.is_some() || !is_in_scan_order(meta, query) {
+        return find(conn, catalog, collection, query)?
+            .iter()
+            .map(|document| {
+                RawDocumentBuf::try_from(document)
+                    .map_err(|e| StoreError::Backend(format!("cannot encode a document: {e}")))
+            })
+            .collect();
+    }
+    let limit = query.limit.unwrap_or(usize::MAX);
+    let mut to_skip = query.skip;
+    let mut found = Vec::new();
+    if limit == 0 {
+        return Ok(found);
+    }
+    scan::scan_raw(conn, meta, &query.filter, |_, bytes, _| {
+        if to_skip > 0 {
+            to_skip -= 1;
+            return Ok(ControlFlow::Continue(()));
+        }
+        let document = RawDocumentBuf::from_bytes(bytes.to_vec())
+            .map_err(|e| StoreError::Backend(format!("a stored document is corrupt: {e}")))?;
+        found.push(document);
+        Ok(if found.len() >= limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })?;
+    Ok(found)
 }
 
 /// How many documents match.

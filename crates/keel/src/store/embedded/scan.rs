@@ -135,22 +135,47 @@ pub fn scan(
     filter: &Filter,
     mut visit: impl FnMut(Vec<u8>, Document) -> StoreResult<ControlFlow<()>>,
 ) -> StoreResult<()> {
+    scan_raw(conn, meta, filter, |id, bytes, decoded| {
+        let document = match decoded {
+            Some(document) => document,
+            None => decode(bytes)?,
+        };
+        visit(id.to_vec(), document)
+    })
+}
+
+/// `scan` over the stored bytes: `visit` gets each matching document's id and BSON, and the
+/// decoded document when matching needed it. An empty filter matches without decoding, so a
+/// caller that wants bytes (a typed read, a listing) never builds a `Document`.
+pub fn scan_raw(
+    conn: &Connection,
+    meta: &CollectionMeta,
+    filter: &Filter,
+    mut visit: impl FnMut(&[u8], &[u8], Option<Document>) -> StoreResult<ControlFlow<()>>,
+) -> StoreResult<()> {
     let table = meta.table();
     let plan = plan(meta, filter);
     let context = |e| sql_error("scanning a collection", e);
+    let matches_everything = filter.is_empty();
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut on_row = |row: &Row<'_>, dedup: bool| -> StoreResult<ControlFlow<()>> {
-        let id: Vec<u8> = row.get(0).map_err(context)?;
-        if dedup && !seen.insert(id.clone()) {
+        let id = row
+            .get_ref(0)
+            .and_then(|v| Ok(v.as_blob()?))
+            .map_err(context)?;
+        if dedup && !seen.insert(id.to_vec()) {
             return Ok(ControlFlow::Continue(()));
         }
         let bytes = row
             .get_ref(1)
             .and_then(|v| Ok(v.as_blob()?))
             .map_err(context)?;
+        if matches_everything {
+            return visit(id, bytes, None);
+        }
         let document = decode(bytes)?;
         if filter.matches(&document) {
-            visit(id, document)
+            visit(id, bytes, Some(document))
         } else {
             Ok(ControlFlow::Continue(()))
         }

@@ -13,7 +13,7 @@ mod watch;
 
 use std::sync::Arc;
 
-use bson::{Bson, Document, doc};
+use bson::{Bson, Document, RawDocumentBuf, doc};
 use futures::TryStreamExt;
 use mongodb::{Client, Database};
 
@@ -124,6 +124,24 @@ impl MongoCollection {
     pub async fn find(&self, filter: Document, options: FindOptions) -> StoreResult<Vec<Document>> {
         let context = || self.context("find");
         self.inner
+            .find(filter)
+            .with_options(options::find_options(options))
+            .await
+            .map_err(|e| store_error(&context(), e))?
+            .try_collect()
+            .await
+            .map_err(|e| store_error(&context(), e))
+    }
+
+    /// `find` as the server's BSON, for typed reads (no `Document` built).
+    pub async fn find_raw(
+        &self,
+        filter: Document,
+        options: FindOptions,
+    ) -> StoreResult<Vec<RawDocumentBuf>> {
+        let context = || self.context("find");
+        self.inner
+            .clone_with_type::<RawDocumentBuf>()
             .find(filter)
             .with_options(options::find_options(options))
             .await
