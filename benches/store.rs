@@ -253,6 +253,23 @@ fn lookups(c: &mut Criterion) {
                 })
             })
         });
+        group.bench_function(BenchmarkId::new("keel_count_all", rt_name), |b| {
+            b.iter_custom(|iters| {
+                time_async(&rt, iters, |_| {
+                    let counted = users.count(doc! {});
+                    async move { assert_eq!(counted.await.expect("count"), PRELOADED as u64) }
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("keel_count_range_100", rt_name), |b| {
+            b.iter_custom(|iters| {
+                time_async(&rt, iters, |i| {
+                    let low = pick(i, PRELOADED - 100);
+                    let counted = users.count(doc! {"n": {"$gte": low, "$lt": low + 100}});
+                    async move { assert_eq!(counted.await.expect("count"), 100) }
+                })
+            })
+        });
         group.bench_function(BenchmarkId::new("keel_update_one_inc", rt_name), |b| {
             b.iter_custom(|iters| {
                 time_async(&rt, iters, |i| {
@@ -323,6 +340,26 @@ fn lookups(c: &mut Criterion) {
                 .map(|bytes| decode(&bytes.expect("raw row")))
                 .collect();
             assert_eq!(found.len(), 100);
+        })
+    });
+    group.bench_function("raw_count_all", |b| {
+        b.iter(|| {
+            let counted: i64 = conn
+                .prepare_cached("SELECT count(*) FROM docs")
+                .and_then(|mut s| s.query_row([], |row| row.get(0)))
+                .expect("raw count");
+            assert_eq!(counted, PRELOADED);
+        })
+    });
+    group.bench_function("raw_count_range_100", |b| {
+        b.iter(|| {
+            i += 1;
+            let low = pick(i, PRELOADED - 100);
+            let counted: i64 = conn
+                .prepare_cached("SELECT count(*) FROM by_n WHERE key >= ?1 AND key < ?2")
+                .and_then(|mut s| s.query_row([key(low), key(low + 100)], |row| row.get(0)))
+                .expect("raw count");
+            assert_eq!(counted, 100);
         })
     });
     group.bench_function("raw_update_one_inc", |b| {

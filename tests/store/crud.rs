@@ -1,7 +1,7 @@
 //! Inserting, finding, updating and deleting documents.
 
 use bson::{Bson, doc};
-use keel::store::{FindOptions, StoreError, UpdateOptions};
+use keel::store::{FindOptions, IndexSpec, StoreError, UpdateOptions};
 
 conformance!(inserted_document_is_found_by_id, |store| {
     let items = store.collection("items");
@@ -111,6 +111,43 @@ conformance!(count_counts_only_matching_documents, |store| {
     assert_eq!(items.count(doc! {"n": {"$gte": 20}}).await?, 5);
     Ok(())
 });
+
+conformance!(
+    counting_a_whole_indexed_collection_counts_every_document,
+    |store| {
+        // The embedded store counts a whole collection from its smallest non-multikey index:
+        // documents without the field, with a null or with an array must each count once.
+        let items = store.collection("items");
+        items
+            .create_index(IndexSpec::new(doc! {"brand": 1}))
+            .await?;
+        items.create_index(IndexSpec::new(doc! {"tags": 1})).await?;
+        items
+            .insert_one(doc! {"_id": 1, "brand": "a", "tags": ["x", "y"]})
+            .await?;
+        items.insert_one(doc! {"_id": 2, "brand": null}).await?;
+        items.insert_one(doc! {"_id": 3, "tags": []}).await?;
+        items
+            .insert_one(doc! {"_id": 4, "brand": "b", "tags": "z"})
+            .await?;
+        assert_eq!(items.count(doc! {}).await?, 4);
+        items.delete_one(doc! {"_id": 2}).await?;
+        assert_eq!(items.count(doc! {}).await?, 3);
+        items
+            .update_one(
+                doc! {"_id": 3},
+                doc! {"$set": {"brand": ["p", "q"]}},
+                Default::default(),
+            )
+            .await?;
+        assert_eq!(
+            items.count(doc! {}).await?,
+            3,
+            "after brand became multikey"
+        );
+        Ok(())
+    }
+);
 
 conformance!(update_one_changes_one_match_and_update_many_all, |store| {
     let items = store.collection("items");

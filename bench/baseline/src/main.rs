@@ -125,7 +125,10 @@ async fn get_data(path: &Path, request: Request<Incoming>) -> Response<Full<Byte
         return json(StatusCode::UNAUTHORIZED, b"{\"success\":false}".to_vec());
     }
     let Ok(body) = Limited::new(request.into_body(), MAX_BODY).collect().await else {
-        return json(StatusCode::PAYLOAD_TOO_LARGE, b"{\"success\":false}".to_vec());
+        return json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            b"{\"success\":false}".to_vec(),
+        );
     };
     let Ok(query) = serde_json::from_slice::<GetData>(&body.to_bytes()) else {
         return json(StatusCode::BAD_REQUEST, b"{\"success\":false}".to_vec());

@@ -439,7 +439,10 @@ mod tests {
         }
         let ints = bson::doc! {"_id": oid, "name": "n", "brand": "b", "price": 7i64, "createdAt": now, "description": null, "extra": 1};
         let view = ItemView::from_raw(&bson::RawDocumentBuf::try_from(&ints).unwrap()).unwrap();
-        assert_eq!((view.price, view.description, view.tags.len()), (7.0, None, 0));
+        assert_eq!(
+            (view.price, view.description, view.tags.len()),
+            (7.0, None, 0)
+        );
     }
 
     #[test]

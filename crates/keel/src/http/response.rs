@@ -11,9 +11,9 @@
 //! response — the integration suites run against debug builds, so a view with unsorted fields
 //! fails the first test that returns it.
 
+use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 

@@ -292,7 +292,9 @@ impl SessionManager {
             self.inner.cache.remove(&session.record_id);
             return Ok(false);
         }
-        self.inner.cache.touched(&session.record_id, now, expires_at);
+        self.inner
+            .cache
+            .touched(&session.record_id, now, expires_at);
         Ok(true)
     }
 

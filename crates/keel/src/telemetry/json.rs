@@ -111,7 +111,11 @@ impl JsonLines {
 
     /// The general path, for lines with dotted (`evt.*`) or reserved field names: a JSON map
     /// that nests them (see `insert_field`).
-    fn nested_line<S, N>(&self, ctx: &FmtContext<'_, S, N>, event: &Event<'_>) -> Result<String, fmt::Error>
+    fn nested_line<S, N>(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        event: &Event<'_>,
+    ) -> Result<String, fmt::Error>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
         N: for<'a> FormatFields<'a> + 'static,

@@ -307,8 +307,16 @@ pub fn count(
         return Ok(0);
     };
     if filter.is_empty() {
+        // A non-multikey index holds exactly one entry per document (`Null` for a missing
+        // field) in rows a fraction of a document's size: counting one reads far fewer pages.
+        let table = meta
+            .indexes
+            .iter()
+            .filter(|index| !index.multikey)
+            .min_by_key(|index| index.fields.len())
+            .map_or_else(|| meta.table(), |index| index.table());
         return conn
-            .prepare_cached(&format!("SELECT count(*) FROM {}", meta.table()))
+            .prepare_cached(&format!("SELECT count(*) FROM {table}"))
             .and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0)))
             .map(|n| n.max(0) as u64)
             .map_err(|e| super::sql_error("counting documents", e));
