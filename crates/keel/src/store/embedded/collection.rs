@@ -112,12 +112,7 @@ impl EmbeddedCollection {
 
     pub async fn count(&self, filter: Document) -> StoreResult<u64> {
         let filter = Filter::parse(&filter)?;
-        // A whole collection is counted by one SQL statement; a filter may test every document.
-        let size = if filter.is_empty() {
-            ReadSize::Bounded
-        } else {
-            ReadSize::Unbounded
-        };
+        let size = reader::count_size(&self.inner.readers.catalog(), &self.name, &filter);
         let name = Arc::clone(&self.name);
         self.inner
             .readers

@@ -1,6 +1,6 @@
 //! Readers: a small pool of read-only connections, used off the async runtime.
 //!
-//! A *bounded* read — a point lookup, or at most `INLINE_MAX_DOCUMENTS` documents taken in the
+//! A *bounded* read — a point lookup (an `_id`, or exact keys of a unique index), or at most `INLINE_MAX_DOCUMENTS` documents taken in the
 //! order of the table or of an index with no filter left to test, or a `count` of a whole
 //! collection — runs right on the calling thread: it is a few microseconds to a few hundred of
 //! CPU on pages SQLite has cached, less than any handoff to another thread costs (a handoff
@@ -233,13 +233,13 @@ fn is_in_scan_order(meta: &CollectionMeta, query: &Query) -> bool {
 }
 
 impl Query {
-    /// Bounded when it is an `_id` point lookup, or when it has no filter and takes at most
+    /// Bounded when it is a point lookup (`scan::is_point_lookup`), or when it has no filter and takes at most
     /// `INLINE_MAX_DOCUMENTS` in scan order (every row read is a row returned).
     pub fn size(&self, catalog: &Catalog, collection: &str) -> ReadSize {
         let Some(meta) = catalog.collections.get(collection) else {
             return ReadSize::Bounded;
         };
-        if matches!(scan::plan(meta, &self.filter), scan::Plan::IdPoint(_)) {
+        if scan::is_point_lookup(meta, &self.filter) {
             return ReadSize::Bounded;
         }
         let few = self
@@ -250,6 +250,20 @@ impl Query {
         } else {
             ReadSize::Unbounded
         }
+    }
+}
+
+/// A count is bounded when it counts a whole collection (one SQL statement over an index) or
+/// a point lookup; any other filter may test every document.
+pub fn count_size(catalog: &Catalog, collection: &str, filter: &Filter) -> ReadSize {
+    let is_point = catalog
+        .collections
+        .get(collection)
+        .is_some_and(|meta| scan::is_point_lookup(meta, filter));
+    if filter.is_empty() || is_point {
+        ReadSize::Bounded
+    } else {
+        ReadSize::Unbounded
     }
 }
 

@@ -122,6 +122,25 @@ pub fn plan(meta: &CollectionMeta, filter: &Filter) -> Plan {
     scans.first().map(index_plan).unwrap_or(Plan::FullScan)
 }
 
+/// Whether `filter` reads at most a few documents whatever the collection holds: an `_id`
+/// point, or a few exact keys of a single-field unique index (a session, a user by email, a
+/// brand by name).
+pub fn is_point_lookup(meta: &CollectionMeta, filter: &Filter) -> bool {
+    const FEW_KEYS: usize = 16;
+    if filter.id_equality().is_some() {
+        return true;
+    }
+    meta.indexes
+        .iter()
+        .filter(|index| index.unique && index.fields.len() == 1)
+        .any(|index| {
+            matches!(
+                filter.index_scan_for(&index.fields[0], index.multikey),
+                Some(IndexScan::Keys(keys)) if keys.len() <= FEW_KEYS
+            )
+        })
+}
+
 fn decode(bytes: &[u8]) -> StoreResult<Document> {
     Document::from_reader(bytes)
         .map_err(|e| StoreError::Backend(format!("a stored document is corrupt: {e}")))
