@@ -88,3 +88,70 @@ fn record_ids_are_hashes_of_tokens() {
     assert!(!id.contains(&token));
     assert_eq!(id, record_id(&token));
 }
+
+/// Two managers on one store stand for two replicas of keel on one database.
+async fn two_replicas(cache_ttl: Duration) -> (tempfile::TempDir, SessionManager, SessionManager) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::store::DatabaseConfig {
+        url: Secret::new(format!("embedded://{}", dir.path().display())),
+        ..Default::default()
+    };
+    let store = Store::connect(&config).await.unwrap();
+    let secret = Secret::new("replica-test-secret-0123456789abcdef");
+    let settings = SessionSettings {
+        cache_ttl,
+        ..SessionSettings::default()
+    };
+    let a = SessionManager::new(&store, &secret, settings.clone());
+    let b = SessionManager::new(&store, &secret, settings);
+    (dir, a, b)
+}
+
+fn request_headers(set_cookie: &HeaderValue) -> HeaderMap {
+    let pair = set_cookie.to_str().unwrap().split(';').next().unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(COOKIE, HeaderValue::from_str(pair).unwrap());
+    headers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cache_a_logout_on_one_replica_is_honoured_by_the_other_at_once() {
+    let (_dir, a, b) = two_replicas(Duration::ZERO).await;
+    let headers = request_headers(&a.start("user-1", None).await.unwrap());
+    assert_eq!(b.load(&headers).await.unwrap().user_id, "user-1");
+    a.end(&a.load(&headers).await.unwrap()).await.unwrap();
+    assert!(b.load(&headers).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_cache_a_logout_here_is_at_once_and_on_another_replica_within_its_ttl() {
+    let (_dir, a, b) = two_replicas(Duration::from_millis(200)).await;
+    let headers = request_headers(&a.start("user-1", None).await.unwrap());
+    assert_eq!(b.load(&headers).await.unwrap().user_id, "user-1");
+    let on_a = a.load(&headers).await.unwrap();
+    a.end(&on_a).await.unwrap();
+    assert!(
+        a.load(&headers).await.is_none(),
+        "the replica that logged out forgets the session at once"
+    );
+    // The other replica trusts its cached entry for at most `cache_ttl` (the bound itself is
+    // pinned with explicit instants in `cache.rs`); then it asks the store and agrees.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while b.load(&headers).await.is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other replica never honoured the logout"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_refused_even_while_cached() {
+    let (_dir, a, _b) = two_replicas(Duration::from_secs(60)).await;
+    let headers = request_headers(&a.start("user-1", None).await.unwrap());
+    let session = a.load(&headers).await.unwrap();
+    let past = bson::DateTime::from_millis(1);
+    a.inner.cache.touched(&session.record_id, past, past);
+    assert!(a.load(&headers).await.is_none());
+}
