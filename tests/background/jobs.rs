@@ -11,7 +11,7 @@ use keel::store::Store;
 use keel::workers::{CpuJobs, Workers, WorkersConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{embedded_store, eventually};
+use crate::helpers::{embedded_store, eventually, on_every_backend};
 
 fn queue(store: &Store, lease_ms: u64) -> JobQueue {
     JobQueue::new(
@@ -59,118 +59,124 @@ async fn wait_for_status(
 #[tokio::test]
 async fn a_job_that_fails_twice_then_succeeds_ends_done_after_three_attempts() -> anyhow::Result<()>
 {
-    let test = embedded_store().await?;
-    let queue = queue(&test.store, 5_000);
-    let mut handlers = JobHandlers::new();
-    handlers.register(
-        "flaky",
-        |job: keel::jobs::Job, ctx: keel::jobs::JobRunContext| {
-            async move {
-                if job.attempts < 3 {
-                    return Err(format!("attempt {} failed", job.attempts));
+    on_every_backend("job_retried", |store| async move {
+        let queue = queue(&store, 5_000);
+        let mut handlers = JobHandlers::new();
+        handlers.register(
+            "flaky",
+            |job: keel::jobs::Job, ctx: keel::jobs::JobRunContext| {
+                async move {
+                    if job.attempts < 3 {
+                        return Err(format!("attempt {} failed", job.attempts));
+                    }
+                    // The CPU part of a job runs on the worker pool.
+                    let sum = ctx
+                        .workers
+                        .pool()
+                        .run(|_| (1..=100i64).sum::<i64>())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(Some(doc! { "sum": sum }))
                 }
-                // The CPU part of a job runs on the worker pool.
-                let sum = ctx
-                    .workers
-                    .pool()
-                    .run(|_| (1..=100i64).sum::<i64>())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(Some(doc! { "sum": sum }))
-            }
-            .boxed()
-        },
-    );
-    let (stop, runner) = start_runner(&queue, handlers);
-    let id = queue
-        .enqueue(NewJob::new("flaky", doc! {}).max_attempts(5))
-        .await?
-        .id;
-    let job = wait_for_status(&queue, &id, JobStatus::Done).await?;
-    assert_eq!(job.attempts, 3);
-    assert_eq!(job.last_error.as_deref(), Some("attempt 2 failed"));
-    assert_eq!(job.result, Some(doc! { "sum": 5050_i64 }));
-    stop.cancel();
-    runner.await?;
-    Ok(())
+                .boxed()
+            },
+        );
+        let (stop, runner) = start_runner(&queue, handlers);
+        let id = queue
+            .enqueue(NewJob::new("flaky", doc! {}).max_attempts(5))
+            .await?
+            .id;
+        let job = wait_for_status(&queue, &id, JobStatus::Done).await?;
+        assert_eq!(job.attempts, 3);
+        assert_eq!(job.last_error.as_deref(), Some("attempt 2 failed"));
+        assert_eq!(job.result, Some(doc! { "sum": 5050_i64 }));
+        stop.cancel();
+        runner.await?;
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test]
 async fn a_job_that_always_fails_is_dead_lettered_with_its_error() -> anyhow::Result<()> {
-    let test = embedded_store().await?;
-    let queue = queue(&test.store, 5_000);
-    let mut handlers = JobHandlers::new();
-    handlers.register(
-        "doomed",
-        |job: keel::jobs::Job, _ctx: keel::jobs::JobRunContext| {
-            async move { Err(format!("no luck on attempt {}", job.attempts)) }.boxed()
-        },
-    );
-    let (stop, runner) = start_runner(&queue, handlers);
-    let id = queue
-        .enqueue(NewJob::new("doomed", doc! {}).max_attempts(3))
-        .await?
-        .id;
-    let job = wait_for_status(&queue, &id, JobStatus::Dead).await?;
-    assert_eq!(job.attempts, 3);
-    assert_eq!(job.last_error.as_deref(), Some("no luck on attempt 3"));
-    assert_eq!(queue.list(Some(JobStatus::Dead), 10).await?.len(), 1);
+    on_every_backend("job_dead_lettered", |store| async move {
+        let queue = queue(&store, 5_000);
+        let mut handlers = JobHandlers::new();
+        handlers.register(
+            "doomed",
+            |job: keel::jobs::Job, _ctx: keel::jobs::JobRunContext| {
+                async move { Err(format!("no luck on attempt {}", job.attempts)) }.boxed()
+            },
+        );
+        let (stop, runner) = start_runner(&queue, handlers);
+        let id = queue
+            .enqueue(NewJob::new("doomed", doc! {}).max_attempts(3))
+            .await?
+            .id;
+        let job = wait_for_status(&queue, &id, JobStatus::Dead).await?;
+        assert_eq!(job.attempts, 3);
+        assert_eq!(job.last_error.as_deref(), Some("no luck on attempt 3"));
+        assert_eq!(queue.list(Some(JobStatus::Dead), 10).await?.len(), 1);
 
-    // An operator retries it: back in the queue with fresh attempts (and it fails again).
-    queue.retry(&id).await?;
-    let again = wait_for_status(&queue, &id, JobStatus::Dead).await?;
-    assert_eq!(again.attempts, 3);
-    assert!(queue.retry("no-such-job").await.is_err());
-    assert_eq!(queue.purge(JobStatus::Dead).await?, 1);
-    assert!(
-        queue.purge(JobStatus::Queued).await.is_err(),
-        "pending work is never purged"
-    );
-    assert!(queue.get(&id).await?.is_none());
-    stop.cancel();
-    runner.await?;
-    Ok(())
+        // An operator retries it: back in the queue with fresh attempts (and it fails again).
+        queue.retry(&id).await?;
+        let again = wait_for_status(&queue, &id, JobStatus::Dead).await?;
+        assert_eq!(again.attempts, 3);
+        assert!(queue.retry("no-such-job").await.is_err());
+        assert_eq!(queue.purge(JobStatus::Dead).await?, 1);
+        assert!(
+            queue.purge(JobStatus::Queued).await.is_err(),
+            "pending work is never purged"
+        );
+        assert!(queue.get(&id).await?.is_none());
+        stop.cancel();
+        runner.await?;
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test]
 async fn a_claimed_job_whose_runner_died_runs_again_after_its_lease() -> anyhow::Result<()> {
-    let test = embedded_store().await?;
-    let queue = queue(&test.store, 300);
-    let kinds = vec!["import".to_owned()];
-    let id = queue
-        .enqueue(NewJob::new("import", doc! { "file": "a.csv" }))
-        .await?
-        .id;
-    // A runner claims the job and dies without completing it (nothing renews its lease).
-    let claimed = queue
-        .claim("crashed-runner", &kinds, queue.config().lease())
-        .await?;
-    assert_eq!(claimed.map(|job| job.id), Some(id.clone()));
-    assert!(
-        queue
-            .claim("other-runner", &kinds, queue.config().lease())
+    on_every_backend("job_lease_expired", |store| async move {
+        let queue = queue(&store, 300);
+        let kinds = vec!["import".to_owned()];
+        let id = queue
+            .enqueue(NewJob::new("import", doc! { "file": "a.csv" }))
             .await?
-            .is_none(),
-        "a leased job is not claimable"
-    );
+            .id;
+        // A runner claims the job and dies without completing it (nothing renews its lease).
+        let claimed = queue
+            .claim("crashed-runner", &kinds, queue.config().lease())
+            .await?;
+        assert_eq!(claimed.map(|job| job.id), Some(id.clone()));
+        assert!(
+            queue
+                .claim("other-runner", &kinds, queue.config().lease())
+                .await?
+                .is_none(),
+            "a leased job is not claimable"
+        );
 
-    let runs = Arc::new(Mutex::new(0));
-    let mut handlers = JobHandlers::new();
-    let counter = Arc::clone(&runs);
-    handlers.register(
-        "import",
-        move |_job: keel::jobs::Job, _ctx: keel::jobs::JobRunContext| {
-            *counter.lock().expect("test mutex") += 1;
-            async { Ok(None) }.boxed()
-        },
-    );
-    let (stop, runner) = start_runner(&queue, handlers);
-    let job = wait_for_status(&queue, &id, JobStatus::Done).await?;
-    assert_eq!(job.attempts, 2, "the crashed attempt counts");
-    assert_eq!(*runs.lock().expect("test mutex"), 1);
-    stop.cancel();
-    runner.await?;
-    Ok(())
+        let runs = Arc::new(Mutex::new(0));
+        let mut handlers = JobHandlers::new();
+        let counter = Arc::clone(&runs);
+        handlers.register(
+            "import",
+            move |_job: keel::jobs::Job, _ctx: keel::jobs::JobRunContext| {
+                *counter.lock().expect("test mutex") += 1;
+                async { Ok(None) }.boxed()
+            },
+        );
+        let (stop, runner) = start_runner(&queue, handlers);
+        let job = wait_for_status(&queue, &id, JobStatus::Done).await?;
+        assert_eq!(job.attempts, 2, "the crashed attempt counts");
+        assert_eq!(*runs.lock().expect("test mutex"), 1);
+        stop.cancel();
+        runner.await?;
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test]

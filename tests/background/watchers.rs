@@ -13,7 +13,7 @@ use keel::watchers::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{embedded_store, eventually};
+use crate::helpers::{embedded_store, eventually, on_every_backend};
 
 /// Counts the inserts into `source`: every call in `calls` (per document id), and the effect
 /// once per document, claimed by inserting `{_id: document id}` into `handled`.
@@ -162,37 +162,39 @@ async fn effects(store: &Store) -> anyhow::Result<i64> {
 
 #[tokio::test]
 async fn events_are_handled_exactly_once_across_a_restart_mid_stream() -> anyhow::Result<()> {
-    let test = embedded_store().await?;
-    let watcher = CountingWatcher::new(&test.store);
-    let (stop, task, health) = start(&test.store, &watcher).await?;
-    insert_sources(&test.store, 0, 30).await?;
-    eventually("some events to be handled", || async {
-        Ok((watcher.total_calls() >= 10).then_some(()))
-    })
-    .await?;
-    // Stop mid-stream: the runtime finishes the event in hand, saves its position and returns.
-    stop.cancel();
-    task.await?;
-    assert_eq!(health.state("counting"), Some(WatcherState::Stopped));
-    insert_sources(&test.store, 30, 40).await?;
+    on_every_backend("watcher_restart", |store| async move {
+        let watcher = CountingWatcher::new(&store);
+        let (stop, task, health) = start(&store, &watcher).await?;
+        insert_sources(&store, 0, 30).await?;
+        eventually("some events to be handled", || async {
+            Ok((watcher.total_calls() >= 10).then_some(()))
+        })
+        .await?;
+        // Stop mid-stream: the runtime finishes the event in hand, saves its position and returns.
+        stop.cancel();
+        task.await?;
+        assert_eq!(health.state("counting"), Some(WatcherState::Stopped));
+        insert_sources(&store, 30, 40).await?;
 
-    let (stop, task, _) = start(&test.store, &watcher).await?;
-    eventually("all 40 events to be handled", || async {
-        Ok((watcher.total_calls() >= 40).then_some(()))
+        let (stop, task, _) = start(&store, &watcher).await?;
+        eventually("all 40 events to be handled", || async {
+            Ok((watcher.total_calls() >= 40).then_some(()))
+        })
+        .await?;
+        stop.cancel();
+        task.await?;
+        for n in 0..40 {
+            assert_eq!(
+                watcher.calls_of(&format!("doc-{n}")),
+                1,
+                "doc-{n} handled once"
+            );
+        }
+        assert_eq!(watcher.total_calls(), 40, "no replays");
+        assert_eq!(effects(&store).await?, 40);
+        Ok(())
     })
-    .await?;
-    stop.cancel();
-    task.await?;
-    for n in 0..40 {
-        assert_eq!(
-            watcher.calls_of(&format!("doc-{n}")),
-            1,
-            "doc-{n} handled once"
-        );
-    }
-    assert_eq!(watcher.total_calls(), 40, "no replays");
-    assert_eq!(effects(&test.store).await?, 40);
-    Ok(())
+    .await
 }
 
 #[tokio::test]
