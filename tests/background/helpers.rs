@@ -1,6 +1,6 @@
-//! Shared helpers: a fresh store per test — embedded always, MongoDB too when
-//! `KEEL_TEST_MONGODB_URL` is set (`on_every_backend`) — and polling with a deadline (never a
-//! guessed sleep).
+//! Shared helpers: every test runs on a fresh store of each backend — embedded always, MongoDB
+//! too when `KEEL_TEST_MONGODB_URL` is set (`on_every_backend`) — and polls with a deadline
+//! (never a guessed sleep).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -10,13 +10,13 @@ use keel::secrets::Secret;
 use keel::store::{DatabaseConfig, Store};
 
 /// A store under test and what keeps it alive (the temporary directory of an embedded store).
-pub struct TestStore {
-    pub store: Store,
+struct TestStore {
+    store: Store,
     _dir: Option<tempfile::TempDir>,
 }
 
 /// A store in a fresh temporary directory; the directory lives as long as the value.
-pub async fn embedded_store() -> anyhow::Result<TestStore> {
+async fn embedded_store() -> anyhow::Result<TestStore> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let config = DatabaseConfig {
         url: Secret::new(format!("embedded://{}", dir.path().display())),

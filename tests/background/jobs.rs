@@ -11,7 +11,7 @@ use keel::store::Store;
 use keel::workers::{CpuJobs, Workers, WorkersConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{embedded_store, eventually, on_every_backend};
+use crate::helpers::{eventually, on_every_backend};
 
 fn queue(store: &Store, lease_ms: u64) -> JobQueue {
     JobQueue::new(
@@ -181,112 +181,129 @@ async fn a_claimed_job_whose_runner_died_runs_again_after_its_lease() -> anyhow:
 
 #[tokio::test]
 async fn two_runners_never_run_the_same_job_at_once() -> anyhow::Result<()> {
-    let test = embedded_store().await?;
-    let queue = queue(&test.store, 30_000);
-    let running = Arc::new(Mutex::new(HashSet::<String>::new()));
-    let executions = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
-    let overlaps = Arc::new(Mutex::new(0));
-    let handlers = || {
-        let (running, executions, overlaps) =
-            (running.clone(), executions.clone(), overlaps.clone());
-        let mut handlers = JobHandlers::new();
-        handlers.register(
-            "exclusive",
-            move |job: keel::jobs::Job, _ctx: keel::jobs::JobRunContext| {
+    on_every_backend(
+        "two_runners_never_run_the_same_job_at_once",
+        |store| async move {
+            let queue = queue(&store, 30_000);
+            let running = Arc::new(Mutex::new(HashSet::<String>::new()));
+            let executions = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
+            let overlaps = Arc::new(Mutex::new(0));
+            let handlers = || {
                 let (running, executions, overlaps) =
                     (running.clone(), executions.clone(), overlaps.clone());
-                async move {
-                    if !running.lock().expect("test mutex").insert(job.id.clone()) {
-                        *overlaps.lock().expect("test mutex") += 1;
-                    }
-                    for _ in 0..10 {
-                        tokio::task::yield_now().await;
-                    }
-                    running.lock().expect("test mutex").remove(&job.id);
-                    *executions
-                        .lock()
-                        .expect("test mutex")
-                        .entry(job.id)
-                        .or_default() += 1;
-                    Ok(None)
-                }
-                .boxed()
-            },
-        );
-        handlers
-    };
-    let (stop_a, runner_a) = start_runner(&queue, handlers());
-    let (stop_b, runner_b) = start_runner(&queue, handlers());
-    let mut ids = Vec::new();
-    for n in 0..40 {
-        ids.push(
-            queue
-                .enqueue(NewJob::new("exclusive", doc! { "n": n }))
-                .await?
-                .id,
-        );
-    }
-    eventually("all 40 jobs to be done", || async {
-        let done = queue.count_by_status().await?[&JobStatus::Done];
-        Ok((done == 40).then_some(()))
-    })
-    .await?;
-    stop_a.cancel();
-    stop_b.cancel();
-    runner_a.await?;
-    runner_b.await?;
-    assert_eq!(*overlaps.lock().expect("test mutex"), 0);
-    let executions = executions.lock().expect("test mutex");
-    assert_eq!(executions.len(), 40);
-    assert!(
-        executions.values().all(|&n| n == 1),
-        "each job ran exactly once"
-    );
-    Ok(())
+                let mut handlers = JobHandlers::new();
+                handlers.register(
+                    "exclusive",
+                    move |job: keel::jobs::Job, _ctx: keel::jobs::JobRunContext| {
+                        let (running, executions, overlaps) =
+                            (running.clone(), executions.clone(), overlaps.clone());
+                        async move {
+                            if !running.lock().expect("test mutex").insert(job.id.clone()) {
+                                *overlaps.lock().expect("test mutex") += 1;
+                            }
+                            for _ in 0..10 {
+                                tokio::task::yield_now().await;
+                            }
+                            running.lock().expect("test mutex").remove(&job.id);
+                            *executions
+                                .lock()
+                                .expect("test mutex")
+                                .entry(job.id)
+                                .or_default() += 1;
+                            Ok(None)
+                        }
+                        .boxed()
+                    },
+                );
+                handlers
+            };
+            let (stop_a, runner_a) = start_runner(&queue, handlers());
+            let (stop_b, runner_b) = start_runner(&queue, handlers());
+            let mut ids = Vec::new();
+            for n in 0..40 {
+                ids.push(
+                    queue
+                        .enqueue(NewJob::new("exclusive", doc! { "n": n }))
+                        .await?
+                        .id,
+                );
+            }
+            eventually("all 40 jobs to be done", || async {
+                let done = queue.count_by_status().await?[&JobStatus::Done];
+                Ok((done == 40).then_some(()))
+            })
+            .await?;
+            stop_a.cancel();
+            stop_b.cancel();
+            runner_a.await?;
+            runner_b.await?;
+            assert_eq!(*overlaps.lock().expect("test mutex"), 0);
+            let executions = executions.lock().expect("test mutex");
+            assert_eq!(executions.len(), 40);
+            assert!(
+                executions.values().all(|&n| n == 1),
+                "each job ran exactly once"
+            );
+            Ok(())
+        },
+    )
+    .await
 }
 
 #[tokio::test]
 async fn an_idempotency_key_makes_enqueue_idempotent() -> anyhow::Result<()> {
-    let test = embedded_store().await?;
-    let queue = queue(&test.store, 5_000);
-    let job = || NewJob::new("mail", doc! { "to": "a@example.com" }).idempotency_key("welcome-42");
-    let first = queue.enqueue(job()).await?;
-    let second = queue.enqueue(job()).await?;
-    assert!(first.created && !second.created);
-    assert_eq!(first.id, second.id);
-    let other_kind = queue
-        .enqueue(NewJob::new("sms", doc! {}).idempotency_key("welcome-42"))
-        .await?;
-    assert!(other_kind.created, "keys are per kind");
-    assert_eq!(queue.list(None, 10).await?.len(), 2);
-    assert!(
-        queue
-            .enqueue(NewJob::new("mail", doc! {}).idempotency_key(""))
-            .await
-            .is_err()
-    );
-    Ok(())
+    on_every_backend(
+        "an_idempotency_key_makes_enqueue_idempotent",
+        |store| async move {
+            let queue = queue(&store, 5_000);
+            let job = || {
+                NewJob::new("mail", doc! { "to": "a@example.com" }).idempotency_key("welcome-42")
+            };
+            let first = queue.enqueue(job()).await?;
+            let second = queue.enqueue(job()).await?;
+            assert!(first.created && !second.created);
+            assert_eq!(first.id, second.id);
+            let other_kind = queue
+                .enqueue(NewJob::new("sms", doc! {}).idempotency_key("welcome-42"))
+                .await?;
+            assert!(other_kind.created, "keys are per kind");
+            assert_eq!(queue.list(None, 10).await?.len(), 2);
+            assert!(
+                queue
+                    .enqueue(NewJob::new("mail", doc! {}).idempotency_key(""))
+                    .await
+                    .is_err()
+            );
+            Ok(())
+        },
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_job_due_later_is_not_claimed_before_its_time() -> anyhow::Result<()> {
-    let test = embedded_store().await?;
-    let queue = queue(&test.store, 5_000);
-    let kinds = vec!["later".to_owned()];
-    let later = bson::DateTime::now().saturating_add_duration(Duration::from_secs(3600));
-    queue
-        .enqueue(NewJob::new("later", doc! {}).run_at(later))
-        .await?;
-    assert!(
-        queue
-            .claim("runner", &kinds, queue.config().lease())
-            .await?
-            .is_none()
-    );
-    let now_id = queue.enqueue(NewJob::new("later", doc! {})).await?.id;
-    let claimed = queue
-        .claim("runner", &kinds, queue.config().lease())
-        .await?;
-    assert_eq!(claimed.map(|job| job.id), Some(now_id));
-    Ok(())
+    on_every_backend(
+        "a_job_due_later_is_not_claimed_before_its_time",
+        |store| async move {
+            let queue = queue(&store, 5_000);
+            let kinds = vec!["later".to_owned()];
+            let later = bson::DateTime::now().saturating_add_duration(Duration::from_secs(3600));
+            queue
+                .enqueue(NewJob::new("later", doc! {}).run_at(later))
+                .await?;
+            assert!(
+                queue
+                    .claim("runner", &kinds, queue.config().lease())
+                    .await?
+                    .is_none()
+            );
+            let now_id = queue.enqueue(NewJob::new("later", doc! {})).await?.id;
+            let claimed = queue
+                .claim("runner", &kinds, queue.config().lease())
+                .await?;
+            assert_eq!(claimed.map(|job| job.id), Some(now_id));
+            Ok(())
+        },
+    )
+    .await
 }

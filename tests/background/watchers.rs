@@ -13,7 +13,7 @@ use keel::watchers::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{embedded_store, eventually, on_every_backend};
+use crate::helpers::{eventually, on_every_backend};
 
 /// Counts the inserts into `source`: every call in `calls` (per document id), and the effect
 /// once per document, claimed by inserting `{_id: document id}` into `handled`.
@@ -199,59 +199,66 @@ async fn events_are_handled_exactly_once_across_a_restart_mid_stream() -> anyhow
 
 #[tokio::test]
 async fn two_watcher_instances_never_double_count() -> anyhow::Result<()> {
-    let test = embedded_store().await?;
-    let (first, second) = (
-        CountingWatcher::new(&test.store),
-        CountingWatcher::new(&test.store),
-    );
-    let (stop_a, task_a, _) = start(&test.store, &first).await?;
-    let (stop_b, task_b, _) = start(&test.store, &second).await?;
-    insert_sources(&test.store, 0, 25).await?;
-    eventually("both instances to see every event", || async {
-        Ok((first.total_calls() >= 25 && second.total_calls() >= 25).then_some(()))
-    })
-    .await?;
-    stop_a.cancel();
-    stop_b.cancel();
-    task_a.await?;
-    task_b.await?;
-    assert_eq!(
-        effects(&test.store).await?,
-        25,
-        "each effect claimed once across replicas"
-    );
-    Ok(())
+    on_every_backend(
+        "two_watcher_instances_never_double_count",
+        |store| async move {
+            let (first, second) = (CountingWatcher::new(&store), CountingWatcher::new(&store));
+            let (stop_a, task_a, _) = start(&store, &first).await?;
+            let (stop_b, task_b, _) = start(&store, &second).await?;
+            insert_sources(&store, 0, 25).await?;
+            eventually("both instances to see every event", || async {
+                Ok((first.total_calls() >= 25 && second.total_calls() >= 25).then_some(()))
+            })
+            .await?;
+            stop_a.cancel();
+            stop_b.cancel();
+            task_a.await?;
+            task_b.await?;
+            assert_eq!(
+                effects(&store).await?,
+                25,
+                "each effect claimed once across replicas"
+            );
+            Ok(())
+        },
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_handler_error_restarts_the_watcher_without_losing_the_event() -> anyhow::Result<()> {
-    let test = embedded_store().await?;
-    let watcher = CountingWatcher::new(&test.store);
-    *watcher.failures_left.lock().expect("test mutex") = 1;
-    let (stop, task, health) = start(&test.store, &watcher).await?;
-    let source = test.store.collection("source");
-    source.insert_one(doc! { "_id": "before" }).await?;
-    source
-        .insert_one(doc! { "_id": "fragile", "failOnce": true })
-        .await?;
-    source.insert_one(doc! { "_id": "after" }).await?;
-    eventually("every event to take effect", || async {
-        Ok((effects(&test.store).await? == 3).then_some(()))
-    })
-    .await?;
-    assert_eq!(watcher.calls_of("before"), 1);
-    assert_eq!(
-        watcher.calls_of("fragile"),
-        2,
-        "failed once, delivered again after the restart"
-    );
-    assert_eq!(watcher.calls_of("after"), 1);
-    eventually("the watcher to be running again", || async {
-        Ok((health.state("counting") == Some(WatcherState::Running)).then_some(()))
-    })
-    .await?;
-    assert!(health.problems().is_empty());
-    stop.cancel();
-    task.await?;
-    Ok(())
+    on_every_backend(
+        "a_handler_error_restarts_the_watcher_without_losing_the_event",
+        |store| async move {
+            let watcher = CountingWatcher::new(&store);
+            *watcher.failures_left.lock().expect("test mutex") = 1;
+            let (stop, task, health) = start(&store, &watcher).await?;
+            let source = store.collection("source");
+            source.insert_one(doc! { "_id": "before" }).await?;
+            source
+                .insert_one(doc! { "_id": "fragile", "failOnce": true })
+                .await?;
+            source.insert_one(doc! { "_id": "after" }).await?;
+            eventually("every event to take effect", || async {
+                Ok((effects(&store).await? == 3).then_some(()))
+            })
+            .await?;
+            assert_eq!(watcher.calls_of("before"), 1);
+            assert_eq!(
+                watcher.calls_of("fragile"),
+                2,
+                "failed once, delivered again after the restart"
+            );
+            assert_eq!(watcher.calls_of("after"), 1);
+            eventually("the watcher to be running again", || async {
+                Ok((health.state("counting") == Some(WatcherState::Running)).then_some(()))
+            })
+            .await?;
+            assert!(health.problems().is_empty());
+            stop.cancel();
+            task.await?;
+            Ok(())
+        },
+    )
+    .await
 }
