@@ -1,7 +1,8 @@
-//! The MongoDB half of the test binaries that run on both backends (`tests/store`,
-//! `tests/background`): when `KEEL_TEST_MONGODB_URL` is set, each test gets a database of its
-//! own on that server (`keel_test_<case>_<pid>_<n>`), so tests run in parallel without seeing
-//! each other's data. `scripts/mongo-test-server` starts a server and sets the variable.
+//! The MongoDB half of the integration tests (`tests/store` and `tests/background` run each case
+//! on both backends; `tests/api` runs its in-process application on MongoDB): when
+//! `KEEL_TEST_MONGODB_URL` is set, each test gets a database of its own on that server
+//! (`keel_test_<case>_<pid>_<n>`), so tests run in parallel without seeing each other's data.
+//! `scripts/mongo-test-server` starts a server and sets the variable.
 //!
 //! The URL may carry credentials: errors name the variable, never its value.
 
@@ -14,13 +15,19 @@ use keel::store::{DatabaseConfig, Store};
 /// The variable that points the tests at a MongoDB server.
 pub const URL_VARIABLE: &str = "KEEL_TEST_MONGODB_URL";
 
+/// The URL of a fresh database for `case`, or `None` when `KEEL_TEST_MONGODB_URL` is unset.
+pub fn fresh_url(case: &str) -> Option<Secret> {
+    let url = std::env::var(URL_VARIABLE).ok()?;
+    Some(Secret::new(with_database(&url, &fresh_database_name(case))))
+}
+
 /// A store on a fresh database for `case`, or `None` when `KEEL_TEST_MONGODB_URL` is unset.
 pub async fn fresh_store(case: &str) -> anyhow::Result<Option<Store>> {
-    let Ok(url) = std::env::var(URL_VARIABLE) else {
+    let Some(url) = fresh_url(case) else {
         return Ok(None);
     };
     let config = DatabaseConfig {
-        url: Secret::new(with_database(&url, &fresh_database_name(case))),
+        url,
         ..DatabaseConfig::default()
     };
     let store = Store::connect(&config)
