@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 pub use crate::helpers::eventually;
-use crate::helpers::{http_client, repo_config_dir, serve_app};
+use crate::helpers::{http_client, repo_config_dir, serve_app, use_test_mongodb};
 
 /// A password that satisfies the rules.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -59,6 +59,7 @@ pub async fn spawn_api() -> ApiApp {
 pub async fn spawn_api_with(adjust: impl FnOnce(&mut Config)) -> ApiApp {
     let data_dir = Arc::new(tempfile::tempdir().expect("temporary data directory"));
     let mut config = test_config(&data_dir);
+    use_test_mongodb(&mut config);
     adjust(&mut config);
     start(config, data_dir).await
 }
@@ -66,7 +67,7 @@ pub async fn spawn_api_with(adjust: impl FnOnce(&mut Config)) -> ApiApp {
 async fn start(config: Config, data_dir: Arc<TempDir>) -> ApiApp {
     let store = Store::connect(&config.database)
         .await
-        .expect("opening the embedded store");
+        .expect("opening the store");
     keel_app::indexes::create_all(&store)
         .await
         .expect("creating the indexes");
@@ -86,7 +87,7 @@ async fn start(config: Config, data_dir: Arc<TempDir>) -> ApiApp {
 
 impl ApiApp {
     /// Stops the server, closes the store, and starts a new process-equivalent on the same
-    /// data directory and configuration.
+    /// data directory (or MongoDB database) and configuration.
     pub async fn restart(self) -> ApiApp {
         self.platform.shutdown().trigger();
         assert!(

@@ -4,6 +4,10 @@
 
 mod api_support;
 mod helpers;
+// Only `fresh_url` is used here: the in-process application connects its own store.
+#[allow(dead_code)]
+#[path = "../support/mongodb.rs"]
+mod mongodb_support;
 
 mod background;
 mod background_roles;

@@ -1,5 +1,6 @@
-//! Shared helpers: a fresh embedded store per test, and polling with a deadline (never a
-//! guessed sleep).
+//! Shared helpers: every test runs on a fresh store of each backend — embedded always, MongoDB
+//! too when `KEEL_TEST_MONGODB_URL` is set (`on_every_backend`) — and polls with a deadline
+//! (never a guessed sleep).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -8,13 +9,14 @@ use anyhow::Context;
 use keel::secrets::Secret;
 use keel::store::{DatabaseConfig, Store};
 
-/// A store in a fresh temporary directory; the directory lives as long as the value.
-pub struct TestStore {
-    pub store: Store,
-    _dir: tempfile::TempDir,
+/// A store under test and what keeps it alive (the temporary directory of an embedded store).
+struct TestStore {
+    store: Store,
+    _dir: Option<tempfile::TempDir>,
 }
 
-pub async fn embedded_store() -> anyhow::Result<TestStore> {
+/// A store in a fresh temporary directory; the directory lives as long as the value.
+async fn embedded_store() -> anyhow::Result<TestStore> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let config = DatabaseConfig {
         url: Secret::new(format!("embedded://{}", dir.path().display())),
@@ -23,7 +25,32 @@ pub async fn embedded_store() -> anyhow::Result<TestStore> {
     let store = Store::connect(&config)
         .await
         .context("opening the embedded store")?;
-    Ok(TestStore { store, _dir: dir })
+    Ok(TestStore {
+        store,
+        _dir: Some(dir),
+    })
+}
+
+/// Runs `case` on a fresh embedded store, then on a fresh MongoDB database when
+/// `KEEL_TEST_MONGODB_URL` is set; the first failure names its backend. A case that must size
+/// its work for the slower server asks `store.backend_name()`.
+pub async fn on_every_backend<F, Fut>(case_name: &str, case: F) -> anyhow::Result<()>
+where
+    F: Fn(Store) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut stores = vec![embedded_store().await?];
+    if let Some(store) = crate::mongodb_support::fresh_store(case_name).await? {
+        stores.push(TestStore { store, _dir: None });
+    }
+    for test in stores {
+        let backend = test.store.backend_name();
+        case(test.store.clone())
+            .await
+            .with_context(|| format!("{case_name} on the {backend} backend"))?;
+        test.store.close().await.ok();
+    }
+    Ok(())
 }
 
 /// How long any polled condition may take before the test fails.

@@ -13,7 +13,7 @@ use keel::watchers::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{embedded_store, eventually};
+use crate::helpers::{eventually, on_every_backend};
 
 /// Counts the inserts into `source`: every call in `calls` (per document id), and the effect
 /// once per document, claimed by inserting `{_id: document id}` into `handled`.
@@ -162,94 +162,103 @@ async fn effects(store: &Store) -> anyhow::Result<i64> {
 
 #[tokio::test]
 async fn events_are_handled_exactly_once_across_a_restart_mid_stream() -> anyhow::Result<()> {
-    let test = embedded_store().await?;
-    let watcher = CountingWatcher::new(&test.store);
-    let (stop, task, health) = start(&test.store, &watcher).await?;
-    insert_sources(&test.store, 0, 30).await?;
-    eventually("some events to be handled", || async {
-        Ok((watcher.total_calls() >= 10).then_some(()))
-    })
-    .await?;
-    // Stop mid-stream: the runtime finishes the event in hand, saves its position and returns.
-    stop.cancel();
-    task.await?;
-    assert_eq!(health.state("counting"), Some(WatcherState::Stopped));
-    insert_sources(&test.store, 30, 40).await?;
+    on_every_backend("watcher_restart", |store| async move {
+        let watcher = CountingWatcher::new(&store);
+        let (stop, task, health) = start(&store, &watcher).await?;
+        insert_sources(&store, 0, 30).await?;
+        eventually("some events to be handled", || async {
+            Ok((watcher.total_calls() >= 10).then_some(()))
+        })
+        .await?;
+        // Stop mid-stream: the runtime finishes the event in hand, saves its position and returns.
+        stop.cancel();
+        task.await?;
+        assert_eq!(health.state("counting"), Some(WatcherState::Stopped));
+        insert_sources(&store, 30, 40).await?;
 
-    let (stop, task, _) = start(&test.store, &watcher).await?;
-    eventually("all 40 events to be handled", || async {
-        Ok((watcher.total_calls() >= 40).then_some(()))
+        let (stop, task, _) = start(&store, &watcher).await?;
+        eventually("all 40 events to be handled", || async {
+            Ok((watcher.total_calls() >= 40).then_some(()))
+        })
+        .await?;
+        stop.cancel();
+        task.await?;
+        for n in 0..40 {
+            assert_eq!(
+                watcher.calls_of(&format!("doc-{n}")),
+                1,
+                "doc-{n} handled once"
+            );
+        }
+        assert_eq!(watcher.total_calls(), 40, "no replays");
+        assert_eq!(effects(&store).await?, 40);
+        Ok(())
     })
-    .await?;
-    stop.cancel();
-    task.await?;
-    for n in 0..40 {
-        assert_eq!(
-            watcher.calls_of(&format!("doc-{n}")),
-            1,
-            "doc-{n} handled once"
-        );
-    }
-    assert_eq!(watcher.total_calls(), 40, "no replays");
-    assert_eq!(effects(&test.store).await?, 40);
-    Ok(())
+    .await
 }
 
 #[tokio::test]
 async fn two_watcher_instances_never_double_count() -> anyhow::Result<()> {
-    let test = embedded_store().await?;
-    let (first, second) = (
-        CountingWatcher::new(&test.store),
-        CountingWatcher::new(&test.store),
-    );
-    let (stop_a, task_a, _) = start(&test.store, &first).await?;
-    let (stop_b, task_b, _) = start(&test.store, &second).await?;
-    insert_sources(&test.store, 0, 25).await?;
-    eventually("both instances to see every event", || async {
-        Ok((first.total_calls() >= 25 && second.total_calls() >= 25).then_some(()))
-    })
-    .await?;
-    stop_a.cancel();
-    stop_b.cancel();
-    task_a.await?;
-    task_b.await?;
-    assert_eq!(
-        effects(&test.store).await?,
-        25,
-        "each effect claimed once across replicas"
-    );
-    Ok(())
+    on_every_backend(
+        "two_watcher_instances_never_double_count",
+        |store| async move {
+            let (first, second) = (CountingWatcher::new(&store), CountingWatcher::new(&store));
+            let (stop_a, task_a, _) = start(&store, &first).await?;
+            let (stop_b, task_b, _) = start(&store, &second).await?;
+            insert_sources(&store, 0, 25).await?;
+            eventually("both instances to see every event", || async {
+                Ok((first.total_calls() >= 25 && second.total_calls() >= 25).then_some(()))
+            })
+            .await?;
+            stop_a.cancel();
+            stop_b.cancel();
+            task_a.await?;
+            task_b.await?;
+            assert_eq!(
+                effects(&store).await?,
+                25,
+                "each effect claimed once across replicas"
+            );
+            Ok(())
+        },
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_handler_error_restarts_the_watcher_without_losing_the_event() -> anyhow::Result<()> {
-    let test = embedded_store().await?;
-    let watcher = CountingWatcher::new(&test.store);
-    *watcher.failures_left.lock().expect("test mutex") = 1;
-    let (stop, task, health) = start(&test.store, &watcher).await?;
-    let source = test.store.collection("source");
-    source.insert_one(doc! { "_id": "before" }).await?;
-    source
-        .insert_one(doc! { "_id": "fragile", "failOnce": true })
-        .await?;
-    source.insert_one(doc! { "_id": "after" }).await?;
-    eventually("every event to take effect", || async {
-        Ok((effects(&test.store).await? == 3).then_some(()))
-    })
-    .await?;
-    assert_eq!(watcher.calls_of("before"), 1);
-    assert_eq!(
-        watcher.calls_of("fragile"),
-        2,
-        "failed once, delivered again after the restart"
-    );
-    assert_eq!(watcher.calls_of("after"), 1);
-    eventually("the watcher to be running again", || async {
-        Ok((health.state("counting") == Some(WatcherState::Running)).then_some(()))
-    })
-    .await?;
-    assert!(health.problems().is_empty());
-    stop.cancel();
-    task.await?;
-    Ok(())
+    on_every_backend(
+        "a_handler_error_restarts_the_watcher_without_losing_the_event",
+        |store| async move {
+            let watcher = CountingWatcher::new(&store);
+            *watcher.failures_left.lock().expect("test mutex") = 1;
+            let (stop, task, health) = start(&store, &watcher).await?;
+            let source = store.collection("source");
+            source.insert_one(doc! { "_id": "before" }).await?;
+            source
+                .insert_one(doc! { "_id": "fragile", "failOnce": true })
+                .await?;
+            source.insert_one(doc! { "_id": "after" }).await?;
+            eventually("every event to take effect", || async {
+                Ok((effects(&store).await? == 3).then_some(()))
+            })
+            .await?;
+            assert_eq!(watcher.calls_of("before"), 1);
+            assert_eq!(
+                watcher.calls_of("fragile"),
+                2,
+                "failed once, delivered again after the restart"
+            );
+            assert_eq!(watcher.calls_of("after"), 1);
+            eventually("the watcher to be running again", || async {
+                Ok((health.state("counting") == Some(WatcherState::Running)).then_some(()))
+            })
+            .await?;
+            assert!(health.problems().is_empty());
+            stop.cancel();
+            task.await?;
+            Ok(())
+        },
+    )
+    .await
 }

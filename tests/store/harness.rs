@@ -5,7 +5,6 @@
 //! each backend in turn and names the backend in the failure.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -45,28 +44,94 @@ pub async fn embedded() -> anyhow::Result<TestBackend> {
 /// Connects to the MongoDB of `KEEL_TEST_MONGODB_URL` with a database of its own, or `None`
 /// when the variable is unset.
 pub async fn mongodb(case: &str) -> anyhow::Result<Option<TestBackend>> {
-    let Ok(url) = std::env::var("KEEL_TEST_MONGODB_URL") else {
-        return Ok(None);
-    };
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let database = format!(
-        "keel_test_{}_{}_{}",
-        &case[..case.len().min(24)],
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let config = DatabaseConfig {
-        url: Secret::new(with_database(&url, &database)),
-        ..DatabaseConfig::default()
-    };
-    let store = Store::connect(&config)
+    Ok(crate::mongodb_support::fresh_store(case)
+        .await?
+        .map(|store| TestBackend {
+            name: "mongodb",
+            store,
+            _dir: None,
+        }))
+}
+
+/// What answers at `KEEL_TEST_MONGODB_URL`, from its `buildInfo` (asked once per test binary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MongoServer {
+    /// The MongoDB version the server reports (`version`).
+    pub version: String,
+    /// `secantusVersion`: set only by SecantusDB, the test server CI runs.
+    pub secantus_version: Option<String>,
+}
+
+impl MongoServer {
+    pub fn from_build_info(build_info: &bson::Document) -> MongoServer {
+        MongoServer {
+            version: build_info
+                .get_str("version")
+                .unwrap_or("unknown")
+                .to_owned(),
+            secantus_version: build_info
+                .get_str("secantusVersion")
+                .ok()
+                .map(str::to_owned),
+        }
+    }
+}
+
+/// The server behind `KEEL_TEST_MONGODB_URL`, or `None` when the variable is unset. Only the
+/// answer is kept: each test has its own runtime, which a driver client must not outlive.
+pub async fn mongodb_server() -> anyhow::Result<Option<MongoServer>> {
+    static SERVER: tokio::sync::OnceCell<Option<MongoServer>> = tokio::sync::OnceCell::const_new();
+    SERVER
+        .get_or_try_init(|| async {
+            let Ok(url) = std::env::var(crate::mongodb_support::URL_VARIABLE) else {
+                return Ok(None);
+            };
+            // The URL may carry credentials: errors name the variable, never its value.
+            let client = mongodb::Client::with_uri_str(&url)
+                .await
+                .context("parsing KEEL_TEST_MONGODB_URL")?;
+            let build_info = client
+                .database("admin")
+                .run_command(bson::doc! {"buildInfo": 1})
+                .await
+                .context("buildInfo at KEEL_TEST_MONGODB_URL")?;
+            client.shutdown().await;
+            Ok(Some(MongoServer::from_build_info(&build_info)))
+        })
         .await
-        .context("connecting to KEEL_TEST_MONGODB_URL")?;
-    Ok(Some(TestBackend {
-        name: "mongodb",
-        store,
-        _dir: None,
-    }))
+        .cloned()
+}
+
+/// A known way a MongoDB-wire test server answers differently from MongoDB itself. A case that
+/// meets one keeps MongoDB's answer as its expectation and asserts the server's documented
+/// deviation exactly where it applies, so a server that stops deviating fails the case and the
+/// marker is removed. Each is described in `docs/store.md` ("Test servers' deviations").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deviation {
+    /// SecantusDB intersects the bounds of a two-sided range (`{$gte: 2, $lt: 5}`) on a
+    /// multikey index. MongoDB does not without `$elemMatch`: each bound may be met by a
+    /// different element, so `[1, 5]` matches `{$gte: 2, $lt: 5}`. The indexed query loses
+    /// such documents; the same query without an index answers as MongoDB does.
+    MultikeyRangeBoundsIntersected,
+}
+
+impl Deviation {
+    pub fn applies_to(self, server: &MongoServer) -> bool {
+        match self {
+            Deviation::MultikeyRangeBoundsIntersected => server.secantus_version.is_some(),
+        }
+    }
+}
+
+/// Whether `store` is the MongoDB backend on a server known to have `deviation`.
+pub async fn deviates(store: &Store, deviation: Deviation) -> anyhow::Result<bool> {
+    if store.backend_name() != "mongodb" {
+        return Ok(false);
+    }
+    let server = mongodb_server()
+        .await?
+        .context("a mongodb store without KEEL_TEST_MONGODB_URL")?;
+    Ok(deviation.applies_to(&server))
 }
 
 /// Every backend this run can test, each fresh and empty.
@@ -89,20 +154,6 @@ where
         backend.store.close().await.ok();
     }
     Ok(())
-}
-
-/// Replaces the database path of a MongoDB URL (`mongodb://host/olddb?opts` → `…/db?opts`).
-pub fn with_database(url: &str, database: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("mongodb", url));
-    let (authority, tail) = match rest.find('/') {
-        Some(slash) => (&rest[..slash], &rest[slash + 1..]),
-        None => match rest.find('?') {
-            Some(q) => (&rest[..q], &rest[q..]),
-            None => (rest, ""),
-        },
-    };
-    let query = tail.find('?').map(|q| &tail[q..]).unwrap_or("");
-    format!("{scheme}://{authority}/{database}{query}")
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes (tests never sleep to wait).
@@ -150,6 +201,7 @@ macro_rules! conformance {
 
 #[test]
 fn mongodb_url_gets_the_test_database() {
+    use crate::mongodb_support::with_database;
     assert_eq!(
         with_database("mongodb://localhost:27017", "t1"),
         "mongodb://localhost:27017/t1"
@@ -162,4 +214,15 @@ fn mongodb_url_gets_the_test_database() {
         with_database("mongodb://h?replicaSet=rs0", "t1"),
         "mongodb://h/t1?replicaSet=rs0"
     );
+}
+
+#[test]
+fn only_secantusdb_is_marked_as_intersecting_multikey_bounds() {
+    let mongod = MongoServer::from_build_info(&bson::doc! {"version": "7.0.14", "ok": 1.0});
+    let secantus = MongoServer::from_build_info(
+        &bson::doc! {"version": "8.2.11", "secantusVersion": "0.7.0b3", "ok": 1.0},
+    );
+    assert_eq!(secantus.secantus_version.as_deref(), Some("0.7.0b3"));
+    assert!(!Deviation::MultikeyRangeBoundsIntersected.applies_to(&mongod));
+    assert!(Deviation::MultikeyRangeBoundsIntersected.applies_to(&secantus));
 }

@@ -4,6 +4,8 @@
 use bson::{Bson, Document, doc};
 use keel::store::{Collection, FindOptions, IndexSpec, StoreError, UpdateOptions};
 
+use crate::harness::{Deviation, deviates};
+
 conformance!(
     unique_index_rejects_a_duplicate_naming_index_and_key,
     |store| {
@@ -137,9 +139,24 @@ conformance!(indexed_and_scanned_queries_give_the_same_answers, |store| {
         Bson::Document(doc! {"$elemMatch": {"$gt": 4, "$lt": 6}}),
         Bson::Document(doc! {"x": 1}),
     ];
+    // MongoDB's answer, with no index to get wrong: `[1, 5]` (8) matches, 5 ≥ 2 and 1 < 5 being
+    // met by two different elements.
+    let two_sided = Bson::Document(doc! {"$gte": 2, "$lt": 5});
+    let bounds_intersected = deviates(&store, Deviation::MultikeyRangeBoundsIntersected).await?;
     for condition in conditions {
         let indexed = sorted_ids(&items, doc! {"a": condition.clone()}).await?;
         let scanned = sorted_ids(&items, doc! {"b": condition.clone()}).await?;
+        if condition == two_sided {
+            assert_eq!(scanned, [1, 2, 3, 8], "condition {condition}, scanned");
+            if bounds_intersected {
+                assert_eq!(
+                    indexed,
+                    [1, 2, 3],
+                    "the server's known deviation changed; see docs/store.md"
+                );
+                continue;
+            }
+        }
         assert_eq!(indexed, scanned, "condition {condition}");
     }
     let and_ed = sorted_ids(&items, doc! {"a": {"$gt": 0}, "_id": {"$lt": 9}}).await?;

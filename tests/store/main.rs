@@ -3,6 +3,8 @@
 
 #[macro_use]
 mod harness;
+#[path = "../support/mongodb.rs"]
+mod mongodb_support;
 
 mod change_feed;
 mod crud;

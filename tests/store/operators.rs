@@ -6,6 +6,8 @@
 use bson::{Bson, Document, doc};
 use keel::store::{Collection, FindOptions, IndexSpec, Store, StoreError};
 
+use crate::harness::{Deviation, deviates};
+
 /// A small collection with the awkward cases: arrays, nulls, missing fields, mixed types.
 pub async fn fixture(store: &Store) -> anyhow::Result<Collection> {
     let things = store.collection("things");
@@ -187,9 +189,12 @@ conformance!(indexed_and_scanned_queries_agree_on_operators, |store| {
         .await?;
     let all = plain.find(doc! {}, FindOptions::default()).await?;
     indexed.insert_many(all).await?;
+    // MongoDB: `[1, 20]` (5) matches, 20 ≥ 5 and 1 < 10 being met by two different elements.
+    let two_sided = doc! {"n": {"$gte": 5, "$lt": 10}};
+    let bounds_intersected = deviates(&store, Deviation::MultikeyRangeBoundsIntersected).await?;
     for filter in [
         doc! {"n": {"$gt": 5}},
-        doc! {"n": {"$gte": 5, "$lt": 10}},
+        two_sided.clone(),
         doc! {"n": {"$in": [5, 7, 20]}},
         doc! {"n": null},
         doc! {"tags": "x"},
@@ -204,6 +209,16 @@ conformance!(indexed_and_scanned_queries_agree_on_operators, |store| {
             ids(&plain, filter.clone()).await?,
             ids(&indexed, filter.clone()).await?,
         );
+        if filter == two_sided {
+            anyhow::ensure!(a == [1, 4, 5], "{filter}: scanned {a:?}");
+            if bounds_intersected {
+                anyhow::ensure!(
+                    b == [1, 4],
+                    "{filter}: indexed {b:?}; the server's known deviation changed, see docs/store.md"
+                );
+                continue;
+            }
+        }
         anyhow::ensure!(a == b, "{filter}: scanned {a:?}, indexed {b:?}");
     }
     Ok(())

@@ -16,7 +16,7 @@ pub struct TestApp {
     pub address: SocketAddr,
     pub client: reqwest::Client,
     pub platform: Platform,
-    /// Holds the embedded store's files for the test's lifetime.
+    /// Holds the embedded store's files (if it uses one) for the test's lifetime.
     _data_dir: TempDir,
 }
 
@@ -36,14 +36,25 @@ pub fn test_config(data_dir: &TempDir) -> Config {
     keel::config::load(&options).expect("the shipped test configuration is valid")
 }
 
-/// The full application: platform with a fresh embedded store in a temporary directory.
+/// The full application on a fresh store: an embedded one in a temporary directory, or a
+/// database of its own on MongoDB when `KEEL_TEST_MONGODB_URL` is set (`use_test_mongodb`).
 pub async fn spawn_app() -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary data directory");
-    let config = test_config(&data_dir);
+    let mut config = test_config(&data_dir);
+    use_test_mongodb(&mut config);
     let store = Store::connect(&config.database)
         .await
-        .expect("opening the embedded store");
+        .expect("opening the store");
     start(config, Some(store), data_dir).await
+}
+
+/// Points `config` at a fresh database on the MongoDB of `KEEL_TEST_MONGODB_URL` when that is
+/// set: the applications `spawn_app` and `spawn_api` start then run on MongoDB (the chassis
+/// and the `keel` binary tests stay on the embedded store).
+pub fn use_test_mongodb(config: &mut Config) {
+    if let Some(url) = crate::mongodb_support::fresh_url("api") {
+        config.database.url = url;
+    }
 }
 
 /// The HTTP chassis and probes without a store: everything that does not touch data.

@@ -5,6 +5,7 @@ mod app;
 mod process;
 
 pub use app::{
-    TestApp, eventually, http_client, json, serve_app, spawn_app, spawn_chassis, spawn_chassis_with,
+    TestApp, eventually, http_client, json, serve_app, spawn_app, spawn_chassis,
+    spawn_chassis_with, use_test_mongodb,
 };
 pub use process::{KeelProcess, keel_command, repo_config_dir};
