@@ -4,9 +4,10 @@
 //! `NewItem` / `ItemQuery`, which cannot hold an invalid name, price or page. The free-form
 //! getData filter has its own parser in [`super::filter`].
 
+use bson::RawDocument;
 use bson::oid::ObjectId;
-use bson::{RawBsonRef, RawDocument};
 use keel::store::StoreError;
+use keel::store::raw::{self, RawField};
 use keel::validation::{FieldErrors, bounded_string};
 use serde::{Deserialize, Serialize};
 
@@ -184,26 +185,20 @@ impl ItemView {
         let mut description = None;
         let mut tags = None;
         let mut created_at = None;
-        for element in document {
-            let (key, value) = element.map_err(|e| corrupt(format!("{e}")))?;
-            let key = key.as_str();
-            let slot_was_empty = match key {
-                "_id" => id
-                    .replace(value.as_object_id().ok_or_else(|| mistyped(key))?)
-                    .is_none(),
-                "name" => name.replace(owned_str(key, value)?).is_none(),
-                "brand" => brand.replace(owned_str(key, value)?).is_none(),
-                "price" => price.replace(number(key, value)?).is_none(),
-                "description" => description
-                    .replace(match value {
-                        RawBsonRef::Null => None,
-                        value => Some(owned_str(key, value)?),
-                    })
-                    .is_none(),
-                "tags" => tags.replace(string_list(key, value)?).is_none(),
-                "createdAt" => created_at
-                    .replace(value.as_datetime().ok_or_else(|| mistyped(key))?)
-                    .is_none(),
+        for field in raw::fields(document.as_bytes()).map_err(corrupt)? {
+            let (key, value) = field.map_err(corrupt)?;
+            let slot_was_empty = match (key, value) {
+                ("_id", RawField::ObjectId(oid)) => id.replace(oid).is_none(),
+                ("name", value) => name.replace(owned_str(key, value)?).is_none(),
+                ("brand", value) => brand.replace(owned_str(key, value)?).is_none(),
+                ("price", value) => price.replace(number(key, value)?).is_none(),
+                ("description", RawField::Null) => description.replace(None).is_none(),
+                ("description", value) => {
+                    description.replace(Some(owned_str(key, value)?)).is_none()
+                }
+                ("tags", value) => tags.replace(string_list(key, value)?).is_none(),
+                ("createdAt", RawField::DateTime(at)) => created_at.replace(at).is_none(),
+                ("_id" | "createdAt", _) => return Err(mistyped(key)),
                 _ => continue,
             };
             if !slot_was_empty {
@@ -226,7 +221,7 @@ impl ItemView {
     }
 }
 
-fn corrupt(problem: String) -> StoreError {
+fn corrupt(problem: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("stored item has an unexpected shape: {problem}"))
 }
 
@@ -234,30 +229,29 @@ fn mistyped(field: &str) -> StoreError {
     corrupt(format!("invalid type for `{field}`"))
 }
 
-fn owned_str(field: &str, value: RawBsonRef<'_>) -> Result<String, StoreError> {
-    value
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| mistyped(field))
-}
-
-fn number(field: &str, value: RawBsonRef<'_>) -> Result<f64, StoreError> {
+fn owned_str(field: &str, value: RawField<'_>) -> Result<String, StoreError> {
     match value {
-        RawBsonRef::Double(n) => Ok(n),
-        RawBsonRef::Int32(n) => Ok(f64::from(n)),
-        RawBsonRef::Int64(n) => Ok(n as f64),
+        RawField::String(text) => Ok(text.to_owned()),
         _ => Err(mistyped(field)),
     }
 }
 
-fn string_list(field: &str, value: RawBsonRef<'_>) -> Result<Vec<String>, StoreError> {
-    let array = value.as_array().ok_or_else(|| mistyped(field))?;
-    array
-        .into_iter()
-        .map(|element| {
-            let element = element.map_err(|e| corrupt(format!("{e}")))?;
-            owned_str(field, element)
-        })
+fn number(field: &str, value: RawField<'_>) -> Result<f64, StoreError> {
+    match value {
+        RawField::Double(n) => Ok(n),
+        RawField::Int32(n) => Ok(f64::from(n)),
+        RawField::Int64(n) => Ok(n as f64),
+        _ => Err(mistyped(field)),
+    }
+}
+
+fn string_list(field: &str, value: RawField<'_>) -> Result<Vec<String>, StoreError> {
+    let RawField::Array(array) = value else {
+        return Err(mistyped(field));
+    };
+    raw::fields(array)
+        .map_err(corrupt)?
+        .map(|element| owned_str(field, element.map_err(corrupt)?.1))
         .collect()
 }
 

@@ -19,28 +19,29 @@ use crate::config::Config;
 #[derive(Clone)]
 pub struct ReloadableCors {
     config: watch::Receiver<Arc<Config>>,
-    /// The configuration the layer was built from, and the layer.
-    built: Arc<Mutex<(Arc<Config>, CorsLayer)>>,
+    /// The configuration the layer was built from, and the layer (shared, not cloned, by each
+    /// request: a `CorsLayer` holds several lists).
+    built: Arc<Mutex<(Arc<Config>, Arc<CorsLayer>)>>,
 }
 
 impl ReloadableCors {
     pub fn new(config: watch::Receiver<Arc<Config>>) -> Self {
         let current = config.borrow().clone();
-        let layer = protect::cors(&current);
+        let layer = Arc::new(protect::cors(&current));
         Self {
             config,
             built: Arc::new(Mutex::new((current, layer))),
         }
     }
 
-    fn current(&self) -> CorsLayer {
+    fn current(&self) -> Arc<CorsLayer> {
         let config = self.config.borrow().clone();
         let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
         if !Arc::ptr_eq(&built.0, &config) {
-            let layer = protect::cors(&config);
+            let layer = Arc::new(protect::cors(&config));
             *built = (config, layer);
         }
-        built.1.clone()
+        Arc::clone(&built.1)
     }
 }
 

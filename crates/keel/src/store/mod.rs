@@ -13,6 +13,7 @@ pub mod engine;
 pub mod input;
 pub mod migrate;
 pub mod mongo;
+pub mod raw;
 mod types;
 
 use std::sync::Arc;

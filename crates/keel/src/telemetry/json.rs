@@ -12,7 +12,9 @@ use std::ops::Range;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
+use tracing::span::Record;
 use tracing::{Event, Subscriber};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -42,7 +44,7 @@ impl ProcessFields {
 }
 
 /// `tracing_subscriber` event formatter writing keel's JSON lines. Use it with
-/// `fmt_fields(JsonFields::new())` so that span fields are stored as JSON.
+/// `fmt_fields(FlatFields)`, the span field format it reads.
 #[derive(Debug, Clone)]
 pub struct JsonLines {
     process: ProcessFields,
@@ -106,7 +108,7 @@ impl JsonLines {
                 line.push_str("span", name);
             }
         }
-        event.record(line);
+        event.record(&mut Encoder(line));
     }
 
     /// The general path, for lines with dotted (`evt.*`) or reserved field names: a JSON map
@@ -135,11 +137,11 @@ impl JsonLines {
             let mut innermost = None;
             for span in scope.from_root() {
                 let extensions = span.extensions();
-                if let Some(fields) = extensions.get::<FormattedFields<N>>()
-                    && let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields)
-                {
-                    for (key, value) in fields {
-                        insert_field(&mut line, &key, value);
+                if let Some(fields) = extensions.get::<FormattedFields<N>>() {
+                    for (key, json) in flat_pairs(fields) {
+                        if let Ok(value) = serde_json::from_str::<Value>(json) {
+                            insert_field(&mut line, key, value);
+                        }
                     }
                 }
                 innermost = Some(span.name());
@@ -209,26 +211,16 @@ impl FlatLine {
         self.push_encoded(key.into(), |out| write_json(out, value));
     }
 
-    /// A field recorded by an event: plain names only, else the line takes the map path.
-    fn push_event_field(&mut self, key: &'static str, encode: impl FnOnce(&mut Vec<u8>)) {
-        if key.contains('.') || RESERVED.contains(&key) {
-            self.is_flat = false;
-            return;
-        }
-        self.push_encoded(key.into(), encode);
-    }
-
-    /// A span's fields, stored by `JsonFields` as a JSON object's text.
+    /// A span's fields, stored by [`FlatFields`].
     fn push_span_fields(&mut self, text: &str) {
-        let Ok(fields) = serde_json::from_str::<Map<String, Value>>(text) else {
-            return;
-        };
-        for (key, value) in fields {
-            if key.contains('.') || RESERVED.contains(&key.as_str()) {
+        for (key, json) in flat_pairs(text) {
+            if key.contains('.') || RESERVED.contains(&key) {
                 self.is_flat = false;
                 return;
             }
-            self.push_encoded(key.into(), |out| write_json(out, &value));
+            self.push_encoded(key.to_owned().into(), |out| {
+                out.extend_from_slice(json.as_bytes())
+            });
         }
     }
 
@@ -261,36 +253,123 @@ fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     let _ = serde_json::to_writer(out, value);
 }
 
-impl Visit for FlatLine {
+/// Where [`Encoder`] puts each recorded field: its name and a closure writing its JSON value.
+trait FieldSink {
+    fn push_field(&mut self, name: &'static str, encode: impl FnOnce(&mut Vec<u8>));
+}
+
+impl FieldSink for FlatLine {
+    /// A field recorded by an event: plain names only, else the line takes the map path.
+    fn push_field(&mut self, name: &'static str, encode: impl FnOnce(&mut Vec<u8>)) {
+        if name.contains('.') || RESERVED.contains(&name) {
+            self.is_flat = false;
+            return;
+        }
+        self.push_encoded(name.into(), encode);
+    }
+}
+
+/// Records each field of an event or span as JSON into a [`FieldSink`], the way the map path
+/// turns values into `Value`s (`FieldVisitor`).
+struct Encoder<'a, S>(&'a mut S);
+
+impl<S: FieldSink> Visit for Encoder<'_, S> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.push_event_field(field.name(), |out| write_json(out, value));
+        self.0
+            .push_field(field.name(), |out| write_json(out, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.push_event_field(field.name(), |out| write_json(out, &value));
+        self.0
+            .push_field(field.name(), |out| write_json(out, &value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push_event_field(field.name(), |out| write_json(out, &value));
+        self.0
+            .push_field(field.name(), |out| write_json(out, &value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.push_event_field(field.name(), |out| write_json(out, &value));
+        self.0
+            .push_field(field.name(), |out| write_json(out, &value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         // As `Value::from(f64)`: a non-finite number is null.
-        self.push_event_field(field.name(), |out| write_json(out, &Value::from(value)));
+        self.0
+            .push_field(field.name(), |out| write_json(out, &Value::from(value)));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.push_event_field(field.name(), |out| write_json(out, &value.to_string()));
+        self.0
+            .push_field(field.name(), |out| write_json(out, &value.to_string()));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.push_event_field(field.name(), |out| write_json(out, &format!("{value:?}")));
+        self.0
+            .push_field(field.name(), |out| write_json(out, &format!("{value:?}")));
     }
 }
+
+/// Separators of [`FlatFields`]' pairs. JSON text never holds a raw control character, so
+/// neither occurs inside a value; names holding one lose it.
+const NAME_END: u8 = 0x1f;
+const FIELD_END: u8 = 0x1e;
+
+/// The span field format of [`JsonLines`]: each recorded field as `name 0x1F json 0x1E`,
+/// appended as the span records them. A line reads the pairs back without parsing JSON (with
+/// `JsonFields` every span was written as a JSON object and parsed again for every line).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlatFields;
+
+#[derive(Default)]
+struct FlatPairs(Vec<u8>);
+
+impl FieldSink for FlatPairs {
+    fn push_field(&mut self, name: &'static str, encode: impl FnOnce(&mut Vec<u8>)) {
+        self.0
+            .extend(name.bytes().filter(|b| *b != NAME_END && *b != FIELD_END));
+        self.0.push(NAME_END);
+        encode(&mut self.0);
+        self.0.push(FIELD_END);
+    }
+}
+
+impl FlatPairs {
+    fn of(fields: impl FnOnce(&mut Encoder<'_, FlatPairs>)) -> Result<String, fmt::Error> {
+        let mut pairs = FlatPairs::default();
+        fields(&mut Encoder(&mut pairs));
+        String::from_utf8(pairs.0).map_err(|_| fmt::Error)
+    }
+}
+
+impl<'writer> FormatFields<'writer> for FlatFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        writer.write_str(&FlatPairs::of(|encoder| fields.record(encoder))?)
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &Record<'_>,
+    ) -> fmt::Result {
+        current
+            .fields
+            .push_str(&FlatPairs::of(|encoder| fields.record(encoder))?);
+        Ok(())
+    }
+}
+
+/// The `(name, JSON value)` pairs of a span's [`FlatFields`] text.
+fn flat_pairs(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.split(char::from(FIELD_END))
+        .filter_map(|pair| pair.split_once(char::from(NAME_END)))
+}
+
 /// Inserts `key` (nesting dotted names) without letting an event overwrite process fields.
 fn insert_field(line: &mut Map<String, Value>, key: &str, value: Value) {
     if RESERVED.contains(&key) {
@@ -369,7 +448,6 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use tracing_subscriber::fmt::MakeWriter;
-    use tracing_subscriber::fmt::format::JsonFields;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
@@ -412,7 +490,7 @@ mod tests {
         };
         let subscriber = tracing_subscriber::registry().with(
             tracing_subscriber::fmt::layer()
-                .fmt_fields(JsonFields::new())
+                .fmt_fields(FlatFields)
                 .event_format(JsonLines::new(process))
                 .with_writer(captured.clone()),
         );
@@ -487,6 +565,26 @@ mod tests {
         assert_eq!(evt["outcome"], "failure");
         assert_eq!(evt["tags"], serde_json::json!(["auth", "brute"]));
         assert_eq!(lines[0]["level"], "warn");
+    }
+
+    #[test]
+    fn span_fields_recorded_later_and_nested_lines_carry_them_too() {
+        let lines = capture(|| {
+            let span = tracing::info_span!(
+                "http.request",
+                request_id = "r-9",
+                user_id = tracing::field::Empty
+            );
+            span.record("user_id", "u-1");
+            let _entered = span.enter();
+            tracing::info!("plain");
+            crate::evt!(INFO, "security", "checked", "success", "nested");
+        });
+        for line in &lines {
+            assert_eq!(line["request_id"], "r-9", "{line}");
+            assert_eq!(line["user_id"], "u-1", "{line}");
+        }
+        assert_eq!(lines[1]["evt"]["name"], "checked");
     }
 
     #[test]

@@ -18,7 +18,6 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -26,7 +25,7 @@ use tracing_subscriber::{EnvFilter, Registry, reload};
 use crate::config::{Config, LogFormat};
 
 pub use evt::join_tags;
-pub use json::{JsonLines, ProcessFields};
+pub use json::{FlatFields, JsonLines, ProcessFields};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -113,7 +112,7 @@ pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .fmt_fields(JsonFields::new())
+                    .fmt_fields(FlatFields)
                     .event_format(JsonLines::new(ProcessFields::from_config(config)))
                     .with_writer(std::io::stdout),
             )

@@ -1,0 +1,293 @@
+//! A small reader of a stored document's top-level fields, for the paths that turn stored
+//! documents straight into responses (a listing decodes 100 per request).
+//!
+//! bson's `RawIter` validates and wraps every element it passes — about 400 instructions each,
+//! a fifth of a 100-item listing (`docs/performance.md`). This reads the types a view needs and
+//! steps over every other type by its length. Stored documents are input like any other: every
+//! length is checked against the bytes at hand, strings must be UTF-8, and a document that
+//! does not parse is an error, never a panic or a read out of bounds.
+
+use bson::DateTime;
+use bson::oid::ObjectId;
+
+/// One field's value. Types a view has no use for are `Other`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RawField<'a> {
+    Double(f64),
+    String(&'a str),
+    /// An embedded document's bytes (readable with [`fields`]).
+    Document(&'a [u8]),
+    /// An array's bytes: a document whose keys are "0", "1", … (readable with [`fields`]).
+    Array(&'a [u8]),
+    ObjectId(ObjectId),
+    Bool(bool),
+    DateTime(DateTime),
+    Null,
+    Int32(i32),
+    Int64(i64),
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed BSON at byte {at}: {problem}")]
+pub struct RawError {
+    pub at: usize,
+    pub problem: &'static str,
+}
+
+/// The fields of one BSON document, in stored order.
+pub struct RawFields<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    failed: bool,
+}
+
+/// Reads the fields of `document` (a whole BSON document: length, elements, NUL).
+pub fn fields(document: &[u8]) -> Result<RawFields<'_>, RawError> {
+    let length = read_len(document, 0)?;
+    if length != document.len() || length < 5 || document[length - 1] != 0 {
+        return Err(RawError {
+            at: 0,
+            problem: "document length does not match its bytes",
+        });
+    }
+    Ok(RawFields {
+        bytes: &document[..length - 1],
+        at: 4,
+        failed: false,
+    })
+}
+
+fn error(at: usize, problem: &'static str) -> RawError {
+    RawError { at, problem }
+}
+
+fn take(bytes: &[u8], at: usize, n: usize) -> Result<&[u8], RawError> {
+    at.checked_add(n)
+        .and_then(|end| bytes.get(at..end))
+        .ok_or_else(|| error(at, "value runs past the end of the document"))
+}
+
+fn read_len(bytes: &[u8], at: usize) -> Result<usize, RawError> {
+    let raw = take(bytes, at, 4)?;
+    let n = i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    usize::try_from(n).map_err(|_| error(at, "negative length"))
+}
+
+fn read_i64(bytes: &[u8], at: usize) -> Result<i64, RawError> {
+    let raw = take(bytes, at, 8)?;
+    let mut buf = [0u8; 8];
+    buf.copy_from_slice(raw);
+    Ok(i64::from_le_bytes(buf))
+}
+
+/// A NUL-terminated key or regex part starting at `at`: the text and the index after the NUL.
+fn read_cstr(bytes: &[u8], at: usize) -> Result<(&str, usize), RawError> {
+    let rest = bytes.get(at..).unwrap_or_default();
+    let nul = rest
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| error(at, "unterminated name"))?;
+    let text = std::str::from_utf8(&rest[..nul]).map_err(|_| error(at, "name is not UTF-8"))?;
+    Ok((text, at + nul + 1))
+}
+
+/// A length-prefixed string (`int32 length, bytes, NUL`) at `at`: the text and the index after.
+fn read_string(bytes: &[u8], at: usize) -> Result<(&str, usize), RawError> {
+    let length = read_len(bytes, at)?;
+    if length == 0 {
+        return Err(error(at, "string length 0"));
+    }
+    let raw = take(bytes, at + 4, length)?;
+    if raw[length - 1] != 0 {
+        return Err(error(at, "string is not NUL-terminated"));
+    }
+    let text =
+        std::str::from_utf8(&raw[..length - 1]).map_err(|_| error(at, "string is not UTF-8"))?;
+    Ok((text, at + 4 + length))
+}
+
+impl<'a> RawFields<'a> {
+    fn element(&mut self) -> Result<(&'a str, RawField<'a>), RawError> {
+        let bytes = self.bytes;
+        let kind = bytes[self.at];
+        let (key, at) = read_cstr(bytes, self.at + 1)?;
+        let (value, next) = match kind {
+            0x01 => {
+                let bits = read_i64(bytes, at)?;
+                (RawField::Double(f64::from_bits(bits as u64)), at + 8)
+            }
+            0x02 => {
+                let (text, next) = read_string(bytes, at)?;
+                (RawField::String(text), next)
+            }
+            0x03 | 0x04 => {
+                let length = read_len(bytes, at)?;
+                let nested = take(bytes, at, length)?;
+                fields(nested)?;
+                let value = if kind == 0x03 {
+                    RawField::Document(nested)
+                } else {
+                    RawField::Array(nested)
+                };
+                (value, at + length)
+            }
+            0x05 => {
+                let length = read_len(bytes, at)?;
+                take(bytes, at + 4, 1 + length)?;
+                (RawField::Other, at + 5 + length)
+            }
+            0x06 | 0x7F | 0xFF => (RawField::Other, at),
+            0x07 => {
+                let raw = take(bytes, at, 12)?;
+                let mut id = [0u8; 12];
+                id.copy_from_slice(raw);
+                (RawField::ObjectId(ObjectId::from_bytes(id)), at + 12)
+            }
+            0x08 => match take(bytes, at, 1)?[0] {
+                0 => (RawField::Bool(false), at + 1),
+                1 => (RawField::Bool(true), at + 1),
+                _ => return Err(error(at, "boolean is neither 0 nor 1")),
+            },
+            0x09 => (
+                RawField::DateTime(DateTime::from_millis(read_i64(bytes, at)?)),
+                at + 8,
+            ),
+            0x0A => (RawField::Null, at),
+            0x0B => {
+                let (_, after_pattern) = read_cstr(bytes, at)?;
+                let (_, next) = read_cstr(bytes, after_pattern)?;
+                (RawField::Other, next)
+            }
+            0x0C => {
+                let (_, next) = read_string(bytes, at)?;
+                take(bytes, next, 12)?;
+                (RawField::Other, next + 12)
+            }
+            0x0D | 0x0E => {
+                let (_, next) = read_string(bytes, at)?;
+                (RawField::Other, next)
+            }
+            0x0F => {
+                let length = read_len(bytes, at)?;
+                if length < 14 {
+                    return Err(error(at, "code with scope shorter than its parts"));
+                }
+                take(bytes, at, length)?;
+                (RawField::Other, at + length)
+            }
+            0x10 => {
+                let raw = take(bytes, at, 4)?;
+                let n = i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+                (RawField::Int32(n), at + 4)
+            }
+            0x11 => {
+                take(bytes, at, 8)?;
+                (RawField::Other, at + 8)
+            }
+            0x12 => (RawField::Int64(read_i64(bytes, at)?), at + 8),
+            0x13 => {
+                take(bytes, at, 16)?;
+                (RawField::Other, at + 16)
+            }
+            _ => return Err(error(self.at, "unknown element type")),
+        };
+        if next > bytes.len() {
+            return Err(error(at, "value runs past the end of the document"));
+        }
+        self.at = next;
+        Ok((key, value))
+    }
+}
+
+impl<'a> Iterator for RawFields<'a> {
+    type Item = Result<(&'a str, RawField<'a>), RawError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.at >= self.bytes.len() {
+            return None;
+        }
+        let element = self.element();
+        self.failed = element.is_err();
+        Some(element)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::{Binary, Bson, Decimal128, Document, JavaScriptCodeWithScope, Regex, Timestamp};
+    use bson::{doc, spec::BinarySubtype};
+
+    use super::*;
+
+    fn every_type() -> Document {
+        doc! {
+            "double": 1.5, "string": "héllo", "doc": {"a": 1}, "array": ["x", 2],
+            "binary": Binary { subtype: BinarySubtype::Generic, bytes: vec![1, 2, 3] },
+            "undefined": Bson::Undefined, "oid": ObjectId::new(), "yes": true, "no": false,
+            "date": DateTime::from_millis(1_700_000_000_123), "null": Bson::Null,
+            "regex": Regex { pattern: "a.*".try_into().unwrap(), options: "i".try_into().unwrap() },
+            "code": Bson::JavaScriptCode("f()".into()),
+            "scoped": JavaScriptCodeWithScope { code: "g()".into(), scope: doc! {"s": 1} },
+            "int32": -7, "timestamp": Timestamp { time: 1, increment: 2 }, "int64": 1i64 << 40,
+            "decimal": Decimal128::from_bytes([1; 16]), "min": Bson::MinKey, "max": Bson::MaxKey,
+            "last": "end",
+        }
+    }
+
+    #[test]
+    fn every_field_is_read_as_bson_reads_it() {
+        let document = every_type();
+        let bytes = bson::serialize_to_vec(&document).unwrap();
+        let read: Vec<(&str, RawField<'_>)> = fields(&bytes).unwrap().map(Result::unwrap).collect();
+        let keys: Vec<&str> = read.iter().map(|(k, _)| *k).collect();
+        let expected: Vec<&str> = document.keys().map(String::as_str).collect();
+        assert_eq!(keys, expected);
+        for (key, value) in &read {
+            let want = document.get(*key).unwrap();
+            let same = match (value, want) {
+                (RawField::Double(a), Bson::Double(b)) => a == b,
+                (RawField::String(a), Bson::String(b)) => a == b,
+                (RawField::ObjectId(a), Bson::ObjectId(b)) => a == b,
+                (RawField::Bool(a), Bson::Boolean(b)) => a == b,
+                (RawField::DateTime(a), Bson::DateTime(b)) => a == b,
+                (RawField::Int32(a), Bson::Int32(b)) => a == b,
+                (RawField::Int64(a), Bson::Int64(b)) => a == b,
+                (RawField::Null, Bson::Null) => true,
+                (RawField::Document(raw), Bson::Document(d)) => {
+                    Document::from_reader(*raw).unwrap() == *d
+                }
+                (RawField::Array(raw), Bson::Array(items)) => {
+                    fields(raw).unwrap().count() == items.len()
+                }
+                (RawField::Other, _) => true,
+                _ => false,
+            };
+            assert!(same, "{key}: {value:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn damaged_documents_are_errors_never_panics() {
+        let bytes = bson::serialize_to_vec(&every_type()).unwrap();
+        let read_all = |bytes: &[u8]| -> Result<usize, RawError> {
+            let mut n = 0;
+            for field in fields(bytes)? {
+                field?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        for cut in 0..bytes.len() {
+            assert!(read_all(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        // Every byte changed to every interesting value: an error or a well-formed read.
+        for at in 0..bytes.len() {
+            for value in [0x00, 0x01, 0x7F, 0x80, 0xFF] {
+                let mut damaged = bytes.clone();
+                damaged[at] = value;
+                let _ = read_all(&damaged);
+            }
+        }
+    }
+}
