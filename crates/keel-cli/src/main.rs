@@ -4,6 +4,7 @@
 //! returning the process exit code. Adding a command: a module there, a variant in `Command`,
 //! one line in `main`.
 
+mod alloc;
 mod commands;
 
 use std::process::ExitCode;
@@ -12,10 +13,10 @@ use clap::{Parser, Subcommand};
 
 use commands::Global;
 
-/// mimalloc instead of the system allocator: measured in `docs/performance.md`. Transparent
-/// huge pages are turned off for the process first thing in `main` (`lean_memory`).
+/// mimalloc for small blocks, the kernel for large ones (`alloc.rs`). Transparent huge pages
+/// are turned off for the process first thing in `main` (`lean_memory`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc::KeelAllocator = alloc::KeelAllocator;
 
 /// keel: a production backend in one binary — HTTP API, scheduled tasks, change watchers and
 /// jobs, on an embedded store or MongoDB.
