@@ -54,6 +54,45 @@ async fn auth_tier_allows_5_logins_per_15_minutes() {
 }
 
 #[tokio::test]
+async fn a_session_cookie_does_not_refill_the_login_budget() {
+    // Keyed by user, each new account used to bring a fresh auth budget: guess 4 passwords,
+    // register another account, repeat. The auth tier counts the client address, cookie or not.
+    let app = spawn_api().await;
+    let first = app.register("first@example.com").await;
+    let body = |email: &str| serde_json::json!({"email": email, "password": "wrong-password-1"});
+    for attempt in 0..3 {
+        let response = app
+            .post(
+                "/api/auth/login",
+                &body("victim@example.com"),
+                Some(&first.cookie),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+    }
+    let second = app
+        .post(
+            "/api/auth/register",
+            &body("second@example.com"),
+            Some(&first.cookie),
+        )
+        .await;
+    assert_ne!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    let sixth = app
+        .post(
+            "/api/auth/login",
+            &body("victim@example.com"),
+            Some(&first.cookie),
+        )
+        .await;
+    expect_error(sixth, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+}
+
+#[tokio::test]
 async fn api_tier_allows_100_per_minute_per_user() {
     let app = spawn_api().await;
     let first = app.register("busy@example.com").await;

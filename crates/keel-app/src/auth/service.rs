@@ -3,13 +3,16 @@
 //! Passwords are hashed with argon2id, parameters from config (`[auth]`), on the blocking pool:
 //! a hash costs tens of milliseconds of CPU and ~19 MiB by default, so it must neither stall the
 //! async runtime nor run unbounded — a semaphore caps concurrent hashes (memory stays bounded
-//! under a credential-stuffing burst even before the rate limiter engages).
+//! under a credential-stuffing burst even before the rate limiter engages). The permit is held
+//! by the blocking work itself: a request cancelled mid-hash (client gone, timeout) leaves its
+//! hash running, and the permit stays taken until that hash ends.
 //!
 //! Login answers the same way, in the same time, for an unknown email and a wrong password: an
 //! unknown email is verified against a dummy hash computed at start-up with the same parameters,
 //! so response time does not reveal which accounts exist.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -45,7 +48,10 @@ pub struct AuthService {
 
 struct Hasher {
     params: Params,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
+    /// Hashes running now, and the most ever running at once (the cap's evidence).
+    running: AtomicUsize,
+    peak: AtomicUsize,
     /// Verified against when the email is unknown, so both failures cost the same. Made on
     /// first use with the configured parameters.
     dummy_hash: OnceCell<String>,
@@ -69,7 +75,9 @@ impl AuthService {
             users: UserRepository::new(store),
             hasher: Arc::new(Hasher {
                 params,
-                permits: Semaphore::new(settings.max_concurrent_hashes.max(1)),
+                permits: Arc::new(Semaphore::new(settings.max_concurrent_hashes.max(1))),
+                running: AtomicUsize::new(0),
+                peak: AtomicUsize::new(0),
                 dummy_hash: OnceCell::new(),
             }),
         }
@@ -123,28 +131,45 @@ impl AuthService {
     }
 
     async fn hash(&self, password: Password) -> Result<String, AuthError> {
-        let _permit = self
-            .hasher
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| AuthError::Hashing(e.to_string()))?;
         let params = self.hasher.params.clone();
-        tokio::task::spawn_blocking(move || hash_blocking(&params, &password))
-            .await
-            .map_err(|e| AuthError::Hashing(e.to_string()))?
+        self.with_permit(move || hash_blocking(&params, &password))
+            .await?
     }
 
     async fn verify(&self, password: Password, stored_hash: String) -> Result<bool, AuthError> {
-        let _permit = self
-            .hasher
-            .permits
-            .acquire()
+        self.with_permit(move || verify_blocking(&password, &stored_hash))
+            .await
+    }
+
+    /// Runs `work` on the blocking pool under a hashing permit that the blocking task owns, so
+    /// it is released when the work ends, not when the awaiting request goes away.
+    async fn with_permit<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let permit = Arc::clone(&self.hasher.permits)
+            .acquire_owned()
             .await
             .map_err(|e| AuthError::Hashing(e.to_string()))?;
-        tokio::task::spawn_blocking(move || verify_blocking(&password, &stored_hash))
-            .await
-            .map_err(|e| AuthError::Hashing(e.to_string()))
+        let hasher = Arc::clone(&self.hasher);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let running = hasher.running.fetch_add(1, Ordering::SeqCst) + 1;
+            hasher.peak.fetch_max(running, Ordering::SeqCst);
+            let result = work();
+            hasher.running.fetch_sub(1, Ordering::SeqCst);
+            result
+        })
+        .await
+        .map_err(|e| AuthError::Hashing(e.to_string()))
+    }
+
+    /// Password hashes running now and the most that ever ran at once.
+    pub fn hashes_running_and_peak(&self) -> (usize, usize) {
+        (
+            self.hasher.running.load(Ordering::SeqCst),
+            self.hasher.peak.load(Ordering::SeqCst),
+        )
     }
 }
 
@@ -175,7 +200,51 @@ fn verify_blocking(password: &Password, stored_hash: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::auth::model::{Credentials, Email};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelled_logins_never_run_more_hashes_at_once_than_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = keel::store::DatabaseConfig {
+            url: keel::secrets::Secret::new(format!("embedded://{}", dir.path().display())),
+            ..Default::default()
+        };
+        let store = Store::connect(&config).await.unwrap();
+        let settings = AuthConfig {
+            argon2_memory_kib: 4096,
+            argon2_iterations: 2,
+            max_concurrent_hashes: 2,
+            ..AuthConfig::default()
+        };
+        let auth = AuthService::new(&store, &settings);
+        let mut logins = tokio::task::JoinSet::new();
+        for n in 0..50 {
+            let auth = auth.clone();
+            let credentials = Credentials {
+                email: Email::parse(&format!("nobody{n}@example.com")).unwrap(),
+                password: Password::parse("a-wrong-password").unwrap(),
+            };
+            // Each caller gives up almost at once, mid-hash or still waiting for a permit.
+            logins.spawn(async move {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(1), auth.login(credentials)).await;
+            });
+        }
+        while logins.join_next().await.is_some() {}
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while auth.hashes_running_and_peak().0 > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "hashes never finished"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (_, peak) = auth.hashes_running_and_peak();
+        assert!((1..=2).contains(&peak), "{peak} hashes ran at once, cap 2");
+    }
 
     fn cheap() -> Params {
         Params::new(256, 1, 1, None).unwrap()

@@ -2,7 +2,8 @@
 //! register, `api` 100 / min for authenticated routes, `public` 300 / min elsewhere).
 //!
 //! Fixed windows per (tier, client), where the client is the logged-in user's id, else the client
-//! IP that the chassis resolved (`X-Forwarded-For` believed only from `server.trusted_proxies`).
+//! IP that the chassis resolved (`X-Forwarded-For` believed only from `server.trusted_proxies`);
+//! the auth tier always counts the IP, whatever the session.
 //! Why not `governor`: its GCRA has no notion of "remaining in this window" or "window resets
 //! at", which the IETF `RateLimit-*` headers report, its quotas are fixed at construction while
 //! ours are read from the live config on every request (SIGHUP reload, a load test raising
@@ -194,7 +195,7 @@ pub async fn rate_limit(
         Tier::Api => settings.api,
         Tier::Public => settings.public,
     };
-    let key = client_key(&request);
+    let key = client_key(&request, state.tier);
     let decision = state.limiter.check(
         state.tier,
         key.clone(),
@@ -230,8 +231,13 @@ pub async fn rate_limit(
     response
 }
 
-fn client_key(request: &Request) -> ClientKey {
-    if let Some(CurrentSession(Some(session))) = request.extensions().get::<CurrentSession>() {
+/// Who a request counts against: the logged-in user, else the client address. The auth tier
+/// (login, register) always counts the address: keyed by user, every new account would bring
+/// a fresh budget of password guesses.
+fn client_key(request: &Request, tier: Tier) -> ClientKey {
+    if tier != Tier::Auth
+        && let Some(CurrentSession(Some(session))) = request.extensions().get::<CurrentSession>()
+    {
         return ClientKey::User(session.user_id.clone());
     }
     match request.extensions().get::<ClientIp>() {
