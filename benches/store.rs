@@ -3,7 +3,8 @@
 //!
 //! Targets (issue 3): 64 concurrent writers ≥ 50,000 durable inserts/s (group commit);
 //! single-document lookups ≥ 0.5× raw; insert→change-event latency p99 ≤ 10 ms (printed by
-//! the `change_feed` group as p50/p99 over its samples).
+//! the `change_feed` group as p50/p99 over its samples); find 100 by index ≥ 0.5× raw, and
+//! counts beside raw SQLite (`docs/performance.md` has the latest numbers).
 //!
 //! Run: `cargo bench -p keel --bench store -- --measurement-time 3 --sample-size 10`.
 //! keel runs on a current-thread runtime (`rt1`) and a 2-worker runtime (`rt2`).
