@@ -71,12 +71,12 @@ async fn a_body_over_the_limit_is_a_413_envelope() {
 }
 
 #[tokio::test]
-async fn the_default_body_limit_is_10_mb() {
+async fn the_default_body_limit_is_64_kb() {
     let app = spawn_chassis().await;
     let at_limit = app
         .client
         .post(app.url("/__test/echo"))
-        .body(vec![b'x'; 10 << 20])
+        .body(vec![b'x'; 64 << 10])
         .send()
         .await
         .unwrap();
@@ -84,7 +84,7 @@ async fn the_default_body_limit_is_10_mb() {
     let over = app
         .client
         .post(app.url("/__test/echo"))
-        .body(vec![b'x'; (10 << 20) + 1])
+        .body(vec![b'x'; (64 << 10) + 1])
         .send()
         .await
         .unwrap();

@@ -131,3 +131,24 @@ async fn malformed_json_wrong_content_type_and_oversized_bodies_get_the_envelope
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_10_mb_array_on_login_is_a_413_and_never_parsed() {
+    // Anonymous, on the cheapest route to reach: a parsed 10 MB `[0,0,…]` used to cost the
+    // server ~170 MiB. The default body limit (64 KB) refuses it from its Content-Length.
+    let app = spawn_api().await;
+    let mut body = Vec::with_capacity(10_000_000);
+    body.push(b'[');
+    while body.len() < 10_000_000 - 2 {
+        body.extend_from_slice(b"0,");
+    }
+    body.extend_from_slice(b"0]");
+    let response = app
+        .request(Method::POST, "/api/auth/login", None)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+}

@@ -42,11 +42,7 @@ fn later_layers_win() {
     assert_eq!(config.server.request_timeout, Duration::from_secs(5));
     assert_eq!(config.log.level, "warn");
     assert_eq!(config.server.host.to_string(), "0.0.0.0");
-    assert_eq!(
-        config.server.body_limit,
-        10 * 1024 * 1024,
-        "built-in default kept"
-    );
+    assert_eq!(config.server.body_limit, 64 * 1024, "built-in default kept");
 }
 
 #[test]

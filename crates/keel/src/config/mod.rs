@@ -137,7 +137,7 @@ impl Default for ServerConfig {
             port: 3030,
             shutdown_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
-            body_limit: 10 * 1024 * 1024,
+            body_limit: 64 * 1024,
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
             reuse_port: cfg!(target_os = "linux"),
