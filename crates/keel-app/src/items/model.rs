@@ -139,7 +139,10 @@ pub struct ItemRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<ObjectId>,
     pub created_at: bson::DateTime,
-    #[serde(default)]
+    /// Absent until `process-data` has looked at the item (the task selects items without it),
+    /// then `true` once enriched or `false` once set aside with a `processError`. A new item is
+    /// stored without it: written as `false`, the task would never pick it up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub processed: bool,
 }
 
