@@ -16,6 +16,7 @@
 mod bulk;
 mod changes;
 mod collection;
+mod dirlock;
 mod ops;
 mod reader;
 mod scan;
@@ -60,6 +61,8 @@ pub struct Inner {
     high_water: watch::Receiver<i64>,
     retention: changes::Retention,
     sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// This process's claim on the directory (`dirlock.rs`), released by `close`.
+    lock: Mutex<Option<dirlock::DirectoryLock>>,
 }
 
 impl Inner {
@@ -107,15 +110,16 @@ impl EmbeddedStore {
                 std::fs::create_dir_all(&directory).map_err(|e| {
                     StoreError::Backend(format!("cannot create {}: {e}", directory.display()))
                 })?;
+                let lock = dirlock::lock(&directory)?;
                 let conn = schema::open_writer(&file)?;
                 let catalog = schema::load_catalog(&conn)?;
                 let last_seq = changes::last_seq(&conn)?;
-                Ok::<_, StoreError>((conn, catalog, last_seq))
+                Ok::<_, StoreError>((lock, conn, catalog, last_seq))
             })
             .await
             .map_err(|e| StoreError::Backend(format!("opening the store failed: {e}")))??
         };
-        let (conn, catalog, last_seq) = opened;
+        let (lock, conn, catalog, last_seq) = opened;
         let published_catalog = Arc::new(RwLock::new(Arc::new(catalog.clone())));
         let (high_water_sender, high_water) = watch::channel(last_seq);
         let writer = writer::spawn(
@@ -142,6 +146,7 @@ impl EmbeddedStore {
                 max_events: config.change_retention_events,
             },
             sweeper: Mutex::new(None),
+            lock: Mutex::new(Some(lock)),
         });
         let interval = Duration::from_millis(config.ttl_sweep_interval_ms);
         let sweeper = ttl::spawn_sweeper(Arc::downgrade(&inner), interval);
@@ -178,6 +183,11 @@ impl EmbeddedStore {
         self.inner.stop_sweeper();
         self.inner.writer.close().await?;
         self.inner.readers.close();
+        self.inner
+            .lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
         Ok(())
     }
 }
