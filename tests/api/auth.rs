@@ -239,3 +239,14 @@ async fn state_changing_cookie_requests_from_a_foreign_origin_are_refused() {
         .unwrap();
     assert_eq!(same_origin.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn with_the_store_down_a_logged_in_request_is_503_not_401() {
+    // Read as "not logged in", a store outage answered 401 to every logged-in user and logged a
+    // false authentication failure for each.
+    let app = spawn_api_with(|c| c.session.cache_ttl = std::time::Duration::ZERO).await;
+    let login = app.register("outage@example.com").await;
+    app.store.close().await.unwrap();
+    let response = app.get("/api/auth/me", Some(&login.cookie)).await;
+    expect_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+}

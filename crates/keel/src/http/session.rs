@@ -18,6 +18,7 @@
 //! - Login starts a new session (new token; the previous record is deleted): no fixation.
 //!   Logout deletes the record and clears the cookie.
 //! - A malformed, tampered, unknown, expired or undecryptable cookie is simply "not logged in".
+//!   A store that cannot answer is a 503, never "not logged in".
 //! - A validated session is kept in memory (`cache.rs`) and trusted for `session.cache_ttl`
 //!   (2 s by default) before the store is asked again, so a busy client costs one store read
 //!   per interval, not one per request. Expiry is still checked on every request; a logout on
@@ -29,12 +30,13 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bson::{Binary, doc, spec::BinarySubtype};
 use http::header::SET_COOKIE;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 
+use super::ApiError;
 use crate::secrets::Secret;
 use crate::store::{Collection, FindOptions, IndexSpec, Store, StoreError, UpdateOptions};
 use cache::SessionCache;
@@ -155,23 +157,28 @@ impl SessionManager {
         &self.inner.settings
     }
 
-    /// Resolves the cookie of a request. Store failures are logged and read as "not logged in":
-    /// a session must never turn into a 500 on a public route.
-    pub async fn load(&self, headers: &HeaderMap) -> Option<ActiveSession> {
-        let token = session_token(headers, &self.inner.settings.cookie_name)?;
+    /// Resolves the cookie of a request: `Ok(None)` when it names no usable session. A store
+    /// that cannot answer is an error, never "not logged in" (which would answer 401 to a
+    /// logged-in user and record a false authentication failure).
+    pub async fn load(&self, headers: &HeaderMap) -> Result<Option<ActiveSession>, SessionError> {
+        let Some(token) = session_token(headers, &self.inner.settings.cookie_name) else {
+            return Ok(None);
+        };
         let record_id = record_id(&token);
         let now = bson::DateTime::now();
         if let Some(cached) = self.inner.cache.get(&record_id, Instant::now()) {
             if cached.expires_at <= now {
                 self.inner.cache.remove(&record_id);
-                return None;
+                return Ok(None);
             }
-            return Some(cached);
+            return Ok(Some(cached));
         }
         let checked_at = Instant::now();
         let active = self.load_from_store(record_id, now).await?;
-        self.inner.cache.put(active.clone(), checked_at);
-        Some(active)
+        if let Some(active) = &active {
+            self.inner.cache.put(active.clone(), checked_at);
+        }
+        Ok(active)
     }
 
     /// The session of a record, read and decrypted: `None` when there is no usable one.
@@ -179,20 +186,23 @@ impl SessionManager {
         &self,
         record_id: String,
         now: bson::DateTime,
-    ) -> Option<ActiveSession> {
+    ) -> Result<Option<ActiveSession>, SessionError> {
         let found = self
             .inner
             .sessions
             .find_one(doc! {"_id": &record_id}, FindOptions::default())
-            .await;
-        let record = match found {
-            Ok(Some(record)) => record,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::error!(error = %e, "session lookup failed");
-                return None;
-            }
-        };
+            .await?;
+        Ok(self.usable(record_id, found, now))
+    }
+
+    /// A stored record as a live session, if it is one.
+    fn usable(
+        &self,
+        record_id: String,
+        record: Option<bson::Document>,
+        now: bson::DateTime,
+    ) -> Option<ActiveSession> {
+        let record = record?;
         let expires_at = record.get_datetime("expiresAt").ok().copied()?;
         if expires_at <= now {
             return None;
@@ -341,7 +351,17 @@ pub async fn session_layer(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let session = sessions.load(request.headers()).await;
+    let session = match sessions.load(request.headers()).await {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::error!(error = %e, "session lookup failed");
+            return ApiError::Unavailable {
+                message: "sessions cannot be checked now, retry later".into(),
+                details: None,
+            }
+            .into_response();
+        }
+    };
     let mut refreshed_cookie = None;
     if let Some(active) = &session {
         match sessions.touch_if_due(active).await {
