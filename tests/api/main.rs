@@ -27,4 +27,7 @@ mod items;
 mod openapi;
 mod orders;
 mod rate_limits;
+
+// MongoDB only (issue 10): two replicas on one database.
+mod replicas;
 mod surveys;
