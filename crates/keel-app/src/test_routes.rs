@@ -41,7 +41,10 @@ pub fn register_test_jobs(handlers: &mut JobHandlers, store: &Store) {
     handlers.register(SLEEP_JOB_KIND, move |job: Job, ctx: JobRunContext| {
         let starts = starts.clone();
         async move {
-            let ms = job.payload.get_i64("ms").map_err(|e| format!("payload ms: {e}"))?;
+            let ms = job
+                .payload
+                .get_i64("ms")
+                .map_err(|e| format!("payload ms: {e}"))?;
             starts
                 .insert_one(doc! {
                     "jobId": &job.id,
