@@ -305,3 +305,25 @@ async fn mongodb_stopped_under_load_answers_503_json_and_watchers_resume_when_it
     let bodies: Vec<String> = during.into_iter().map(|(_, body, _)| body).collect();
     assert_no_secret(&keel, &bodies);
 }
+
+#[tokio::test]
+#[ignore = "needs SecantusDB: scripts/mongo-test-server cargo test --test api -- --ignored mongo_faults::"]
+async fn a_wrong_database_password_stops_keel_at_start_without_printing_either_password() {
+    let mut server = TestMongoServer::new();
+    server.provision_user(DB_PASSWORD).await;
+    server.start().await;
+    let wrong = "pw-wrong-guess-do-not-log";
+    let url = server.url_with_credentials("faults_auth", wrong);
+    let mut env = vec![("KEEL_DATABASE__URL", url.as_str())];
+    env.extend_from_slice(&FAST_FAILURE);
+    let mut keel = KeelProcess::serve(&env);
+    let status = keel.wait_for_exit().await;
+    assert!(!status.success(), "keel ran on wrong credentials");
+    let output = keel.lines().join("\n");
+    assert!(output.contains("keel stopped on an error"), "{output}");
+    assert!(output.contains("authentication failed"), "{output}");
+    assert!(
+        !output.contains(wrong) && !output.contains(DB_PASSWORD),
+        "{output}"
+    );
+}
