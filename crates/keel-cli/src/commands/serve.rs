@@ -252,7 +252,11 @@ async fn first_check(store: &Store, database: &DatabaseConfig) -> Result<(), Sto
     match tokio::time::timeout(bound, store.check_server(database)).await {
         Ok(result) => result,
         Err(_) => Err(StoreError::Unavailable {
-            reason: format!("no answer within {} ms", bound.as_millis()),
+            reason: format!(
+                "no answer from {} within {} ms",
+                store.location_for_logs(),
+                bound.as_millis()
+            ),
         }),
     }
 }

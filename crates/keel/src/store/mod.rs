@@ -77,6 +77,15 @@ impl Store {
         }
     }
 
+    /// Where the data is, for logs: MongoDB's `host:port` list (never the URL, which may carry
+    /// credentials), or `embedded`.
+    pub fn location_for_logs(&self) -> String {
+        match &self.backend {
+            Backend::Embedded(_) => "embedded".to_owned(),
+            Backend::Mongo(s) => s.hosts().to_owned(),
+        }
+    }
+
     /// `"embedded"` or `"mongodb"`: for logs and metric labels.
     pub fn backend_name(&self) -> &'static str {
         match &self.backend {

@@ -77,6 +77,11 @@ impl MongoStore {
         Ok(())
     }
 
+    /// `host:port,…` of the URL: the only part of it logs may show.
+    pub fn hosts(&self) -> &str {
+        &self.hosts
+    }
+
     pub fn collection(&self, name: &str) -> MongoCollection {
         MongoCollection {
             inner: self.database.collection(name),
