@@ -27,4 +27,8 @@ mod items;
 mod openapi;
 mod orders;
 mod rate_limits;
+
+// MongoDB only (issue 10): two replicas on one database; a server that fails.
+mod mongo_faults;
+mod replicas;
 mod surveys;

@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{json, spawn_app, spawn_chassis};
+use crate::helpers::{eventually, json, spawn_app, spawn_chassis};
 
 #[tokio::test]
 async fn health_answers_healthy_with_a_timestamp() {
@@ -55,16 +55,25 @@ async fn ready_is_503_once_shutdown_begins_while_health_stays_up() {
 }
 
 #[tokio::test]
-async fn the_full_app_is_ready_when_its_store_answers() {
+async fn the_full_app_is_ready_once_its_store_answers_and_its_watchers_follow_their_feeds() {
     let app = spawn_app().await;
-    let response = app.get_ready().await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = json(response).await;
+    // Not before the watchers have opened their feeds: an event written earlier would be missed.
+    let body = eventually("/api/ready to answer 200", || async {
+        let response = app.get_ready().await;
+        if response.status() == StatusCode::OK {
+            Some(json(response).await)
+        } else {
+            None
+        }
+    })
+    .await;
     let components = body["components"].as_array().expect("components");
-    assert!(
-        components
-            .iter()
-            .any(|c| c["name"] == "store" && c["up"] == true),
-        "{body}"
-    );
+    for name in ["store", "watchers"] {
+        assert!(
+            components
+                .iter()
+                .any(|c| c["name"] == name && c["up"] == true),
+            "{name}: {body}"
+        );
+    }
 }

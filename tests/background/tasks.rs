@@ -193,6 +193,47 @@ async fn a_run_while_the_lock_is_held_is_skipped_and_recorded_unless_forced() ->
 }
 
 #[tokio::test]
+async fn a_tick_already_run_by_another_replica_is_skipped_even_after_its_lock_was_released()
+-> anyhow::Result<()> {
+    on_every_backend(
+        "a_tick_already_run_by_another_replica_is_skipped_even_after_its_lock_was_released",
+        |store| async move {
+            // Two replicas' runners on one store; replica B's scheduler fires late, after A's
+            // run of the same tick has finished and released the lock.
+            let replica = || {
+                runner(
+                    &store,
+                    vec![Counter::new("ticking", Behaviour::Succeed)],
+                    TasksConfig::new(),
+                    CancellationToken::new(),
+                )
+            };
+            let (a, b) = (replica(), replica());
+            let tick = bson::DateTime::from_millis(1_700_000_000_000);
+            let first = a.run("ticking", RunRequest::scheduled_at(tick)).await?;
+            assert!(matches!(first, RunOutcome::Success(_)), "{first:?}");
+            let late = b.run("ticking", RunRequest::scheduled_at(tick)).await?;
+            assert!(matches!(late, RunOutcome::Skipped { .. }), "{late:?}");
+            // The next tick runs, and a manual run is not held back by the last tick.
+            let next = bson::DateTime::from_millis(1_700_000_001_000);
+            let second = b.run("ticking", RunRequest::scheduled_at(next)).await?;
+            assert!(matches!(second, RunOutcome::Success(_)), "{second:?}");
+            let manual = a.run("ticking", RunRequest::manual(false, false)).await?;
+            assert!(matches!(manual, RunOutcome::Success(_)), "{manual:?}");
+            let mut outcomes: Vec<String> = runs_of(&store, "ticking")
+                .await?
+                .iter()
+                .map(|r| r.get_str("outcome").unwrap_or("?").to_owned())
+                .collect();
+            outcomes.sort();
+            assert_eq!(outcomes, ["skipped", "success", "success", "success"]);
+            Ok(())
+        },
+    )
+    .await
+}
+
+#[tokio::test]
 async fn failing_and_panicking_tasks_are_recorded_as_failures() -> anyhow::Result<()> {
     on_every_backend("failing_and_panicking_tasks_are_recorded_as_failures", |store| async move {
         let runner = runner(

@@ -1,6 +1,7 @@
 //! Routes mounted only when `env = "test"`: they let the integration tests drive behaviour
-//! that no real route should offer on demand (a panic, a slow request spanning a shutdown).
-//! `keel-app::build` refuses to mount them in any other environment.
+//! that no real route should offer on demand (a panic, a slow request spanning a shutdown, a
+//! job that takes as long as a test needs). `keel-app::build` refuses to mount them, and
+//! `Background::start` to register the `test-sleep` job kind, in any other environment.
 
 use std::time::Duration;
 
@@ -8,7 +9,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
+use bson::doc;
+use futures::FutureExt;
 use keel::http::{ApiError, Data};
+use keel::jobs::{Job, JobHandlers, JobRunContext, NewJob};
+use keel::store::Store;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -20,6 +25,65 @@ pub fn router() -> Router<AppState> {
         .route("/__test/panic", get(panic))
         .route("/__test/internal", get(internal))
         .route("/__test/echo", post(echo))
+        .route("/__test/jobs/sleep", post(enqueue_sleep))
+}
+
+/// The kind of the test-only job: sleeps `payload.ms`, recording each start.
+pub const SLEEP_JOB_KIND: &str = "test-sleep";
+
+/// Where each start of a `test-sleep` job is recorded: `{jobId, pid, attempt}`. A job that ran
+/// once has one record; one re-run after its runner died has two, from two processes.
+pub const SLEEP_JOB_STARTS: &str = "test_job_starts";
+
+/// Registers `test-sleep` (only in `env = "test"`; see `Background::start`).
+pub fn register_test_jobs(handlers: &mut JobHandlers, store: &Store) {
+    let starts = store.collection(SLEEP_JOB_STARTS);
+    handlers.register(SLEEP_JOB_KIND, move |job: Job, ctx: JobRunContext| {
+        let starts = starts.clone();
+        async move {
+            let ms = job
+                .payload
+                .get_i64("ms")
+                .map_err(|e| format!("payload ms: {e}"))?;
+            starts
+                .insert_one(doc! {
+                    "jobId": &job.id,
+                    "pid": i64::from(std::process::id()),
+                    "attempt": job.attempts,
+                    "startedAt": bson::DateTime::now(),
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(ms.max(0) as u64)) => {}
+                () = ctx.cancel.cancelled() => return Err("cancelled".to_owned()),
+            }
+            Ok(Some(doc! { "pid": i64::from(std::process::id()) }))
+        }
+        .boxed()
+    });
+}
+
+#[derive(Deserialize)]
+struct SleepJob {
+    ms: i64,
+}
+
+/// `POST /__test/jobs/sleep?ms=N`: enqueues a `test-sleep` job of N milliseconds; answers its id.
+async fn enqueue_sleep(
+    State(state): State<AppState>,
+    Query(request): Query<SleepJob>,
+) -> Result<Data<Value>, ApiError> {
+    let background = state
+        .background
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("no job queue without a store"))?;
+    let enqueued = background
+        .jobs
+        .enqueue(NewJob::new(SLEEP_JOB_KIND, doc! { "ms": request.ms }).max_attempts(3))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Data(json!({ "id": enqueued.id })))
 }
 
 #[derive(Deserialize)]

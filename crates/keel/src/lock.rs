@@ -25,6 +25,13 @@
 //!
 //! Expiry compares wall clocks of different machines: keep ttl well above the clock skew
 //! between replicas (seconds, not milliseconds; NTP keeps skew far below that).
+//!
+//! **Once per tick.** A lock only keeps two runs apart in time: a replica whose scheduler fires
+//! a few milliseconds late, after the first replica's quick run has released the lock, would
+//! take it and run the same tick again. `acquire_for_tick` adds the tick (the scheduled fire
+//! time, the same instant on every replica) to the one atomic operation: the filter also asks
+//! `lastTick < tick` and the update sets `lastTick: tick`, so each tick is taken at most once
+//! whatever the skew.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,25 +97,55 @@ impl Locks {
         self.acquire_with(name, ttl, Renewal::Automatic).await
     }
 
-    #[tracing::instrument(name = "lock.acquire", skip(self), fields(ttl_ms = ttl.as_millis() as u64))]
     pub async fn acquire_with(
         &self,
         name: &str,
         ttl: Duration,
         renewal: Renewal,
     ) -> Result<Option<Lease>, LockError> {
+        self.acquire_inner(name, ttl, renewal, None).await
+    }
+
+    /// `acquire` for the scheduled run of `tick`: not taken when this tick was already taken,
+    /// even if that run has finished and released the lock (see "Once per tick" above).
+    pub async fn acquire_for_tick(
+        &self,
+        name: &str,
+        ttl: Duration,
+        tick: bson::DateTime,
+    ) -> Result<Option<Lease>, LockError> {
+        self.acquire_inner(name, ttl, Renewal::Automatic, Some(tick))
+            .await
+    }
+
+    #[tracing::instrument(name = "lock.acquire", skip(self), fields(ttl_ms = ttl.as_millis() as u64))]
+    async fn acquire_inner(
+        &self,
+        name: &str,
+        ttl: Duration,
+        renewal: Renewal,
+        tick: Option<bson::DateTime>,
+    ) -> Result<Option<Lease>, LockError> {
         let owner = uuid::Uuid::new_v4().to_string();
         let now = bson::DateTime::now();
-        let filter = doc! { "_id": name, "expiresAt": { "$lt": now } };
-        let update = doc! {
-            "$set": {
-                "owner": &owner,
-                "holder": self.holder.as_ref(),
-                "acquiredAt": now,
-                "expiresAt": now.saturating_add_duration(ttl),
-            },
-            "$inc": { "token": 1_i64 },
+        let mut filter = doc! { "_id": name, "expiresAt": { "$lt": now } };
+        let mut set = doc! {
+            "owner": &owner,
+            "holder": self.holder.as_ref(),
+            "acquiredAt": now,
+            "expiresAt": now.saturating_add_duration(ttl),
         };
+        if let Some(tick) = tick {
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "lastTick": { "$exists": false } },
+                    doc! { "lastTick": { "$lt": tick } },
+                ],
+            );
+            set.insert("lastTick", tick);
+        }
+        let update = doc! { "$set": set, "$inc": { "token": 1_i64 } };
         let options = FindOneAndUpdateOptions {
             upsert: true,
             return_document: ReturnDocument::After,

@@ -2,10 +2,12 @@
 //! (`KeelProcess`, `keel_command`).
 
 mod app;
+mod mongo_server;
 mod process;
 
 pub use app::{
     TestApp, eventually, http_client, json, serve_app, spawn_app, spawn_chassis,
     spawn_chassis_with, use_test_mongodb,
 };
+pub use mongo_server::TestMongoServer;
 pub use process::{KeelProcess, keel_command, repo_config_dir};

@@ -130,6 +130,11 @@ impl KeelProcess {
         self.output.lock().expect("output lock").clone()
     }
 
+    /// The process id (the `pid` field of its job lease owner, `host:pid:…`).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the process is running")
+    }
+
     pub fn signal(&self, signal: i32) {
         let pid = self.child.id().expect("the process is running") as libc::pid_t;
         // SAFETY: kill(2) with a pid we spawned and still own; no memory is involved.

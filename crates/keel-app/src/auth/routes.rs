@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use http::header::SET_COOKIE;
 use keel::http::json::{ApiJson, GuardedInput};
 use keel::http::rate_limit::Tier;
-use keel::http::session::CurrentSession;
+use keel::http::session::{CurrentSession, SessionError};
 use keel::http::{ApiError, Created, Data};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -42,6 +42,15 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// A session that could not be started or ended: 503 while the database is out of reach
+/// (like every other store error), 500 otherwise.
+fn session_error(e: SessionError) -> ApiError {
+    match e {
+        SessionError::Store(e) => store_error(e),
+        other => ApiError::internal(other),
+    }
+}
+
 /// Creates an account and logs it in.
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = CredentialsRequest,
     responses(
@@ -61,7 +70,7 @@ async fn register(
         .sessions
         .start(&user.id.to_hex(), previous.as_ref())
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(session_error)?;
     let mut response = Created(UserView::from(&user)).into_response();
     response.headers_mut().insert(SET_COOKIE, cookie);
     Ok(response)
@@ -100,7 +109,7 @@ async fn login(
         .sessions
         .start(&user.id.to_hex(), previous.as_ref())
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(session_error)?;
     let mut response = Data(UserView::from(&user)).into_response();
     response.headers_mut().insert(SET_COOKIE, cookie);
     Ok(response)
@@ -124,7 +133,7 @@ async fn logout(State(api): State<ApiState>, user: AuthUser) -> Result<Response,
         .sessions
         .end(&user.session)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(session_error)?;
     let mut response = Data(LoggedOut { logged_out: true }).into_response();
     response.headers_mut().insert(SET_COOKIE, cookie);
     Ok(response)

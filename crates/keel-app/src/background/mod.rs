@@ -205,11 +205,11 @@ impl Background {
             });
         }
         if roles.contains(&Role::Jobs) {
-            let runner = JobRunner::new(
-                self.jobs.clone(),
-                job_handlers(&self.store, self.tax_rate),
-                self.workers.clone(),
-            );
+            let mut handlers = job_handlers(&self.store, self.tax_rate);
+            if config.env == keel::config::Environment::Test {
+                crate::test_routes::register_test_jobs(&mut handlers, &self.store);
+            }
+            let runner = JobRunner::new(self.jobs.clone(), handlers, self.workers.clone());
             supervise(platform, "job-runner", move |token| {
                 let runner = runner.clone();
                 async move { runner.run(token).await }

@@ -18,7 +18,7 @@ use keel::config::{Config, LoadOptions};
 use keel::reload::Reloader;
 use keel::shutdown::Shutdown;
 use keel::shutdown::signals::Signals;
-use keel::store::Store;
+use keel::store::{DatabaseConfig, Store, StoreError};
 use keel::telemetry::LogFilter;
 use keel_app::Role;
 use tokio::net::TcpListener;
@@ -28,6 +28,13 @@ use super::Global;
 
 /// How long each shutdown hook may take.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest the first look at the database may delay the start.
+const FIRST_CHECK_BOUND: Duration = Duration::from_secs(5);
+
+/// The `/api/ready` component that is down while a database that was unreachable at start has
+/// not answered yet.
+const DATABASE_COMPONENT: &str = "database";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -154,26 +161,39 @@ async fn serve(config: Config, roles: Vec<Role>, reload: Reload) -> anyhow::Resu
     tracing::debug!(config = ?config, "effective configuration");
 
     let shutdown = Shutdown::new();
-    let store = Store::connect(&config.database)
+    let database = config.database.clone();
+    let store = Store::connect_lazily(&database)
         .await
         .context("opening the store (database.url)")?;
-    tracing::info!(backend = store.backend_name(), "store opened");
-    if config.database.migrate_on_start {
-        keel_app::indexes::create_all(&store)
-            .await
-            .context("creating the declared indexes (database.migrate_on_start)")?;
-    }
     let closing = store.clone();
     shutdown.on_shutdown("store", move || async move {
         if let Err(e) = closing.close().await {
             tracing::warn!(error = %e, "closing the store failed");
         }
     });
+    let reachable = first_check(&store, &database).await;
+    match &reachable {
+        Ok(()) => {
+            tracing::info!(backend = store.backend_name(), "store opened");
+            finish_store_start(&store, &database).await?;
+        }
+        Err(e) if e.is_retryable() => tracing::warn!(
+            backend = store.backend_name(),
+            error = %e,
+            "the database is not reachable at start: serving with /api/ready 503 (component \"database\") until it answers; no restart needed"
+        ),
+        Err(_) => {
+            return reachable.context("opening the store (database.url)");
+        }
+    }
 
     let drain_timeout = config.server.shutdown_timeout;
     let address = SocketAddr::new(config.server.host, config.server.port);
     let reuse_port = config.server.reuse_port;
-    let platform = Platform::new(config, shutdown.clone(), Some(store));
+    let platform = Platform::new(config, shutdown.clone(), Some(store.clone()));
+    if reachable.is_err() {
+        wait_for_database(&platform, store, database);
+    }
     let app = keel_app::build(platform.clone(), &roles);
     let reloader = Reloader::new(platform.clone(), reload.options, Some(reload.log_filter));
     spawn_reload_on_sighup(&shutdown, hangups, reloader);
@@ -223,6 +243,74 @@ async fn serve(config: Config, roles: Vec<Role>, reload: Reload) -> anyhow::Resu
         "shutdown complete"
     );
     Ok(())
+}
+
+/// The first look at the database, bounded so a server that is down delays the start by
+/// seconds, not by the driver's whole server-selection timeout.
+async fn first_check(store: &Store, database: &DatabaseConfig) -> Result<(), StoreError> {
+    let bound = FIRST_CHECK_BOUND.min(Duration::from_millis(database.server_selection_timeout_ms));
+    match tokio::time::timeout(bound, store.check_server(database)).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Unavailable {
+            reason: format!(
+                "no answer from {} within {} ms",
+                store.location_for_logs(),
+                bound.as_millis()
+            ),
+        }),
+    }
+}
+
+/// What start-up does once the database answers: create the declared indexes.
+async fn finish_store_start(store: &Store, database: &DatabaseConfig) -> anyhow::Result<()> {
+    if database.migrate_on_start {
+        keel_app::indexes::create_all(store)
+            .await
+            .context("creating the declared indexes (database.migrate_on_start)")?;
+    }
+    Ok(())
+}
+
+/// Keel started while the database was down: `/api/ready` reports the component `database`
+/// down, and a task retries (with backoff) until the database answers and the start-up work
+/// is done, then marks it up. Requests meanwhile answer 503 from the store's errors; the
+/// watchers and the job runner retry on their own.
+fn wait_for_database(platform: &Platform, store: Store, database: DatabaseConfig) {
+    let readiness = platform.readiness().clone();
+    readiness.set_down(DATABASE_COMPONENT, "not reachable yet since start");
+    let token = platform.shutdown().token();
+    let backoff = keel::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    platform.shutdown().spawn("database-start", async move {
+        for attempt in 1_u32.. {
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(backoff.delay(attempt)) => {}
+            }
+            let outcome = match first_check(&store, &database).await {
+                Ok(()) => finish_store_start(&store, &database).await,
+                Err(e) => Err(e.into()),
+            };
+            match outcome {
+                Ok(()) => {
+                    readiness.remove(DATABASE_COMPONENT);
+                    tracing::info!(
+                        backend = store.backend_name(),
+                        attempts = attempt,
+                        "the database answers: start-up finished"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        error = format!("{e:#}"),
+                        attempt,
+                        "the database still does not answer"
+                    );
+                    readiness.set_down(DATABASE_COMPONENT, format!("{e:#}"));
+                }
+            }
+        }
+    });
 }
 
 /// Reloads the non-secret settings on every SIGHUP until shutdown (`keel::reload`).

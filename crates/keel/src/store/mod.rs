@@ -56,6 +56,37 @@ impl Store {
         Ok(Store { backend })
     }
 
+    /// Like `connect`, but a MongoDB server is not contacted: the client connects on first use
+    /// and after every outage by itself. `check_server` then says whether it answers. The
+    /// embedded store opens its files as `connect` does. `keel serve` starts this way, so a
+    /// database that is down at start makes keel wait (`/api/ready` 503), not exit.
+    pub async fn connect_lazily(config: &DatabaseConfig) -> StoreResult<Store> {
+        let url = config.url.expose();
+        if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+            let backend = Backend::Mongo(mongo::MongoStore::connect_lazily(config).await?);
+            return Ok(Store { backend });
+        }
+        Store::connect(config).await
+    }
+
+    /// What `connect` proves beyond opening: the database answers (and, on MongoDB with
+    /// `require_change_streams`, can serve change streams). `Unavailable` while it cannot.
+    pub async fn check_server(&self, config: &DatabaseConfig) -> StoreResult<()> {
+        match &self.backend {
+            Backend::Embedded(s) => s.ping().await,
+            Backend::Mongo(s) => s.check_server(config.require_change_streams).await,
+        }
+    }
+
+    /// Where the data is, for logs: MongoDB's `host:port` list (never the URL, which may carry
+    /// credentials), or `embedded`.
+    pub fn location_for_logs(&self) -> String {
+        match &self.backend {
+            Backend::Embedded(_) => "embedded".to_owned(),
+            Backend::Mongo(s) => s.hosts().to_owned(),
+        }
+    }
+
     /// `"embedded"` or `"mongodb"`: for logs and metric labels.
     pub fn backend_name(&self) -> &'static str {
         match &self.backend {

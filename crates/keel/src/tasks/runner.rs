@@ -48,6 +48,9 @@ pub struct RunRequest {
     pub trigger: Trigger,
     pub force: bool,
     pub progress_bar: bool,
+    /// The scheduled fire time this run is for: every replica's scheduler computes the same
+    /// one, and the lock lets each be run once (`Locks::acquire_for_tick`).
+    pub tick: Option<bson::DateTime>,
 }
 
 impl RunRequest {
@@ -56,6 +59,15 @@ impl RunRequest {
             trigger: Trigger::Schedule,
             force: false,
             progress_bar: false,
+            tick: None,
+        }
+    }
+
+    /// The scheduled run of fire time `tick`: skipped when another replica already ran it.
+    pub fn scheduled_at(tick: bson::DateTime) -> Self {
+        Self {
+            tick: Some(tick),
+            ..Self::scheduled()
         }
     }
 
@@ -64,6 +76,7 @@ impl RunRequest {
             trigger: Trigger::Manual,
             force,
             progress_bar,
+            tick: None,
         }
     }
 }
@@ -222,7 +235,15 @@ impl TaskRunner {
             tracing::warn!(task = name, lock = %lock_name, "forced run: the lock is NOT taken; another holder may be running this task right now");
             None
         } else {
-            match self.locks.acquire(&lock_name, config.lock_ttl()).await {
+            let acquired = match request.tick {
+                Some(tick) => {
+                    self.locks
+                        .acquire_for_tick(&lock_name, config.lock_ttl(), tick)
+                        .await
+                }
+                None => self.locks.acquire(&lock_name, config.lock_ttl()).await,
+            };
+            match acquired {
                 Ok(Some(lease)) => Some(lease),
                 Ok(None) => return Ok(self.skip(name, &lock_name, request).await),
                 Err(error) => {

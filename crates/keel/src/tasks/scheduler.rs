@@ -7,8 +7,9 @@
 //! task's settings again: a task newly disabled (or without a schedule) waits for a later change,
 //! a new cron expression takes effect from its next fire time. A run in progress is never
 //! interrupted by a reload; the loop reads the new settings once it finishes. Every replica with
-//! the `scheduler` role runs the same loops; the task's lock makes one of them do the work and
-//! the others record `skipped`.
+//! the `scheduler` role runs the same loops; the task's lock, taken for the fire time
+//! (`Locks::acquire_for_tick`), makes one of them do each tick's work and the others record
+//! `skipped` — even one that fires after the first run has finished.
 
 use std::sync::Arc;
 
@@ -108,7 +109,13 @@ async fn run_on_schedule(
             Ok(()) = changes.changed() => continue,
             () = sleep_or_forever(wait) => {}
         }
-        if let Err(error) = runner.run(&name, RunRequest::scheduled()).await {
+        let request = match next {
+            Some(tick) => {
+                RunRequest::scheduled_at(bson::DateTime::from_millis(tick.timestamp_millis()))
+            }
+            None => RunRequest::scheduled(),
+        };
+        if let Err(error) = runner.run(&name, request).await {
             tracing::error!(task = %name, %error, "scheduled run failed to start");
         }
         if shutdown.is_cancelled() {

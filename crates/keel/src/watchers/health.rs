@@ -2,7 +2,10 @@
 //!
 //! A watcher counts as down for readiness when it failed again after its first backoff (attempt
 //! 2 or more) or stopped: one failure followed by a quick successful restart is a blip a load
-//! balancer should not react to; a watcher that keeps failing is an outage it should see.
+//! balancer should not react to; a watcher that keeps failing is an outage it should see. Before
+//! its feed first opens it is down too: a watcher with no stored position follows its feed from
+//! the moment it opens, so "ready" must not be said before (a write made in between would never
+//! be seen — on a slow server that window is long).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,7 +35,20 @@ impl WatcherState {
 /// Shared, cheap to clone: the runtime writes it, readiness reads it.
 #[derive(Clone, Default)]
 pub struct WatcherHealth {
-    states: Arc<Mutex<BTreeMap<String, WatcherState>>>,
+    states: Arc<Mutex<BTreeMap<String, Entry>>>,
+}
+
+/// A watcher's current state and whether its feed has ever been open.
+#[derive(Debug, Clone)]
+struct Entry {
+    state: WatcherState,
+    has_run: bool,
+}
+
+impl Entry {
+    fn is_down(&self) -> bool {
+        self.state.is_down() || (self.state == WatcherState::Starting && !self.has_run)
+    }
 }
 
 impl WatcherHealth {
@@ -43,10 +59,9 @@ impl WatcherHealth {
         } else {
             0.0
         });
-        self.states
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(watcher.to_owned(), state);
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        let has_run = up || states.get(watcher).is_some_and(|entry| entry.has_run);
+        states.insert(watcher.to_owned(), Entry { state, has_run });
     }
 
     pub fn state(&self, watcher: &str) -> Option<WatcherState> {
@@ -54,7 +69,7 @@ impl WatcherHealth {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(watcher)
-            .cloned()
+            .map(|entry| entry.state.clone())
     }
 
     /// Every watcher that is down, with why: empty means ready.
@@ -63,11 +78,12 @@ impl WatcherHealth {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .filter(|(_, state)| state.is_down())
-            .map(|(name, state)| match state {
+            .filter(|(_, entry)| entry.is_down())
+            .map(|(name, entry)| match &entry.state {
                 WatcherState::Restarting { attempt, error } => {
                     format!("watcher {name} failed {attempt} times in a row: {error}")
                 }
+                WatcherState::Starting => format!("watcher {name} has not opened its feed yet"),
                 _ => format!("watcher {name} is stopped"),
             })
             .collect()
@@ -79,10 +95,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_watcher_is_down_until_its_feed_first_opens_but_not_while_it_reopens() {
+        let health = WatcherHealth::default();
+        health.set("a", WatcherState::Starting);
+        assert_eq!(
+            health.problems(),
+            vec!["watcher a has not opened its feed yet"]
+        );
+        health.set("a", WatcherState::Running);
+        assert!(health.problems().is_empty());
+        health.set(
+            "a",
+            WatcherState::Restarting {
+                attempt: 1,
+                error: "feed closed".into(),
+            },
+        );
+        health.set("a", WatcherState::Starting);
+        assert!(health.problems().is_empty(), "a restart after a blip");
+    }
+
+    #[test]
     fn a_single_failure_is_a_blip_a_repeated_one_is_down() {
         let health = WatcherHealth::default();
         health.set("a", WatcherState::Running);
         health.set("b", WatcherState::Starting);
+        health.set("b", WatcherState::Running);
         assert!(health.problems().is_empty());
         let failing = |attempt| WatcherState::Restarting {
             attempt,

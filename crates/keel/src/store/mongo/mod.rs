@@ -38,28 +38,48 @@ impl MongoStore {
     /// that it can serve change streams (a replica set or mongos).
     #[tracing::instrument(name = "store.mongo.connect", skip_all)]
     pub async fn connect(config: &DatabaseConfig) -> StoreResult<MongoStore> {
+        let store = MongoStore::connect_lazily(config).await?;
+        store.check_server(config.require_change_streams).await?;
+        Ok(store)
+    }
+
+    /// Builds the client without talking to the server: the driver connects when an operation
+    /// first needs a connection and reconnects by itself after an outage. `keel serve` starts
+    /// this way so a server that is down at start is waited for, not fatal (`check_server`
+    /// says when it answers).
+    pub async fn connect_lazily(config: &DatabaseConfig) -> StoreResult<MongoStore> {
         let options = options::client_options(config).await?;
         let hosts: Arc<str> = Arc::from(options::host_list(&options));
         let database_name = options::database_name(&options);
         tracing::info!(hosts = %hosts, database = %database_name, "connecting to MongoDB");
         let client = Client::with_options(options)
             .map_err(|e| store_error(&format!("creating a MongoDB client for {hosts}"), e))?;
-        let store = MongoStore {
+        Ok(MongoStore {
             database: client.database(&database_name),
             client,
             hosts,
-        };
-        store.ping().await?;
-        if config.require_change_streams {
-            let hello = store
+        })
+    }
+
+    /// Proves the server answers (`ping`) and, with `require_change_streams`, that it can serve
+    /// change streams. `Unavailable` while it is out of reach.
+    pub async fn check_server(&self, require_change_streams: bool) -> StoreResult<()> {
+        self.ping().await?;
+        if require_change_streams {
+            let hello = self
                 .database
                 .run_command(doc! { "hello": 1 })
                 .await
-                .map_err(|e| store_error(&format!("hello to MongoDB at {}", store.hosts), e))?;
+                .map_err(|e| store_error(&format!("hello to MongoDB at {}", self.hosts), e))?;
             options::check_change_stream_support(&hello)?;
         }
-        tracing::info!(hosts = %store.hosts, "connected to MongoDB");
-        Ok(store)
+        tracing::info!(hosts = %self.hosts, "connected to MongoDB");
+        Ok(())
+    }
+
+    /// `host:port,…` of the URL: the only part of it logs may show.
+    pub fn hosts(&self) -> &str {
+        &self.hosts
     }
 
     pub fn collection(&self, name: &str) -> MongoCollection {
