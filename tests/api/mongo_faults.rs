@@ -135,10 +135,12 @@ async fn keel_started_while_mongodb_is_down_is_not_ready_and_comes_good_without_
     assert_no_secret(&keel, &bodies);
 }
 
-/// Requests that need the store and no session, sent in a loop until `stop`: each answer's
-/// status, body and duration; `failed` counts the answers that were not 2xx.
+/// Requests that need the store — a listing, a login, and a logged-in `GET /api/auth/me` whose
+/// session must be checked — sent in a loop until `stop`: each answer's status, body and
+/// duration; `failed` counts the answers that were not 2xx.
 async fn load(
     address: std::net::SocketAddr,
+    cookie: String,
     stop: Arc<AtomicBool>,
     failed: Arc<AtomicUsize>,
 ) -> Vec<(StatusCode, String, Duration)> {
@@ -147,7 +149,13 @@ async fn load(
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let started = Instant::now();
-        let response = if n.is_multiple_of(2) {
+        let response = if n.is_multiple_of(3) {
+            http_client()
+                .get(format!("http://{address}/api/auth/me"))
+                .header("cookie", format!("sessionId={cookie}"))
+                .send()
+                .await
+        } else if n.is_multiple_of(2) {
             http_client()
                 .get(format!("http://{address}/api/items?limit=5"))
                 .send()
@@ -241,7 +249,7 @@ async fn mongodb_stopped_under_load_answers_503_json_and_watchers_resume_when_it
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..3)
-        .map(|_| tokio::spawn(load(address, stop.clone(), failed.clone())))
+        .map(|_| tokio::spawn(load(address, cookie.clone(), stop.clone(), failed.clone())))
         .collect();
     server.stop().await;
     eventually("/api/ready to report the outage", || async {
