@@ -81,11 +81,6 @@ impl KeelProcess {
         }
     }
 
-    /// The process id of the running server.
-    pub fn pid(&self) -> u32 {
-        self.child.id().expect("keel serve is running")
-    }
-
     /// Waits (up to `DEADLINE`) for an output line satisfying `matches` and returns it.
     pub async fn wait_for_line(&self, matches: impl Fn(&str) -> bool) -> String {
         let waiting = async {
