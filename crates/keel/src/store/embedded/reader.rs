@@ -1,13 +1,13 @@
 //! Readers: a small pool of read-only connections, used off the async runtime.
 //!
-//! A *bounded* read — a point lookup (an `_id`, or exact keys of a unique index), or at most `INLINE_MAX_DOCUMENTS` documents taken in the
-//! order of the table or of an index with no filter left to test, or a `count` of a whole
-//! collection — runs right on the calling thread: it is a few microseconds to a few hundred of
+//! A *bounded* read — a point lookup (an `_id`, or exact keys of a unique index), an
+//! unfiltered read of at most `INLINE_MAX_DOCUMENTS` documents in table order, or a count of a
+//! whole collection — runs right on the calling thread: a few microseconds to a few hundred of
 //! CPU on pages SQLite has cached, less than any handoff to another thread costs (a handoff
-//! wakes a thread and moves the runtime's other tasks; it was most of a request's time in the
-//! profiles of `docs/performance.md`). Any other read may examine a whole collection, so on a
-//! multi-threaded runtime it runs in `block_in_place` (the worker's other tasks move to another
-//! thread while this one reads), and on a current-thread runtime in `spawn_blocking`.
+//! wakes a thread and moves the runtime's other tasks; it was a large share of a request's time
+//! in the profiles of `docs/performance.md`). Any other read may examine a whole collection, so
+//! on a multi-threaded runtime it runs in `block_in_place` (the worker's other tasks move to
+//! another thread while this one reads), and on a current-thread runtime in `spawn_blocking`.
 //!
 //! WAL lets readers run beside the writer, each in its own snapshot. Every read runs in a
 //! read transaction and first checks the catalog version its snapshot holds: when the
@@ -233,8 +233,8 @@ fn is_in_scan_order(meta: &CollectionMeta, query: &Query) -> bool {
 }
 
 impl Query {
-    /// Bounded when it is a point lookup (`scan::is_point_lookup`), or when it has no filter and takes at most
-    /// `INLINE_MAX_DOCUMENTS` in scan order (every row read is a row returned).
+    /// Bounded when it is a point lookup (`scan::is_point_lookup`), or when it has no filter
+    /// and takes at most `INLINE_MAX_DOCUMENTS` in scan order (every row read is returned).
     pub fn size(&self, catalog: &Catalog, collection: &str) -> ReadSize {
         let Some(meta) = catalog.collections.get(collection) else {
             return ReadSize::Bounded;
