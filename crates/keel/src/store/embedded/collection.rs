@@ -73,15 +73,7 @@ impl EmbeddedCollection {
     }
 
     pub async fn find(&self, filter: Document, options: FindOptions) -> StoreResult<Vec<Document>> {
-        let query = find_query(&filter, options)?;
-        let size = query.size(&self.inner.readers.catalog(), &self.name);
-        let name = Arc::clone(&self.name);
-        self.inner
-            .readers
-            .read(size, move |conn, catalog| {
-                reader::find(conn, catalog, &name, &query)
-            })
-            .await
+        self.run_find(filter, options, reader::find).await
     }
 
     /// `find` as the stored bytes (typed reads decode them without building a `Document`).
@@ -90,13 +82,23 @@ impl EmbeddedCollection {
         filter: Document,
         options: FindOptions,
     ) -> StoreResult<Vec<RawDocumentBuf>> {
+        self.run_find(filter, options, reader::find_raw).await
+    }
+
+    /// Parses a find and runs `find` on a reader, on the calling thread when it is bounded.
+    async fn run_find<T: Send + 'static>(
+        &self,
+        filter: Document,
+        options: FindOptions,
+        find: fn(&rusqlite::Connection, &schema::Catalog, &str, &Query) -> StoreResult<Vec<T>>,
+    ) -> StoreResult<Vec<T>> {
         let query = find_query(&filter, options)?;
         let size = query.size(&self.inner.readers.catalog(), &self.name);
         let name = Arc::clone(&self.name);
         self.inner
             .readers
             .read(size, move |conn, catalog| {
-                reader::find_raw(conn, catalog, &name, &query)
+                find(conn, catalog, &name, &query)
             })
             .await
     }

@@ -142,15 +142,7 @@ impl MongoCollection {
     }
 
     pub async fn find(&self, filter: Document, options: FindOptions) -> StoreResult<Vec<Document>> {
-        let context = || self.context("find");
-        self.inner
-            .find(filter)
-            .with_options(options::find_options(options))
-            .await
-            .map_err(|e| store_error(&context(), e))?
-            .try_collect()
-            .await
-            .map_err(|e| store_error(&context(), e))
+        self.find_as_type(filter, options).await
     }
 
     /// `find` as the server's BSON, for typed reads (no `Document` built).
@@ -159,9 +151,17 @@ impl MongoCollection {
         filter: Document,
         options: FindOptions,
     ) -> StoreResult<Vec<RawDocumentBuf>> {
+        self.find_as_type(filter, options).await
+    }
+
+    /// `find`, each document as the driver decodes it into `T`.
+    async fn find_as_type<T>(&self, filter: Document, options: FindOptions) -> StoreResult<Vec<T>>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync,
+    {
         let context = || self.context("find");
         self.inner
-            .clone_with_type::<RawDocumentBuf>()
+            .clone_with_type::<T>()
             .find(filter)
             .with_options(options::find_options(options))
             .await
