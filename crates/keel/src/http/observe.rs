@@ -140,7 +140,7 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpRange])
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|entry| entry.trim().parse().ok())
+        .filter_map(forwarded_address)
         .collect();
     Some(
         forwarded
@@ -151,6 +151,23 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpRange])
             .or_else(|| forwarded.first().copied())
             .unwrap_or(peer),
     )
+}
+
+/// One `X-Forwarded-For` entry: `ip`, `ip:port` or `[v6]:port`. An entry written with a port
+/// must be read, not skipped: skipping it would make the client-chosen entry to its left the
+/// one believed.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Ok(with_port) = entry.parse::<SocketAddr>() {
+        return Some(with_port.ip());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|v6| v6.parse().ok())
 }
 
 #[cfg(test)]
@@ -182,6 +199,20 @@ mod tests {
         let spoofed = headers("6.6.6.6, 198.51.100.7, 10.0.0.2");
         let got = client_ip(Some(ip("10.0.0.1")), &spoofed, &trusted);
         assert_eq!(got, Some(ip("198.51.100.7")));
+    }
+
+    #[test]
+    fn entries_with_ports_are_read_not_skipped() {
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let with_port = headers("6.6.6.6, 198.51.100.7:4711");
+        let got = client_ip(Some(ip("10.0.0.1")), &with_port, &trusted);
+        assert_eq!(got, Some(ip("198.51.100.7")), "not the spoofed 6.6.6.6");
+        let v6 = headers("6.6.6.6, [2001:db8::7]:443");
+        let got = client_ip(Some(ip("10.0.0.1")), &v6, &trusted);
+        assert_eq!(got, Some(ip("2001:db8::7")));
+        let bare_brackets = headers("[2001:db8::8]");
+        let got = client_ip(Some(ip("10.0.0.1")), &bare_brackets, &trusted);
+        assert_eq!(got, Some(ip("2001:db8::8")));
     }
 
     #[test]

@@ -241,8 +241,23 @@ fn client_key(request: &Request, tier: Tier) -> ClientKey {
         return ClientKey::User(session.user_id.clone());
     }
     match request.extensions().get::<ClientIp>() {
-        Some(ClientIp(ip)) => ClientKey::Ip(*ip),
+        Some(ClientIp(ip)) => ClientKey::Ip(rate_key_address(*ip)),
         None => ClientKey::Unknown,
+    }
+}
+
+/// The address a client is counted by: an IPv4 address as it is, an IPv6 one by its /64 (one
+/// subscriber's network hands out a whole /64; keyed by full address, every request could come
+/// from a fresh one).
+fn rate_key_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
     }
 }
 
@@ -276,6 +291,22 @@ mod tests {
 
     fn ip(n: u8) -> ClientKey {
         ClientKey::Ip(IpAddr::from([10, 0, 0, n]))
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_and_mapped_v4_as_v4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(rate_key_address(a), rate_key_address(b));
+        assert_ne!(rate_key_address(a), rate_key_address(other));
+        let mapped: IpAddr = "::ffff:203.0.113.5".parse().unwrap();
+        assert_eq!(
+            rate_key_address(mapped),
+            "203.0.113.5".parse::<IpAddr>().unwrap()
+        );
+        let v4: IpAddr = "203.0.113.5".parse().unwrap();
+        assert_eq!(rate_key_address(v4), v4);
     }
 
     #[test]
