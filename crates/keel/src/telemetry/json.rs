@@ -72,7 +72,7 @@ where
         let text = if line.is_flat {
             line.into_json()?
         } else {
-            self.nested_line(ctx, event)?
+            line.into_nested_json()?
         };
         writer.write_str(&text)?;
         writer.write_char('\n')
@@ -110,50 +110,6 @@ impl JsonLines {
         }
         event.record(&mut Encoder(line));
     }
-
-    /// The general path, for lines with dotted (`evt.*`) or reserved field names: a JSON map
-    /// that nests them (see `insert_field`).
-    fn nested_line<S, N>(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        event: &Event<'_>,
-    ) -> Result<String, fmt::Error>
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-        N: for<'a> FormatFields<'a> + 'static,
-    {
-        let meta = event.metadata();
-        let mut line = Map::new();
-        line.insert("timestamp".into(), timestamp().into());
-        line.insert("level".into(), level_name(meta.level()).into());
-        line.insert("message".into(), Value::String(String::new()));
-        line.insert("service".into(), self.process.service.clone().into());
-        line.insert("env".into(), self.process.env.clone().into());
-        line.insert("version".into(), self.process.version.clone().into());
-        line.insert("hostname".into(), self.process.hostname.clone().into());
-        line.insert("target".into(), meta.target().into());
-
-        if let Some(scope) = ctx.event_scope() {
-            let mut innermost = None;
-            for span in scope.from_root() {
-                let extensions = span.extensions();
-                if let Some(fields) = extensions.get::<FormattedFields<N>>() {
-                    for (key, json) in flat_pairs(fields) {
-                        if let Ok(value) = serde_json::from_str::<Value>(json) {
-                            insert_field(&mut line, key, value);
-                        }
-                    }
-                }
-                innermost = Some(span.name());
-            }
-            if let Some(name) = innermost {
-                line.insert("span".into(), name.into());
-            }
-        }
-
-        event.record(&mut FieldVisitor { line: &mut line });
-        serde_json::to_string(&line).map_err(|_| fmt::Error)
-    }
 }
 
 fn timestamp() -> String {
@@ -170,15 +126,27 @@ fn level_name(level: &tracing::Level) -> &'static str {
     }
 }
 
-/// A line whose field names are all plain (no dots, none reserved) — every request log line —
-/// written without a `Value` tree: each value is encoded once into `values`, the fields are
-/// sorted by name (a later field of the same name wins, as a map insert would) and written
-/// out. The bytes are those of the map path (`nested_line`), whose keys come out sorted.
+/// The fields of one line, each value encoded once as JSON into `values`, in the order a later
+/// field overrides an earlier one (process fields, span fields outermost first, the event's).
+///
+/// A line whose recorded names are all plain (no dots, none reserved) — every request log line —
+/// is written without a `Value` tree (`into_json`): the fields sorted by name, the last of equal
+/// names kept, which are the bytes a sorted map would give. Otherwise (`evt.*` events) the
+/// recorded fields go through `insert_field`, which nests dotted names and renames reserved ones
+/// (`into_nested_json`).
 struct FlatLine {
-    fields: Vec<(Cow<'static, str>, Range<usize>)>,
+    fields: Vec<LineField>,
     values: Vec<u8>,
-    /// False once a dotted or reserved name is seen: the line then takes the map path.
+    /// False once a recorded name is dotted or reserved.
     is_flat: bool,
+}
+
+struct LineField {
+    name: Cow<'static, str>,
+    value: Range<usize>,
+    /// Recorded by a span or the event (rather than set by the formatter): nested and kept
+    /// from overwriting process fields on the map path.
+    is_recorded: bool,
 }
 
 impl Default for FlatLine {
@@ -201,50 +169,81 @@ const RESERVED: &[&str] = &[
 ];
 
 impl FlatLine {
-    fn push_encoded(&mut self, key: Cow<'static, str>, encode: impl FnOnce(&mut Vec<u8>)) {
+    fn push_encoded(
+        &mut self,
+        name: Cow<'static, str>,
+        is_recorded: bool,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) {
+        if is_recorded && (name.contains('.') || RESERVED.contains(&name.as_ref())) {
+            self.is_flat = false;
+        }
         let start = self.values.len();
         encode(&mut self.values);
-        self.fields.push((key, start..self.values.len()));
+        self.fields.push(LineField {
+            name,
+            value: start..self.values.len(),
+            is_recorded,
+        });
     }
 
-    fn push_str(&mut self, key: &'static str, value: &str) {
-        self.push_encoded(key.into(), |out| write_json(out, value));
+    /// A field the formatter sets (timestamp, level, process fields, span name).
+    fn push_str(&mut self, name: &'static str, value: &str) {
+        self.push_encoded(name.into(), false, |out| write_json(out, value));
     }
 
     /// A span's fields, stored by [`FlatFields`].
     fn push_span_fields(&mut self, text: &str) {
-        for (key, json) in flat_pairs(text) {
-            if key.contains('.') || RESERVED.contains(&key) {
-                self.is_flat = false;
-                return;
-            }
-            self.push_encoded(key.to_owned().into(), |out| {
+        for (name, json) in flat_pairs(text) {
+            self.push_encoded(name.to_owned().into(), true, |out| {
                 out.extend_from_slice(json.as_bytes())
             });
         }
     }
 
+    fn value(&self, field: &LineField) -> &[u8] {
+        &self.values[field.value.clone()]
+    }
+
     fn into_json(mut self) -> Result<String, fmt::Error> {
         // Stable: among equal names the last pushed comes last, and is the one kept below.
-        self.fields.sort_by(|a, b| a.0.cmp(&b.0));
+        self.fields.sort_by(|a, b| a.name.cmp(&b.name));
         let mut out = Vec::with_capacity(self.values.len() + 16 * self.fields.len() + 2);
         out.push(b'{');
         let mut first = true;
-        for (i, (key, range)) in self.fields.iter().enumerate() {
-            if self.fields.get(i + 1).is_some_and(|next| next.0 == *key) {
+        for (i, field) in self.fields.iter().enumerate() {
+            if self
+                .fields
+                .get(i + 1)
+                .is_some_and(|next| next.name == field.name)
+            {
                 continue;
             }
             if !first {
                 out.push(b',');
             }
             first = false;
-            write_json(&mut out, key);
+            write_json(&mut out, &field.name);
             out.push(b':');
-            out.extend_from_slice(&self.values[range.clone()]);
+            out.extend_from_slice(self.value(field));
         }
         out.push(b'}');
         // Every piece is JSON text made from `str`s: always UTF-8.
         String::from_utf8(out).map_err(|_| fmt::Error)
+    }
+
+    fn into_nested_json(self) -> Result<String, fmt::Error> {
+        let mut line = Map::new();
+        for field in &self.fields {
+            // Each value was written as JSON just above: it parses.
+            let value: Value = serde_json::from_slice(self.value(field)).map_err(|_| fmt::Error)?;
+            if field.is_recorded {
+                insert_field(&mut line, &field.name, value);
+            } else {
+                line.insert(field.name.clone().into_owned(), value);
+            }
+        }
+        serde_json::to_string(&line).map_err(|_| fmt::Error)
     }
 }
 
@@ -259,18 +258,12 @@ trait FieldSink {
 }
 
 impl FieldSink for FlatLine {
-    /// A field recorded by an event: plain names only, else the line takes the map path.
     fn push_field(&mut self, name: &'static str, encode: impl FnOnce(&mut Vec<u8>)) {
-        if name.contains('.') || RESERVED.contains(&name) {
-            self.is_flat = false;
-            return;
-        }
-        self.push_encoded(name.into(), encode);
+        self.push_encoded(name.into(), true, encode);
     }
 }
 
-/// Records each field of an event or span as JSON into a [`FieldSink`], the way the map path
-/// turns values into `Value`s (`FieldVisitor`).
+/// Records each field of an event or span as JSON into a [`FieldSink`].
 struct Encoder<'a, S>(&'a mut S);
 
 impl<S: FieldSink> Visit for Encoder<'_, S> {
@@ -405,40 +398,6 @@ fn insert_field(line: &mut Map<String, Value>, key: &str, value: Value) {
         _ => {
             line.insert(key.to_owned(), value);
         }
-    }
-}
-
-struct FieldVisitor<'a> {
-    line: &'a mut Map<String, Value>,
-}
-
-impl Visit for FieldVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        insert_field(self.line, field.name(), value.into());
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        insert_field(self.line, field.name(), value.into());
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        insert_field(self.line, field.name(), value.into());
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        insert_field(self.line, field.name(), value.into());
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        insert_field(self.line, field.name(), value.into());
-    }
-
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        insert_field(self.line, field.name(), value.to_string().into());
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        insert_field(self.line, field.name(), format!("{value:?}").into());
     }
 }
 
@@ -585,6 +544,15 @@ mod tests {
             assert_eq!(line["user_id"], "u-1", "{line}");
         }
         assert_eq!(lines[1]["evt"]["name"], "checked");
+    }
+
+    #[test]
+    fn an_event_cannot_overwrite_process_fields() {
+        let lines = capture(|| tracing::info!(hostname = "evil", level = "none", "spoof"));
+        assert_eq!(lines[0]["hostname"], "host-a");
+        assert_eq!(lines[0]["level"], "info");
+        assert_eq!(lines[0]["field.hostname"], "evil");
+        assert_eq!(lines[0]["field.level"], "none");
     }
 
     #[test]
