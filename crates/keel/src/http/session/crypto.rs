@@ -102,15 +102,7 @@ pub(super) fn session_token(headers: &HeaderMap, cookie_name: &str) -> Option<St
         })
 }
 
-/// The lowercase hex SHA-256 of a token (written without a `format!` per byte: this runs on
-/// every request that carries a cookie).
+/// The lowercase hex SHA-256 of a token.
 pub(super) fn record_id(token: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(token.as_bytes());
-    let mut id = String::with_capacity(2 * digest.len());
-    for byte in digest {
-        id.push(char::from(HEX[usize::from(byte >> 4)]));
-        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
-    }
-    id
+    crate::store::lower_hex(&Sha256::digest(token.as_bytes()))
 }

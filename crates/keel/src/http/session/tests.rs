@@ -87,6 +87,11 @@ fn record_ids_are_hashes_of_tokens() {
     assert_eq!(id.len(), 64);
     assert!(!id.contains(&token));
     assert_eq!(id, record_id(&token));
+    // The stored format: lowercase hex SHA-256 (records written by earlier versions still match).
+    assert_eq!(
+        record_id("abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
 }
 
 /// Two managers on one store stand for two replicas of keel on one database.
