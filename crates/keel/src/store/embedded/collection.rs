@@ -93,7 +93,7 @@ impl EmbeddedCollection {
         find: fn(&rusqlite::Connection, &schema::Catalog, &str, &Query) -> StoreResult<Vec<T>>,
     ) -> StoreResult<Vec<T>> {
         let query = find_query(&filter, options)?;
-        let size = query.size(&self.inner.readers.catalog(), &self.name);
+        let size = query.size(&self.inner.published_catalog(), &self.name);
         let name = Arc::clone(&self.name);
         self.inner
             .readers
@@ -114,7 +114,7 @@ impl EmbeddedCollection {
 
     pub async fn count(&self, filter: Document) -> StoreResult<u64> {
         let filter = Filter::parse(&filter)?;
-        let size = reader::count_size(&self.inner.readers.catalog(), &self.name, &filter);
+        let size = reader::count_size(&self.inner.published_catalog(), &self.name, &filter);
         let name = Arc::clone(&self.name);
         self.inner
             .readers

@@ -66,14 +66,6 @@ impl Readers {
         self.closed.load(Ordering::SeqCst)
     }
 
-    /// The catalog as last published by the writer (for planning before a read).
-    pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
     /// Runs `work` on a pooled connection inside one read snapshot: on the calling thread when
     /// the read is `Bounded` (see the module comment), else without blocking other tasks of the
     /// async runtime.
