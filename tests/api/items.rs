@@ -231,41 +231,31 @@ async fn items_created_through_the_api_are_processed_by_the_process_data_task() 
     use keel::tasks::{Task, TaskConfig, TaskContext};
     use keel_app::background::process_data::{PROCESS_DATA, ProcessData};
 
-    let app = spawn_api().await;
-    let login = app.register("maker@example.com").await;
-    app.create_brand(&login, "Acme", true).await;
-    let created = app
-        .post(
-            "/api/items",
-            &json!({"name": "Acme Anvil", "brand": "Acme", "price": 19.99}),
-            Some(&login.cookie),
-        )
-        .await;
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let id = body(created).await["data"]["_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-
+    let (app, _) = seeded().await;
     let context = TaskContext::detached(
         PROCESS_DATA,
         TaskConfig::default(),
         tokio_util::sync::CancellationToken::new(),
     );
     let summary = ProcessData::new(&app.store).run(&context).await.unwrap();
-    assert_eq!((summary.processed, summary.rejected), (1, 0));
+    assert_eq!((summary.processed, summary.rejected), (4, 0));
 
-    let item = app
+    let items = app
         .store
         .collection("items")
-        .find_one(
-            bson::doc! {"_id": bson::oid::ObjectId::parse_str(&id).unwrap()},
-            keel::store::FindOptions::default(),
-        )
+        .find(bson::doc! {}, keel::store::FindOptions::default())
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(item.get_bool("processed").ok(), Some(true));
-    assert_eq!(item.get_str("slug").ok(), Some("acme-anvil"));
-    assert_eq!(item.get_i64("priceCents").ok(), Some(1999));
+    assert_eq!(items.len(), 4);
+    assert!(
+        items
+            .iter()
+            .all(|i| i.get_bool("processed").ok() == Some(true))
+    );
+    let anvil = items
+        .iter()
+        .find(|i| i.get_str("name").ok() == Some("Anvil"))
+        .unwrap();
+    assert_eq!(anvil.get_str("slug").ok(), Some("anvil"));
+    assert_eq!(anvil.get_i64("priceCents").ok(), Some(1999));
 }
