@@ -165,7 +165,8 @@ impl AuthService {
     }
 
     /// Password hashes running now and the most that ever ran at once.
-    pub fn hashes_running_and_peak(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn hashes_running_and_peak(&self) -> (usize, usize) {
         (
             self.hasher.running.load(Ordering::SeqCst),
             self.hasher.peak.load(Ordering::SeqCst),

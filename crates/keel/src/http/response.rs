@@ -69,7 +69,7 @@ fn envelope<T: Serialize>(data: &T, total: Option<u64>) -> Envelope<'_, T> {
 
 /// `body` as an `application/json` response (500 if it cannot be serialized, which a derived
 /// `Serialize` of strings, numbers and sequences never does).
-pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     let bytes = match serde_json::to_vec(body) {
         Ok(bytes) => bytes,
         Err(e) => return super::ApiError::internal(e).into_response(),
