@@ -130,12 +130,14 @@ fn metrics_routes(platform: &Platform) -> Router<AppState> {
     };
     let address = std::net::SocketAddr::new(config.server.host, port);
     let (listener_shutdown, drain) = (shutdown.clone(), config.server.shutdown_timeout);
+    let limits = keel::http::ConnectionLimits::from(&config.server);
     shutdown.spawn("metrics-listener", async move {
         match tokio::net::TcpListener::bind(address).await {
             Ok(listener) => {
                 tracing::info!(addr = %address, "metrics listening");
+                let router = metrics.router();
                 if let Err(error) =
-                    keel::http::serve(listener, metrics.router(), listener_shutdown, drain).await
+                    keel::http::serve(listener, router, listener_shutdown, drain, limits).await
                 {
                     tracing::error!(%error, "metrics listener failed");
                 }
