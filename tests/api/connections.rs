@@ -86,12 +86,10 @@ async fn a_header_sent_a_byte_at_a_time_is_cut_off_at_the_header_read_timeout() 
             break;
         }
         let mut buf = [0u8; 256];
-        match timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => {
-                closed = true;
-                break;
-            }
-            Ok(Ok(_)) | Err(_) => {}
+        if let Ok(Ok(0) | Err(_)) = timeout(Duration::from_millis(100), stream.read(&mut buf)).await
+        {
+            closed = true;
+            break;
         }
     }
     assert!(
