@@ -25,6 +25,7 @@ pub mod idempotency;
 pub mod json;
 pub mod listen;
 pub mod observe;
+pub mod operator;
 pub mod probes;
 pub mod protect;
 pub mod rate_limit;
@@ -45,6 +46,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 pub use error::{ApiError, FieldError};
 pub use observe::ClientIp;
+pub use operator::OperatorAccess;
 pub use request_id::RequestId;
 pub use response::{Created, Data, List};
 pub use server::{ConnectionLimits, serve};
