@@ -111,3 +111,71 @@ async fn two_surveys_watchers_count_a_completed_survey_once() {
     assert_eq!(stats.get_i64("promoters").ok(), Some(1));
     assert_eq!(stats.get_f64("nps").ok(), Some(100.0));
 }
+
+/// A holder of the importer's lock that paused past its lease (GC pause, partition) wakes up
+/// and deletes an inbox document its successor has meanwhile set aside: the fence refuses it.
+#[tokio::test]
+async fn a_stale_lock_holders_write_is_refused_by_the_fence() {
+    use std::time::{Duration, Instant};
+
+    use keel::lock::{Locks, Renewal};
+
+    use super::repository::BackgroundRepository;
+
+    let (store, _dir) = store().await;
+    let inbox = store.collection("orders_inbox");
+    inbox
+        .insert_one(doc! { "_id": "x9", "lines": "none" })
+        .await
+        .expect("insert");
+    let ttl = Duration::from_millis(200);
+    let stale = Locks::new(&store)
+        .acquire_with("order-importer", ttl, Renewal::Manual)
+        .await
+        .expect("acquire")
+        .expect("a free lock is taken");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let successor = loop {
+        if let Some(lease) = Locks::new(&store)
+            .acquire("order-importer", ttl)
+            .await
+            .expect("acquire")
+        {
+            break lease;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the expired lock was never taken over"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert!(stale.is_lost());
+    assert!(successor.token() > stale.token());
+
+    let repository = BackgroundRepository::new(&store);
+    repository
+        .mark_inbox_invalid(
+            &Bson::from("x9"),
+            "lines must be an array",
+            Some(&successor.fence()),
+        )
+        .await
+        .expect("the successor's write");
+    repository
+        .remove_from_inbox(&Bson::from("x9"), Some(&stale.fence()))
+        .await
+        .expect("the stale write runs");
+    let kept = inbox
+        .find_one(doc! { "_id": "x9" }, FindOptions::default())
+        .await
+        .expect("find")
+        .expect("the stale holder's delete matched nothing");
+    assert_eq!(kept.get_str("importError").ok(), Some("lines must be an array"));
+
+    // The current holder's own writes still go through.
+    repository
+        .remove_from_inbox(&Bson::from("x9"), Some(&successor.fence()))
+        .await
+        .expect("delete");
+    assert_eq!(inbox.count(doc! {}).await.expect("count"), 0);
+}
