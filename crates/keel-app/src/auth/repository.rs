@@ -1,8 +1,7 @@
 //! `users` and `auth_failures`: the only code that builds store queries for accounts.
 
 use bson::{doc, oid::ObjectId};
-use keel::store::{Collection, FindOptions, IndexSpec, Store, StoreResult};
-use serde::Serialize;
+use keel::store::{Collection, FindOptions, IndexSpec, Store, StoreResult, UpdateOptions};
 
 use super::model::{Email, UserRecord};
 use crate::indexes::IndexDecl;
@@ -52,17 +51,23 @@ impl UserRepository {
     }
 }
 
-/// One refused request, as kept for security monitoring. Strings are already sanitized.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AuthFailureRecord {
-    pub date: bson::DateTime,
-    pub url: String,
+/// One refused request, as told to `AuthFailureRepository::record`. Strings are already
+/// sanitized; `ip` is the client's address as the rate limiter counts it (an IPv6 client by its
+/// /64) and `route` the matched route pattern, so neither can be varied without bound.
+#[derive(Debug, Clone)]
+pub struct AuthFailure {
+    pub at: bson::DateTime,
+    pub route: String,
     pub method: String,
     pub ip: String,
     pub user_agent: String,
     pub request_id: String,
 }
+
+/// Failures are aggregated: one document per client address, method, route and hour, with a
+/// `count` (the first and the last request's details kept). Under a flood of 401s the
+/// collection grows by at most one document per (client, route, hour), not one per request.
+const AUTH_FAILURE_WINDOW_MS: i64 = 3_600_000;
 
 #[derive(Clone)]
 pub struct AuthFailureRepository {
@@ -76,7 +81,7 @@ impl AuthFailureRepository {
         }
     }
 
-    /// Failures expire on their own; the collection cannot grow without bound under attack.
+    /// Failures expire on their own (30 days after a window's last one).
     pub fn indexes() -> Vec<IndexDecl> {
         vec![IndexDecl::new(
             AUTH_FAILURES,
@@ -84,7 +89,41 @@ impl AuthFailureRepository {
         )]
     }
 
-    pub async fn insert(&self, record: &AuthFailureRecord) -> StoreResult<()> {
-        self.failures.insert_as(record).await.map(|_| ())
+    /// Counts `failure` in its window's document, creating it on the window's first failure.
+    pub async fn record(&self, failure: &AuthFailure) -> StoreResult<()> {
+        let window = failure
+            .at
+            .timestamp_millis()
+            .div_euclid(AUTH_FAILURE_WINDOW_MS)
+            * AUTH_FAILURE_WINDOW_MS;
+        let id = format!(
+            "{}|{} {}|{window}",
+            failure.ip, failure.method, failure.route
+        );
+        self.failures
+            .update_one(
+                doc! { "_id": id },
+                doc! {
+                    "$inc": { "count": 1_i64 },
+                    "$set": {
+                        "date": failure.at,
+                        "userAgent": &failure.user_agent,
+                        "requestId": &failure.request_id,
+                    },
+                    "$setOnInsert": {
+                        "window": bson::DateTime::from_millis(window),
+                        "firstAt": failure.at,
+                        "ip": &failure.ip,
+                        "method": &failure.method,
+                        "url": &failure.route,
+                    },
+                },
+                UpdateOptions {
+                    upsert: true,
+                    ..UpdateOptions::default()
+                },
+            )
+            .await
+            .map(|_| ())
     }
 }

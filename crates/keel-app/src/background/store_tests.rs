@@ -170,7 +170,10 @@ async fn a_stale_lock_holders_write_is_refused_by_the_fence() {
         .await
         .expect("find")
         .expect("the stale holder's delete matched nothing");
-    assert_eq!(kept.get_str("importError").ok(), Some("lines must be an array"));
+    assert_eq!(
+        kept.get_str("importError").ok(),
+        Some("lines must be an array")
+    );
 
     // The current holder's own writes still go through.
     repository
