@@ -118,10 +118,7 @@ impl AuthFailureRepository {
                         "url": &failure.route,
                     },
                 },
-                UpdateOptions {
-                    upsert: true,
-                    ..UpdateOptions::default()
-                },
+                UpdateOptions { upsert: true },
             )
             .await
             .map(|_| ())
