@@ -22,6 +22,7 @@ pub fn all() -> Vec<IndexDecl> {
     [
         crate::auth::repository::UserRepository::indexes(),
         crate::auth::repository::AuthFailureRepository::indexes(),
+        crate::auth::repository::LoginFailureRepository::indexes(),
         crate::brands::repository::BrandRepository::indexes(),
         crate::items::repository::ItemRepository::indexes(),
         crate::orders::repository::OrderRepository::indexes(),

@@ -2,12 +2,14 @@
 
 use bson::{doc, oid::ObjectId};
 use keel::store::{Collection, FindOptions, IndexSpec, Store, StoreResult, UpdateOptions};
+use sha2::Digest;
 
 use super::model::{Email, UserRecord};
 use crate::indexes::IndexDecl;
 
 pub const USERS: &str = "users";
 pub const AUTH_FAILURES: &str = "auth_failures";
+pub const LOGIN_FAILURES: &str = "login_failures";
 
 /// How long an auth-failure record is kept for security review.
 pub const AUTH_FAILURE_RETENTION: std::time::Duration =
@@ -120,6 +122,100 @@ impl AuthFailureRepository {
                 },
                 UpdateOptions { upsert: true },
             )
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Failed logins per account: one document per email with a `count` and the end of its
+/// window (`expiresAt`), which starts at the window's first failure. The email is kept only as
+/// a SHA-256 digest (the attempts name accounts that may not exist). Shared by every replica
+/// through the store.
+#[derive(Clone)]
+pub struct LoginFailureRepository {
+    failures: Collection,
+    window_ms: i64,
+}
+
+impl LoginFailureRepository {
+    pub fn new(store: &Store, window: std::time::Duration) -> Self {
+        Self {
+            failures: store.collection(LOGIN_FAILURES),
+            window_ms: i64::try_from(window.as_millis())
+                .unwrap_or(i64::MAX)
+                .max(1000),
+        }
+    }
+
+    /// A window's document expires once the window is over.
+    pub fn indexes() -> Vec<IndexDecl> {
+        vec![IndexDecl::new(
+            LOGIN_FAILURES,
+            IndexSpec::new(doc! {"expiresAt": 1}).ttl(std::time::Duration::ZERO),
+        )]
+    }
+
+    fn key(email: &Email) -> String {
+        keel::store::lower_hex(&sha2::Sha256::digest(email.as_str().as_bytes()))
+    }
+
+    /// Failures counted for `email` in its current window, and when the window ends.
+    pub async fn current(
+        &self,
+        email: &Email,
+        now: bson::DateTime,
+    ) -> StoreResult<(i64, bson::DateTime)> {
+        let found = self
+            .failures
+            .find_one(
+                doc! {"_id": Self::key(email), "expiresAt": {"$gt": now}},
+                FindOptions::default(),
+            )
+            .await?;
+        Ok(found
+            .and_then(|d| {
+                let count = match d.get("count") {
+                    Some(bson::Bson::Int64(n)) => *n,
+                    Some(bson::Bson::Int32(n)) => i64::from(*n),
+                    _ => return None,
+                };
+                Some((count, *d.get_datetime("expiresAt").ok()?))
+            })
+            .unwrap_or((0, now)))
+    }
+
+    /// Counts a failure: in the running window, or as the first of a new one. (Two failures
+    /// racing to open a new window may count once: the error is one attempt, in the
+    /// attacker's favour at most once per window.)
+    pub async fn record(&self, email: &Email, now: bson::DateTime) -> StoreResult<()> {
+        let key = Self::key(email);
+        let counted = self
+            .failures
+            .update_one(
+                doc! {"_id": &key, "expiresAt": {"$gt": now}},
+                doc! {"$inc": {"count": 1_i64}},
+                UpdateOptions::default(),
+            )
+            .await?;
+        if counted.matched == 1 {
+            return Ok(());
+        }
+        let ends =
+            bson::DateTime::from_millis(now.timestamp_millis().saturating_add(self.window_ms));
+        self.failures
+            .update_one(
+                doc! {"_id": &key},
+                doc! {"$set": {"count": 1_i64, "expiresAt": ends}},
+                UpdateOptions { upsert: true },
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// A successful login starts the account's count afresh.
+    pub async fn clear(&self, email: &Email) -> StoreResult<()> {
+        self.failures
+            .delete_one(doc! {"_id": Self::key(email)})
             .await
             .map(|_| ())
     }

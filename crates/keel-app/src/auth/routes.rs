@@ -36,6 +36,9 @@ impl From<AuthError> for ApiError {
             AuthError::Invalid(fields) => fields.into(),
             AuthError::EmailTaken => ApiError::Conflict("email already registered".into()),
             AuthError::InvalidCredentials => ApiError::Unauthorized,
+            AuthError::Throttled { retry_after_secs } => {
+                ApiError::TooManyRequests { retry_after_secs }
+            }
             AuthError::Hashing(reason) => ApiError::internal(reason),
             AuthError::Store(e) => store_error(e),
         }
@@ -82,7 +85,7 @@ async fn register(
         (status = 200, description = "Logged in, session cookie set (a new session id)", body = UserView),
         (status = 400, description = "Malformed credentials", body = ErrorBody),
         (status = 401, description = "Invalid email or password", body = ErrorBody),
-        (status = 429, description = "Too many attempts", body = ErrorBody),
+        (status = 429, description = "Too many attempts from this address, or too many failed logins for this account (auth.max_failed_logins); Retry-After says when", body = ErrorBody),
     ))]
 async fn login(
     State(api): State<ApiState>,
@@ -101,6 +104,17 @@ async fn login(
                 "login refused"
             );
             return Err(ApiError::Unauthorized);
+        }
+        Err(AuthError::Throttled { retry_after_secs }) => {
+            keel::evt!(
+                WARN,
+                "security",
+                "loginThrottled",
+                "failure",
+                retry_after_secs,
+                "login refused: too many failed logins for this account"
+            );
+            return Err(ApiError::TooManyRequests { retry_after_secs });
         }
         Err(e) => return Err(e.into()),
     };
