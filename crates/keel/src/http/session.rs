@@ -90,6 +90,19 @@ pub struct ActiveSession {
     touched_at: bson::DateTime,
 }
 
+#[cfg(test)]
+impl ActiveSession {
+    /// A session of `user_id`, for middleware tests that need a logged-in request.
+    pub(crate) fn for_tests(user_id: &str) -> Self {
+        ActiveSession {
+            record_id: "test-record".to_owned(),
+            user_id: user_id.to_owned(),
+            expires_at: bson::DateTime::MAX,
+            touched_at: bson::DateTime::now(),
+        }
+    }
+}
+
 /// Extractor: the request's session, or `None` when not logged in.
 #[derive(Debug, Clone)]
 pub struct CurrentSession(pub Option<ActiveSession>);
