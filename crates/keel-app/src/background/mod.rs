@@ -71,7 +71,7 @@ pub fn watcher_runtime(
     let mut runtime =
         WatcherRuntime::new(store, platform.config().watchers.clone()).with_health(health);
     runtime.register(surveys_watcher::SurveysWatcher::new(store));
-    runtime.register(orders_watcher::OrdersWatcher::new(jobs.clone()));
+    runtime.register(orders_watcher::OrdersWatcher::new(jobs.clone(), store));
     runtime
 }
 

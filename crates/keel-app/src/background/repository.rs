@@ -154,6 +154,15 @@ impl BackgroundRepository {
         self.orders.find(filter, FindOptions::default()).await
     }
 
+    /// `_id`s of pending orders after `after`, in `_id` order (the orders watcher's catch-up).
+    pub async fn pending_order_ids(
+        &self,
+        after: Option<&Bson>,
+        limit: i64,
+    ) -> StoreResult<Vec<Bson>> {
+        ids_after(&self.orders, doc! { "status": "pending" }, after, limit).await
+    }
+
     /// Records the pricing and moves the order on, if it is still pending.
     pub async fn mark_order_priced(&self, id: &Bson, pricing: Document) -> StoreResult<bool> {
         let update = doc! { "$set": { "status": "processed", "pricing": pricing, "processedAt": bson::DateTime::now() } };
@@ -169,6 +178,17 @@ impl BackgroundRepository {
     }
 
     // surveys (surveys watcher)
+
+    /// `_id`s of completed, unclaimed surveys after `after`, in `_id` order (the surveys
+    /// watcher's catch-up).
+    pub async fn completed_unclaimed_survey_ids(
+        &self,
+        after: Option<&Bson>,
+        limit: i64,
+    ) -> StoreResult<Vec<Bson>> {
+        let filter = doc! { "status": "completed", "processed": false };
+        ids_after(&self.surveys, filter, after, limit).await
+    }
 
     /// Claims a completed, unprocessed survey: `processed: false → true` in one atomic step.
     /// `None` when it was not completed, or someone (a replay, another replica) claimed it first.
@@ -227,4 +247,23 @@ pub fn count(document: &Document, key: &str) -> i64 {
         Some(Bson::Double(f)) if f.is_finite() => *f as i64,
         _ => 0,
     }
+}
+
+/// One page of the `_id`s matching `filter`, after `after`, in `_id` order.
+async fn ids_after(
+    collection: &Collection,
+    mut filter: Document,
+    after: Option<&Bson>,
+    limit: i64,
+) -> StoreResult<Vec<Bson>> {
+    if let Some(after) = after {
+        filter.insert("_id", doc! { "$gt": after.clone() });
+    }
+    let options = FindOptions::default().sort(doc! { "_id": 1 }).limit(limit);
+    Ok(collection
+        .find(filter, options)
+        .await?
+        .into_iter()
+        .filter_map(|d| d.get("_id").cloned())
+        .collect())
 }
