@@ -301,3 +301,36 @@ async fn with_the_store_down_a_logged_in_request_is_503_not_401() {
     let response = app.get("/api/auth/me", Some(&login.cookie)).await;
     expect_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
 }
+
+#[tokio::test]
+async fn logout_everywhere_ends_the_sessions_of_every_device() {
+    let app = spawn_api().await;
+    let laptop = app.register("everywhere@example.com").await;
+    let phone = session_cookie(&app.post_login("everywhere@example.com", PASSWORD).await)
+        .expect("a second session");
+    let bystander = app.register("bystander@example.com").await;
+    for cookie in [&laptop.cookie, &phone] {
+        assert_eq!(
+            app.get("/api/auth/me", Some(cookie)).await.status(),
+            StatusCode::OK
+        );
+    }
+    let response = app
+        .request(Method::POST, "/api/auth/logout-all", Some(&phone))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(set_cookie_header(&response).contains("Max-Age=0"));
+    assert_eq!(body(response).await["data"]["sessionsEnded"], 2);
+    for cookie in [&laptop.cookie, &phone] {
+        let me = app.get("/api/auth/me", Some(cookie)).await;
+        expect_error(me, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    assert_eq!(
+        app.get("/api/auth/me", Some(&bystander.cookie))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}

@@ -1,7 +1,8 @@
-//! `/api/auth/{register,login,logout,me}`.
+//! `/api/auth/{register,login,logout,logout-all,me}`.
 //!
 //! Register and login start a fresh session (new id; any previous one is deleted) and set the
-//! `sessionId` cookie; logout deletes the session and clears the cookie. Register and login sit
+//! `sessionId` cookie; logout deletes the session and clears the cookie; logout-all ends every
+//! session of the user (every device, every replica within `session.cache_ttl`). Register and login sit
 //! in the `auth` rate tier (5 / 15 min per client), the others in `api`.
 
 use axum::extract::State;
@@ -27,6 +28,7 @@ pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
         .routes(state.limited(Tier::Auth, routes!(register)))
         .routes(state.limited(Tier::Auth, routes!(login)))
         .routes(state.limited(Tier::Api, routes!(logout)))
+        .routes(state.limited(Tier::Api, routes!(logout_all)))
         .routes(state.limited(Tier::Api, routes!(me)))
 }
 
@@ -150,6 +152,47 @@ async fn logout(State(api): State<ApiState>, user: AuthUser) -> Result<Response,
         .map_err(session_error)?;
     let mut response = Data(LoggedOut { logged_out: true }).into_response();
     response.headers_mut().insert(SET_COOKIE, cookie);
+    Ok(response)
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct LoggedOutEverywhere {
+    /// Sessions ended, this one included.
+    sessions_ended: u64,
+}
+
+/// Ends every session of the user — every device — and clears this cookie. Other replicas
+/// honour it within `session.cache_ttl` (2 s).
+#[utoipa::path(post, path = "/api/auth/logout-all", tag = "auth",
+    responses(
+        (status = 200, description = "Every session ended", body = LoggedOutEverywhere),
+        (status = 401, description = "Not logged in", body = ErrorBody),
+        (status = 403, description = "Cross-origin request refused (CSRF)", body = ErrorBody),
+    ),
+    security(("session" = [])))]
+async fn logout_all(State(api): State<ApiState>, user: AuthUser) -> Result<Response, ApiError> {
+    let ended = api
+        .sessions
+        .end_all(&user.session.user_id)
+        .await
+        .map_err(session_error)?;
+    keel::evt!(
+        INFO,
+        "authentication",
+        "logoutEverywhere",
+        "success",
+        user_id = %user.id,
+        sessions_ended = ended,
+        "every session of the user ended"
+    );
+    let mut response = Data(LoggedOutEverywhere {
+        sessions_ended: ended,
+    })
+    .into_response();
+    response
+        .headers_mut()
+        .insert(SET_COOKIE, api.sessions.clearing_cookie());
     Ok(response)
 }
 

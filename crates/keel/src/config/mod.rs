@@ -164,8 +164,12 @@ pub struct SessionConfig {
     /// Key for signing and encrypting sessions: at least 32 bytes, required in production.
     pub secret: Option<Secret>,
     pub cookie_name: String,
+    /// Sliding lifetime: a session unused this long expires (activity extends it).
     #[serde(with = "units::duration")]
     pub ttl: Duration,
+    /// Absolute lifetime: a session ends this long after login however active it is.
+    #[serde(with = "units::duration")]
+    pub absolute_ttl: Duration,
     /// Lazy touch: an active session's expiry is pushed forward at most this often.
     #[serde(with = "units::duration")]
     pub touch_after: Duration,
@@ -184,6 +188,7 @@ impl Default for SessionConfig {
             secret: None,
             cookie_name: "sessionId".to_owned(),
             ttl: Duration::from_secs(24 * 3600),
+            absolute_ttl: Duration::from_secs(7 * 24 * 3600),
             touch_after: Duration::from_secs(3600),
             cache_ttl: Duration::from_secs(2),
             cache_capacity: 10_000,
@@ -317,6 +322,12 @@ impl Config {
         }
         if self.session.ttl.is_zero() {
             problem("session.ttl", "must be more than 0s".to_owned());
+        }
+        if self.session.absolute_ttl < self.session.ttl {
+            problem(
+                "session.absolute_ttl",
+                "must be at least session.ttl".to_owned(),
+            );
         }
         if self.session.cache_ttl > Duration::from_secs(60) {
             problem(
