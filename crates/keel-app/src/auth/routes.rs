@@ -21,7 +21,10 @@ use super::model::{CredentialsRequest, UserView};
 use super::service::AuthError;
 use crate::api::{ApiState, ErrorBody, store_error};
 
-impl GuardedInput for CredentialsRequest {}
+/// An email (≤ 254) and a password (≤ 128 characters) fit in far less than 4 KB.
+impl GuardedInput for CredentialsRequest {
+    const MAX_BODY_BYTES: usize = 4 * 1024;
+}
 
 pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
