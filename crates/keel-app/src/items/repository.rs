@@ -35,6 +35,10 @@ impl ItemRepository {
             IndexDecl::new(ITEMS, IndexSpec::new(doc! {"brand": 1})),
             IndexDecl::new(ITEMS, IndexSpec::new(doc! {"price": 1})),
             IndexDecl::new(ITEMS, IndexSpec::new(doc! {"processed": 1})),
+            // The listing's sort orders (`sort_document`), each read in either direction.
+            IndexDecl::new(ITEMS, IndexSpec::new(doc! {"name": 1, "_id": 1})),
+            IndexDecl::new(ITEMS, IndexSpec::new(doc! {"price": 1, "_id": 1})),
+            IndexDecl::new(ITEMS, IndexSpec::new(doc! {"createdAt": 1, "_id": 1})),
         ]
     }
 
@@ -99,15 +103,17 @@ fn list_filter(query: &ItemQuery) -> Document {
 }
 
 fn sort_document(sort: ItemSort) -> Document {
-    // `_id` breaks ties so pages never overlap or skip items with equal keys.
+    // `_id` breaks ties so pages never overlap or skip items with equal keys. It follows the
+    // direction of the first key, so each order is one index read forwards or backwards
+    // (`indexes()` declares them; MongoDB never sorts a listing in memory).
     match sort {
         ItemSort::Inserted => doc! {"_id": 1},
         ItemSort::NameAscending => doc! {"name": 1, "_id": 1},
-        ItemSort::NameDescending => doc! {"name": -1, "_id": 1},
+        ItemSort::NameDescending => doc! {"name": -1, "_id": -1},
         ItemSort::PriceAscending => doc! {"price": 1, "_id": 1},
-        ItemSort::PriceDescending => doc! {"price": -1, "_id": 1},
+        ItemSort::PriceDescending => doc! {"price": -1, "_id": -1},
         ItemSort::OldestFirst => doc! {"createdAt": 1, "_id": 1},
-        ItemSort::NewestFirst => doc! {"createdAt": -1, "_id": 1},
+        ItemSort::NewestFirst => doc! {"createdAt": -1, "_id": -1},
     }
 }
 
