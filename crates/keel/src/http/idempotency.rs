@@ -161,6 +161,13 @@ fn is_expired(record: &Document) -> bool {
     age_ms(record) >= RETENTION.as_millis() as i64
 }
 
+/// The key of an `Idempotency-Key` header: 1 to `MAX_KEY_LEN` visible ASCII characters.
+pub(crate) fn parse_key(raw: &HeaderValue) -> Option<String> {
+    let key = raw.to_str().ok()?;
+    (!key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| key.to_owned())
+}
+
 /// Middleware for the routes that create things.
 pub async fn idempotency(
     State(keys): State<IdempotencyKeys>,
@@ -170,21 +177,12 @@ pub async fn idempotency(
     let Some(raw_key) = request.headers().get(HEADER) else {
         return next.run(request).await;
     };
-    let key = match raw_key.to_str() {
-        Ok(k)
-            if !k.is_empty()
-                && k.len() <= MAX_KEY_LEN
-                && k.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            k.to_owned()
-        }
-        _ => {
-            return ApiError::Validation(vec![super::FieldError::new(
-                "Idempotency-Key",
-                format!("must be 1-{MAX_KEY_LEN} visible ASCII characters"),
-            )])
-            .into_response();
-        }
+    let Some(key) = parse_key(raw_key) else {
+        return ApiError::Validation(vec![super::FieldError::new(
+            "Idempotency-Key",
+            format!("must be 1-{MAX_KEY_LEN} visible ASCII characters"),
+        )])
+        .into_response();
     };
     let user_id = match request.extensions().get::<CurrentSession>() {
         Some(CurrentSession(Some(session))) => session.user_id.clone(),
@@ -256,7 +254,7 @@ async fn record_outcome(
     Response::from_parts(parts, Body::from(bytes))
 }
 
-fn answer_existing(existing: &Document, fingerprint: &str) -> Response {
+pub(crate) fn answer_existing(existing: &Document, fingerprint: &str) -> Response {
     if existing.get_str("fingerprint").ok() != Some(fingerprint) {
         return ApiError::Unprocessable(
             "Idempotency-Key was already used with a different request".into(),
@@ -304,7 +302,7 @@ fn is_replayable(status: StatusCode) -> bool {
         ))
 }
 
-fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
+pub(crate) fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(method.as_bytes());
     hasher.update(b" ");

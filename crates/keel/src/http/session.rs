@@ -475,6 +475,6 @@ pub async fn session_layer(
 }
 
 mod cache;
-mod crypto;
+pub(crate) mod crypto;
 #[cfg(test)]
 mod tests;

@@ -22,17 +22,17 @@ const HKDF_USER_KEY_INFO: &[u8] = b"sessions collection user key";
 /// What is encrypted inside a record.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct SessionData {
+pub(crate) struct SessionData {
     pub(super) user_id: String,
     pub(super) created_at_ms: i64,
 }
 
 /// AES-256-GCM under the key derived from `session.secret`; the record id is associated data.
 /// Also the keyed hash that finds a user's sessions without storing the user id readably.
-pub(super) struct SessionCipher(Aes256Gcm, [u8; 32]);
+pub(crate) struct SessionCipher(Aes256Gcm, [u8; 32]);
 
 impl SessionCipher {
-    pub(super) fn new(secret: &Secret) -> Self {
+    pub(crate) fn new(secret: &Secret) -> Self {
         let hk = hkdf::Hkdf::<Sha256>::new(Some(HKDF_SALT), secret.expose().as_bytes());
         let mut key = [0u8; 32];
         // 32 bytes is far below HKDF-SHA256's 8160-byte output limit.
@@ -71,7 +71,7 @@ impl SessionCipher {
         Ok(sealed)
     }
 
-    pub(super) fn open(&self, record_id: &str, sealed: &[u8]) -> Option<SessionData> {
+    pub(crate) fn open(&self, record_id: &str, sealed: &[u8]) -> Option<SessionData> {
         if sealed.len() <= NONCE_BYTES {
             return None;
         }
@@ -98,7 +98,7 @@ pub(super) fn new_token() -> String {
 
 /// The well-formed `sessionId` token of a request, if any. Anything not shaped like one of our
 /// tokens is ignored before it costs a store lookup.
-pub(super) fn session_tokens(headers: &HeaderMap, cookie_name: &str) -> Vec<String> {
+pub(crate) fn session_tokens(headers: &HeaderMap, cookie_name: &str) -> Vec<String> {
     headers
         .get_all(COOKIE)
         .iter()
