@@ -16,6 +16,9 @@ pub mod money;
 pub mod orders;
 pub mod paging;
 mod state;
+
+#[cfg(test)]
+mod fuzz_tests;
 pub mod surveys;
 mod test_routes;
 

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use http::header::SET_COOKIE;
 use keel::http::json::{ApiJson, GuardedInput};
 use keel::http::rate_limit::Tier;
-use keel::http::session::{CurrentSession, SessionError};
+use keel::http::session::CurrentSession;
 use keel::http::{ApiError, Created, Data};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use super::extract::AuthUser;
 use super::model::{CredentialsRequest, UserView};
 use super::service::AuthError;
-use crate::api::{ApiState, ErrorBody, store_error};
+use crate::api::{ApiState, ErrorBody};
 
 /// An email (≤ 254) and a password (≤ 128 characters) fit in far less than 4 KB.
 impl GuardedInput for CredentialsRequest {
@@ -45,17 +45,8 @@ impl From<AuthError> for ApiError {
                 ApiError::TooManyRequests { retry_after_secs }
             }
             AuthError::Hashing(reason) => ApiError::internal(reason),
-            AuthError::Store(e) => store_error(e),
+            AuthError::Store(e) => e.into(),
         }
-    }
-}
-
-/// A session that could not be started or ended: 503 while the database is out of reach
-/// (like every other store error), 500 otherwise.
-fn session_error(e: SessionError) -> ApiError {
-    match e {
-        SessionError::Store(e) => store_error(e),
-        other => ApiError::internal(other),
     }
 }
 
@@ -77,8 +68,7 @@ async fn register(
     let cookie = api
         .sessions
         .start(&user.id.to_hex(), previous.as_ref())
-        .await
-        .map_err(session_error)?;
+        .await?;
     let mut response = Created(UserView::from(&user)).into_response();
     response.headers_mut().insert(SET_COOKIE, cookie);
     Ok(response)
@@ -127,8 +117,7 @@ async fn login(
     let cookie = api
         .sessions
         .start(&user.id.to_hex(), previous.as_ref())
-        .await
-        .map_err(session_error)?;
+        .await?;
     let mut response = Data(UserView::from(&user)).into_response();
     response.headers_mut().insert(SET_COOKIE, cookie);
     Ok(response)
@@ -148,11 +137,7 @@ struct LoggedOut {
     ),
     security(("session" = [])))]
 async fn logout(State(api): State<ApiState>, user: AuthUser) -> Result<Response, ApiError> {
-    let cookie = api
-        .sessions
-        .end(&user.session)
-        .await
-        .map_err(session_error)?;
+    let cookie = api.sessions.end(&user.session).await?;
     let mut response = Data(LoggedOut { logged_out: true }).into_response();
     response.headers_mut().insert(SET_COOKIE, cookie);
     Ok(response)
@@ -175,11 +160,7 @@ struct LoggedOutEverywhere {
     ),
     security(("session" = [])))]
 async fn logout_all(State(api): State<ApiState>, user: AuthUser) -> Result<Response, ApiError> {
-    let ended = api
-        .sessions
-        .end_all(&user.session.user_id)
-        .await
-        .map_err(session_error)?;
+    let ended = api.sessions.end_all(&user.session.user_id).await?;
     keel::evt!(
         INFO,
         "authentication",

@@ -119,7 +119,7 @@ fn sort_document(sort: ItemSort) -> Document {
 
 /// Conditions on the same field merge into one operator document (`{price: {$gt: 1, $lt: 9}}`);
 /// a plain equality becomes `$eq`, so the result is always `{field: {op: value}}`.
-fn data_filter_document(filter: &DataFilter) -> Document {
+pub(crate) fn data_filter_document(filter: &DataFilter) -> Document {
     let mut out = Document::new();
     for condition in &filter.0 {
         let operand = match &condition.operand {

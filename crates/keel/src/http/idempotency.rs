@@ -197,7 +197,7 @@ pub async fn idempotency(
     match keys.claim(&user_id, &key, &fingerprint).await {
         Ok(None) => {}
         Ok(Some(existing)) => return answer_existing(&existing, &fingerprint),
-        Err(e) => return ApiError::internal(e).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     }
     // Detached from this future: if the request is cancelled from here on, the work still
     // completes and its outcome is recorded (see the module comment).

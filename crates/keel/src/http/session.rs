@@ -447,11 +447,7 @@ pub async fn session_layer(
         Ok(loaded) => loaded,
         Err(e) => {
             tracing::error!(error = %e, "session lookup failed");
-            return ApiError::Unavailable {
-                message: "sessions cannot be checked now, retry later".into(),
-                details: None,
-            }
-            .into_response();
+            return ApiError::from(e).into_response();
         }
     };
     let mut refreshed_cookie = None;
