@@ -11,7 +11,7 @@ use keel::jobs::{JobQueue, NewJob};
 use keel::store::{ChangeEvent, ChangeOp, Store, WatchOptions};
 use keel::watchers::{Watcher, WatcherError};
 
-use super::pricing::PROCESS_ORDERS_KIND;
+use super::process_orders::ProcessOrdersJob;
 use super::repository::{BackgroundRepository, ORDERS};
 
 pub const ORDERS_WATCHER: &str = "orders";
@@ -31,10 +31,10 @@ impl OrdersWatcher {
 
     async fn enqueue(&self, order_id: &Bson) -> Result<(), WatcherError> {
         let id = id_text(order_id);
-        let job = NewJob::new(
-            PROCESS_ORDERS_KIND,
-            doc! { "orderIds": [ order_id.clone() ] },
-        )
+        let job = NewJob::of(&ProcessOrdersJob {
+            order_ids: vec![order_id.clone()],
+        })
+        .map_err(|e| WatcherError::handler(e.to_string()))?
         .idempotency_key(format!("order-{id}"));
         let enqueued = self
             .jobs

@@ -264,7 +264,10 @@ mod tests {
         let (status, body) = body_of(ApiError::from(down.clone())).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["error"]["code"], "unavailable");
-        assert!(!body.to_string().contains("db-0.internal"), "no host in the answer");
+        assert!(
+            !body.to_string().contains("db-0.internal"),
+            "no host in the answer"
+        );
         let session = crate::http::session::SessionError::Store(down);
         assert_eq!(
             ApiError::from(session).into_response().status(),
