@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use bson::{Bson, Document};
 use http::{HeaderMap, HeaderValue, header::COOKIE};
+use proptest::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -54,41 +55,151 @@ fn documents(bytes: &[u8]) -> Vec<Document> {
         .collect()
 }
 
-/// The query engine: a filter, an update and a pipeline parsed from the input and evaluated
-/// against the input's other documents (and the update's upsert seed).
+/// Keys that steer the engine: fields, dotted and positional paths, and operators of every
+/// kind (query, update, pipeline stage, accumulator, expression).
+const KEYS: &[&str] = &[
+    "a",
+    "b",
+    "tags",
+    "_id",
+    "a.b",
+    "tags.0",
+    "tags.$",
+    "tags.$[]",
+    "a.b.c",
+    "$gt",
+    "$gte",
+    "$lt",
+    "$lte",
+    "$eq",
+    "$ne",
+    "$in",
+    "$nin",
+    "$exists",
+    "$type",
+    "$size",
+    "$all",
+    "$mod",
+    "$regex",
+    "$options",
+    "$elemMatch",
+    "$not",
+    "$and",
+    "$or",
+    "$nor",
+    "$expr",
+    "$set",
+    "$unset",
+    "$inc",
+    "$mul",
+    "$min",
+    "$max",
+    "$push",
+    "$addToSet",
+    "$pull",
+    "$pop",
+    "$each",
+    "$slice",
+    "$sort",
+    "$position",
+    "$rename",
+    "$setOnInsert",
+    "$currentDate",
+    "$match",
+    "$project",
+    "$group",
+    "$unwind",
+    "$limit",
+    "$skip",
+    "$count",
+    "$addFields",
+    "$sum",
+    "$avg",
+    "$first",
+    "$last",
+    "$add",
+    "$multiply",
+    "$concat",
+    "$cond",
+    "$ifNull",
+    "path",
+    "$a",
+    "$tags",
+    "",
+];
+
+/// Arbitrary BSON shaped like queries: scalars of every comparable type, arrays and
+/// documents keyed from `KEYS`, nested a few levels.
+fn bson_value() -> impl Strategy<Value = Bson> {
+    let leaf = prop_oneof![
+        any::<i32>().prop_map(Bson::Int32),
+        any::<i64>().prop_map(Bson::Int64),
+        any::<f64>().prop_map(Bson::Double),
+        prop_oneof![Just(""), Just("a"), Just("$a"), Just(".*"), Just("é\u{0}")]
+            .prop_map(|t: &str| Bson::String(t.to_owned())),
+        any::<bool>().prop_map(Bson::Boolean),
+        Just(Bson::Null),
+        any::<i64>().prop_map(|ms| Bson::DateTime(bson::DateTime::from_millis(ms))),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Bson::Array),
+            proptest::collection::vec((proptest::sample::select(KEYS), inner), 0..6).prop_map(
+                |pairs| {
+                    Bson::Document(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }
+            ),
+        ]
+    })
+}
+
+fn bson_document() -> impl Strategy<Value = Document> {
+    proptest::collection::vec((proptest::sample::select(KEYS), bson_value()), 0..6)
+        .prop_map(|pairs| pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+/// Runs `spec` as a filter, an update and (its `pipeline` array, or itself as one stage) a
+/// pipeline against `targets`.
+fn exercise_engine(spec: &Document, targets: &[Document]) {
+    let now = bson::DateTime::from_millis(1_700_000_000_000);
+    if let Ok(filter) = Filter::parse(spec) {
+        for target in targets {
+            let _ = filter.matches(target);
+        }
+        let mut seed = filter.upsert_seed();
+        if let Some(update) = targets.first().and_then(|u| Update::parse(u).ok()) {
+            let _ = update.apply(&mut seed, true, now);
+        }
+    }
+    if let Ok(update) = Update::parse(spec) {
+        for target in targets {
+            let _ = update.apply(&mut target.clone(), false, now);
+        }
+    }
+    let stages: Vec<Document> = match spec.get_array("pipeline") {
+        Ok(stages) => stages
+            .iter()
+            .filter_map(|s| s.as_document().cloned())
+            .collect(),
+        Err(_) => vec![spec.clone()],
+    };
+    if let Ok(pipeline) = Pipeline::parse(&stages) {
+        let _ = pipeline.run(targets.to_vec());
+    }
+}
+
+/// The query engine: filters, updates and pipelines parsed and evaluated against documents —
+/// half the inputs from the mutated JSON corpus, half generated as BSON trees keyed with
+/// operators, so most inputs get past parsing into evaluation.
 #[test]
 fn fuzz_query_engine() {
-    run("query_engine", input("query_engine"), |bytes| {
-        let parts = documents(&bytes);
-        let Some((spec, targets)) = parts.split_first() else {
-            return;
-        };
-        let now = bson::DateTime::from_millis(1_700_000_000_000);
-        if let Ok(filter) = Filter::parse(spec) {
-            for target in targets {
-                let _ = filter.matches(target);
-            }
-            let mut seed = filter.upsert_seed();
-            if let Some(update) = targets.first().and_then(|u| Update::parse(u).ok()) {
-                let _ = update.apply(&mut seed, true, now);
-            }
-        }
-        if let Ok(update) = Update::parse(spec) {
-            for target in targets {
-                let _ = update.apply(&mut target.clone(), false, now);
-            }
-        }
-        let stages: Vec<Document> = spec
-            .get_array("pipeline")
-            .map(|stages| {
-                stages
-                    .iter()
-                    .filter_map(|s| s.as_document().cloned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Ok(pipeline) = Pipeline::parse(&stages) {
-            let _ = pipeline.run(targets.to_vec());
+    let inputs = prop_oneof![
+        input("query_engine").prop_map(|bytes| documents(&bytes)),
+        proptest::collection::vec(bson_document(), 1..5),
+    ];
+    run("query_engine", inputs, |parts| {
+        if let Some((spec, targets)) = parts.split_first() {
+            exercise_engine(spec, targets);
         }
     });
 }
