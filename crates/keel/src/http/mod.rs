@@ -23,6 +23,7 @@ pub mod csrf;
 pub mod error;
 pub mod idempotency;
 pub mod json;
+pub mod json_text;
 pub mod listen;
 pub mod observe;
 pub mod probes;
@@ -48,7 +49,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 pub use error::{ApiError, FieldError};
 pub use observe::ClientIp;
 pub use request_id::RequestId;
-pub use response::{Created, Data, List};
+pub use response::{Created, Data, DataText, JsonText, List, ListText};
 
 use crate::Platform;
 use crate::config::{Config, IpRange};
