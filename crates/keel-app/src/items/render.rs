@@ -11,6 +11,7 @@
 
 use bson::oid::ObjectId;
 use bson::{DateTime, RawDocumentBuf};
+use keel::http::JsonText;
 use keel::http::json_text::{write_f64, write_str, write_utf8};
 use keel::store::StoreError;
 use keel::store::raw::{self, RawField, RawText};
@@ -134,18 +135,19 @@ fn write_checked(out: &mut Vec<u8>, text: RawText<'_>) {
 
 /// Stored items as the JSON array of their views. A stored item of the wrong shape is an
 /// error for the whole listing, as it is for `ItemView::from_raw`.
-pub fn item_array(items: &[RawDocumentBuf]) -> Result<Vec<u8>, StoreError> {
+pub fn item_array(items: &[RawDocumentBuf]) -> Result<JsonText, StoreError> {
     let stored_bytes: usize = items.iter().map(|item| item.as_bytes().len()).sum();
-    let mut out = Vec::with_capacity(stored_bytes + 64 * items.len() + 2);
-    out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    JsonText::render(stored_bytes + 64 * items.len() + 2, |out| {
+        out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            StoredItem::read(item.as_bytes())?.write_json(out)?;
         }
-        StoredItem::read(item.as_bytes())?.write_json(&mut out)?;
-    }
-    out.push(b']');
-    Ok(out)
+        out.push(b']');
+        Ok(())
+    })
 }
 
 fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -298,7 +300,7 @@ mod tests {
     }
 
     fn rendered(items: &[RawDocumentBuf]) -> Result<String, StoreError> {
-        item_array(items).map(|bytes| String::from_utf8(bytes).unwrap())
+        item_array(items).map(|text| String::from_utf8(text.as_bytes().to_vec()).unwrap())
     }
 
     fn stored(document: bson::Document) -> RawDocumentBuf {
