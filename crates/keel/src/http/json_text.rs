@@ -111,7 +111,7 @@ fn write_hundredths(out: &mut Vec<u8>, value: f64) -> bool {
     let cents = (magnitude % 100) as u8;
     out.push(b'.');
     out.push(b'0' + cents / 10);
-    if cents % 10 != 0 {
+    if !cents.is_multiple_of(10) {
         out.push(b'0' + cents % 10);
     }
     true
@@ -217,9 +217,10 @@ mod tests {
         use std::fmt::Write;
         let value = vec!["a\"b", "\u{1}é\\"];
         let mut out = vec![b'"'];
-        write!(StringContents(&mut out), "{value:?} and {}", "tab\there").unwrap();
+        let tabbed = String::from("tab\there");
+        write!(StringContents(&mut out), "{value:?} and {tabbed}").unwrap();
         out.push(b'"');
-        let whole = format!("{value:?} and {}", "tab\there");
+        let whole = format!("{value:?} and {tabbed}");
         assert_eq!(out, serde_json::to_vec(&whole).unwrap());
     }
 
