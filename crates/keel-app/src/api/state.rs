@@ -1,6 +1,11 @@
 //! `ApiState`: what the API's handlers reach — the platform and one service per component,
 //! the session manager, the rate limiter's windows and the idempotency keys. Built once from
-//! the platform's store by `api::router`; cloning is cheap (`Arc`s and store handles).
+//! the platform's store by `api::router`.
+//!
+//! axum clones the state for every extractor and route layer of every request: `ApiState` is
+//! one `Arc` around [`ApiServices`], so that is one reference count, not the dozens of `Arc`s
+//! and store handles inside (cloning and dropping those was ~20,000 instructions a getData
+//! request, `docs/performance.md`).
 
 use std::sync::Arc;
 
@@ -22,7 +27,18 @@ use crate::orders::service::OrderService;
 use crate::surveys::service::SurveyService;
 
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiServices>);
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiServices;
+
+    fn deref(&self) -> &ApiServices {
+        &self.0
+    }
+}
+
+#[derive(Clone)]
+pub struct ApiServices {
     pub platform: Platform,
     pub auth: AuthService,
     pub auth_failures: AuthFailureRepository,
@@ -49,7 +65,7 @@ impl ApiState {
                 Secret::new("development-only-session-secret-not-for-production")
             });
         let brands = BrandService::new(store);
-        Self {
+        Self(Arc::new(ApiServices {
             auth,
             auth_failures: AuthFailureRepository::new(store),
             items: ItemService::new(store, brands.clone()),
@@ -62,13 +78,14 @@ impl ApiState {
             openapi: Default::default(),
             background: None,
             platform,
-        }
+        }))
     }
 
-    /// Gives the API the process's worker pool and job queue.
-    pub fn with_background(mut self, background: Option<crate::background::Background>) -> Self {
-        self.background = background;
-        self
+    /// Gives the API the process's worker pool and job queue (before the router shares it).
+    pub fn with_background(self, background: Option<crate::background::Background>) -> Self {
+        let mut services = Arc::unwrap_or_clone(self.0);
+        services.background = background;
+        Self(Arc::new(services))
     }
 
     /// Puts a route behind the rate limit of `tier`.

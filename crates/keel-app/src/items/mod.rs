@@ -4,6 +4,7 @@
 
 pub mod filter;
 pub mod model;
+pub mod render;
 pub mod repository;
 pub mod routes;
 pub mod service;

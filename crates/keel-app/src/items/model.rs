@@ -7,10 +7,11 @@
 use bson::RawDocument;
 use bson::oid::ObjectId;
 use keel::store::StoreError;
-use keel::store::raw::{self, RawField};
+use keel::store::raw::RawText;
 use keel::validation::{FieldErrors, bounded_string};
 use serde::{Deserialize, Serialize};
 
+use super::render::StoredItem;
 use crate::brands::model::BrandName;
 use crate::money::Price;
 use crate::paging::{Limit, Skip};
@@ -175,87 +176,26 @@ impl From<ItemRecord> for ItemView {
 }
 
 impl ItemView {
-    /// An item as the API shows it, read straight from its stored BSON. Listings show 100 of
-    /// these per request: this skips the `ItemRecord` and serde's BSON deserializer, which were
-    /// most of a listing's CPU (`docs/performance.md`). The rules are `ItemRecord`'s: `_id`,
-    /// `name`, `brand`, `price` (any number) and `createdAt` required, `description` (or null)
-    /// and `tags` optional, other fields ignored, a duplicate or mistyped field an error.
+    /// An item as the API shows it, read straight from its stored BSON with the rules of
+    /// [`StoredItem::read`] (`ItemRecord`'s). Listings skip this view and write the stored
+    /// fields straight into JSON (`render.rs`); this is the reference they are checked against.
     pub fn from_raw(document: &RawDocument) -> Result<ItemView, StoreError> {
-        let mut id = None;
-        let mut name = None;
-        let mut brand = None;
-        let mut price = None;
-        let mut description = None;
-        let mut tags = None;
-        let mut created_at = None;
-        for field in raw::fields(document.as_bytes()).map_err(corrupt)? {
-            let (key, value) = field.map_err(corrupt)?;
-            let slot_was_empty = match (key, value) {
-                ("_id", RawField::ObjectId(oid)) => id.replace(oid).is_none(),
-                ("name", value) => name.replace(owned_str(key, value)?).is_none(),
-                ("brand", value) => brand.replace(owned_str(key, value)?).is_none(),
-                ("price", value) => price.replace(number(key, value)?).is_none(),
-                ("description", RawField::Null) => description.replace(None).is_none(),
-                ("description", value) => {
-                    description.replace(Some(owned_str(key, value)?)).is_none()
-                }
-                ("tags", value) => tags.replace(string_list(key, value)?).is_none(),
-                ("createdAt", RawField::DateTime(at)) => created_at.replace(at).is_none(),
-                ("_id" | "createdAt", _) => return Err(mistyped(key)),
-                _ => continue,
-            };
-            if !slot_was_empty {
-                return Err(corrupt(format!("duplicate field `{key}`")));
-            }
-        }
-        let missing = |field: &str| corrupt(format!("missing field `{field}`"));
+        let item = StoredItem::read(document.as_bytes())?;
+        let owned = |text: RawText<'_>| {
+            text.to_str().map(str::to_owned).map_err(|e| {
+                StoreError::Backend(format!("stored item has an unexpected shape: {e}"))
+            })
+        };
         Ok(ItemView {
-            id: keel::store::object_id_hex(&id.ok_or_else(|| missing("_id"))?),
-            brand: brand.ok_or_else(|| missing("brand"))?,
-            created_at: created_at
-                .ok_or_else(|| missing("createdAt"))?
-                .try_to_rfc3339_string()
-                .unwrap_or_default(),
-            description: description.flatten(),
-            name: name.ok_or_else(|| missing("name"))?,
-            price: price.ok_or_else(|| missing("price"))?,
-            tags: tags.unwrap_or_default(),
+            id: keel::store::object_id_hex(&item.id),
+            brand: owned(item.brand)?,
+            created_at: item.created_at.try_to_rfc3339_string().unwrap_or_default(),
+            description: item.description.map(owned).transpose()?,
+            name: owned(item.name)?,
+            price: item.price,
+            tags: item.tags()?.into_iter().map(str::to_owned).collect(),
         })
     }
-}
-
-fn corrupt(problem: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("stored item has an unexpected shape: {problem}"))
-}
-
-fn mistyped(field: &str) -> StoreError {
-    corrupt(format!("invalid type for `{field}`"))
-}
-
-fn owned_str(field: &str, value: RawField<'_>) -> Result<String, StoreError> {
-    match value {
-        RawField::String(text) => Ok(text.to_owned()),
-        _ => Err(mistyped(field)),
-    }
-}
-
-fn number(field: &str, value: RawField<'_>) -> Result<f64, StoreError> {
-    match value {
-        RawField::Double(n) => Ok(n),
-        RawField::Int32(n) => Ok(f64::from(n)),
-        RawField::Int64(n) => Ok(n as f64),
-        _ => Err(mistyped(field)),
-    }
-}
-
-fn string_list(field: &str, value: RawField<'_>) -> Result<Vec<String>, StoreError> {
-    let RawField::Array(array) = value else {
-        return Err(mistyped(field));
-    };
-    raw::fields(array)
-        .map_err(corrupt)?
-        .map(|element| owned_str(field, element.map_err(corrupt)?.1))
-        .collect()
 }
 
 /// `GET /api/items` query string, as it arrives. Only these keys are accepted.

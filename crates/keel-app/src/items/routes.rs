@@ -6,7 +6,7 @@
 use axum::extract::{Path, Query, State};
 use keel::http::json::{ApiJson, GuardedInput};
 use keel::http::rate_limit::Tier;
-use keel::http::{ApiError, Created, Data, List};
+use keel::http::{ApiError, Created, Data, DataText, ListText};
 use keel::validation::{FieldErrors, object_id};
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
@@ -56,10 +56,10 @@ impl From<ItemError> for ApiError {
 async fn list_items(
     State(api): State<ApiState>,
     Query(query): Query<ItemListQuery>,
-) -> Result<List<ItemView>, ApiError> {
+) -> Result<ListText, ApiError> {
     let query = query.parse()?;
     let (items, total) = api.items.list(&query).await?;
-    Ok(List { items, total })
+    Ok(ListText { items, total })
 }
 
 /// One item by its ObjectId.
@@ -128,7 +128,7 @@ async fn get_data(
     State(api): State<ApiState>,
     _user: AuthUser,
     ApiJson(body): ApiJson<GetDataRequest>,
-) -> Result<Data<Vec<ItemView>>, ApiError> {
+) -> Result<DataText, ApiError> {
     let query = body.parse()?;
-    Ok(Data(api.items.query(&query).await?))
+    Ok(DataText(api.items.query(&query).await?))
 }

@@ -23,6 +23,7 @@ pub mod csrf;
 pub mod error;
 pub mod idempotency;
 pub mod json;
+pub mod json_text;
 pub mod listen;
 pub mod observe;
 pub mod operator;
@@ -48,7 +49,7 @@ pub use error::{ApiError, FieldError};
 pub use observe::ClientIp;
 pub use operator::OperatorAccess;
 pub use request_id::RequestId;
-pub use response::{Created, Data, List};
+pub use response::{Created, Data, DataText, JsonText, List, ListText};
 pub use server::{ConnectionLimits, serve};
 
 use crate::Platform;

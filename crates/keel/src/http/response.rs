@@ -32,6 +32,86 @@ pub struct List<T> {
     pub total: u64,
 }
 
+/// A JSON value (a listing's array) written by a renderer of its own instead of serde — the
+/// listings write stored documents straight into JSON (`keel::http::json_text`). The renderer
+/// owes the bytes the `Value` path would write; it proves it in debug builds as `json_response`
+/// does. The value is written after the envelope's opening `{"data":`, already in the buffer,
+/// so the response is finished in place rather than copied (a listing is ~13 KiB).
+#[derive(Debug, Clone)]
+pub struct JsonText(Vec<u8>);
+
+const DATA_OPENING: &[u8] = b"{\"data\":";
+
+impl JsonText {
+    /// Renders one complete JSON value (objects with their keys in sorted order) with `write`,
+    /// which gets a buffer with room for about `capacity` bytes.
+    pub fn render<E>(
+        capacity: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<JsonText, E> {
+        let mut bytes = Vec::with_capacity(DATA_OPENING.len() + capacity + 48);
+        bytes.extend_from_slice(DATA_OPENING);
+        write(&mut bytes)?;
+        Ok(JsonText(bytes))
+    }
+
+    /// `bytes` must be one complete JSON value, objects with their keys in sorted order.
+    pub fn from_rendered(bytes: &[u8]) -> JsonText {
+        let rendered = JsonText::render(bytes.len(), |out| {
+            out.extend_from_slice(bytes);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        match rendered {
+            Ok(text) => text,
+            Err(never) => match never {},
+        }
+    }
+
+    /// The value's JSON text.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0[DATA_OPENING.len()..]
+    }
+}
+
+/// 200 `{"data":…,"success":true}` around JSON already rendered.
+#[derive(Debug, Clone)]
+pub struct DataText(pub JsonText);
+
+/// 200 `{"data":[…],"success":true,"total":N}` around a JSON array already rendered.
+#[derive(Debug, Clone)]
+pub struct ListText {
+    pub items: JsonText,
+    pub total: u64,
+}
+
+impl IntoResponse for DataText {
+    fn into_response(self) -> Response {
+        text_response(self.0, None)
+    }
+}
+
+impl IntoResponse for ListText {
+    fn into_response(self) -> Response {
+        text_response(self.items, Some(self.total))
+    }
+}
+
+/// The envelope of `Envelope`, finished by hand around `data`: same bytes.
+fn text_response(data: JsonText, total: Option<u64>) -> Response {
+    let mut bytes = data.0;
+    bytes.extend_from_slice(b",\"success\":true");
+    if let Some(total) = total {
+        bytes.extend_from_slice(b",\"total\":");
+        super::json_text::write_u64(&mut bytes, total);
+    }
+    bytes.push(b'}');
+    let mut response = (StatusCode::OK, bytes).into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 /// The envelope, fields in sorted order (see the module comment).
 #[derive(Serialize)]
 struct Envelope<'a, T: Serialize> {
@@ -125,6 +205,47 @@ mod tests {
             body(created).await,
             r#"{"data":{"_id":"2","name":"b"},"success":true}"#
         );
+    }
+
+    #[tokio::test]
+    async fn rendered_envelopes_have_the_bytes_of_the_serialized_ones() {
+        let items = vec![
+            View {
+                id: "1",
+                name: "a\"b",
+            },
+            View {
+                id: "2", name: "é"
+            },
+        ];
+        let rendered = JsonText::from_rendered(&serde_json::to_vec(&items).unwrap());
+        assert_eq!(rendered.as_bytes(), serde_json::to_vec(&items).unwrap());
+        let list = ListText {
+            items: rendered.clone(),
+            total: 12,
+        }
+        .into_response();
+        let data = DataText(rendered).into_response();
+        for (response, serialized) in [
+            (list, List { items, total: 12 }.into_response()),
+            (
+                data,
+                Data(vec![
+                    View {
+                        id: "1",
+                        name: "a\"b",
+                    },
+                    View {
+                        id: "2", name: "é"
+                    },
+                ])
+                .into_response(),
+            ),
+        ] {
+            assert_eq!(response.status(), serialized.status());
+            assert_eq!(response.headers(), serialized.headers());
+            assert_eq!(body(response).await, body(serialized).await);
+        }
     }
 
     #[derive(Serialize)]

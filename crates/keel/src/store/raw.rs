@@ -6,15 +6,22 @@
 //! steps over every other type by its length. Stored documents are input like any other: every
 //! length is checked against the bytes at hand, strings must be UTF-8, and a document that
 //! does not parse is an error, never a panic or a read out of bounds.
+//!
+//! [`fields`] gives names and strings as checked `&str`s. [`elements`] is the same walk with
+//! names and string values as [`RawText`] — bounds-checked bytes whose UTF-8 check is the
+//! caller's ([`RawText::to_str`], or [`RawText::check`] and the bytes): a listing matches
+//! field names as bytes and writes ASCII strings without `str::from_utf8` (a fifth of its
+//! reading cost, `docs/performance.md`).
 
 use bson::DateTime;
 use bson::oid::ObjectId;
 
-/// One field's value. Types a view has no use for are `Other`.
+/// One field's value. Types a view has no use for are `Other`. A string is `&str` from
+/// [`fields`], [`RawText`] from [`elements`].
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RawField<'a> {
+pub enum RawField<'a, S = &'a str> {
     Double(f64),
-    String(&'a str),
+    String(S),
     /// An embedded document's bytes (readable with [`fields`]).
     Document(&'a [u8]),
     /// An array's bytes: a document whose keys are "0", "1", … (readable with [`fields`]).
@@ -35,8 +42,41 @@ pub struct RawError {
     pub problem: &'static str,
 }
 
-/// The fields of one BSON document, in stored order.
-pub struct RawFields<'a> {
+/// A field name or string value, bounds-checked but not yet checked to be UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawText<'a> {
+    bytes: &'a [u8],
+    /// Where the name or the string's length prefix starts (for the error).
+    at: usize,
+    problem: &'static str,
+}
+
+impl<'a> RawText<'a> {
+    /// The bytes, whether or not they are UTF-8.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The text; the error [`fields`] gives for it when it is not UTF-8.
+    pub fn to_str(&self) -> Result<&'a str, RawError> {
+        std::str::from_utf8(self.bytes).map_err(|_| error(self.at, self.problem))
+    }
+
+    /// [`Self::to_str`]'s verdict, without `from_utf8` for ASCII text.
+    pub fn check(&self) -> Result<(), RawError> {
+        if self.bytes.is_ascii() {
+            Ok(())
+        } else {
+            self.to_str().map(|_| ())
+        }
+    }
+}
+
+/// The fields of one BSON document, in stored order, names and strings checked to be UTF-8.
+pub struct RawFields<'a>(RawElements<'a>);
+
+/// The fields of one BSON document, in stored order, names and strings unchecked.
+pub struct RawElements<'a> {
     bytes: &'a [u8],
     at: usize,
     failed: bool,
@@ -44,6 +84,11 @@ pub struct RawFields<'a> {
 
 /// Reads the fields of `document` (a whole BSON document: length, elements, NUL).
 pub fn fields(document: &[u8]) -> Result<RawFields<'_>, RawError> {
+    elements(document).map(RawFields)
+}
+
+/// [`fields`], with names and string values left to the caller to check ([`RawText`]).
+pub fn elements(document: &[u8]) -> Result<RawElements<'_>, RawError> {
     let length = read_len(document, 0)?;
     if length != document.len() || length < 5 || document[length - 1] != 0 {
         return Err(RawError {
@@ -51,7 +96,7 @@ pub fn fields(document: &[u8]) -> Result<RawFields<'_>, RawError> {
             problem: "document length does not match its bytes",
         });
     }
-    Ok(RawFields {
+    Ok(RawElements {
         bytes: &document[..length - 1],
         at: 4,
         failed: false,
@@ -82,18 +127,22 @@ fn read_i64(bytes: &[u8], at: usize) -> Result<i64, RawError> {
 }
 
 /// A NUL-terminated key or regex part starting at `at`: the text and the index after the NUL.
-fn read_cstr(bytes: &[u8], at: usize) -> Result<(&str, usize), RawError> {
+fn read_cstr(bytes: &[u8], at: usize) -> Result<(RawText<'_>, usize), RawError> {
     let rest = bytes.get(at..).unwrap_or_default();
     let nul = rest
         .iter()
         .position(|&b| b == 0)
         .ok_or_else(|| error(at, "unterminated name"))?;
-    let text = std::str::from_utf8(&rest[..nul]).map_err(|_| error(at, "name is not UTF-8"))?;
+    let text = RawText {
+        bytes: &rest[..nul],
+        at,
+        problem: "name is not UTF-8",
+    };
     Ok((text, at + nul + 1))
 }
 
 /// A length-prefixed string (`int32 length, bytes, NUL`) at `at`: the text and the index after.
-fn read_string(bytes: &[u8], at: usize) -> Result<(&str, usize), RawError> {
+fn read_string(bytes: &[u8], at: usize) -> Result<(RawText<'_>, usize), RawError> {
     let length = read_len(bytes, at)?;
     if length == 0 {
         return Err(error(at, "string length 0"));
@@ -102,13 +151,16 @@ fn read_string(bytes: &[u8], at: usize) -> Result<(&str, usize), RawError> {
     if raw[length - 1] != 0 {
         return Err(error(at, "string is not NUL-terminated"));
     }
-    let text =
-        std::str::from_utf8(&raw[..length - 1]).map_err(|_| error(at, "string is not UTF-8"))?;
+    let text = RawText {
+        bytes: &raw[..length - 1],
+        at,
+        problem: "string is not UTF-8",
+    };
     Ok((text, at + 4 + length))
 }
 
-impl<'a> RawFields<'a> {
-    fn element(&mut self) -> Result<(&'a str, RawField<'a>), RawError> {
+impl<'a> RawElements<'a> {
+    fn element(&mut self) -> Result<(RawText<'a>, RawField<'a, RawText<'a>>), RawError> {
         let bytes = self.bytes;
         let kind = bytes[self.at];
         let (key, at) = read_cstr(bytes, self.at + 1)?;
@@ -155,17 +207,21 @@ impl<'a> RawFields<'a> {
             ),
             0x0A => (RawField::Null, at),
             0x0B => {
-                let (_, after_pattern) = read_cstr(bytes, at)?;
-                let (_, next) = read_cstr(bytes, after_pattern)?;
+                let (pattern, after_pattern) = read_cstr(bytes, at)?;
+                pattern.to_str()?;
+                let (options, next) = read_cstr(bytes, after_pattern)?;
+                options.to_str()?;
                 (RawField::Other, next)
             }
             0x0C => {
-                let (_, next) = read_string(bytes, at)?;
+                let (namespace, next) = read_string(bytes, at)?;
+                namespace.to_str()?;
                 take(bytes, next, 12)?;
                 (RawField::Other, next + 12)
             }
             0x0D | 0x0E => {
-                let (_, next) = read_string(bytes, at)?;
+                let (code, next) = read_string(bytes, at)?;
+                code.to_str()?;
                 (RawField::Other, next)
             }
             0x0F => {
@@ -200,8 +256,8 @@ impl<'a> RawFields<'a> {
     }
 }
 
-impl<'a> Iterator for RawFields<'a> {
-    type Item = Result<(&'a str, RawField<'a>), RawError>;
+impl<'a> Iterator for RawElements<'a> {
+    type Item = Result<(RawText<'a>, RawField<'a, RawText<'a>>), RawError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.at >= self.bytes.len() {
@@ -210,6 +266,40 @@ impl<'a> Iterator for RawFields<'a> {
         let element = self.element();
         self.failed = element.is_err();
         Some(element)
+    }
+}
+
+impl<'a> Iterator for RawFields<'a> {
+    type Item = Result<(&'a str, RawField<'a>), RawError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let checked = self.0.next()?.and_then(|(key, value)| {
+            let key = key.to_str()?;
+            Ok((key, value.checked()?))
+        });
+        if checked.is_err() {
+            self.0.failed = true;
+        }
+        Some(checked)
+    }
+}
+
+impl<'a> RawField<'a, RawText<'a>> {
+    /// The value with its string, if it is one, checked to be UTF-8.
+    pub fn checked(self) -> Result<RawField<'a>, RawError> {
+        Ok(match self {
+            RawField::Double(n) => RawField::Double(n),
+            RawField::String(text) => RawField::String(text.to_str()?),
+            RawField::Document(d) => RawField::Document(d),
+            RawField::Array(a) => RawField::Array(a),
+            RawField::ObjectId(id) => RawField::ObjectId(id),
+            RawField::Bool(b) => RawField::Bool(b),
+            RawField::DateTime(at) => RawField::DateTime(at),
+            RawField::Null => RawField::Null,
+            RawField::Int32(n) => RawField::Int32(n),
+            RawField::Int64(n) => RawField::Int64(n),
+            RawField::Other => RawField::Other,
+        })
     }
 }
 
@@ -265,6 +355,47 @@ mod tests {
             };
             assert!(same, "{key}: {value:?} vs {want:?}");
         }
+    }
+
+    #[test]
+    fn unchecked_names_and_strings_are_checked_as_fields_checks_them() {
+        let mut bytes = bson::serialize_to_vec(&doc! {"name": "abc", "ok": "é"}).unwrap();
+        let read = |bytes: &[u8]| -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+            elements(bytes)
+                .unwrap()
+                .map(|e| {
+                    let (key, value) = e.unwrap();
+                    let text = match value {
+                        RawField::String(text) => Some(text.bytes().to_vec()),
+                        _ => None,
+                    };
+                    (key.bytes().to_vec(), text)
+                })
+                .collect()
+        };
+        assert_eq!(
+            read(&bytes),
+            [
+                (b"name".to_vec(), Some(b"abc".to_vec())),
+                (b"ok".to_vec(), Some("é".as_bytes().to_vec()))
+            ]
+        );
+        let at = bytes.windows(3).position(|w| w == b"abc").unwrap();
+        bytes[at] = 0xFF;
+        let via_fields = fields(&bytes).unwrap().find_map(Result::err).unwrap();
+        let (_, value) = elements(&bytes).unwrap().next().unwrap().unwrap();
+        let RawField::String(text) = value else {
+            panic!("a string")
+        };
+        assert_eq!(text.check().unwrap_err(), via_fields);
+        assert_eq!(text.to_str().unwrap_err(), via_fields);
+        let key_at = bytes.windows(4).position(|w| w == b"name").unwrap();
+        bytes[at] = b'a';
+        bytes[key_at] = 0xC3;
+        let via_fields = fields(&bytes).unwrap().find_map(Result::err).unwrap();
+        let (key, _) = elements(&bytes).unwrap().next().unwrap().unwrap();
+        assert!(key.bytes().starts_with(&[0xC3]));
+        assert_eq!(key.check().unwrap_err(), via_fields);
     }
 
     #[test]

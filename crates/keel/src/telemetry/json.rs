@@ -20,6 +20,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFi
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::Config;
+use crate::http::json_text::{StringContents, write_f64, write_i64, write_str, write_u64};
 
 /// The fields that describe the process, the same on every line.
 #[derive(Debug, Clone)]
@@ -143,6 +144,10 @@ struct FlatLine {
 
 struct LineField {
     name: Cow<'static, str>,
+    /// The name's first eight bytes, big-endian, zero-padded: ordering by it and then by the
+    /// name is ordering by the name, with most comparisons one integer compare (the sort was a
+    /// tenth of a health request's instructions).
+    name_prefix: u64,
     value: Range<usize>,
     /// Recorded by a span or the event (rather than set by the formatter): nested and kept
     /// from overwriting process fields on the map path.
@@ -180,7 +185,11 @@ impl FlatLine {
         }
         let start = self.values.len();
         encode(&mut self.values);
+        let mut prefix = [0u8; 8];
+        let head = &name.as_bytes()[..name.len().min(8)];
+        prefix[..head.len()].copy_from_slice(head);
         self.fields.push(LineField {
+            name_prefix: u64::from_be_bytes(prefix),
             name,
             value: start..self.values.len(),
             is_recorded,
@@ -189,7 +198,7 @@ impl FlatLine {
 
     /// A field the formatter sets (timestamp, level, process fields, span name).
     fn push_str(&mut self, name: &'static str, value: &str) {
-        self.push_encoded(name.into(), false, |out| write_json(out, value));
+        self.push_encoded(name.into(), false, |out| write_str(out, value));
     }
 
     /// A span's fields, stored by [`FlatFields`].
@@ -207,7 +216,11 @@ impl FlatLine {
 
     fn into_json(mut self) -> Result<String, fmt::Error> {
         // Stable: among equal names the last pushed comes last, and is the one kept below.
-        self.fields.sort_by(|a, b| a.name.cmp(&b.name));
+        self.fields.sort_by(|a, b| {
+            a.name_prefix
+                .cmp(&b.name_prefix)
+                .then_with(|| a.name.cmp(&b.name))
+        });
         let mut out = Vec::with_capacity(self.values.len() + 16 * self.fields.len() + 2);
         out.push(b'{');
         let mut first = true;
@@ -223,7 +236,7 @@ impl FlatLine {
                 out.push(b',');
             }
             first = false;
-            write_json(&mut out, &field.name);
+            write_str(&mut out, &field.name);
             out.push(b':');
             out.extend_from_slice(self.value(field));
         }
@@ -247,11 +260,6 @@ impl FlatLine {
     }
 }
 
-/// Appends `value` as JSON. Serializing strings, numbers and `Value`s into memory cannot fail.
-fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    let _ = serde_json::to_writer(out, value);
-}
-
 /// Where [`Encoder`] puts each recorded field: its name and a closure writing its JSON value.
 trait FieldSink {
     fn push_field(&mut self, name: &'static str, encode: impl FnOnce(&mut Vec<u8>));
@@ -266,42 +274,51 @@ impl FieldSink for FlatLine {
 /// Records each field of an event or span as JSON into a [`FieldSink`].
 struct Encoder<'a, S>(&'a mut S);
 
+/// Values are written with `http::json_text`, whose bytes are serde_json's (it pins them);
+/// `Display`/`Debug` values are escaped as they are formatted, with no `String` in between.
+/// (A formatting implementation that fails leaves what it wrote; `format!` panicked.)
 impl<S: FieldSink> Visit for Encoder<'_, S> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0
-            .push_field(field.name(), |out| write_json(out, value));
+        self.0.push_field(field.name(), |out| write_str(out, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0
-            .push_field(field.name(), |out| write_json(out, &value));
+        self.0.push_field(field.name(), |out| {
+            out.extend_from_slice(if value { b"true" } else { b"false" })
+        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0
-            .push_field(field.name(), |out| write_json(out, &value));
+        self.0.push_field(field.name(), |out| write_i64(out, value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0
-            .push_field(field.name(), |out| write_json(out, &value));
+        self.0.push_field(field.name(), |out| write_u64(out, value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         // As `Value::from(f64)`: a non-finite number is null.
-        self.0
-            .push_field(field.name(), |out| write_json(out, &Value::from(value)));
+        self.0.push_field(field.name(), |out| write_f64(out, value));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0
-            .push_field(field.name(), |out| write_json(out, &value.to_string()));
+        self.0.push_field(field.name(), |out| {
+            write_formatted(out, format_args!("{value}"))
+        });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .push_field(field.name(), |out| write_json(out, &format!("{value:?}")));
+        self.0.push_field(field.name(), |out| {
+            write_formatted(out, format_args!("{value:?}"))
+        });
     }
+}
+
+/// `args` formatted as a JSON string.
+fn write_formatted(out: &mut Vec<u8>, args: fmt::Arguments<'_>) {
+    out.push(b'"');
+    let _ = fmt::Write::write_fmt(&mut StringContents(out), args);
+    out.push(b'"');
 }
 
 /// Separators of [`FlatFields`]' pairs. JSON text never holds a raw control character, so
@@ -463,6 +480,10 @@ mod tests {
             let span = tracing::info_span!("http.request", request_id = "r-1", n = 3u64);
             let _entered = span.enter();
             tracing::info!(
+                request_x = 1u64,
+                request = 2u64,
+                requesta = 3u64,
+                e = ?std::io::Error::other("disk \"full\""),
                 status = 200u64,
                 delta = -4i64,
                 ratio = 0.5,
@@ -481,6 +502,10 @@ mod tests {
         assert_eq!(map["nan"], Value::Null);
         assert_eq!(map["who"], "a\"b\u{7}");
         assert_eq!(map["list"], "[1, 2]");
+        assert_eq!(
+            map["e"],
+            format!("{:?}", std::io::Error::other("disk \"full\""))
+        );
         assert_eq!(map["n"], 3);
         assert_eq!(map["span"], "http.request");
         assert_eq!(map["message"], "done");

@@ -1,0 +1,483 @@
+//! Stored items written straight into a listing's JSON, with no `ItemView` in between.
+//!
+//! A listing shows 100 items per request. Decoding each into an owned `ItemView` and handing
+//! that to serde cost a `String` per field and serde's byte-at-a-time escaping — most of a
+//! listing's CPU once the store was fast (`docs/performance.md`). Here the stored fields are
+//! borrowed from the stored bytes ([`StoredItem`]) and written with `keel::http::json_text`.
+//!
+//! The bytes are `ItemView`'s through serde_json, keys in sorted order; `ItemView::from_raw`
+//! reads through the same [`StoredItem`], so a stored item of the wrong shape is the same error
+//! on both paths. Debug builds render every listing both ways and compare (`service.rs`).
+
+use bson::oid::ObjectId;
+use bson::{DateTime, RawDocumentBuf};
+use keel::http::JsonText;
+use keel::http::json_text::{write_f64, write_str, write_utf8};
+use keel::store::StoreError;
+use keel::store::raw::{self, RawField, RawText};
+
+/// One stored item's fields as the API shows them, borrowed from its bytes. The rules are
+/// `ItemRecord`'s: `_id`, `name`, `brand`, `price` (any number) and `createdAt` required,
+/// `description` (or null) and `tags` (strings only) optional, other fields ignored, a
+/// duplicate or mistyped field an error. Every name and string in the document is checked to
+/// be UTF-8 as [`raw::fields`] checks it (the same error), ASCII ones without `from_utf8`.
+pub struct StoredItem<'a> {
+    pub id: ObjectId,
+    pub name: RawText<'a>,
+    pub brand: RawText<'a>,
+    pub price: f64,
+    pub description: Option<RawText<'a>>,
+    /// The stored array, every element checked to be a UTF-8 string (read with
+    /// [`Self::tags`]).
+    tags: Option<&'a [u8]>,
+    pub created_at: DateTime,
+}
+
+impl<'a> StoredItem<'a> {
+    pub fn read(document: &'a [u8]) -> Result<StoredItem<'a>, StoreError> {
+        let mut id = None;
+        let mut name = None;
+        let mut brand = None;
+        let mut price = None;
+        let mut description = None;
+        let mut tags = None;
+        let mut created_at = None;
+        for element in raw::elements(document).map_err(corrupt)? {
+            let (key, value) = element.map_err(corrupt)?;
+            check_utf8(key, value)?;
+            let field = key.bytes();
+            let slot_was_empty = match (field, value) {
+                (b"_id", RawField::ObjectId(oid)) => id.replace(oid).is_none(),
+                (b"name", value) => name.replace(text("name", value)?).is_none(),
+                (b"brand", value) => brand.replace(text("brand", value)?).is_none(),
+                (b"price", value) => price.replace(number("price", value)?).is_none(),
+                (b"description", RawField::Null) => description.replace(None).is_none(),
+                (b"description", value) => description
+                    .replace(Some(text("description", value)?))
+                    .is_none(),
+                (b"tags", value) => tags.replace(string_array(value)?).is_none(),
+                (b"createdAt", RawField::DateTime(at)) => created_at.replace(at).is_none(),
+                (b"_id", _) => return Err(mistyped("_id")),
+                (b"createdAt", _) => return Err(mistyped("createdAt")),
+                _ => continue,
+            };
+            if !slot_was_empty {
+                let key = key.to_str().map_err(corrupt)?;
+                return Err(corrupt(format!("duplicate field `{key}`")));
+            }
+        }
+        let missing = |field: &str| corrupt(format!("missing field `{field}`"));
+        Ok(StoredItem {
+            id: id.ok_or_else(|| missing("_id"))?,
+            name: name.ok_or_else(|| missing("name"))?,
+            brand: brand.ok_or_else(|| missing("brand"))?,
+            price: price.ok_or_else(|| missing("price"))?,
+            description: description.flatten(),
+            tags,
+            created_at: created_at.ok_or_else(|| missing("createdAt"))?,
+        })
+    }
+
+    /// The tags, in stored order.
+    pub fn tags(&self) -> Result<Vec<&'a str>, StoreError> {
+        let Some(array) = self.tags else {
+            return Ok(Vec::new());
+        };
+        raw::fields(array)
+            .map_err(corrupt)?
+            .map(|element| match element.map_err(corrupt)?.1 {
+                RawField::String(tag) => Ok(tag),
+                _ => Err(mistyped("tags")),
+            })
+            .collect()
+    }
+
+    /// The item as JSON, as serde_json writes its `ItemView`: keys sorted, `description` only
+    /// when there is one.
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), StoreError> {
+        out.extend_from_slice(b"{\"_id\":\"");
+        write_hex(out, &self.id.bytes());
+        out.extend_from_slice(b"\",\"brand\":");
+        write_checked(out, self.brand);
+        out.extend_from_slice(b",\"createdAt\":");
+        write_rfc3339(out, self.created_at);
+        if let Some(description) = self.description {
+            out.extend_from_slice(b",\"description\":");
+            write_checked(out, description);
+        }
+        out.extend_from_slice(b",\"name\":");
+        write_checked(out, self.name);
+        out.extend_from_slice(b",\"price\":");
+        write_f64(out, self.price);
+        out.extend_from_slice(b",\"tags\":[");
+        if let Some(array) = self.tags {
+            let mut first = true;
+            for element in raw::elements(array).map_err(corrupt)? {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                match element.map_err(corrupt)?.1 {
+                    RawField::String(tag) => write_checked(out, tag),
+                    _ => return Err(mistyped("tags")),
+                }
+            }
+        }
+        out.extend_from_slice(b"]}");
+        Ok(())
+    }
+}
+
+/// A string [`StoredItem::read`] has checked, as a JSON string.
+fn write_checked(out: &mut Vec<u8>, text: RawText<'_>) {
+    write_utf8(out, text.bytes());
+}
+
+/// Stored items as the JSON array of their views. A stored item of the wrong shape is an
+/// error for the whole listing, as it is for `ItemView::from_raw`.
+pub fn item_array(items: &[RawDocumentBuf]) -> Result<JsonText, StoreError> {
+    let stored_bytes: usize = items.iter().map(|item| item.as_bytes().len()).sum();
+    JsonText::render(stored_bytes + 64 * items.len() + 2, |out| {
+        out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            StoredItem::read(item.as_bytes())?.write_json(out)?;
+        }
+        out.push(b']');
+        Ok(())
+    })
+}
+
+fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.extend_from_slice(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0x0F)]]);
+    }
+}
+
+/// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z in milliseconds: the instants RFC 3339
+/// (four-digit years) can write.
+const FIRST_RFC3339_MS: i64 = -62_167_219_200_000;
+const LAST_RFC3339_MS: i64 = 253_402_300_799_999;
+
+/// `at` as `ItemView` shows it, `DateTime::try_to_rfc3339_string` (the `time` crate's RFC 3339:
+/// `2025-12-01T22:43:16.5Z`, the fraction without trailing zeros and absent when zero). Instants
+/// outside four-digit years are left to that function (it writes `""` or a clamped date).
+pub fn write_rfc3339(out: &mut Vec<u8>, at: DateTime) {
+    let millis = at.timestamp_millis();
+    if !(FIRST_RFC3339_MS..=LAST_RFC3339_MS).contains(&millis) {
+        write_str(out, &at.try_to_rfc3339_string().unwrap_or_default());
+        return;
+    }
+    let seconds = millis.div_euclid(1000);
+    let fraction = millis.rem_euclid(1000);
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    let of_day = seconds.rem_euclid(86_400);
+    let mut text = [0u8; 26];
+    let two = |n: i64| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+    text[..4].copy_from_slice(&[
+        b'0' + (year / 1000) as u8,
+        b'0' + (year / 100 % 10) as u8,
+        b'0' + (year / 10 % 10) as u8,
+        b'0' + (year % 10) as u8,
+    ]);
+    text[4] = b'-';
+    text[5..7].copy_from_slice(&two(month));
+    text[7] = b'-';
+    text[8..10].copy_from_slice(&two(day));
+    text[10] = b'T';
+    text[11..13].copy_from_slice(&two(of_day / 3600));
+    text[13] = b':';
+    text[14..16].copy_from_slice(&two(of_day / 60 % 60));
+    text[16] = b':';
+    text[17..19].copy_from_slice(&two(of_day % 60));
+    let mut end = 19;
+    if fraction != 0 {
+        text[19] = b'.';
+        let digits = [fraction / 100, fraction / 10 % 10, fraction % 10];
+        let significant = if digits[2] != 0 {
+            3
+        } else if digits[1] != 0 {
+            2
+        } else {
+            1
+        };
+        for (i, digit) in digits.iter().take(significant).enumerate() {
+            text[20 + i] = b'0' + *digit as u8;
+        }
+        end = 20 + significant;
+    }
+    text[end] = b'Z';
+    out.push(b'"');
+    out.extend_from_slice(&text[..=end]);
+    out.push(b'"');
+}
+
+/// Year, month, day of a day counted from 1970-01-01 (proleptic Gregorian; Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn corrupt(problem: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("stored item has an unexpected shape: {problem}"))
+}
+
+fn mistyped(field: &str) -> StoreError {
+    corrupt(format!("invalid type for `{field}`"))
+}
+
+/// The UTF-8 check `raw::fields` makes of every name and string, in its order.
+fn check_utf8(key: RawText<'_>, value: RawField<'_, RawText<'_>>) -> Result<(), StoreError> {
+    key.check().map_err(corrupt)?;
+    if let RawField::String(text) = value {
+        text.check().map_err(corrupt)?;
+    }
+    Ok(())
+}
+
+/// `value` if it is a string (already checked by [`check_utf8`]).
+fn text<'a>(field: &str, value: RawField<'a, RawText<'a>>) -> Result<RawText<'a>, StoreError> {
+    match value {
+        RawField::String(text) => Ok(text),
+        _ => Err(mistyped(field)),
+    }
+}
+
+fn number(field: &str, value: RawField<'_, RawText<'_>>) -> Result<f64, StoreError> {
+    match value {
+        RawField::Double(n) => Ok(n),
+        RawField::Int32(n) => Ok(f64::from(n)),
+        RawField::Int64(n) => Ok(n as f64),
+        _ => Err(mistyped(field)),
+    }
+}
+
+/// `value` if it is an array of UTF-8 strings only.
+fn string_array<'a>(value: RawField<'a, RawText<'a>>) -> Result<&'a [u8], StoreError> {
+    let RawField::Array(array) = value else {
+        return Err(mistyped("tags"));
+    };
+    for element in raw::elements(array).map_err(corrupt)? {
+        let (key, value) = element.map_err(corrupt)?;
+        check_utf8(key, value)?;
+        text("tags", value)?;
+    }
+    Ok(array)
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::{Bson, doc};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::items::model::ItemView;
+
+    /// The listing's bytes through `ItemView` and serde_json's `Value`, as before this writer.
+    fn via_views(items: &[RawDocumentBuf]) -> Result<String, StoreError> {
+        let views = items
+            .iter()
+            .map(|raw| ItemView::from_raw(raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(serde_json::to_string(&serde_json::to_value(&views).unwrap()).unwrap())
+    }
+
+    fn rendered(items: &[RawDocumentBuf]) -> Result<String, StoreError> {
+        item_array(items).map(|text| String::from_utf8(text.as_bytes().to_vec()).unwrap())
+    }
+
+    fn stored(document: bson::Document) -> RawDocumentBuf {
+        RawDocumentBuf::try_from(&document).unwrap()
+    }
+
+    fn item(name: &str, price: impl Into<Bson>, at: i64) -> bson::Document {
+        doc! {
+            "_id": ObjectId::new(), "name": name, "brand": "Acme \"A\"", "price": price.into(),
+            "tags": ["heavy", "ünïcode\t"], "createdBy": ObjectId::new(),
+            "createdAt": DateTime::from_millis(at), "processed": true,
+        }
+    }
+
+    #[test]
+    fn listings_have_the_bytes_of_the_view_path() {
+        let mut described = item("Anvil", 19.99, 1_764_628_996_500);
+        described.insert("description", "line one\nline \"two\" \\ \u{1}");
+        let mut null_description = item("Bolt", 7i32, 0);
+        null_description.insert("description", Bson::Null);
+        null_description.insert("tags", Bson::Array(vec![]));
+        let mut untagged = item("日本語 🦀", 1i64 << 53, -1);
+        untagged.remove("tags");
+        let nan = item("\u{7f}\x00", f64::NAN, 1_000);
+        let items: Vec<_> = [described, null_description, untagged, nan]
+            .into_iter()
+            .map(stored)
+            .collect();
+        for n in 0..=items.len() {
+            assert_eq!(
+                rendered(&items[..n]).unwrap(),
+                via_views(&items[..n]).unwrap()
+            );
+        }
+        assert_eq!(rendered(&[]).unwrap(), "[]");
+    }
+
+    #[test]
+    fn stored_items_of_another_shape_fail_as_the_view_path_fails() {
+        let oid = ObjectId::new();
+        let now = DateTime::now();
+        let bad = [
+            doc! {"_id": oid, "name": "n", "brand": "b", "createdAt": now},
+            doc! {"_id": oid, "name": 5, "brand": "b", "price": 1, "createdAt": now},
+            doc! {"_id": "x", "name": "n", "brand": "b", "price": 1, "createdAt": now},
+            doc! {"_id": oid, "name": "n", "brand": "b", "price": 1, "createdAt": "yesterday"},
+            doc! {"_id": oid, "name": "n", "brand": "b", "price": "1", "createdAt": now},
+            doc! {"_id": oid, "name": "n", "brand": "b", "price": 1, "createdAt": now, "tags": [1]},
+            doc! {"_id": oid, "name": "n", "brand": "b", "price": 1, "createdAt": now, "tags": "t"},
+            doc! {"_id": oid, "name": "n", "brand": "b", "price": 1, "createdAt": now, "description": 2},
+        ];
+        for document in bad {
+            let items = [stored(document.clone())];
+            let (written, viewed) = (rendered(&items), via_views(&items));
+            assert!(written.is_err(), "{document}");
+            assert_eq!(
+                written.unwrap_err().to_string(),
+                viewed.unwrap_err().to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn a_stored_string_that_is_not_utf8_is_an_error_on_both_paths() {
+        let mut bytes = stored(item("abc", 1.0, 0)).into_bytes();
+        let at = bytes.windows(3).position(|w| w == b"abc").unwrap();
+        bytes[at] = 0xFF;
+        let damaged = RawDocumentBuf::from_bytes(bytes).unwrap();
+        let items = [damaged];
+        assert_eq!(
+            rendered(&items).unwrap_err().to_string(),
+            via_views(&items).unwrap_err().to_string()
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_the_same_error_wherever_it_is() {
+        let mut base = item("abc", 1.0, 0);
+        base.insert("_id", "xyz");
+        base.insert("other", "xyz");
+        base.insert("tags", ["xyz"]);
+        for (field, pattern) in [("_id", "xyz"), ("other", "xyz"), ("tags", "xyz")] {
+            let mut document = item("abc", 1.0, 0);
+            document.insert(field, base.get(field).unwrap().clone());
+            let mut bytes = stored(document).into_bytes();
+            let at = bytes
+                .windows(3)
+                .position(|w| w == pattern.as_bytes())
+                .unwrap();
+            bytes[at] = 0xFF;
+            let items = [RawDocumentBuf::from_bytes(bytes).unwrap()];
+            let written = rendered(&items).unwrap_err().to_string();
+            assert!(written.contains("not UTF-8"), "{field}: {written}");
+            if field != "tags" {
+                // What reading the top level through `raw::fields` (the reader the view path
+                // used before `elements`) refuses first.
+                let via_fields = raw::fields(items[0].as_bytes())
+                    .unwrap()
+                    .find_map(Result::err)
+                    .unwrap();
+                assert_eq!(written, corrupt(via_fields).to_string());
+            }
+            assert_eq!(written, via_views(&items).unwrap_err().to_string());
+        }
+        let mut bytes = stored(item("abc", 1.0, 0)).into_bytes();
+        let at = bytes.windows(9).position(|w| w == b"processed").unwrap();
+        bytes[at] = 0xC3;
+        let items = [RawDocumentBuf::from_bytes(bytes).unwrap()];
+        let written = rendered(&items).unwrap_err().to_string();
+        assert!(written.contains("name is not UTF-8"), "{written}");
+    }
+
+    #[test]
+    fn a_duplicate_field_is_an_error_on_both_paths() {
+        let mut bytes =
+            stored(doc! {"_id": ObjectId::new(), "name": "a", "nama": "b"}).into_bytes();
+        let at = bytes.windows(4).position(|w| w == b"nama").unwrap();
+        bytes[at + 3] = b'e';
+        let raw = RawDocumentBuf::from_bytes(bytes).unwrap();
+        let items = [raw];
+        assert!(rendered(&items).is_err());
+        assert_eq!(
+            rendered(&items).unwrap_err().to_string(),
+            via_views(&items).unwrap_err().to_string()
+        );
+    }
+
+    #[test]
+    fn dates_at_the_edges_are_written_as_bson_writes_them() {
+        for millis in [
+            0,
+            -1,
+            1,
+            10,
+            100,
+            999,
+            951_782_400_000, // 2000-02-29
+            FIRST_RFC3339_MS,
+            FIRST_RFC3339_MS - 1,
+            LAST_RFC3339_MS,
+            LAST_RFC3339_MS + 1,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let at = DateTime::from_millis(millis);
+            let mut out = Vec::new();
+            write_rfc3339(&mut out, at);
+            let expected = serde_json::to_vec(&at.try_to_rfc3339_string().unwrap_or_default());
+            assert_eq!(out, expected.unwrap(), "{millis}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_date_is_written_as_bson_writes_it(millis in -70_000_000_000_000i64..260_000_000_000_000) {
+            let at = DateTime::from_millis(millis);
+            let mut out = Vec::new();
+            write_rfc3339(&mut out, at);
+            let expected = serde_json::to_vec(&at.try_to_rfc3339_string().unwrap_or_default());
+            prop_assert_eq!(out, expected.unwrap());
+        }
+
+        #[test]
+        fn any_item_is_written_as_its_view(
+            name in any::<String>(),
+            description in proptest::option::of(any::<String>()),
+            tags in proptest::collection::vec(any::<String>(), 0..4),
+            price in any::<f64>(),
+            millis in any::<i64>(),
+        ) {
+            let mut document = item(&name, price, millis);
+            document.insert("tags", tags);
+            if let Some(description) = description {
+                document.insert("description", description);
+            }
+            let items = [stored(document)];
+            prop_assert_eq!(rendered(&items).unwrap(), via_views(&items).unwrap());
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! A JSON writer for responses rendered straight from stored bytes (listings), with exactly the
+//! bytes `serde_json` writes for the same values.
+//!
+//! serde_json checks a string's bytes one at a time through its `Formatter` and an `io::Write`;
+//! on a 100-item listing that was an eighth of the request (`docs/performance.md`). Here a string
+//! is checked eight bytes at a time and every run that needs no escape is copied in one go. What
+//! is escaped, and how, is serde_json's: `"` and `\` with a backslash, `\b \t \n \f \r` by name,
+//! other control characters as `\u00XX` in lowercase hex; DEL and non-ASCII text as they are.
+//! Numbers go through `itoa` and `zmij`, the formatters serde_json itself uses (serde_json
+//! 1.0.154 writes floats with zmij: `1e+21`, not ryu's `1e21`), and a non-finite float is
+//! `null` as in serde_json. Unit tests pin every case against serde_json.
+
+/// `text` as a JSON string, quotes included.
+pub fn write_str(out: &mut Vec<u8>, text: &str) {
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    write_str_contents(out, text);
+    out.push(b'"');
+}
+
+/// Bytes the caller has checked to be UTF-8 (`store::raw::RawText::check`), as a JSON string.
+/// Escaping looks at ASCII bytes only, so it is `write_str`'s for any text; bytes that were
+/// not UTF-8 would pass through as they are (never unsafe, but not JSON: check first).
+pub fn write_utf8(out: &mut Vec<u8>, text: &[u8]) {
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    write_contents(out, text);
+    out.push(b'"');
+}
+
+/// `text` escaped as inside a JSON string, without the quotes: a string written in pieces
+/// (see [`StringContents`]) is escaped exactly as if written whole.
+pub fn write_str_contents(out: &mut Vec<u8>, text: &str) {
+    write_contents(out, text.as_bytes());
+}
+
+fn write_contents(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut start = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        if at + 8 <= bytes.len() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[at..at + 8]);
+            if !needs_escape(u64::from_le_bytes(word)) {
+                at += 8;
+                continue;
+            }
+        }
+        let byte = bytes[at];
+        let escape = ESCAPE[usize::from(byte)];
+        if escape != 0 {
+            out.extend_from_slice(&bytes[start..at]);
+            write_escape(out, byte, escape);
+            start = at + 1;
+        }
+        at += 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// A `fmt::Write` that escapes what is formatted into it as the inside of a JSON string: a
+/// `Display` or `Debug` value goes into the JSON text without a `String` of its own.
+pub struct StringContents<'a>(pub &'a mut Vec<u8>);
+
+impl std::fmt::Write for StringContents<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        write_str_contents(self.0, text);
+        Ok(())
+    }
+}
+
+/// A float as serde_json writes it: shortest round-trip form (`1.0`, `19.99`, `1e+21`), `null`
+/// when it is NaN or infinite.
+pub fn write_f64(out: &mut Vec<u8>, value: f64) {
+    if write_hundredths(out, value) {
+        return;
+    }
+    if value.is_finite() {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// Below this magnitude the gap between neighbouring floats is under 2^-9 (< 0.002).
+const HUNDREDTHS_BELOW: f64 = 1e13;
+
+/// Writes `value` if it is the float nearest to a number of hundredths (a price: `19.99` is
+/// `1999 / 100.0`), with the digits zmij would choose, and says whether it did. zmij writes the
+/// shortest decimal that reads back as `value`. For `|value| < 1e13` the floats around it are
+/// under 0.002 apart, so the decimals that read back as `value` all lie within 0.001 of the
+/// hundredths it came from: that number, trailing zeros dropped, is the only candidate with at
+/// most two decimals, and any shorter one would be another multiple of 0.01 or 0.1 — at least
+/// 0.01 away. zmij prints numbers of this size positionally (`-12.5`, `0.05`, `3.0`). Zero is
+/// left to zmij (its sign). Pinned against serde_json by the tests below.
+fn write_hundredths(out: &mut Vec<u8>, value: f64) -> bool {
+    if value.is_nan() || value.abs() >= HUNDREDTHS_BELOW || value == 0.0 {
+        return false;
+    }
+    let hundredths = (value * 100.0).round();
+    if hundredths / 100.0 != value {
+        return false;
+    }
+    // |hundredths| < 1e15 < 2^63: the conversion is exact.
+    let hundredths = hundredths as i64;
+    if hundredths < 0 {
+        out.push(b'-');
+    }
+    let magnitude = hundredths.unsigned_abs();
+    write_u64(out, magnitude / 100);
+    let cents = (magnitude % 100) as u8;
+    out.push(b'.');
+    out.push(b'0' + cents / 10);
+    if !cents.is_multiple_of(10) {
+        out.push(b'0' + cents % 10);
+    }
+    true
+}
+
+pub fn write_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+pub fn write_i64(out: &mut Vec<u8>, value: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// True if any of the eight bytes of `word` is a control character, `"` or `\`. Exact as a
+/// yes/no answer (the classic "has a byte less than n" / "has a zero byte" tricks); which byte
+/// it is, the caller finds with the table.
+fn needs_escape(word: u64) -> bool {
+    let below_space = word.wrapping_sub(LOW_BITS * 0x20) & !word;
+    let quote = word ^ (LOW_BITS * u64::from(b'"'));
+    let backslash = word ^ (LOW_BITS * u64::from(b'\\'));
+    let has_zero = |w: u64| w.wrapping_sub(LOW_BITS) & !w;
+    (below_space | has_zero(quote) | has_zero(backslash)) & HIGH_BITS != 0
+}
+
+/// How each byte is escaped: 0 not at all, `u` as `\u00XX`, otherwise the letter after `\`.
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = b'u';
+        byte += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0A] = b'n';
+    table[0x0C] = b'f';
+    table[0x0D] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+#[cold]
+fn write_escape(out: &mut Vec<u8>, byte: u8, escape: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    if escape == b'u' {
+        out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(byte >> 4)],
+            HEX[usize::from(byte & 0x0F)],
+        ]);
+    } else {
+        out.extend_from_slice(&[b'\\', escape]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn written(text: &str) -> String {
+        let mut out = Vec::new();
+        write_str(&mut out, text);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn every_escape_is_serde_jsons() {
+        let every_byte: String = (0u8..=0x7F).map(char::from).collect();
+        let cases = [
+            "",
+            "plain",
+            "exactly8",
+            "sixteen-plain-ab",
+            "\"",
+            "\\",
+            "a\"b\\c",
+            "tab\there, newline\nthere\r\x08\x0C",
+            "\x00\x01\x1F\x7F",
+            "é, ü, 日本語, 🦀 and \u{2028}",
+            "long text with a quote \" at byte 24 and a backslash \\ later, then\x01",
+            every_byte.as_str(),
+        ];
+        for text in cases {
+            assert_eq!(
+                written(text),
+                serde_json::to_string(text).unwrap(),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_formatted_in_pieces_is_escaped_as_if_whole() {
+        use std::fmt::Write;
+        let value = vec!["a\"b", "\u{1}é\\"];
+        let mut out = vec![b'"'];
+        let tabbed = String::from("tab\there");
+        write!(StringContents(&mut out), "{value:?} and {tabbed}").unwrap();
+        out.push(b'"');
+        let whole = format!("{value:?} and {tabbed}");
+        assert_eq!(out, serde_json::to_vec(&whole).unwrap());
+    }
+
+    #[test]
+    fn control_characters_use_lowercase_hex() {
+        assert_eq!(written("\x1b\x1f"), r#""\u001b\u001f""#);
+    }
+
+    #[test]
+    fn the_word_check_finds_a_special_byte_in_every_position() {
+        for special in (0u8..0x20).chain([b'"', b'\\']) {
+            for position in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[position] = special;
+                assert!(
+                    needs_escape(u64::from_le_bytes(word)),
+                    "{special} at {position}"
+                );
+            }
+        }
+        for clean in [*b"abcdefgh", *b"\x20\x7F\x80\xFF!#[]", [0xC3; 8], [0x21; 8]] {
+            assert!(!needs_escape(u64::from_le_bytes(clean)), "{clean:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_serde_jsons() {
+        for value in [
+            0.0,
+            -0.0,
+            1.0,
+            19.99,
+            7.0,
+            -1.5e-7,
+            1e21,
+            1e16,
+            1e-7,
+            123e-20,
+            123_456_789.125,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
+            let mut out = Vec::new();
+            write_f64(&mut out, value);
+            let value_path = serde_json::to_string(&serde_json::to_value(value).unwrap()).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), value_path, "{value}");
+        }
+        for value in [0, 7, 10_000, u64::MAX] {
+            let mut out = Vec::new();
+            write_u64(&mut out, value);
+            assert_eq!(out, serde_json::to_vec(&value).unwrap());
+        }
+        for value in [0, -7, 10_000, i64::MIN, i64::MAX] {
+            let mut out = Vec::new();
+            write_i64(&mut out, value);
+            assert_eq!(out, serde_json::to_vec(&value).unwrap());
+        }
+    }
+
+    #[test]
+    fn hundredths_take_the_short_path_with_serde_jsons_digits() {
+        for value in [
+            0.01,
+            0.05,
+            0.1,
+            0.5,
+            1.01,
+            1.1,
+            2.0,
+            19.99,
+            -0.07,
+            -3.5,
+            499.99,
+            9.999_999_999_999_99e12,
+        ] {
+            let mut short = Vec::new();
+            assert!(write_hundredths(&mut short, value), "{value}");
+            assert_eq!(
+                short,
+                zmij::Buffer::new().format_finite(value).as_bytes(),
+                "{value}"
+            );
+        }
+        for value in [
+            0.0,
+            -0.0,
+            0.001,
+            1.0 / 3.0,
+            1e13,
+            1.5e300,
+            f64::NAN,
+            f64::INFINITY,
+        ] {
+            assert!(!write_hundredths(&mut Vec::new(), value), "{value}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_number_of_hundredths_is_written_as_serde_json_writes_it(hundredths in -999_999_999_999_999i64..=999_999_999_999_999) {
+            let value = hundredths as f64 / 100.0;
+            let mut out = Vec::new();
+            write_f64(&mut out, value);
+            prop_assert_eq!(out, serde_json::to_vec(&value).unwrap());
+        }
+
+        #[test]
+        fn any_small_price_is_written_as_serde_json_writes_it(hundredths in -10_000_000i64..=10_000_000) {
+            let value = hundredths as f64 / 100.0;
+            let mut out = Vec::new();
+            write_f64(&mut out, value);
+            prop_assert_eq!(out, serde_json::to_vec(&value).unwrap());
+        }
+
+        #[test]
+        fn any_text_is_written_as_serde_json_writes_it(text in any::<String>()) {
+            prop_assert_eq!(written(&text), serde_json::to_string(&text).unwrap());
+        }
+
+        #[test]
+        fn any_ascii_text_is_written_as_serde_json_writes_it(text in "[\\x00-\\x7F]{0,40}") {
+            prop_assert_eq!(written(&text), serde_json::to_string(&text).unwrap());
+        }
+
+        #[test]
+        fn any_float_is_written_as_serde_json_writes_it(bits in any::<u64>()) {
+            let value = f64::from_bits(bits);
+            let mut out = Vec::new();
+            write_f64(&mut out, value);
+            prop_assert_eq!(out, serde_json::to_vec(&value).unwrap());
+        }
+    }
+}
