@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/__test/internal", get(internal))
         .route("/__test/echo", post(echo))
         .route("/__test/jobs/sleep", post(enqueue_sleep))
+        .route("/__test/jobs/dead", post(insert_dead_job))
 }
 
 /// The kind of the test-only job: sleeps `payload.ms`, recording each start.
@@ -84,6 +85,39 @@ async fn enqueue_sleep(
         .await
         .map_err(ApiError::internal)?;
     Ok(Data(json!({ "id": enqueued.id })))
+}
+
+/// The kind of the dead job `/__test/jobs/dead` makes: no runner has a handler for it, so once
+/// retried it stays queued (pending) — what the ops console's tests look for.
+pub const DEAD_JOB_KIND: &str = "test-unhandled";
+
+/// `POST /__test/jobs/dead`: a job that used its attempts up and is dead, with its last error.
+async fn insert_dead_job(State(state): State<AppState>) -> Result<Data<Value>, ApiError> {
+    let store = state
+        .platform
+        .store()
+        .ok_or_else(|| ApiError::internal("no store"))?;
+    let id = bson::oid::ObjectId::new().to_hex();
+    let now = bson::DateTime::now();
+    store
+        .collection(keel::jobs::JOBS_COLLECTION)
+        .insert_one(doc! {
+            "_id": &id,
+            "kind": DEAD_JOB_KIND,
+            "payload": { "order": "A-17", "note": "made by /__test/jobs/dead" },
+            "status": "dead",
+            "runAt": now,
+            "attempts": 3_i32,
+            "maxAttempts": 3_i32,
+            "lastError": "pricing service answered 502",
+            "errors": ["timeout", "timeout", "pricing service answered 502"],
+            "createdAt": now,
+            "updatedAt": now,
+            "finishedAt": now,
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Data(json!({ "id": id })))
 }
 
 #[derive(Deserialize)]

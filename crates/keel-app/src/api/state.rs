@@ -37,6 +37,8 @@ pub struct ApiState {
     pub openapi: super::OpenApiText,
     /// Worker pool and job queue (`POST /api/orders/process`); `None` only without a store.
     pub background: Option<crate::background::Background>,
+    /// The ops console (`/ops`, `/api/ops/*`); `None` only without a store.
+    pub ops: Option<crate::ops::OpsService>,
 }
 
 impl ApiState {
@@ -61,6 +63,7 @@ impl ApiState {
             idempotency_keys: IdempotencyKeys::new(store),
             openapi: Default::default(),
             background: None,
+            ops: None,
             platform,
         }
     }
@@ -68,6 +71,12 @@ impl ApiState {
     /// Gives the API the process's worker pool and job queue.
     pub fn with_background(mut self, background: Option<crate::background::Background>) -> Self {
         self.background = background;
+        self
+    }
+
+    /// Gives the API the ops console's service.
+    pub fn with_ops(mut self, ops: crate::ops::OpsService) -> Self {
+        self.ops = Some(ops);
         self
     }
 
