@@ -18,6 +18,7 @@ pub mod service;
 
 use keel::Platform;
 use keel::store::Store;
+use keel::watchers::Watcher as _;
 
 pub use service::OpsService;
 
@@ -42,8 +43,10 @@ pub fn start(
     let watcher_names = background
         .as_ref()
         .map(|b| {
-            crate::background::watcher_runtime(platform, store, &b.jobs, b.watcher_health.clone())
-                .names()
+            crate::background::watchers(store, &b.jobs)
+                .iter()
+                .map(|w| w.name().to_owned())
+                .collect()
         })
         .unwrap_or_default();
     OpsService::new(
