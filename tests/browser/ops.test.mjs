@@ -189,9 +189,20 @@ test("the other views show watchers, locks, runtime, instances and the audit tra
   const { context, page } = await signIn(ADMIN);
   await page.waitForSelector("body[data-loaded=tasks]", { timeout: DEADLINE_MS });
 
+  // Some traffic for the watchers: an order (the orders watcher prices it through a job) and a
+  // completed survey (the surveys watcher folds it into the statistics).
+  const order = await page.request.post(url("/api/orders"), { data: { lines: [{ sku: "ANVIL-1", qty: 2, price: 19.99 }] } });
+  assert.equal(order.status(), 201);
+  const survey = await page.request.post(url("/api/surveys"), { data: { customerId: "cust-1" } });
+  assert.equal(survey.status(), 201);
+  const surveyId = (await survey.json()).data._id;
+  const completed = await page.request.post(url(`/api/surveys/${surveyId}/complete`), { data: { score: 9 } });
+  assert.equal(completed.status(), 200);
+
   await openView(page, "watchers");
-  await until("both watchers running", async () =>
-    (await page.locator("[data-testid^=watcher-] [data-outcome=running]").count()) === 2, page);
+  await until("both watchers running, each having handled an event", async () =>
+    (await page.locator("[data-testid^=watcher-] [data-outcome=running]").count()) === 2 &&
+    (await page.locator("[data-testid^=watcher-] [data-testid=events]", { hasText: /^[1-9]/ }).count()) === 2, page);
   await shot(page, "watchers");
 
   await openView(page, "locks");

@@ -18,7 +18,6 @@ pub mod service;
 
 use keel::Platform;
 use keel::store::Store;
-use keel::watchers::Watcher as _;
 
 pub use service::OpsService;
 
@@ -36,7 +35,8 @@ pub fn start(
     let repository = repository::OpsRepository::new(store);
     let instance = heartbeat::Instance::current(roles);
     heartbeat::start(platform, repository.clone(), instance.clone());
-    let sampler = runtime::RuntimeSampler::new(platform);
+    let workers = background.as_ref().map(|b| b.workers.clone());
+    let sampler = runtime::RuntimeSampler::new(platform, workers);
     if roles.contains(&Role::Api) {
         sampler.start(platform);
     }

@@ -270,6 +270,7 @@ pub struct InstanceView {
     pub pid: i64,
     pub roles: Vec<String>,
     pub started_at: String,
+    /// From its start to its last heartbeat.
     pub uptime_secs: i64,
     pub version: String,
 }

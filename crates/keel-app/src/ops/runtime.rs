@@ -53,11 +53,14 @@ pub struct WatcherStats {
 pub struct RuntimeSampler {
     snapshots: Arc<Mutex<VecDeque<Snapshot>>>,
     metrics: Option<keel::metrics::Metrics>,
+    /// The pool's gauges are read from the pool itself: it sets them in the registry only when
+    /// they change, and the thread count before the recorder is installed.
+    workers: Option<keel::workers::Workers>,
 }
 
 impl RuntimeSampler {
     /// A sampler reading the installed recorder (none when `[metrics] enabled = false`).
-    pub fn new(platform: &Platform) -> Self {
+    pub fn new(platform: &Platform, workers: Option<keel::workers::Workers>) -> Self {
         let metrics = if platform.config().metrics.enabled {
             keel::metrics::Metrics::install()
                 .map_err(|error| tracing::warn!(%error, "ops runtime view has no metrics"))
@@ -68,6 +71,7 @@ impl RuntimeSampler {
         RuntimeSampler {
             snapshots: Arc::default(),
             metrics,
+            workers,
         }
     }
 
@@ -97,7 +101,17 @@ impl RuntimeSampler {
         let Some(metrics) = &self.metrics else {
             return;
         };
-        let snapshot = parse(&metrics.render(), bson::DateTime::now().timestamp_millis());
+        let mut snapshot = parse(&metrics.render(), bson::DateTime::now().timestamp_millis());
+        if let Some(workers) = &self.workers {
+            let stats = workers.pool().stats();
+            for (name, value) in [
+                ("keel_worker_queued", stats.queued as f64),
+                ("keel_worker_running", stats.running as f64),
+                ("keel_worker_threads", stats.threads as f64),
+            ] {
+                snapshot.gauges.insert(name.to_owned(), value);
+            }
+        }
         let mut kept = self.lock();
         if kept.len() == KEPT_SAMPLES {
             kept.pop_front();

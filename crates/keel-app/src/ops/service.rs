@@ -313,7 +313,10 @@ impl OpsService {
                 let since_ms = now.timestamp_millis() - b.last_seen_at.timestamp_millis();
                 InstanceView {
                     is_self: b.id == self.instance.id,
-                    uptime_secs: (now.timestamp_millis() - b.started_at.timestamp_millis()) / 1000,
+                    // Up to its last heartbeat: a stale replica's clock stopped there.
+                    uptime_secs: (b.last_seen_at.timestamp_millis()
+                        - b.started_at.timestamp_millis())
+                        / 1000,
                     is_stale: since_ms > 3 * interval_ms,
                     started_at: time_text(b.started_at),
                     last_heartbeat_at: time_text(b.last_seen_at),

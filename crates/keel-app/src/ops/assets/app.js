@@ -181,7 +181,7 @@ async function renderWatchers(root) {
   root.replaceChildren(table(["watcher", "state (this replica)", "last event handled", "lag p99 (1 min)", "events", "restarts", "failing event"],
     watchers.map((w) => h("tr", { "data-testid": "watcher-" + w.name },
       h("td", {}, w.name), h("td", {}, outcome(w.state), w.attempt ? " attempt " + w.attempt : ""),
-      h("td", {}, when(w.lastEventAt)), h("td", {}, num(w.lagP99Ms, " ms")), h("td", {}, w.eventsHandled),
+      h("td", {}, when(w.lastEventAt)), h("td", {}, num(w.lagP99Ms, " ms")), h("td", { "data-testid": "events" }, w.eventsHandled),
       h("td", {}, w.restarts), h("td", {}, w.failingError || "none")))));
 }
 
