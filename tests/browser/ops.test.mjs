@@ -25,12 +25,22 @@ const PASSWORD = "correct horse battery staple";
 const ADMIN = "admin@example.com";
 const VIEWER = "viewer@example.com";
 
+function freshDatabase(mongoUrl) {
+  const parsed = new URL(mongoUrl);
+  parsed.pathname = "/keel_browser_" + process.pid + "_" + Date.now();
+  return parsed.toString();
+}
+
 const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "keel-browser-"));
 const env = {
   ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("KEEL_") && k !== "RUST_LOG")),
   KEEL_ENV: "test",
   KEEL_CONFIG_DIR: path.join(ROOT, "config"),
-  KEEL_DATABASE__URL: "embedded://" + path.join(workDir, "data"),
+  // The embedded store in a temporary directory, or — with KEEL_TEST_MONGODB_URL, as
+  // `scripts/mongo-test-server scripts/browser-test` sets it — a fresh database there.
+  KEEL_DATABASE__URL: process.env.KEEL_TEST_MONGODB_URL
+    ? freshDatabase(process.env.KEEL_TEST_MONGODB_URL)
+    : "embedded://" + path.join(workDir, "data"),
   // Two sign-ups and two sign-ins happen here; the auth tier's 5 per 15 min is not under test.
   KEEL_RATE_LIMIT__AUTH__LIMIT: "100",
   KEEL_OPS__HEARTBEAT_INTERVAL_MS: "1000",

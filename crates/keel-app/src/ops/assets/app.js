@@ -189,7 +189,7 @@ async function renderLocks(root) {
   const locks = await api("GET", "/api/ops/locks");
   root.replaceChildren(locks.length ? table(["lock", "state", "holder", "fencing token", "acquired", "expires"],
     locks.map((l) => h("tr", { "data-testid": "lock-" + l.name },
-      h("td", {}, h("code", {}, l.name)), h("td", {}, outcome(l.isHeld ? "running" : "done"), l.isHeld ? " held" : " free"),
+      h("td", {}, h("code", {}, l.name)), h("td", {}, h("span", { class: "outcome o-" + (l.isHeld ? "running" : "done"), "data-outcome": l.isHeld ? "held" : "free" }, l.isHeld ? "held" : "free")),
       h("td", {}, l.holder || "—"), h("td", {}, num(l.token)), h("td", {}, when(l.acquiredAt)),
       h("td", {}, l.isHeld ? when(l.expiresAt) : "—")))) : h("p", { class: "meta" }, "no lock taken yet"));
 }
