@@ -171,6 +171,15 @@ test("an admin runs a task now and watches the run appear", async () => {
   await until("the run's outcome", async () => /process-data: success/.test(await result.textContent()));
   await until("the run in the task's last runs", async () => (await runs.count()) >= 1);
   assert.equal(await runs.first().locator("[data-outcome]").getAttribute("data-outcome"), "success");
+
+  // Another holder of the task's lock (as another replica's run would be): run now is skipped.
+  const held = await fetch(url("/__test/locks/hold?name=process-data&ms=60000"), { method: "POST" });
+  assert.equal(held.status, 200);
+  await page.click("[data-testid=run-now-process-data]");
+  await until("the skipped outcome", async () =>
+    /process-data: skipped, lock held by /.test(await result.textContent()), page);
+  await until("the skipped run in the last runs", async () =>
+    (await runs.first().locator("[data-outcome]").getAttribute("data-outcome")) === "skipped");
   await shot(page, "tasks");
   await context.close();
 });

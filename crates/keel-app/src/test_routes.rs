@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/__test/echo", post(echo))
         .route("/__test/jobs/sleep", post(enqueue_sleep))
         .route("/__test/jobs/dead", post(insert_dead_job))
+        .route("/__test/locks/hold", post(hold_lock))
 }
 
 /// The kind of the test-only job: sleeps `payload.ms`, recording each start.
@@ -118,6 +119,42 @@ async fn insert_dead_job(State(state): State<AppState>) -> Result<Data<Value>, A
         .await
         .map_err(ApiError::internal)?;
     Ok(Data(json!({ "id": id })))
+}
+
+#[derive(Deserialize)]
+struct HoldLock {
+    name: String,
+    ms: u64,
+}
+
+/// `POST /__test/locks/hold?name=N&ms=M`: takes lock N and holds it for M milliseconds (or
+/// until shutdown), as another replica's run would; answers once it is held.
+async fn hold_lock(
+    State(state): State<AppState>,
+    Query(request): Query<HoldLock>,
+) -> Result<Data<Value>, ApiError> {
+    let store = state
+        .platform
+        .store()
+        .ok_or_else(|| ApiError::internal("no store"))?;
+    let lease = keel::lock::Locks::new(store)
+        .acquire(&request.name, Duration::from_millis(request.ms.max(1000)))
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::Conflict(format!("lock {} is held", request.name)))?;
+    let token = lease.token();
+    let stop = state.platform.shutdown().token();
+    state
+        .platform
+        .shutdown()
+        .spawn("test-lock-holder", async move {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(request.ms)) => {}
+                () = stop.cancelled() => {}
+            }
+            let _ = lease.release().await;
+        });
+    Ok(Data(json!({ "token": token })))
 }
 
 #[derive(Deserialize)]
