@@ -242,6 +242,9 @@ async fn a_dead_job_is_retried_and_done_or_dead_jobs_are_purged_after_confirmati
     let job = ops_get(&app, &format!("/api/ops/jobs/{id}"), &admin).await;
     assert_eq!(job["data"]["lastError"], "pricing service answered 502");
     assert_eq!(job["data"]["payload"]["order"], "A-17");
+    let history = job["data"]["errors"].as_array().unwrap();
+    assert_eq!(history.len(), 3, "{job}");
+    assert_eq!(history[2]["attempt"], 3);
 
     let retried = ops_post(
         &app,

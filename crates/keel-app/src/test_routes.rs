@@ -111,7 +111,11 @@ async fn insert_dead_job(State(state): State<AppState>) -> Result<Data<Value>, A
             "attempts": 3_i32,
             "maxAttempts": 3_i32,
             "lastError": "pricing service answered 502",
-            "errors": ["timeout", "timeout", "pricing service answered 502"],
+            "errors": [
+                { "attempt": 1_i32, "error": "timeout after 30000 ms", "at": now },
+                { "attempt": 2_i32, "error": "timeout after 30000 ms", "at": now },
+                { "attempt": 3_i32, "error": "pricing service answered 502", "at": now },
+            ],
             "createdAt": now,
             "updatedAt": now,
             "finishedAt": now,

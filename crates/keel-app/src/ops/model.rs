@@ -159,6 +159,9 @@ pub struct JobCounts {
 pub struct JobView {
     pub attempts: i32,
     pub created_at: String,
+    /// Every failed attempt, oldest first (`GET /api/ops/jobs/{id}` only; lists leave it out).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<JobAttemptError>,
     pub finished_at: Option<String>,
     pub id: String,
     pub kind: String,
@@ -187,6 +190,7 @@ impl From<keel::jobs::Job> for JobView {
             max_attempts: job.max_attempts,
             run_at: time_text(job.run_at),
             created_at: time_text(job.created_at),
+            errors: Vec::new(),
             updated_at: time_text(job.updated_at),
             finished_at: job.finished_at.map(time_text),
             lease_owner: job.lease_owner,
@@ -198,6 +202,14 @@ impl From<keel::jobs::Job> for JobView {
                 .map(|r| serde_json::to_value(&r).unwrap_or(Value::Null)),
         }
     }
+}
+
+/// One failed attempt of a job, from its `errors` history.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct JobAttemptError {
+    pub at: Option<String>,
+    pub attempt: Option<i64>,
+    pub error: String,
 }
 
 /// `POST /api/ops/jobs/purge`.

@@ -29,6 +29,7 @@ pub struct OpsRepository {
     locks: Collection,
     offsets: Collection,
     runs: Collection,
+    jobs: Collection,
 }
 
 impl OpsRepository {
@@ -39,6 +40,7 @@ impl OpsRepository {
             locks: store.collection(LOCKS_COLLECTION),
             offsets: store.collection(OFFSETS_COLLECTION),
             runs: store.collection(TASK_RUNS_COLLECTION),
+            jobs: store.collection(keel::jobs::JOBS_COLLECTION),
         }
     }
 
@@ -95,6 +97,16 @@ impl OpsRepository {
         self.offsets
             .find(doc! {}, FindOptions::default().limit(500))
             .await
+    }
+
+    /// The `errors` history of job `id` (`{attempt, error, at}` per failed attempt), which the
+    /// queue keeps but its `Job` type does not carry.
+    pub async fn job_errors(&self, id: &str) -> StoreResult<Vec<bson::Bson>> {
+        let options = FindOptions::default().projection(doc! {"errors": 1});
+        let found = self.jobs.find_one(doc! {"_id": id}, options).await?;
+        Ok(found
+            .and_then(|d| d.get_array("errors").ok().cloned())
+            .unwrap_or_default())
     }
 
     /// Runs of `task` still marked running (on any replica), newest first.

@@ -14,8 +14,8 @@ use keel::watchers::WatcherState;
 
 use super::heartbeat::Instance;
 use super::model::{
-    AuditRecord, AuditView, InstanceView, JobCounts, JobView, JobsView, LockView, PurgeView,
-    RunNowView, TaskRunView, TaskView, WatcherView, time_text,
+    AuditRecord, AuditView, InstanceView, JobAttemptError, JobCounts, JobView, JobsView, LockView,
+    PurgeView, RunNowView, TaskRunView, TaskView, WatcherView, time_text,
 };
 use super::repository::OpsRepository;
 use super::runtime::RuntimeSampler;
@@ -205,7 +205,15 @@ impl OpsService {
             .get(id)
             .await?
             .ok_or_else(|| JobError::NotFound(id.to_owned()))?;
-        Ok(job.into())
+        let mut view = JobView::from(job);
+        view.errors = self
+            .repository
+            .job_errors(id)
+            .await?
+            .iter()
+            .map(attempt_error)
+            .collect();
+        Ok(view)
     }
 
     /// Puts a dead job back in the queue (pending, fresh attempts); audited either way.
@@ -398,6 +406,23 @@ fn run_now_view(task: &str, outcome: &RunOutcome) -> RunNowView {
         outcome: outcome.label().to_owned(),
         message,
         holder,
+    }
+}
+
+fn attempt_error(entry: &bson::Bson) -> JobAttemptError {
+    match entry {
+        bson::Bson::Document(d) => JobAttemptError {
+            at: d.get_datetime("at").ok().copied().map(time_text),
+            attempt: number(d, "attempt"),
+            error: d.get_str("error").unwrap_or("").to_owned(),
+        },
+        other => JobAttemptError {
+            at: None,
+            attempt: None,
+            error: other
+                .as_str()
+                .map_or_else(|| other.to_string(), str::to_owned),
+        },
     }
 }
 

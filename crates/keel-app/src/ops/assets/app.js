@@ -149,6 +149,8 @@ function renderJobDetail(job, message) {
       " · run at " + when(job.runAt) + " · created " + when(job.createdAt) +
       (job.leaseOwner ? " · lease " + job.leaseOwner + " until " + when(job.leaseExpiresAt) : "")),
     h("b", {}, "Last error"), h("pre", {}, job.lastError || "none"),
+    job.errors && job.errors.length ? [h("b", {}, "Failed attempts"), table(["attempt", "when", "error"],
+      job.errors.map((e) => h("tr", {}, h("td", {}, num(e.attempt)), h("td", {}, when(e.at)), h("td", {}, e.error))))] : null,
     h("b", {}, "Payload"), h("pre", {}, JSON.stringify(job.payload, null, 2)),
     job.result ? [h("b", {}, "Result"), h("pre", {}, JSON.stringify(job.result, null, 2))] : null));
 }
