@@ -220,6 +220,57 @@ async fn an_auth_failure_is_answered_401_logged_and_recorded() {
     assert!(record.get_datetime("date").is_ok());
 }
 
+/// A flood of 401s is counted, not stored request by request: one document per client, route
+/// and hour (docs/api.md), so 10,000 refused requests add at most two (an hour boundary).
+#[tokio::test]
+async fn ten_thousand_refused_requests_grow_auth_failures_by_at_most_two_documents() {
+    let app = spawn_api_with(|c| c.rate_limit.enabled = false).await;
+    // CI's MongoDB test server takes a few hundred writes a second: fewer requests there.
+    let requests: i64 = if app.store.backend_name() == "embedded" {
+        10_000
+    } else {
+        1_000
+    };
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (next, request) = (next.clone(), app.request(Method::GET, "/api/auth/me", None));
+        senders.spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                let response = request.try_clone().unwrap().send().await.unwrap();
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            }
+        });
+    }
+    while let Some(sent) = senders.join_next().await {
+        sent.unwrap();
+    }
+    let failures = app.store.collection("auth_failures");
+    let documents = eventually("every refused request to be counted", || async {
+        let documents = failures
+            .find(doc! {}, FindOptions::default())
+            .await
+            .unwrap();
+        let counted: i64 = documents
+            .iter()
+            .map(|d| {
+                d.get_i64("count")
+                    .or_else(|_| d.get_i32("count").map(i64::from))
+                    .unwrap()
+            })
+            .sum();
+        (counted == requests).then_some(documents)
+    })
+    .await;
+    assert!(
+        documents.len() <= 2,
+        "{} documents for one client and route",
+        documents.len()
+    );
+    assert_eq!(documents[0].get_str("url").unwrap(), "/api/auth/me");
+    assert_eq!(documents[0].get_str("ip").unwrap(), "127.0.0.1");
+}
+
 #[tokio::test]
 async fn state_changing_cookie_requests_from_a_foreign_origin_are_refused() {
     let app = spawn_api().await;
@@ -249,4 +300,37 @@ async fn with_the_store_down_a_logged_in_request_is_503_not_401() {
     app.store.close().await.unwrap();
     let response = app.get("/api/auth/me", Some(&login.cookie)).await;
     expect_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+}
+
+#[tokio::test]
+async fn logout_everywhere_ends_the_sessions_of_every_device() {
+    let app = spawn_api().await;
+    let laptop = app.register("everywhere@example.com").await;
+    let phone = session_cookie(&app.post_login("everywhere@example.com", PASSWORD).await)
+        .expect("a second session");
+    let bystander = app.register("bystander@example.com").await;
+    for cookie in [&laptop.cookie, &phone] {
+        assert_eq!(
+            app.get("/api/auth/me", Some(cookie)).await.status(),
+            StatusCode::OK
+        );
+    }
+    let response = app
+        .request(Method::POST, "/api/auth/logout-all", Some(&phone))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(set_cookie_header(&response).contains("Max-Age=0"));
+    assert_eq!(body(response).await["data"]["sessionsEnded"], 2);
+    for cookie in [&laptop.cookie, &phone] {
+        let me = app.get("/api/auth/me", Some(cookie)).await;
+        expect_error(me, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    assert_eq!(
+        app.get("/api/auth/me", Some(&bystander.cookie))
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }

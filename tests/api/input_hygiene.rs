@@ -152,3 +152,32 @@ async fn a_10_mb_array_on_login_is_a_413_and_never_parsed() {
         .unwrap();
     expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 }
+
+#[tokio::test]
+async fn login_takes_at_most_4_kb_and_a_raised_body_limit_still_caps_parsed_values() {
+    // Operators raising server.body_limit (uploads) must not reopen the parsed-array hole.
+    let app = spawn_api_with(|c| c.server.body_limit = 10 * 1024 * 1024).await;
+    let padded = serde_json::json!({"email": "a@example.com", "password": "x".repeat(5000)});
+    let response = app
+        .request(Method::POST, "/api/auth/login", None)
+        .json(&padded)
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+
+    // 30,000 tiny values in 60 KB: under every byte limit, over the value count.
+    let login = app.register("values@example.com").await;
+    let many = format!(
+        "{{\"filter\": {{}}, \"x\": [{}]}}",
+        vec!["0"; 30_000].join(",")
+    );
+    let response = app
+        .request(Method::POST, "/api/getData", Some(&login.cookie))
+        .header("content-type", "application/json")
+        .body(many)
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+}

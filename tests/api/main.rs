@@ -15,6 +15,7 @@ mod binary_config;
 mod binary_serve;
 mod chassis_errors;
 mod chassis_headers;
+mod connections;
 mod migrate;
 mod probes;
 mod request_id;

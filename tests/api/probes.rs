@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{eventually, json, spawn_app, spawn_chassis};
+use crate::helpers::{eventually, json, spawn_app, spawn_chassis, spawn_chassis_with};
 
 #[tokio::test]
 async fn health_answers_healthy_with_a_timestamp() {
@@ -76,4 +76,63 @@ async fn the_full_app_is_ready_once_its_store_answers_and_its_watchers_follow_th
             "{name}: {body}"
         );
     }
+}
+
+/// What a client behind a proxy (not the host itself) is told: the status, not why.
+#[tokio::test]
+async fn ready_details_and_metrics_are_for_the_host_itself_or_the_token_holder() {
+    let token = "scrape-token-for-the-probes-test";
+    let app =
+        spawn_chassis_with(|c| c.metrics.token = Some(keel::secrets::Secret::new(token))).await;
+    app.platform
+        .readiness()
+        .set_down("store", "no answer from mongo-0.internal:27017");
+    let forwarded = |path: &str| {
+        app.client
+            .get(app.url(path))
+            .header("x-forwarded-for", "203.0.113.7")
+    };
+
+    let response = forwarded("/api/ready").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = json(response).await;
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        body["error"].get("details").is_none(),
+        "a remote client sees no probe errors: {body}"
+    );
+    let response = forwarded("/metrics").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let wrong = forwarded("/metrics")
+        .bearer_auth("scrape-token-for-the-probes-tesT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+
+    // With the token, from anywhere.
+    let body = json(
+        forwarded("/api/ready")
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["down"][0]["name"], "store");
+    let response = forwarded("/metrics")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.text().await.unwrap().contains("# TYPE"));
+
+    // The host itself (loopback, not forwarded) needs no token.
+    let body = json(app.get_ready().await).await;
+    assert_eq!(
+        body["error"]["details"]["down"][0]["reason"],
+        "no answer from mongo-0.internal:27017"
+    );
+    assert_eq!(app.get("/metrics").await.status(), StatusCode::OK);
 }

@@ -174,3 +174,78 @@ async fn a_limit_raised_by_config_reload_applies_immediately() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "ratelimit-limit"), "1000");
 }
+
+/// A botnet spraying one account from many addresses: each address is under its own limit, but
+/// the account's failed logins are counted wherever they come from (docs/api.md).
+#[tokio::test]
+async fn failed_logins_are_counted_per_account_whatever_the_address() {
+    let app = spawn_api_with(|c| {
+        c.server.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        c.auth.max_failed_logins = 3;
+        // Long enough for the first part to run inside one window on a loaded machine.
+        c.auth.failed_login_window = std::time::Duration::from_secs(8);
+    })
+    .await;
+    app.register("target@example.com").await;
+    let login_from = |address: String, email: &'static str, password: &'static str| {
+        let request = app
+            .request(reqwest::Method::POST, "/api/auth/login", None)
+            .header("x-forwarded-for", address)
+            .json(&serde_json::json!({"email": email, "password": password}));
+        async move { request.send().await.unwrap() }
+    };
+    for bot in 1..=3 {
+        let response = login_from(
+            format!("198.51.100.{bot}"),
+            "target@example.com",
+            "wrong-password-1",
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "bot {bot}");
+    }
+    // The fourth address has used none of its own budget; the account's is spent — even the
+    // right password is not tried now.
+    let refused = login_from("198.51.100.4".into(), "target@example.com", PASSWORD).await;
+    assert!(header(&refused, "retry-after").parse::<u64>().unwrap() >= 1);
+    expect_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    // An email with no account is throttled the same way (nothing tells which exist).
+    for bot in 5..=7 {
+        let response = login_from(
+            format!("198.51.100.{bot}"),
+            "nobody@example.com",
+            "wrong-password-1",
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let refused = login_from(
+        "198.51.100.8".into(),
+        "nobody@example.com",
+        "wrong-password-1",
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Other accounts are not affected.
+    app.register("bystander@example.com").await;
+    let other = login_from("198.51.100.9".into(), "bystander@example.com", PASSWORD).await;
+    assert_eq!(other.status(), StatusCode::OK);
+
+    // Once the window is over, the owner gets in again (and a success clears the count).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut bot = 10;
+    loop {
+        bot += 1;
+        let response =
+            login_from(format!("198.51.100.{bot}"), "target@example.com", PASSWORD).await;
+        if response.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still throttled after the window"
+        );
+        let wait: u64 = header(&response, "retry-after").parse().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(wait.min(4) * 250)).await;
+    }
+}

@@ -307,3 +307,68 @@ async fn a_job_due_later_is_not_claimed_before_its_time() -> anyhow::Result<()> 
     )
     .await
 }
+
+/// A job as a type: enqueued as a value, handled as the same value; a payload of another shape
+/// fails with a reason instead of reaching the handler.
+#[tokio::test]
+async fn a_typed_job_reaches_its_handler_as_the_value_enqueued() -> anyhow::Result<()> {
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Resize {
+        image_id: String,
+        widths: Vec<u32>,
+    }
+    impl keel::jobs::JobKind for Resize {
+        const KIND: &'static str = "resize";
+    }
+    on_every_backend("typed_job", |store| async move {
+        let queue = queue(&store, 5_000);
+        let mut handlers = JobHandlers::new();
+        handlers.register_typed(|resize: Resize, _job, _ctx| async move {
+            let total: u32 = resize.widths.iter().sum();
+            Ok(Some(
+                doc! { "image": resize.image_id, "total": i64::from(total) },
+            ))
+        });
+        let (stop, runner) = start_runner(&queue, handlers);
+        let job = NewJob::of(&Resize {
+            image_id: "img-1".into(),
+            widths: vec![100, 200],
+        })?;
+        assert_eq!(job.kind, "resize");
+        assert_eq!(
+            job.payload,
+            doc! { "imageId": "img-1", "widths": [100_i64, 200_i64] }
+        );
+        let id = queue.enqueue(job).await?.id;
+        let done = wait_for_status(&queue, &id, JobStatus::Done).await?;
+        assert_eq!(
+            done.result,
+            Some(doc! { "image": "img-1", "total": 300_i64 })
+        );
+        assert_eq!(
+            done.payload_as::<Resize>()
+                .map_err(anyhow::Error::msg)?
+                .widths,
+            [100, 200]
+        );
+
+        let wrong = queue
+            .enqueue(NewJob::new("resize", doc! { "imageId": 7 }).max_attempts(1))
+            .await?
+            .id;
+        let dead = wait_for_status(&queue, &wrong, JobStatus::Dead).await?;
+        assert!(
+            dead.last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("not a resize job"),
+            "{:?}",
+            dead.last_error
+        );
+        stop.cancel();
+        runner.await?;
+        Ok(())
+    })
+    .await
+}

@@ -162,3 +162,32 @@ async fn a_holder_whose_lease_was_taken_over_is_told_to_stop() -> anyhow::Result
     )
     .await
 }
+
+#[tokio::test]
+async fn a_lease_that_cannot_renew_counts_as_lost_before_anyone_else_can_take_it()
+-> anyhow::Result<()> {
+    on_every_backend(
+        "a_lease_that_cannot_renew_counts_as_lost_before_anyone_else_can_take_it",
+        |store| async move {
+            let (first, second) = (Locks::new(&store), Locks::new(&store));
+            // A holder that never renews (its renewals would fail the same way): the watchdog
+            // ends the lease a safety margin (400 ms) before the lock can expire.
+            let ttl = Duration::from_secs(2);
+            let lease = first
+                .acquire_with("margin", ttl, Renewal::Manual)
+                .await?
+                .expect("a free lock is taken");
+            tokio::time::timeout(ttl * 5, lease.lost().cancelled())
+                .await
+                .expect("the lease is declared lost");
+            assert!(lease.is_lost());
+            assert!(
+                second.acquire("margin", ttl).await?.is_none(),
+                "lost only while the lock was still unexpired in the store"
+            );
+            assert!(matches!(lease.renew().await, Err(LockError::Lost { .. })));
+            Ok(())
+        },
+    )
+    .await
+}

@@ -75,6 +75,13 @@ impl Watcher for CountingWatcher {
                 .expect("test mutex")
                 .entry(id.clone())
                 .or_default() += 1;
+            let poison = event
+                .full_document
+                .as_ref()
+                .is_some_and(|d| d.get_bool("poison").unwrap_or(false));
+            if poison {
+                return Err(WatcherError::handler(format!("{id} can never be handled")));
+            }
             let fails = event
                 .full_document
                 .as_ref()
@@ -116,6 +123,7 @@ fn config() -> WatchersConfig {
     WatchersConfig {
         backoff_base_ms: 5,
         backoff_max_ms: 50,
+        max_event_attempts: 3,
     }
 }
 
@@ -255,6 +263,59 @@ async fn a_handler_error_restarts_the_watcher_without_losing_the_event() -> anyh
             })
             .await?;
             assert!(health.problems().is_empty());
+            stop.cancel();
+            task.await?;
+            Ok(())
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_poison_event_is_set_aside_after_its_attempts_and_the_watcher_moves_on()
+-> anyhow::Result<()> {
+    on_every_backend(
+        "a_poison_event_is_set_aside_after_its_attempts_and_the_watcher_moves_on",
+        |store| async move {
+            let watcher = CountingWatcher::new(&store);
+            let (stop, task, health) = start(&store, &watcher).await?;
+            let source = store.collection("source");
+            source
+                .insert_one(doc! { "_id": "poison", "poison": true })
+                .await?;
+            source.insert_one(doc! { "_id": "after" }).await?;
+            // The event behind it is handled: the watcher is not blocked forever. Meanwhile
+            // the replica stays ready: retrying one event is not an outage.
+            eventually("the event behind the poison one to take effect", || async {
+                assert!(
+                    health.problems().is_empty(),
+                    "unready while retrying: {:?}",
+                    health.problems()
+                );
+                Ok((effects(&store).await? == 1).then_some(()))
+            })
+            .await?;
+            assert_eq!(watcher.calls_of("poison"), 3, "max_event_attempts tries");
+            assert_eq!(watcher.calls_of("after"), 1);
+            let recorded = store
+                .collection(keel::watchers::POISON_COLLECTION)
+                .find(doc! {}, Default::default())
+                .await?;
+            assert_eq!(recorded.len(), 1);
+            assert_eq!(recorded[0].get_str("watcher")?, "counting");
+            assert_eq!(recorded[0].get_str("collection")?, "source");
+            assert_eq!(recorded[0].get("documentId"), Some(&Bson::from("poison")));
+            assert_eq!(recorded[0].get_str("error")?, "poison can never be handled");
+            // Set aside for good: a restart does not bring it back.
+            stop.cancel();
+            task.await?;
+            let (stop, task, _health) = start(&store, &watcher).await?;
+            source.insert_one(doc! { "_id": "later" }).await?;
+            eventually("the next event to take effect", || async {
+                Ok((effects(&store).await? == 2).then_some(()))
+            })
+            .await?;
+            assert_eq!(watcher.calls_of("poison"), 3);
             stop.cancel();
             task.await?;
             Ok(())

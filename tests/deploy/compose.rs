@@ -365,3 +365,57 @@ fn keel_accepts_the_development_stack_environment() {
 fn keel_accepts_the_production_stack_environment() {
     assert_config_check_accepts("deploy/compose.prod.yaml");
 }
+
+/// Behind Swarm's ingress mesh every client would share one address (and one rate-limit
+/// bucket): keel publishes nothing, the edge proxy publishes in host mode on every node, and
+/// keel believes X-Forwarded-For only from the overlay subnet the proxy is on.
+#[test]
+fn production_keeps_client_addresses_through_a_host_mode_edge_proxy() {
+    let compose = load("deploy/compose.prod.yaml");
+    let keel = at(&compose, &["services", "keel"]);
+    assert!(
+        keel.get("ports").is_none(),
+        "keel must not be published through the ingress mesh"
+    );
+    let edge = at(&compose, &["services", "edge"]);
+    assert!(!text(edge, &["image"]).ends_with(":latest"));
+    assert_eq!(text(edge, &["deploy", "mode"]), "global");
+    assert_eq!(
+        text(edge, &["deploy", "update_config", "order"]),
+        "stop-first"
+    );
+    let ports = at(edge, &["ports"]).as_sequence().expect("ports");
+    assert!(!ports.is_empty());
+    for port in ports {
+        assert_eq!(text(port, &["mode"]), "host", "{port:?}");
+    }
+    let subnet = at(&compose, &["networks", "keelnet", "ipam", "config"])
+        .as_sequence()
+        .expect("ipam config")[0]
+        .get("subnet")
+        .and_then(Value::as_str)
+        .expect("a fixed subnet");
+    assert_eq!(
+        env_var(&environment(keel), "KEEL_SERVER__TRUSTED_PROXIES"),
+        Some(subnet),
+        "keel trusts exactly the proxies' network"
+    );
+    let edge_networks = at(edge, &["networks"]).as_sequence().expect("list");
+    assert!(edge_networks.iter().any(|n| n.as_str() == Some("keelnet")));
+
+    // The proxy's configuration exists, replaces (never appends to) X-Forwarded-For and
+    // forwards to the keel service.
+    let source = text(&compose, &["configs", "keel_edge_nginx", "file"]);
+    let conf = read_repo_file(&format!("deploy/{}", source.trim_start_matches("./")));
+    let directives: Vec<&str> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert!(directives.contains(&"proxy_set_header X-Forwarded-For $remote_addr;"));
+    assert!(
+        !conf.contains("$proxy_add_x_forwarded_for"),
+        "appending trusts the client's header"
+    );
+    assert!(directives.contains(&"set $keel http://keel:3030;"));
+}

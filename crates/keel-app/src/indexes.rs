@@ -13,15 +13,14 @@ use keel::store::{Store, StoreResult};
 
 /// The application's indexes, every component included.
 pub fn all() -> Vec<IndexDecl> {
-    let (sessions, session_index) = SessionManager::index();
-    let platform = std::iter::once(IndexDecl::new(sessions, session_index)).chain(
-        IdempotencyKeys::indexes()
-            .into_iter()
-            .map(|(collection, spec)| IndexDecl::new(collection, spec)),
-    );
+    let platform = SessionManager::indexes()
+        .into_iter()
+        .chain(IdempotencyKeys::indexes())
+        .map(|(collection, spec)| IndexDecl::new(collection, spec));
     [
         crate::auth::repository::UserRepository::indexes(),
         crate::auth::repository::AuthFailureRepository::indexes(),
+        crate::auth::repository::LoginFailureRepository::indexes(),
         crate::brands::repository::BrandRepository::indexes(),
         crate::items::repository::ItemRepository::indexes(),
         crate::orders::repository::OrderRepository::indexes(),

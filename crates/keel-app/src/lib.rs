@@ -17,12 +17,16 @@ pub mod ops;
 pub mod orders;
 pub mod paging;
 mod state;
+
+#[cfg(test)]
+mod fuzz_tests;
 pub mod surveys;
 mod test_routes;
 
 use axum::Router;
 use keel::Platform;
 use keel::config::Environment;
+use keel::metrics::Scrapers;
 
 pub use state::AppState;
 
@@ -80,8 +84,10 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
         background.start(&state.platform, roles);
         state.background = Some(background);
     }
+    let operators = keel::http::OperatorAccess::new(config.metrics.token.as_ref());
     let mut routes: Router<AppState> = Router::new().merge(keel::http::probes::routes(
         state.platform.readiness().clone(),
+        operators.clone(),
     ));
     if state.runs(Role::Api)
         && let Some(store) = state.platform.store()
@@ -104,13 +110,13 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
         routes = routes.merge(test_routes::router());
     }
     routes = routes.layer(axum::middleware::from_fn(keel::metrics::track_http));
-    routes = routes.merge(metrics_routes(&state.platform));
+    routes = routes.merge(metrics_routes(&state.platform, operators));
     let router = keel::http::chassis_live(routes, &state.platform).with_state(state.clone());
     App { state, router }
 }
 
 /// `/metrics` on the API router, or on its own port (`metrics.port`), or nowhere.
-fn metrics_routes(platform: &Platform) -> Router<AppState> {
+fn metrics_routes(platform: &Platform, operators: keel::http::OperatorAccess) -> Router<AppState> {
     let config = platform.config();
     if !config.metrics.enabled {
         return Router::new();
@@ -135,16 +141,18 @@ fn metrics_routes(platform: &Platform) -> Router<AppState> {
         }
     });
     let Some(port) = config.metrics.port else {
-        return metrics.router();
+        return metrics.router(Scrapers::Operators(operators));
     };
     let address = std::net::SocketAddr::new(config.server.host, port);
     let (listener_shutdown, drain) = (shutdown.clone(), config.server.shutdown_timeout);
+    let limits = keel::http::ConnectionLimits::from(&config.server);
     shutdown.spawn("metrics-listener", async move {
         match tokio::net::TcpListener::bind(address).await {
             Ok(listener) => {
                 tracing::info!(addr = %address, "metrics listening");
+                let router = metrics.router(Scrapers::OwnPort(operators));
                 if let Err(error) =
-                    keel::http::serve(listener, metrics.router(), listener_shutdown, drain).await
+                    keel::http::serve(listener, router, listener_shutdown, drain, limits).await
                 {
                     tracing::error!(%error, "metrics listener failed");
                 }

@@ -24,4 +24,7 @@ pub mod validation;
 pub mod watchers;
 pub mod workers;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use platform::Platform;

@@ -19,9 +19,18 @@
 //! layer can refuse a stale holder's late writes.
 //!
 //! A `Lease` renews itself every `ttl / 3` while held. When a renewal finds the lock no longer
-//! ours (another process took it over after we stalled past the ttl) or cannot reach the store
-//! before the ttl runs out, the lease is **lost**: its `lost` token is cancelled and the work
-//! holding it must stop. Release is filtered on owner *and* token, so only the holder releases.
+//! ours (another process took it over after we stalled past the ttl), the lease is **lost**: its
+//! `lost` token is cancelled and the work holding it must stop. Lost, too — whether or not a
+//! renewal is still waiting for the store — once the last confirmed expiry minus a **safety
+//! margin** (`safety_margin`: a fifth of the ttl, at most 5 s) is reached: the holder stops
+//! before another process can possibly take the lock, not after. "Confirmed expiry" counts
+//! from when the acquiring or renewing write was *sent*, so a slow answer only shortens it.
+//! Release is filtered on owner *and* token, so only the holder releases.
+//!
+//! **Fencing.** A paused holder can still wake up and write before it notices the loss. `Fence`
+//! turns its token into a condition on the documents it writes: each write stamps
+//! `fences.<lock>: token` and only matches documents whose stamp is absent or not newer, so a
+//! stale holder's write to anything a newer holder has written matches nothing.
 //!
 //! Expiry compares wall clocks of different machines: keep ttl well above the clock skew
 //! between replicas (seconds, not milliseconds; NTP keeps skew far below that).
@@ -33,7 +42,7 @@
 //! `lastTick < tick` and the update sets `lastTick: tick`, so each tick is taken at most once
 //! whatever the skew.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bson::{Bson, Document, doc};
@@ -127,6 +136,7 @@ impl Locks {
         tick: Option<bson::DateTime>,
     ) -> Result<Option<Lease>, LockError> {
         let owner = uuid::Uuid::new_v4().to_string();
+        let sent = Instant::now();
         let now = bson::DateTime::now();
         let mut filter = doc! { "_id": name, "expiresAt": { "$lt": now } };
         let mut set = doc! {
@@ -176,6 +186,7 @@ impl Locks {
             token,
             ttl,
             renewal,
+            sent,
         )))
     }
 
@@ -257,7 +268,10 @@ pub struct Lease {
     token: i64,
     ttl: Duration,
     lost: CancellationToken,
+    /// When the lock is ours until at least (the last acquire/renew write's send + ttl).
+    valid_until: Arc<Mutex<Instant>>,
     renewer: Option<JoinHandle<()>>,
+    watchdog: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -278,8 +292,10 @@ impl Lease {
         token: i64,
         ttl: Duration,
         renewal: Renewal,
+        sent: Instant,
     ) -> Lease {
         let lost = CancellationToken::new();
+        let valid_until = Arc::new(Mutex::new(sent + ttl));
         let renewer = (renewal == Renewal::Automatic).then(|| {
             tokio::spawn(renew_while_held(
                 locks.clone(),
@@ -288,8 +304,16 @@ impl Lease {
                 token,
                 ttl,
                 lost.clone(),
+                valid_until.clone(),
             ))
         });
+        let watchdog = tokio::spawn(lose_at_deadline(
+            name.clone(),
+            token,
+            safety_margin(ttl),
+            lost.clone(),
+            valid_until.clone(),
+        ));
         Lease {
             locks,
             name,
@@ -297,7 +321,9 @@ impl Lease {
             token,
             ttl,
             lost,
+            valid_until,
             renewer,
+            watchdog,
         }
     }
 
@@ -315,20 +341,30 @@ impl Lease {
         self.lost.clone()
     }
 
+    /// Lost, or past its deadline (the confirmed expiry minus the safety margin) even if the
+    /// watchdog has not run yet.
     pub fn is_lost(&self) -> bool {
         self.lost.is_cancelled()
+            || Instant::now() >= deadline(&self.valid_until, safety_margin(self.ttl))
+    }
+
+    /// `Fence` for this lease's writes.
+    pub fn fence(&self) -> Fence {
+        Fence::new(&self.name, self.token)
     }
 
     /// Extends the lease by its ttl now (for `Renewal::Manual` holders, at their checkpoints).
     pub async fn renew(&self) -> Result<(), LockError> {
-        if self.lost.is_cancelled() {
+        if self.is_lost() {
             return Err(self.lost_error());
         }
+        let sent = Instant::now();
         if self
             .locks
             .extend(&self.name, &self.owner, self.token, self.ttl)
             .await?
         {
+            confirm(&self.valid_until, sent + self.ttl);
             Ok(())
         } else {
             self.lost.cancel();
@@ -341,6 +377,7 @@ impl Lease {
         if let Some(renewer) = self.renewer.take() {
             renewer.abort();
         }
+        self.watchdog.abort();
         let released = self
             .locks
             .give_up(&self.name, &self.owner, self.token)
@@ -362,11 +399,52 @@ impl Drop for Lease {
         if let Some(renewer) = self.renewer.take() {
             renewer.abort();
         }
+        self.watchdog.abort();
+    }
+}
+
+/// How long before its confirmed expiry a lease counts as lost: a fifth of the ttl, at most
+/// 5 s. It covers a renewal still in flight, timer lateness and clock skew between replicas.
+pub fn safety_margin(ttl: Duration) -> Duration {
+    (ttl / 5).min(Duration::from_secs(5))
+}
+
+fn deadline(valid_until: &Mutex<Instant>, margin: Duration) -> Instant {
+    *valid_until.lock().unwrap_or_else(PoisonError::into_inner) - margin
+}
+
+/// Records a renewal confirmed by the store (never moves the expiry backwards).
+fn confirm(valid_until: &Mutex<Instant>, until: Instant) {
+    let mut current = valid_until.lock().unwrap_or_else(PoisonError::into_inner);
+    *current = (*current).max(until);
+}
+
+/// Cancels `lost` at the deadline unless renewals keep moving it.
+async fn lose_at_deadline(
+    name: String,
+    token: i64,
+    margin: Duration,
+    lost: CancellationToken,
+    valid_until: Arc<Mutex<Instant>>,
+) {
+    loop {
+        let at = deadline(&valid_until, margin);
+        if Instant::now() >= at {
+            tracing::warn!(lock = %name, token, "lock not renewed in time; lease lost before it could expire");
+            metrics::counter!("keel_lock_lost_total").increment(1);
+            lost.cancel();
+            return;
+        }
+        tokio::select! {
+            () = lost.cancelled() => return,
+            () = tokio::time::sleep_until(at.into()) => {}
+        }
     }
 }
 
 /// The renewal loop of one lease: extend every ttl/3; stop and cancel `lost` once the lock is
-/// not ours any more, or when the store stayed unreachable until the ttl would have run out.
+/// not ours any more. A store that does not answer is retried; the watchdog
+/// (`lose_at_deadline`) ends the lease in time if it never does.
 async fn renew_while_held(
     locks: Locks,
     name: String,
@@ -374,25 +452,23 @@ async fn renew_while_held(
     token: i64,
     ttl: Duration,
     lost: CancellationToken,
+    valid_until: Arc<Mutex<Instant>>,
 ) {
     let period = (ttl / 3).max(Duration::from_millis(10));
-    let mut valid_until = Instant::now() + ttl;
     loop {
         tokio::select! {
             () = lost.cancelled() => return,
             () = tokio::time::sleep(period) => {}
         }
-        let attempt_started = Instant::now();
-        match locks.extend(&name, &owner, token, ttl).await {
-            Ok(true) => valid_until = attempt_started + ttl,
+        let sent = Instant::now();
+        let outcome = tokio::select! {
+            () = lost.cancelled() => return,
+            outcome = locks.extend(&name, &owner, token, ttl) => outcome,
+        };
+        match outcome {
+            Ok(true) => confirm(&valid_until, sent + ttl),
             Ok(false) => {
                 tracing::warn!(lock = %name, token, "lock taken over by another holder; lease lost");
-                metrics::counter!("keel_lock_lost_total").increment(1);
-                lost.cancel();
-                return;
-            }
-            Err(error) if Instant::now() >= valid_until => {
-                tracing::warn!(lock = %name, token, %error, "lock not renewed before its ttl; lease lost");
                 metrics::counter!("keel_lock_lost_total").increment(1);
                 lost.cancel();
                 return;
@@ -404,9 +480,106 @@ async fn renew_while_held(
     }
 }
 
+/// A lock holder's fencing token as a condition on what it writes (see "Fencing" above).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fence {
+    field: String,
+    token: i64,
+}
+
+impl Fence {
+    pub fn new(lock: &str, token: i64) -> Self {
+        // One field per lock under `fences`; a lock name cannot reach into another path.
+        let key: String = lock
+            .chars()
+            .map(|c| if c == '.' || c == '$' { '_' } else { c })
+            .collect();
+        Fence {
+            field: format!("fences.{key}"),
+            token,
+        }
+    }
+
+    pub fn token(&self) -> i64 {
+        self.token
+    }
+
+    /// `filter`, and: the document was not written under a newer token of this lock.
+    pub fn guard(&self, filter: Document) -> Document {
+        doc! { "$and": [
+            filter,
+            { "$or": [
+                { &self.field: { "$exists": false } },
+                { &self.field: { "$lte": self.token } },
+            ] },
+        ] }
+    }
+
+    /// Adds the stamp `fences.<lock>: token` to `update`'s `$set`.
+    pub fn stamp(&self, mut update: Document) -> Document {
+        match update.get_mut("$set") {
+            Some(Bson::Document(set)) => {
+                set.insert(self.field.clone(), self.token);
+            }
+            _ => {
+                update.insert("$set", doc! { &self.field: self.token });
+            }
+        }
+        update
+    }
+}
+
+/// `guard` and `stamp` when there is a fence (a `--force` run holds no lock and has none).
+pub fn fenced(fence: Option<&Fence>, filter: Document, update: Document) -> (Document, Document) {
+    match fence {
+        Some(fence) => (fence.guard(filter), fence.stamp(update)),
+        None => (filter, update),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_safety_margin_is_a_fifth_of_the_ttl_up_to_five_seconds() {
+        assert_eq!(
+            safety_margin(Duration::from_millis(300)),
+            Duration::from_millis(60)
+        );
+        assert_eq!(
+            safety_margin(Duration::from_secs(10)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            safety_margin(Duration::from_secs(600)),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn a_fence_guards_and_stamps_one_field_per_lock() {
+        let fence = Fence::new("process-data", 7);
+        assert_eq!(
+            fence.guard(doc! { "_id": 1 }),
+            doc! { "$and": [
+                { "_id": 1 },
+                { "$or": [
+                    { "fences.process-data": { "$exists": false } },
+                    { "fences.process-data": { "$lte": 7_i64 } },
+                ] },
+            ] }
+        );
+        assert_eq!(
+            fence.stamp(doc! { "$set": { "a": 1 } }),
+            doc! { "$set": { "a": 1, "fences.process-data": 7_i64 } }
+        );
+        assert_eq!(
+            fence.stamp(doc! { "$unset": { "a": "" } }),
+            doc! { "$unset": { "a": "" }, "$set": { "fences.process-data": 7_i64 } }
+        );
+        assert_eq!(Fence::new("a.b$c", 1).field, "fences.a_b_c");
+    }
 
     #[test]
     fn tokens_are_read_whatever_numeric_type_the_backend_stored() {

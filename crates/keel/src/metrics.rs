@@ -32,6 +32,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problem;
+use crate::http::{ApiError, OperatorAccess};
+use crate::secrets::Secret;
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: 100 µs to 60 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -43,14 +45,18 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// `[metrics]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Serve `GET /metrics` at all.
     pub enabled: bool,
     /// Serve it on this port (same host as the API) instead of the API's port, e.g. to keep it
-    /// off a public load balancer. Unset: on the API port.
+    /// off a public load balancer. Unset: on the API port, where only the host itself and
+    /// holders of `token` may read it (`http::operator`).
     pub port: Option<u16>,
+    /// Bearer token for `/metrics` and `/api/ready`'s details from anywhere (a secret:
+    /// `KEEL_METRICS__TOKEN(_FILE)`). On `port`, when set, it is required there too.
+    pub token: Option<Secret>,
 }
 
 impl Default for MetricsConfig {
@@ -58,6 +64,7 @@ impl Default for MetricsConfig {
         Self {
             enabled: true,
             port: None,
+            token: None,
         }
     }
 }
@@ -122,14 +129,41 @@ impl Metrics {
     }
 
     /// `GET /metrics`.
-    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+    /// `GET /metrics` for `scrapers`.
+    pub fn router<S: Clone + Send + Sync + 'static>(&self, scrapers: Scrapers) -> Router<S> {
         Router::new()
             .route("/metrics", get(render_metrics))
-            .with_state(self.clone())
+            .with_state((self.clone(), scrapers))
     }
 }
 
-async fn render_metrics(State(metrics): State<Metrics>) -> Response {
+/// Who may read `/metrics`.
+#[derive(Debug, Clone)]
+pub enum Scrapers {
+    /// On the API port: the host itself or the token holder (`http::operator`).
+    Operators(OperatorAccess),
+    /// On `metrics.port`: anyone, unless a token is configured; then its holders.
+    OwnPort(OperatorAccess),
+}
+
+impl Scrapers {
+    fn allow(&self, request: &Request) -> bool {
+        match self {
+            Scrapers::Operators(access) => access.allows(request),
+            Scrapers::OwnPort(access) => {
+                !access.token_configured() || access.has_token(request.headers())
+            }
+        }
+    }
+}
+
+async fn render_metrics(
+    State((metrics, scrapers)): State<(Metrics, Scrapers)>,
+    request: Request,
+) -> Response {
+    if !scrapers.allow(&request) {
+        return ApiError::Forbidden.into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,

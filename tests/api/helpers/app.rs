@@ -97,8 +97,9 @@ pub async fn serve_app(
     let address = listener.local_addr().expect("local address");
     let shutdown = platform.shutdown().clone();
     let stop = shutdown.clone();
+    let limits = keel::http::ConnectionLimits::from(&platform.config().server);
     shutdown.spawn("http", async move {
-        if let Err(e) = keel::http::serve(listener, app.router, stop, drain).await {
+        if let Err(e) = keel::http::serve(listener, app.router, stop, drain, limits).await {
             panic!("test server failed: {e}");
         }
     });

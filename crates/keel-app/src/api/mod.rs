@@ -15,10 +15,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use keel::http::ApiError;
 use keel::http::rate_limit::Tier;
 use keel::http::session::session_layer;
-use keel::store::StoreError;
 use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -81,20 +79,6 @@ pub struct FieldProblem {
     #[schema(example = "lines[0].qty")]
     pub field: String,
     pub message: String,
-}
-
-/// A store failure at the HTTP boundary: retryable ones are 503, the rest 500 (cause logged).
-pub fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Unavailable { reason } => {
-            tracing::warn!(reason = %reason, "store unavailable");
-            ApiError::Unavailable {
-                message: "the database is unavailable, retry later".into(),
-                details: None,
-            }
-        }
-        other => ApiError::internal(other),
-    }
 }
 
 /// All API routes with their layers, ready to merge into the application router, plus the

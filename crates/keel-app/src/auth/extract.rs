@@ -2,19 +2,20 @@
 //!
 //! A handler that takes `AuthUser` only runs for a logged-in user. Otherwise the request gets
 //! the 401 envelope, a warn log with `evt {category: "authentication", name: "authFailed",
-//! outcome: "failure"}`, url, ip and user agent, and a record in `auth_failures` — written by a
+//! outcome: "failure"}`, url, ip and user agent, and a count in `auth_failures` (one document
+//! per client, route and hour: `AuthFailureRepository::record`) — written by a
 //! task owned by the platform's shutdown tracker, so the response never waits for it and a
 //! failed write is logged, not surfaced. For state-changing requests it also checks
 //! `Origin`/`Referer` against `server.cors_origins` (CSRF): the cookie proves who, not from where.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath};
 use bson::oid::ObjectId;
 use http::request::Parts;
 use keel::http::request_id::RequestId;
 use keel::http::session::{ActiveSession, CurrentSession};
-use keel::http::{ApiError, ClientIp, csrf};
+use keel::http::{ApiError, ClientIp, csrf, rate_limit};
 
-use super::repository::AuthFailureRecord;
+use super::repository::AuthFailure;
 use crate::api::ApiState;
 
 /// Longest string kept in an auth-failure record.
@@ -82,11 +83,20 @@ fn refuse(parts: &Parts, state: &ApiState) -> ApiError {
         user_agent = %user_agent,
         "authentication required"
     );
-    let record = AuthFailureRecord {
-        date: bson::DateTime::now(),
-        url: sanitize(url),
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map_or("(unmatched)", MatchedPath::as_str);
+    let client = parts
+        .extensions
+        .get::<ClientIp>()
+        .map(|c| rate_limit::client_address(c.0).to_string())
+        .unwrap_or_default();
+    let record = AuthFailure {
+        at: bson::DateTime::now(),
+        route: sanitize(route),
         method: sanitize(parts.method.as_str()),
-        ip: sanitize(&ip),
+        ip: sanitize(&client),
         user_agent: sanitize(user_agent),
         request_id: parts
             .extensions
@@ -99,7 +109,7 @@ fn refuse(parts: &Parts, state: &ApiState) -> ApiError {
         .platform
         .shutdown()
         .spawn("auth-failure-record", async move {
-            if let Err(e) = failures.insert(&record).await {
+            if let Err(e) = failures.record(&record).await {
                 tracing::error!(error = %e, "recording an auth failure failed");
             }
         });

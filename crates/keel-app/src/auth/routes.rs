@@ -1,7 +1,8 @@
-//! `/api/auth/{register,login,logout,me}`.
+//! `/api/auth/{register,login,logout,logout-all,me}`.
 //!
 //! Register and login start a fresh session (new id; any previous one is deleted) and set the
-//! `sessionId` cookie; logout deletes the session and clears the cookie. Register and login sit
+//! `sessionId` cookie; logout deletes the session and clears the cookie; logout-all ends every
+//! session of the user (every device, every replica within `session.cache_ttl`). Register and login sit
 //! in the `auth` rate tier (5 / 15 min per client), the others in `api`.
 
 use axum::extract::State;
@@ -9,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use http::header::SET_COOKIE;
 use keel::http::json::{ApiJson, GuardedInput};
 use keel::http::rate_limit::Tier;
-use keel::http::session::{CurrentSession, SessionError};
+use keel::http::session::CurrentSession;
 use keel::http::{ApiError, Created, Data};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -18,15 +19,19 @@ use utoipa_axum::routes;
 use super::extract::AuthUser;
 use super::model::{CredentialsRequest, UserView};
 use super::service::AuthError;
-use crate::api::{ApiState, ErrorBody, store_error};
+use crate::api::{ApiState, ErrorBody};
 
-impl GuardedInput for CredentialsRequest {}
+/// An email (≤ 254) and a password (≤ 128 characters) fit in far less than 4 KB.
+impl GuardedInput for CredentialsRequest {
+    const MAX_BODY_BYTES: usize = 4 * 1024;
+}
 
 pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(state.limited(Tier::Auth, routes!(register)))
         .routes(state.limited(Tier::Auth, routes!(login)))
         .routes(state.limited(Tier::Api, routes!(logout)))
+        .routes(state.limited(Tier::Api, routes!(logout_all)))
         .routes(state.limited(Tier::Api, routes!(me)))
 }
 
@@ -36,18 +41,12 @@ impl From<AuthError> for ApiError {
             AuthError::Invalid(fields) => fields.into(),
             AuthError::EmailTaken => ApiError::Conflict("email already registered".into()),
             AuthError::InvalidCredentials => ApiError::Unauthorized,
+            AuthError::Throttled { retry_after_secs } => {
+                ApiError::TooManyRequests { retry_after_secs }
+            }
             AuthError::Hashing(reason) => ApiError::internal(reason),
-            AuthError::Store(e) => store_error(e),
+            AuthError::Store(e) => e.into(),
         }
-    }
-}
-
-/// A session that could not be started or ended: 503 while the database is out of reach
-/// (like every other store error), 500 otherwise.
-fn session_error(e: SessionError) -> ApiError {
-    match e {
-        SessionError::Store(e) => store_error(e),
-        other => ApiError::internal(other),
     }
 }
 
@@ -69,8 +68,7 @@ async fn register(
     let cookie = api
         .sessions
         .start(&user.id.to_hex(), previous.as_ref())
-        .await
-        .map_err(session_error)?;
+        .await?;
     let mut response = Created(UserView::from(&user)).into_response();
     response.headers_mut().insert(SET_COOKIE, cookie);
     Ok(response)
@@ -82,7 +80,7 @@ async fn register(
         (status = 200, description = "Logged in, session cookie set (a new session id)", body = UserView),
         (status = 400, description = "Malformed credentials", body = ErrorBody),
         (status = 401, description = "Invalid email or password", body = ErrorBody),
-        (status = 429, description = "Too many attempts", body = ErrorBody),
+        (status = 429, description = "Too many attempts from this address, or too many failed logins for this account (auth.max_failed_logins); Retry-After says when", body = ErrorBody),
     ))]
 async fn login(
     State(api): State<ApiState>,
@@ -102,14 +100,24 @@ async fn login(
             );
             return Err(ApiError::Unauthorized);
         }
+        Err(AuthError::Throttled { retry_after_secs }) => {
+            keel::evt!(
+                WARN,
+                "security",
+                "loginThrottled",
+                "failure",
+                retry_after_secs,
+                "login refused: too many failed logins for this account"
+            );
+            return Err(ApiError::TooManyRequests { retry_after_secs });
+        }
         Err(e) => return Err(e.into()),
     };
     keel::evt!(INFO, "authentication", "login", "success", user_id = %user.id, "logged in");
     let cookie = api
         .sessions
         .start(&user.id.to_hex(), previous.as_ref())
-        .await
-        .map_err(session_error)?;
+        .await?;
     let mut response = Data(UserView::from(&user)).into_response();
     response.headers_mut().insert(SET_COOKIE, cookie);
     Ok(response)
@@ -129,13 +137,46 @@ struct LoggedOut {
     ),
     security(("session" = [])))]
 async fn logout(State(api): State<ApiState>, user: AuthUser) -> Result<Response, ApiError> {
-    let cookie = api
-        .sessions
-        .end(&user.session)
-        .await
-        .map_err(session_error)?;
+    let cookie = api.sessions.end(&user.session).await?;
     let mut response = Data(LoggedOut { logged_out: true }).into_response();
     response.headers_mut().insert(SET_COOKIE, cookie);
+    Ok(response)
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct LoggedOutEverywhere {
+    /// Sessions ended, this one included.
+    sessions_ended: u64,
+}
+
+/// Ends every session of the user — every device — and clears this cookie. Other replicas
+/// honour it within `session.cache_ttl` (2 s).
+#[utoipa::path(post, path = "/api/auth/logout-all", tag = "auth",
+    responses(
+        (status = 200, description = "Every session ended", body = LoggedOutEverywhere),
+        (status = 401, description = "Not logged in", body = ErrorBody),
+        (status = 403, description = "Cross-origin request refused (CSRF)", body = ErrorBody),
+    ),
+    security(("session" = [])))]
+async fn logout_all(State(api): State<ApiState>, user: AuthUser) -> Result<Response, ApiError> {
+    let ended = api.sessions.end_all(&user.session.user_id).await?;
+    keel::evt!(
+        INFO,
+        "authentication",
+        "logoutEverywhere",
+        "success",
+        user_id = %user.id,
+        sessions_ended = ended,
+        "every session of the user ended"
+    );
+    let mut response = Data(LoggedOutEverywhere {
+        sessions_ended: ended,
+    })
+    .into_response();
+    response
+        .headers_mut()
+        .insert(SET_COOKIE, api.sessions.clearing_cookie());
     Ok(response)
 }
 

@@ -23,7 +23,7 @@ use keel::validation::FieldErrors;
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::model::{Credentials, Password, UserRecord};
-use super::repository::UserRepository;
+use super::repository::{LoginFailureRepository, UserRepository};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -34,6 +34,9 @@ pub enum AuthError {
     /// Unknown email or wrong password: deliberately indistinguishable.
     #[error("invalid email or password")]
     InvalidCredentials,
+    /// Too many failed logins for this account in the current window (`auth.max_failed_logins`).
+    #[error("too many failed logins for this account; retry in {retry_after_secs}s")]
+    Throttled { retry_after_secs: u64 },
     #[error("password hashing failed: {0}")]
     Hashing(String),
     #[error(transparent)]
@@ -43,6 +46,8 @@ pub enum AuthError {
 #[derive(Clone)]
 pub struct AuthService {
     users: UserRepository,
+    login_failures: LoginFailureRepository,
+    max_failed_logins: i64,
     hasher: Arc<Hasher>,
 }
 
@@ -73,6 +78,8 @@ impl AuthService {
         });
         Self {
             users: UserRepository::new(store),
+            login_failures: LoginFailureRepository::new(store, settings.failed_login_window),
+            max_failed_logins: i64::from(settings.max_failed_logins),
             hasher: Arc::new(Hasher {
                 params,
                 permits: Arc::new(Semaphore::new(settings.max_concurrent_hashes.max(1))),
@@ -101,16 +108,39 @@ impl AuthService {
     }
 
     #[tracing::instrument(name = "auth.login", skip_all)]
+    /// Checks the account's failed-login count first: past `auth.max_failed_logins` in the
+    /// window, no password is tried at all (429 until the window ends), for known and unknown
+    /// emails alike, so the answer tells nothing about which accounts exist.
     pub async fn login(&self, credentials: Credentials) -> Result<UserRecord, AuthError> {
-        let user = self.users.find_by_email(&credentials.email).await?;
+        let now = bson::DateTime::now();
+        let email = &credentials.email;
+        let (failures, window_ends) = self.login_failures.current(email, now).await?;
+        if failures >= self.max_failed_logins {
+            let wait_ms = window_ends.timestamp_millis() - now.timestamp_millis();
+            return Err(AuthError::Throttled {
+                retry_after_secs: u64::try_from(wait_ms.max(0))
+                    .unwrap_or(0)
+                    .div_ceil(1000)
+                    .max(1),
+            });
+        }
+        let user = self.users.find_by_email(email).await?;
         let stored_hash = match &user {
             Some(u) => u.password_hash.clone(),
             None => self.dummy_hash().await?,
         };
         let matches = self.verify(credentials.password, stored_hash).await?;
         match user {
-            Some(user) if matches => Ok(user),
-            _ => Err(AuthError::InvalidCredentials),
+            Some(user) if matches => {
+                if failures > 0 {
+                    self.login_failures.clear(email).await?;
+                }
+                Ok(user)
+            }
+            _ => {
+                self.login_failures.record(email, now).await?;
+                Err(AuthError::InvalidCredentials)
+            }
         }
     }
 

@@ -55,10 +55,11 @@ pub fn task_registry(store: &Store, tax_rate: f64) -> TaskRegistry {
 
 pub fn job_handlers(store: &Store, tax_rate: f64) -> JobHandlers {
     let mut handlers = JobHandlers::new();
-    handlers.register(
-        pricing::PROCESS_ORDERS_KIND,
-        process_orders::ProcessOrders::new(store, tax_rate),
-    );
+    let process_orders = process_orders::ProcessOrders::new(store, tax_rate);
+    handlers.register_typed(move |payload: process_orders::ProcessOrdersJob, job, ctx| {
+        let process_orders = process_orders.clone();
+        async move { process_orders.run(payload, job, ctx).await }
+    });
     handlers
 }
 
@@ -80,7 +81,7 @@ pub fn watcher_runtime(
 pub fn watchers(store: &Store, jobs: &JobQueue) -> Vec<Arc<dyn keel::watchers::Watcher>> {
     vec![
         Arc::new(surveys_watcher::SurveysWatcher::new(store)),
-        Arc::new(orders_watcher::OrdersWatcher::new(jobs.clone())),
+        Arc::new(orders_watcher::OrdersWatcher::new(jobs.clone(), store)),
     ]
 }
 

@@ -66,12 +66,12 @@ impl Task for OrderImporter {
                             if self.repository.insert_imported_order(order).await? == Imported::Before {
                                 tracing::info!(inbox_id = %id, "inbox order was imported by an earlier run; removing the copy");
                             }
-                            self.repository.remove_from_inbox(&id).await?;
+                            self.repository.remove_from_inbox(&id, ctx.fence()).await?;
                             summary.processed += 1;
                         }
                         Err(error) => {
                             tracing::warn!(inbox_id = %id, %error, "inbox order is invalid; kept and marked");
-                            self.repository.mark_inbox_invalid(&id, &error).await?;
+                            self.repository.mark_inbox_invalid(&id, &error, ctx.fence()).await?;
                             summary.rejected += 1;
                         }
                     }

@@ -8,21 +8,41 @@ use bson::{Bson, doc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use keel::jobs::{JobQueue, NewJob};
-use keel::store::{ChangeEvent, ChangeOp, WatchOptions};
+use keel::store::{ChangeEvent, ChangeOp, Store, WatchOptions};
 use keel::watchers::{Watcher, WatcherError};
 
-use super::pricing::PROCESS_ORDERS_KIND;
-use super::repository::ORDERS;
+use super::process_orders::ProcessOrdersJob;
+use super::repository::{BackgroundRepository, ORDERS};
 
 pub const ORDERS_WATCHER: &str = "orders";
 
 pub struct OrdersWatcher {
     jobs: JobQueue,
+    repository: BackgroundRepository,
 }
 
 impl OrdersWatcher {
-    pub fn new(jobs: JobQueue) -> Self {
-        OrdersWatcher { jobs }
+    pub fn new(jobs: JobQueue, store: &Store) -> Self {
+        OrdersWatcher {
+            jobs,
+            repository: BackgroundRepository::new(store),
+        }
+    }
+
+    async fn enqueue(&self, order_id: &Bson) -> Result<(), WatcherError> {
+        let id = id_text(order_id);
+        let job = NewJob::of(&ProcessOrdersJob {
+            order_ids: vec![order_id.clone()],
+        })
+        .map_err(|e| WatcherError::handler(e.to_string()))?
+        .idempotency_key(format!("order-{id}"));
+        let enqueued = self
+            .jobs
+            .enqueue(job)
+            .await
+            .map_err(|e| WatcherError::handler(e.to_string()))?;
+        tracing::debug!(order_id = %id, job_id = %enqueued.id, created = enqueued.created, "order queued for pricing");
+        Ok(())
     }
 }
 
@@ -53,17 +73,28 @@ impl Watcher for OrdersWatcher {
     }
 
     fn handle<'a>(&'a self, event: &'a ChangeEvent) -> BoxFuture<'a, Result<(), WatcherError>> {
+        self.enqueue(&event.id).boxed()
+    }
+
+    /// After a gap: every order still pending gets its job (the idempotency key makes the ones
+    /// already queued a no-op).
+    fn catch_up(&self) -> BoxFuture<'_, Result<Option<u64>, WatcherError>> {
         async move {
-            let id = id_text(&event.id);
-            let job = NewJob::new(PROCESS_ORDERS_KIND, doc! { "orderIds": [ event.id.clone() ] })
-                .idempotency_key(format!("order-{id}"));
-            let enqueued = self
-                .jobs
-                .enqueue(job)
-                .await
-                .map_err(|e| WatcherError::handler(e.to_string()))?;
-            tracing::debug!(order_id = %id, job_id = %enqueued.id, created = enqueued.created, "order queued for pricing");
-            Ok(())
+            let (mut after, mut handled) = (None, 0);
+            loop {
+                let ids = self
+                    .repository
+                    .pending_order_ids(after.as_ref(), 100)
+                    .await?;
+                let Some(last) = ids.last().cloned() else {
+                    return Ok(Some(handled));
+                };
+                for id in &ids {
+                    self.enqueue(id).await?;
+                    handled += 1;
+                }
+                after = Some(last);
+            }
         }
         .boxed()
     }

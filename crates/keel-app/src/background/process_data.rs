@@ -59,14 +59,16 @@ impl Task for ProcessData {
                         Ok((slug, price_cents)) => {
                             if self
                                 .repository
-                                .mark_item_processed(id, &slug, price_cents)
+                                .mark_item_processed(id, &slug, price_cents, ctx.fence())
                                 .await?
                             {
                                 summary.processed += 1;
                             }
                         }
                         Err(error) => {
-                            self.repository.mark_item_rejected(id, &error).await?;
+                            self.repository
+                                .mark_item_rejected(id, &error, ctx.fence())
+                                .await?;
                             summary.rejected += 1;
                         }
                     }

@@ -6,11 +6,10 @@
 //! Re-running a batch is harmless: only orders still `pending` are loaded and marked.
 
 use bson::{Bson, Document, doc};
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use keel::jobs::{Job, JobHandler, JobRunContext};
+use keel::jobs::{Job, JobKind, JobRunContext};
 use keel::store::{Store, StoreError};
 use keel::workers::{WorkerError, Workers};
+use serde::{Deserialize, Serialize};
 
 use super::orders_watcher::id_text;
 use super::pricing::{LineToPrice, OrderToPrice, PROCESS_ORDERS_KIND, PricingBatch, PricingResult};
@@ -27,6 +26,18 @@ pub enum ProcessOrdersError {
     Encoding(String),
 }
 
+/// The durable job: price these orders. Its kind and payload shape live here only; the
+/// orders watcher enqueues it with `NewJob::of`, `job_handlers` registers its handler by type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessOrdersJob {
+    pub order_ids: Vec<Bson>,
+}
+
+impl JobKind for ProcessOrdersJob {
+    const KIND: &'static str = PROCESS_ORDERS_KIND;
+}
+
 #[derive(Clone)]
 pub struct ProcessOrders {
     repository: BackgroundRepository,
@@ -41,13 +52,14 @@ impl ProcessOrders {
         }
     }
 
-    async fn price(&self, job: Job, ctx: JobRunContext) -> Result<Option<Document>, String> {
-        let ids: Vec<Bson> = job
-            .payload
-            .get_array("orderIds")
-            .map_err(|_| "payload needs orderIds: [...]".to_owned())?
-            .clone();
-        self.process(&job.id, &ids, None, &ctx.workers)
+    /// The handler of `ProcessOrdersJob`.
+    pub async fn run(
+        &self,
+        payload: ProcessOrdersJob,
+        job: Job,
+        ctx: JobRunContext,
+    ) -> Result<Option<Document>, String> {
+        self.process(&job.id, &payload.order_ids, None, &ctx.workers)
             .await
             .map(Some)
             .map_err(|e| e.to_string())
@@ -99,17 +111,6 @@ impl ProcessOrders {
         Ok(
             doc! { "batchId": &result.batch_id, "processed": i64::from(result.processed), "errors": errors },
         )
-    }
-}
-
-impl JobHandler for ProcessOrders {
-    fn run(
-        &self,
-        job: Job,
-        ctx: JobRunContext,
-    ) -> BoxFuture<'static, Result<Option<Document>, String>> {
-        let this = self.clone();
-        async move { this.price(job, ctx).await }.boxed()
     }
 }
 

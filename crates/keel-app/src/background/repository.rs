@@ -3,6 +3,7 @@
 //! away from, so a replay or a second replica finds nothing to do.
 
 use bson::{Bson, Document, doc};
+use keel::lock::{Fence, fenced};
 use keel::store::{
     Collection, FindOneAndUpdateOptions, FindOptions, ReturnDocument, Store, StoreError,
     StoreResult, UpdateOptions,
@@ -50,35 +51,42 @@ impl BackgroundRepository {
             .await
     }
 
-    /// Marks an item processed with its enrichment, unless a concurrent run already did.
+    /// Marks an item processed with its enrichment, unless a concurrent run already did or a
+    /// newer holder of the task's lock wrote it (`fence`).
     pub async fn mark_item_processed(
         &self,
         id: &Bson,
         slug: &str,
         price_cents: i64,
+        fence: Option<&Fence>,
     ) -> StoreResult<bool> {
         let now = bson::DateTime::now();
-        let update = doc! { "$set": { "slug": slug, "priceCents": price_cents, "processed": true, "processedAt": now } };
+        let (filter, update) = fenced(
+            fence,
+            doc! { "_id": id, "processed": { "$exists": false } },
+            doc! { "$set": { "slug": slug, "priceCents": price_cents, "processed": true, "processedAt": now } },
+        );
         let result = self
             .items
-            .update_one(
-                doc! { "_id": id, "processed": { "$exists": false } },
-                update,
-                UpdateOptions::default(),
-            )
+            .update_one(filter, update, UpdateOptions::default())
             .await?;
         Ok(result.modified == 1)
     }
 
     /// Sets an item aside: `processed: false` with the reason, so it is not picked again.
-    pub async fn mark_item_rejected(&self, id: &Bson, error: &str) -> StoreResult<()> {
-        let update = doc! { "$set": { "processed": false, "processError": error, "processedAt": bson::DateTime::now() } };
+    pub async fn mark_item_rejected(
+        &self,
+        id: &Bson,
+        error: &str,
+        fence: Option<&Fence>,
+    ) -> StoreResult<()> {
+        let (filter, update) = fenced(
+            fence,
+            doc! { "_id": id, "processed": { "$exists": false } },
+            doc! { "$set": { "processed": false, "processError": error, "processedAt": bson::DateTime::now() } },
+        );
         self.items
-            .update_one(
-                doc! { "_id": id, "processed": { "$exists": false } },
-                update,
-                UpdateOptions::default(),
-            )
+            .update_one(filter, update, UpdateOptions::default())
             .await?;
         Ok(())
     }
@@ -103,16 +111,30 @@ impl BackgroundRepository {
         }
     }
 
-    pub async fn remove_from_inbox(&self, id: &Bson) -> StoreResult<()> {
-        self.inbox.delete_one(doc! { "_id": id }).await.map(|_| ())
+    /// Deletes an imported inbox document, unless a newer holder of the importer's lock has
+    /// written it since (`fence`).
+    pub async fn remove_from_inbox(&self, id: &Bson, fence: Option<&Fence>) -> StoreResult<()> {
+        let filter = match fence {
+            Some(fence) => fence.guard(doc! { "_id": id }),
+            None => doc! { "_id": id },
+        };
+        self.inbox.delete_one(filter).await.map(|_| ())
     }
 
     /// Keeps an invalid inbox document, marked with why it was not imported.
-    pub async fn mark_inbox_invalid(&self, id: &Bson, error: &str) -> StoreResult<()> {
-        let update =
-            doc! { "$set": { "importError": error, "importFailedAt": bson::DateTime::now() } };
+    pub async fn mark_inbox_invalid(
+        &self,
+        id: &Bson,
+        error: &str,
+        fence: Option<&Fence>,
+    ) -> StoreResult<()> {
+        let (filter, update) = fenced(
+            fence,
+            doc! { "_id": id },
+            doc! { "$set": { "importError": error, "importFailedAt": bson::DateTime::now() } },
+        );
         self.inbox
-            .update_one(doc! { "_id": id }, update, UpdateOptions::default())
+            .update_one(filter, update, UpdateOptions::default())
             .await
             .map(|_| ())
     }
@@ -132,6 +154,15 @@ impl BackgroundRepository {
         self.orders.find(filter, FindOptions::default()).await
     }
 
+    /// `_id`s of pending orders after `after`, in `_id` order (the orders watcher's catch-up).
+    pub async fn pending_order_ids(
+        &self,
+        after: Option<&Bson>,
+        limit: i64,
+    ) -> StoreResult<Vec<Bson>> {
+        ids_after(&self.orders, doc! { "status": "pending" }, after, limit).await
+    }
+
     /// Records the pricing and moves the order on, if it is still pending.
     pub async fn mark_order_priced(&self, id: &Bson, pricing: Document) -> StoreResult<bool> {
         let update = doc! { "$set": { "status": "processed", "pricing": pricing, "processedAt": bson::DateTime::now() } };
@@ -147,6 +178,17 @@ impl BackgroundRepository {
     }
 
     // surveys (surveys watcher)
+
+    /// `_id`s of completed, unclaimed surveys after `after`, in `_id` order (the surveys
+    /// watcher's catch-up).
+    pub async fn completed_unclaimed_survey_ids(
+        &self,
+        after: Option<&Bson>,
+        limit: i64,
+    ) -> StoreResult<Vec<Bson>> {
+        let filter = doc! { "status": "completed", "processed": false };
+        ids_after(&self.surveys, filter, after, limit).await
+    }
 
     /// Claims a completed, unprocessed survey: `processed: false → true` in one atomic step.
     /// `None` when it was not completed, or someone (a replay, another replica) claimed it first.
@@ -205,4 +247,23 @@ pub fn count(document: &Document, key: &str) -> i64 {
         Some(Bson::Double(f)) if f.is_finite() => *f as i64,
         _ => 0,
     }
+}
+
+/// One page of the `_id`s matching `filter`, after `after`, in `_id` order.
+async fn ids_after(
+    collection: &Collection,
+    mut filter: Document,
+    after: Option<&Bson>,
+    limit: i64,
+) -> StoreResult<Vec<Bson>> {
+    if let Some(after) = after {
+        filter.insert("_id", doc! { "$gt": after.clone() });
+    }
+    let options = FindOptions::default().sort(doc! { "_id": 1 }).limit(limit);
+    Ok(collection
+        .find(filter, options)
+        .await?
+        .into_iter()
+        .filter_map(|d| d.get("_id").cloned())
+        .collect())
 }

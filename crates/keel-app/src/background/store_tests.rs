@@ -111,3 +111,187 @@ async fn two_surveys_watchers_count_a_completed_survey_once() {
     assert_eq!(stats.get_i64("promoters").ok(), Some(1));
     assert_eq!(stats.get_f64("nps").ok(), Some(100.0));
 }
+
+/// A holder of the importer's lock that paused past its lease (GC pause, partition) wakes up
+/// and deletes an inbox document its successor has meanwhile set aside: the fence refuses it.
+#[tokio::test]
+async fn a_stale_lock_holders_write_is_refused_by_the_fence() {
+    use std::time::{Duration, Instant};
+
+    use keel::lock::{Locks, Renewal};
+
+    use super::repository::BackgroundRepository;
+
+    let (store, _dir) = store().await;
+    let inbox = store.collection("orders_inbox");
+    inbox
+        .insert_one(doc! { "_id": "x9", "lines": "none" })
+        .await
+        .expect("insert");
+    let ttl = Duration::from_millis(200);
+    let stale = Locks::new(&store)
+        .acquire_with("order-importer", ttl, Renewal::Manual)
+        .await
+        .expect("acquire")
+        .expect("a free lock is taken");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let successor = loop {
+        if let Some(lease) = Locks::new(&store)
+            .acquire("order-importer", ttl)
+            .await
+            .expect("acquire")
+        {
+            break lease;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the expired lock was never taken over"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert!(stale.is_lost());
+    assert!(successor.token() > stale.token());
+
+    let repository = BackgroundRepository::new(&store);
+    repository
+        .mark_inbox_invalid(
+            &Bson::from("x9"),
+            "lines must be an array",
+            Some(&successor.fence()),
+        )
+        .await
+        .expect("the successor's write");
+    repository
+        .remove_from_inbox(&Bson::from("x9"), Some(&stale.fence()))
+        .await
+        .expect("the stale write runs");
+    let kept = inbox
+        .find_one(doc! { "_id": "x9" }, FindOptions::default())
+        .await
+        .expect("find")
+        .expect("the stale holder's delete matched nothing");
+    assert_eq!(
+        kept.get_str("importError").ok(),
+        Some("lines must be an array")
+    );
+
+    // The current holder's own writes still go through.
+    repository
+        .remove_from_inbox(&Bson::from("x9"), Some(&successor.fence()))
+        .await
+        .expect("delete");
+    assert_eq!(inbox.count(doc! {}).await.expect("count"), 0);
+}
+
+/// The surveys watcher was down while the change log moved past its saved position: the feed
+/// cannot replay the gap, so the watcher reopens from now and catches up by query.
+#[tokio::test]
+async fn a_watcher_behind_the_change_log_catches_up_by_query() {
+    use std::time::{Duration, Instant};
+
+    use futures::StreamExt;
+    use keel::store::{StoreError, WatchOptions};
+    use keel::watchers::{Offsets, WatcherRuntime, WatcherState, WatchersConfig};
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = DatabaseConfig {
+        url: Secret::new(format!("embedded://{}", dir.path().display())),
+        change_retention_events: 3,
+        ttl_sweep_interval_ms: 50,
+        ..DatabaseConfig::default()
+    };
+    let store = Store::connect(&config).await.expect("embedded store");
+    let surveys = store.collection("surveys");
+    // The position the watcher saved before it went down.
+    let mut feed = surveys.watch(WatchOptions::default()).await.expect("watch");
+    surveys
+        .insert_one(doc! { "_id": "s-0", "status": "open", "processed": false })
+        .await
+        .expect("insert");
+    let saved = feed
+        .next()
+        .await
+        .expect("an event")
+        .expect("an event")
+        .resume_token;
+    drop(feed);
+    Offsets::new(&store)
+        .save("surveys", &saved)
+        .await
+        .expect("save the position");
+    // While it is down: three completions among enough writes to trim the change log.
+    for n in 1..=10 {
+        let status = if n % 3 == 0 { "completed" } else { "open" };
+        surveys
+            .insert_one(
+                doc! { "_id": format!("s-{n}"), "status": status, "score": 10, "processed": false },
+            )
+            .await
+            .expect("insert");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stale = WatchOptions {
+        resume_after: Some(saved),
+        ..WatchOptions::default()
+    };
+    while !matches!(
+        surveys.watch(stale.clone()).await,
+        Err(StoreError::ResumeTokenExpired)
+    ) {
+        assert!(
+            Instant::now() < deadline,
+            "the change log was never trimmed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut runtime = WatcherRuntime::new(&store, WatchersConfig::default());
+    runtime.register(SurveysWatcher::new(&store));
+    let health = runtime.health();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(runtime.run(stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let claimed = surveys
+            .count(doc! { "status": "completed", "processed": true })
+            .await
+            .expect("count");
+        if claimed == 3 && health.state("surveys") == Some(WatcherState::Running) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gap's completions were not caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let responses: i64 = store
+        .collection("survey_stats")
+        .find(doc! {}, FindOptions::default())
+        .await
+        .expect("stats")
+        .iter()
+        .map(|day| day.get_i64("responses").unwrap_or(0))
+        .sum();
+    assert_eq!(responses, 3, "each completion counted once");
+    // And it follows the feed from now on.
+    surveys
+        .insert_one(doc! { "_id": "s-11", "status": "completed", "score": 0, "processed": false })
+        .await
+        .expect("insert");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while surveys
+        .count(doc! { "_id": "s-11", "processed": true })
+        .await
+        .expect("count")
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a new completion was not handled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    task.await.expect("the runtime stops");
+}

@@ -88,6 +88,29 @@ impl Watcher for SurveysWatcher {
     fn handle<'a>(&'a self, event: &'a ChangeEvent) -> BoxFuture<'a, Result<(), WatcherError>> {
         self.process(&event.id).boxed()
     }
+
+    /// After a gap: every completed survey not yet claimed is processed (the claim keeps one
+    /// counted once, should its event also arrive).
+    fn catch_up(&self) -> BoxFuture<'_, Result<Option<u64>, WatcherError>> {
+        async move {
+            let (mut after, mut handled) = (None, 0);
+            loop {
+                let ids = self
+                    .repository
+                    .completed_unclaimed_survey_ids(after.as_ref(), 100)
+                    .await?;
+                let Some(last) = ids.last().cloned() else {
+                    return Ok(Some(handled));
+                };
+                for id in &ids {
+                    self.process(id).await?;
+                    handled += 1;
+                }
+                after = Some(last);
+            }
+        }
+        .boxed()
+    }
 }
 
 /// Promoter 9–10, passive 7–8, detractor 0–6; `None` outside 0–10.

@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use super::model::{BrandView, CreateBrandRequest};
 use super::service::BrandError;
-use crate::api::{ApiState, ErrorBody, store_error};
+use crate::api::{ApiState, ErrorBody};
 use crate::auth::extract::AuthUser;
 
 impl GuardedInput for CreateBrandRequest {}
@@ -27,7 +27,7 @@ impl From<BrandError> for ApiError {
             BrandError::NameTaken => {
                 ApiError::Conflict("a brand with this name already exists".into())
             }
-            BrandError::Store(e) => store_error(e),
+            BrandError::Store(e) => e.into(),
         }
     }
 }

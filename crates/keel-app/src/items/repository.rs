@@ -35,6 +35,10 @@ impl ItemRepository {
             IndexDecl::new(ITEMS, IndexSpec::new(doc! {"brand": 1})),
             IndexDecl::new(ITEMS, IndexSpec::new(doc! {"price": 1})),
             IndexDecl::new(ITEMS, IndexSpec::new(doc! {"processed": 1})),
+            // The listing's sort orders (`sort_document`), each read in either direction.
+            IndexDecl::new(ITEMS, IndexSpec::new(doc! {"name": 1, "_id": 1})),
+            IndexDecl::new(ITEMS, IndexSpec::new(doc! {"price": 1, "_id": 1})),
+            IndexDecl::new(ITEMS, IndexSpec::new(doc! {"createdAt": 1, "_id": 1})),
         ]
     }
 
@@ -99,21 +103,23 @@ fn list_filter(query: &ItemQuery) -> Document {
 }
 
 fn sort_document(sort: ItemSort) -> Document {
-    // `_id` breaks ties so pages never overlap or skip items with equal keys.
+    // `_id` breaks ties so pages never overlap or skip items with equal keys. It follows the
+    // direction of the first key, so each order is one index read forwards or backwards
+    // (`indexes()` declares them; MongoDB never sorts a listing in memory).
     match sort {
         ItemSort::Inserted => doc! {"_id": 1},
         ItemSort::NameAscending => doc! {"name": 1, "_id": 1},
-        ItemSort::NameDescending => doc! {"name": -1, "_id": 1},
+        ItemSort::NameDescending => doc! {"name": -1, "_id": -1},
         ItemSort::PriceAscending => doc! {"price": 1, "_id": 1},
-        ItemSort::PriceDescending => doc! {"price": -1, "_id": 1},
+        ItemSort::PriceDescending => doc! {"price": -1, "_id": -1},
         ItemSort::OldestFirst => doc! {"createdAt": 1, "_id": 1},
-        ItemSort::NewestFirst => doc! {"createdAt": -1, "_id": 1},
+        ItemSort::NewestFirst => doc! {"createdAt": -1, "_id": -1},
     }
 }
 
 /// Conditions on the same field merge into one operator document (`{price: {$gt: 1, $lt: 9}}`);
 /// a plain equality becomes `$eq`, so the result is always `{field: {op: value}}`.
-fn data_filter_document(filter: &DataFilter) -> Document {
+pub(crate) fn data_filter_document(filter: &DataFilter) -> Document {
     let mut out = Document::new();
     for condition in &filter.0 {
         let operand = match &condition.operand {

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use super::filter::{self, GetDataRequest};
 use super::model::{CreateItemRequest, ItemListQuery, ItemView};
 use super::service::ItemError;
-use crate::api::{ApiState, ErrorBody, store_error};
+use crate::api::{ApiState, ErrorBody};
 use crate::auth::extract::AuthUser;
 
 impl GuardedInput for CreateItemRequest {}
@@ -42,7 +42,7 @@ impl From<ItemError> for ApiError {
             ItemError::Invalid(fields) => fields.into(),
             e @ ItemError::BrandNotUsable(_) => ApiError::Unprocessable(e.to_string()),
             ItemError::NotFound => ApiError::NotFound("item".into()),
-            ItemError::Store(e) => store_error(e),
+            ItemError::Store(e) => e.into(),
         }
     }
 }

@@ -25,6 +25,8 @@ impl OrderRepository {
     pub fn indexes() -> Vec<IndexDecl> {
         vec![
             IndexDecl::new(ORDERS, IndexSpec::new(doc! {"userId": 1, "status": 1})),
+            // The caller's listing, newest first (its sort is read from the index).
+            IndexDecl::new(ORDERS, IndexSpec::new(doc! {"userId": 1, "_id": -1})),
             IndexDecl::new(ORDERS, IndexSpec::new(doc! {"status": 1})),
         ]
     }

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::model::{CreateOrderRequest, OrderListQuery, OrderStatus, OrderView};
 use super::service::OrderError;
-use crate::api::{ApiState, ErrorBody, store_error};
+use crate::api::{ApiState, ErrorBody};
 use crate::auth::extract::AuthUser;
 use crate::background::process_orders::ProcessOrdersError;
 use crate::paging::{Limit, Skip};
@@ -85,7 +85,7 @@ async fn process_orders(
         .await
         .map_err(|e| match e {
             ProcessOrdersError::Worker(e) => ApiError::from(e),
-            ProcessOrdersError::Store(e) => store_error(e),
+            ProcessOrdersError::Store(e) => e.into(),
             other => ApiError::internal(other.to_string()),
         })?;
     let json = serde_json::to_value(&result).map_err(ApiError::internal)?;
@@ -97,7 +97,7 @@ impl From<OrderError> for ApiError {
         match e {
             OrderError::Invalid(fields) => fields.into(),
             OrderError::NotFound => ApiError::NotFound("order".into()),
-            OrderError::Store(e) => store_error(e),
+            OrderError::Store(e) => e.into(),
         }
     }
 }

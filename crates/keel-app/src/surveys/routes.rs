@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 
 use super::model::{CompleteSurveyRequest, CreateSurveyRequest, SurveyStatView, SurveyView};
 use super::service::SurveyError;
-use crate::api::{ApiState, ErrorBody, store_error};
+use crate::api::{ApiState, ErrorBody};
 use crate::auth::extract::AuthUser;
 
 impl GuardedInput for CreateSurveyRequest {}
@@ -30,7 +30,7 @@ impl From<SurveyError> for ApiError {
             SurveyError::Invalid(fields) => fields.into(),
             SurveyError::NotFound => ApiError::NotFound("survey".into()),
             SurveyError::AlreadyCompleted => ApiError::Conflict("survey already completed".into()),
-            SurveyError::Store(e) => store_error(e),
+            SurveyError::Store(e) => e.into(),
         }
     }
 }

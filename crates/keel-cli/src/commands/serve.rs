@@ -190,6 +190,7 @@ async fn serve(config: Config, roles: Vec<Role>, reload: Reload) -> anyhow::Resu
     let drain_timeout = config.server.shutdown_timeout;
     let address = SocketAddr::new(config.server.host, config.server.port);
     let reuse_port = config.server.reuse_port;
+    let limits = keel::http::ConnectionLimits::from(&config.server);
     let platform = Platform::new(config, shutdown.clone(), Some(store.clone()));
     if reachable.is_err() {
         wait_for_database(&platform, store, database);
@@ -210,6 +211,7 @@ async fn serve(config: Config, roles: Vec<Role>, reload: Reload) -> anyhow::Resu
         app.router,
         shutdown.clone(),
         drain_timeout,
+        limits,
     ));
 
     let signal = tokio::select! {

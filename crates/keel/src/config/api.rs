@@ -19,6 +19,11 @@ pub struct AuthConfig {
     pub argon2_parallelism: u32,
     /// Hashes allowed to run at once; each holds `argon2_memory_kib` of memory.
     pub max_concurrent_hashes: usize,
+    /// Failed logins allowed per account (email) per `failed_login_window`; past it, logins for
+    /// that email answer 429 until the window ends, whatever address they come from.
+    pub max_failed_logins: u32,
+    #[serde(with = "units::duration")]
+    pub failed_login_window: Duration,
 }
 
 impl Default for AuthConfig {
@@ -28,6 +33,8 @@ impl Default for AuthConfig {
             argon2_iterations: 2,
             argon2_parallelism: 1,
             max_concurrent_hashes: 4,
+            max_failed_logins: 10,
+            failed_login_window: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -121,6 +128,15 @@ pub(super) fn problems(
         problems.push((
             "auth.max_concurrent_hashes".into(),
             "must be at least 1".into(),
+        ));
+    }
+    if auth.max_failed_logins == 0 {
+        problems.push(("auth.max_failed_logins".into(), "must be at least 1".into()));
+    }
+    if auth.failed_login_window < Duration::from_secs(1) {
+        problems.push((
+            "auth.failed_login_window".into(),
+            "must be at least 1s".into(),
         ));
     }
     for (name, tier) in [

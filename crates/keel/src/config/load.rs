@@ -15,7 +15,7 @@ use config::{File, FileFormat, Value, ValueKind};
 use super::{Config, Environment};
 
 /// Keys whose value is a secret: readable from `KEEL_X__Y_FILE`, never echoed in an error.
-const SECRET_KEYS: &[&str] = &["session.secret", "database.url"];
+use crate::secrets::startup::SECRET_KEYS;
 /// Tables keyed by names the operator chooses (`[tasks.NAME]`): each entry is checked as one
 /// value, since no default lists the names.
 const OPEN_TABLES: &[&str] = &["tasks"];

@@ -125,6 +125,16 @@ pub struct ServerConfig {
     /// Largest request body accepted (413 above).
     #[serde(with = "units::byte_size")]
     pub body_limit: u64,
+    /// A request head must arrive in full within this time of keel waiting for it (on a new
+    /// connection, and after each response on a keep-alive one); slower clients are cut off.
+    #[serde(with = "units::duration")]
+    pub header_read_timeout: Duration,
+    /// A connection that moves no bytes for this long is closed (a running request first
+    /// finishes).
+    #[serde(with = "units::duration")]
+    pub idle_timeout: Duration,
+    /// Open connections at most; past it new clients wait in the kernel's listen queue.
+    pub max_connections: usize,
     /// Peers whose `X-Forwarded-For` is believed (load balancers, reverse proxies).
     pub trusted_proxies: Vec<IpRange>,
     /// Origins allowed by CORS (`https://app.example.com`); `*` only in development.
@@ -142,6 +152,9 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             body_limit: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
             reuse_port: cfg!(target_os = "linux"),
@@ -155,8 +168,12 @@ pub struct SessionConfig {
     /// Key for signing and encrypting sessions: at least 32 bytes, required in production.
     pub secret: Option<Secret>,
     pub cookie_name: String,
+    /// Sliding lifetime: a session unused this long expires (activity extends it).
     #[serde(with = "units::duration")]
     pub ttl: Duration,
+    /// Absolute lifetime: a session ends this long after login however active it is.
+    #[serde(with = "units::duration")]
+    pub absolute_ttl: Duration,
     /// Lazy touch: an active session's expiry is pushed forward at most this often.
     #[serde(with = "units::duration")]
     pub touch_after: Duration,
@@ -175,6 +192,7 @@ impl Default for SessionConfig {
             secret: None,
             cookie_name: "sessionId".to_owned(),
             ttl: Duration::from_secs(24 * 3600),
+            absolute_ttl: Duration::from_secs(7 * 24 * 3600),
             touch_after: Duration::from_secs(3600),
             cache_ttl: Duration::from_secs(2),
             cache_capacity: 10_000,
@@ -266,6 +284,18 @@ impl Config {
         if self.server.body_limit == 0 {
             problem("server.body_limit", "must be more than 0 bytes".to_owned());
         }
+        if self.server.header_read_timeout.is_zero() {
+            problem(
+                "server.header_read_timeout",
+                "must be more than 0s".to_owned(),
+            );
+        }
+        if self.server.idle_timeout.is_zero() {
+            problem("server.idle_timeout", "must be more than 0s".to_owned());
+        }
+        if self.server.max_connections == 0 {
+            problem("server.max_connections", "must be at least 1".to_owned());
+        }
         for origin in &self.server.cors_origins {
             if origin == "*" {
                 if self.env != Environment::Development {
@@ -296,6 +326,12 @@ impl Config {
         }
         if self.session.ttl.is_zero() {
             problem("session.ttl", "must be more than 0s".to_owned());
+        }
+        if self.session.absolute_ttl < self.session.ttl {
+            problem(
+                "session.absolute_ttl",
+                "must be at least session.ttl".to_owned(),
+            );
         }
         if self.session.cache_ttl > Duration::from_secs(60) {
             problem(

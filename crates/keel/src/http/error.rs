@@ -197,6 +197,34 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A store failure at the HTTP boundary, the one conversion every route and layer uses: a
+/// store that cannot answer now (down, failing over, shutting down) is 503 `unavailable`, for
+/// the client to retry; anything else is ours (500, cause logged).
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        match error {
+            crate::store::StoreError::Unavailable { reason } => {
+                tracing::warn!(reason = %reason, "store unavailable");
+                ApiError::Unavailable {
+                    message: "the database is unavailable, retry later".into(),
+                    details: None,
+                }
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// Sessions fail as their store does; their own failures (encryption) are ours.
+impl From<super::session::SessionError> for ApiError {
+    fn from(error: super::session::SessionError) -> Self {
+        match error {
+            super::session::SessionError::Store(e) => e.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 /// Worker pool outcomes as HTTP: a full queue is back-pressure (503 + `Retry-After`), a job's
 /// own failure is the client's (422), anything else is ours (500, logged).
 impl From<crate::workers::WorkerError> for ApiError {
@@ -225,6 +253,31 @@ mod tests {
             .await
             .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_answer_is_503_and_any_other_store_failure_500() {
+        use crate::store::StoreError;
+        let down = StoreError::Unavailable {
+            reason: "no primary at db-0.internal".into(),
+        };
+        let (status, body) = body_of(ApiError::from(down.clone())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "unavailable");
+        assert!(
+            !body.to_string().contains("db-0.internal"),
+            "no host in the answer"
+        );
+        let session = crate::http::session::SessionError::Store(down);
+        assert_eq!(
+            ApiError::from(session).into_response().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let broken = ApiError::from(StoreError::Backend("corrupt page".into()));
+        assert_eq!(
+            broken.into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[tokio::test]

@@ -10,9 +10,16 @@
 //! the client may retry. Records expire after 24 h (TTL index on `createdAt`; a record past
 //! that age but not yet swept is treated as absent).
 //!
+//! The handler and the recording of its outcome run in a task of their own: a request that is
+//! cancelled after claiming its key (the client went away, the request timeout answered 503)
+//! still finishes and stores its response, so the client's retry gets it replayed — never a
+//! key stuck `in_progress` that answers 409 for 24 h, nor a duplicate under a new key. A claim
+//! still `in_progress` after [`ABANDONED_AFTER`] (its process died mid-request) is taken over.
+//!
 //! Requests without the header, or without a logged-in user (the route's auth answers 401),
 //! pass through untouched.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
@@ -20,8 +27,10 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bson::{Binary, Document, doc, spec::BinarySubtype};
+use futures::FutureExt;
 use http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use super::ApiError;
 use super::session::CurrentSession;
@@ -32,6 +41,10 @@ pub const HEADER: &str = "idempotency-key";
 pub const MAX_KEY_LEN: usize = 255;
 /// How long a key is remembered.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// An `in_progress` claim this old belongs to a request whose process died: taken over. Far
+/// above any creating request's run time (they are bounded by `server.request_timeout`'s
+/// order of magnitude; the handler itself is not cut off, see above).
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(5 * 60);
 
 /// The `idempotency_keys` collection.
 #[derive(Clone)]
@@ -88,7 +101,7 @@ impl IdempotencyKeys {
             else {
                 continue; // deleted in between (expired or a failed first attempt): claim again
             };
-            if is_expired(&existing) {
+            if is_expired(&existing) || is_abandoned(&existing) {
                 self.keys
                     .delete_one(doc! {"_id": existing.get("_id").cloned().unwrap_or_default()})
                     .await?;
@@ -132,12 +145,27 @@ impl IdempotencyKeys {
     }
 }
 
+fn is_abandoned(record: &Document) -> bool {
+    record.get_str("state").ok() == Some("in_progress")
+        && age_ms(record) >= ABANDONED_AFTER.as_millis() as i64
+}
+
+fn age_ms(record: &Document) -> i64 {
+    match record.get_datetime("createdAt") {
+        Ok(created) => bson::DateTime::now().timestamp_millis() - created.timestamp_millis(),
+        Err(_) => i64::MAX,
+    }
+}
+
 fn is_expired(record: &Document) -> bool {
-    let Ok(created) = record.get_datetime("createdAt") else {
-        return true;
-    };
-    let age_ms = bson::DateTime::now().timestamp_millis() - created.timestamp_millis();
-    age_ms >= RETENTION.as_millis() as i64
+    age_ms(record) >= RETENTION.as_millis() as i64
+}
+
+/// The key of an `Idempotency-Key` header: 1 to `MAX_KEY_LEN` visible ASCII characters.
+pub(crate) fn parse_key(raw: &HeaderValue) -> Option<String> {
+    let key = raw.to_str().ok()?;
+    (!key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| key.to_owned())
 }
 
 /// Middleware for the routes that create things.
@@ -149,21 +177,12 @@ pub async fn idempotency(
     let Some(raw_key) = request.headers().get(HEADER) else {
         return next.run(request).await;
     };
-    let key = match raw_key.to_str() {
-        Ok(k)
-            if !k.is_empty()
-                && k.len() <= MAX_KEY_LEN
-                && k.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            k.to_owned()
-        }
-        _ => {
-            return ApiError::Validation(vec![super::FieldError::new(
-                "Idempotency-Key",
-                format!("must be 1-{MAX_KEY_LEN} visible ASCII characters"),
-            )])
-            .into_response();
-        }
+    let Some(key) = parse_key(raw_key) else {
+        return ApiError::Validation(vec![super::FieldError::new(
+            "Idempotency-Key",
+            format!("must be 1-{MAX_KEY_LEN} visible ASCII characters"),
+        )])
+        .into_response();
     };
     let user_id = match request.extensions().get::<CurrentSession>() {
         Some(CurrentSession(Some(session))) => session.user_id.clone(),
@@ -178,16 +197,42 @@ pub async fn idempotency(
     match keys.claim(&user_id, &key, &fingerprint).await {
         Ok(None) => {}
         Ok(Some(existing)) => return answer_existing(&existing, &fingerprint),
-        Err(e) => return ApiError::internal(e).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     }
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    // Detached from this future: if the request is cancelled from here on, the work still
+    // completes and its outcome is recorded (see the module comment).
+    let request = Request::from_parts(parts, Body::from(bytes));
+    let work = async move {
+        match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+            Ok(response) => Ok(record_outcome(&keys, &user_id, &key, response).await),
+            Err(panic) => {
+                if let Err(e) = keys.release(&user_id, &key).await {
+                    tracing::error!(error = %e, "releasing the idempotency key after a panic failed");
+                }
+                Err(panic)
+            }
+        }
+    };
+    match tokio::spawn(work.instrument(tracing::Span::current())).await {
+        Ok(Ok(response)) => response,
+        // The chassis's catch-panic layer answers it, as for any handler.
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(e) => ApiError::internal(format!("the request's task failed: {e}")).into_response(),
+    }
+}
+
+/// Stores a replayable response under the key, or releases the key for a retry.
+async fn record_outcome(
+    keys: &IdempotencyKeys,
+    user_id: &str,
+    key: &str,
+    response: Response,
+) -> Response {
     let (parts, body) = response.into_parts();
     let bytes = match to_bytes(body, usize::MAX).await {
         Ok(bytes) => bytes,
         Err(e) => {
-            let _ = keys.release(&user_id, &key).await;
+            let _ = keys.release(user_id, key).await;
             return ApiError::internal(format!("reading the response body: {e}")).into_response();
         }
     };
@@ -197,10 +242,10 @@ pub async fn idempotency(
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json");
-        keys.complete(&user_id, &key, parts.status, &bytes, content_type)
+        keys.complete(user_id, key, parts.status, &bytes, content_type)
             .await
     } else {
-        keys.release(&user_id, &key).await
+        keys.release(user_id, key).await
     };
     if let Err(e) = outcome {
         // The handler's work is done; losing the record only weakens a later retry.
@@ -209,7 +254,7 @@ pub async fn idempotency(
     Response::from_parts(parts, Body::from(bytes))
 }
 
-fn answer_existing(existing: &Document, fingerprint: &str) -> Response {
+pub(crate) fn answer_existing(existing: &Document, fingerprint: &str) -> Response {
     if existing.get_str("fingerprint").ok() != Some(fingerprint) {
         return ApiError::Unprocessable(
             "Idempotency-Key was already used with a different request".into(),
@@ -257,7 +302,7 @@ fn is_replayable(status: StatusCode) -> bool {
         ))
 }
 
-fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
+pub(crate) fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(method.as_bytes());
     hasher.update(b" ");
@@ -306,5 +351,153 @@ mod tests {
         let replay = answer_existing(&done, "abc");
         assert_eq!(replay.status(), StatusCode::CREATED);
         assert_eq!(replay.headers()["idempotency-replayed"], "true");
+    }
+
+    /// A creating route that takes `WORK` and counts what it created, behind the middleware
+    /// and a stand-in for the session layer; on a fresh embedded store.
+    mod end_to_end {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use axum::Router;
+        use axum::middleware::{from_fn, from_fn_with_state};
+        use axum::routing::post;
+        use tower::ServiceExt;
+
+        use super::super::*;
+        use crate::http::session::ActiveSession;
+        use crate::secrets::Secret;
+
+        const WORK: Duration = Duration::from_millis(300);
+
+        async fn app() -> (tempfile::TempDir, Router, Arc<AtomicUsize>, Collection) {
+            let dir = tempfile::tempdir().unwrap();
+            let config = crate::store::DatabaseConfig {
+                url: Secret::new(format!("embedded://{}", dir.path().display())),
+                ..Default::default()
+            };
+            let store = Store::connect(&config).await.unwrap();
+            for (collection, spec) in IdempotencyKeys::indexes() {
+                store
+                    .collection(collection)
+                    .create_index(spec)
+                    .await
+                    .unwrap();
+            }
+            let created = Arc::new(AtomicUsize::new(0));
+            let counter = created.clone();
+            let router = Router::new()
+                .route(
+                    "/things",
+                    post(move || {
+                        let counter = counter.clone();
+                        async move {
+                            tokio::time::sleep(WORK).await;
+                            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                            (StatusCode::CREATED, format!("{{\"thing\":{n}}}"))
+                        }
+                    }),
+                )
+                .layer(from_fn_with_state(
+                    IdempotencyKeys::new(&store),
+                    idempotency,
+                ))
+                .layer(from_fn(|mut request: Request, next: Next| async move {
+                    request
+                        .extensions_mut()
+                        .insert(CurrentSession(Some(ActiveSession::for_tests("user-1"))));
+                    next.run(request).await
+                }));
+            (dir, router, created, store.collection(IDEMPOTENCY_KEYS))
+        }
+
+        fn create(key: &str) -> Request {
+            Request::post("/things")
+                .header(HEADER, key)
+                .body(Body::from("{}"))
+                .unwrap()
+        }
+
+        async fn body_text(response: Response) -> String {
+            String::from_utf8(
+                to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap()
+                    .to_vec(),
+            )
+            .unwrap()
+        }
+
+        #[tokio::test]
+        async fn a_cancelled_request_still_completes_and_its_retry_is_replayed() {
+            let (_dir, app, created, keys) = app().await;
+            // The client gives up (or the request timeout fires) while the handler runs.
+            let cancelled =
+                tokio::time::timeout(WORK / 3, app.clone().oneshot(create("k-1"))).await;
+            assert!(cancelled.is_err(), "the request was cancelled mid-way");
+
+            // Retries: 409 while the first is still running, then its response, replayed.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let replay = loop {
+                let response = app.clone().oneshot(create("k-1")).await.unwrap();
+                if response.status() != StatusCode::CONFLICT {
+                    break response;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the key stayed in progress"
+                );
+                tokio::time::sleep(WORK / 10).await;
+            };
+            assert_eq!(replay.status(), StatusCode::CREATED);
+            assert_eq!(replay.headers()["idempotency-replayed"], "true");
+            assert_eq!(body_text(replay).await, "{\"thing\":1}");
+            assert_eq!(created.load(Ordering::SeqCst), 1, "created exactly once");
+            let record = keys
+                .find_one(doc! {"key": "k-1"}, FindOptions::default())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(record.get_str("state").unwrap(), "done");
+        }
+
+        #[tokio::test]
+        async fn two_concurrent_identical_requests_create_one_thing() {
+            let (_dir, app, created, _keys) = app().await;
+            let (a, b) = tokio::join!(
+                app.clone().oneshot(create("k-2")),
+                app.clone().oneshot(create("k-2"))
+            );
+            let mut statuses = [a.unwrap().status(), b.unwrap().status()];
+            statuses.sort();
+            assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CONFLICT]);
+            let again = app.clone().oneshot(create("k-2")).await.unwrap();
+            assert_eq!(again.status(), StatusCode::CREATED);
+            assert_eq!(again.headers()["idempotency-replayed"], "true");
+            assert_eq!(created.load(Ordering::SeqCst), 1);
+        }
+
+        #[tokio::test]
+        async fn a_claim_left_in_progress_by_a_dead_process_is_taken_over() {
+            let (_dir, app, created, keys) = app().await;
+            let long_ago = bson::DateTime::from_millis(
+                bson::DateTime::now().timestamp_millis()
+                    - ABANDONED_AFTER.as_millis() as i64
+                    - 1000,
+            );
+            keys.insert_one(doc! {
+                "userId": "user-1",
+                "key": "k-3",
+                "fingerprint": fingerprint("POST", "/things", b"{}"),
+                "state": "in_progress",
+                "createdAt": long_ago,
+            })
+            .await
+            .unwrap();
+            let response = app.clone().oneshot(create("k-3")).await.unwrap();
+            assert_eq!(response.status(), StatusCode::CREATED);
+            assert!(response.headers().get("idempotency-replayed").is_none());
+            assert_eq!(created.load(Ordering::SeqCst), 1);
+        }
     }
 }

@@ -25,34 +25,34 @@ pub mod idempotency;
 pub mod json;
 pub mod listen;
 pub mod observe;
+pub mod operator;
 pub mod probes;
 pub mod protect;
 pub mod rate_limit;
 pub mod reloadable;
 pub mod request_id;
 pub mod response;
+pub mod server;
 pub mod session;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 pub use error::{ApiError, FieldError};
 pub use observe::ClientIp;
+pub use operator::OperatorAccess;
 pub use request_id::RequestId;
 pub use response::{Created, Data, List};
+pub use server::{ConnectionLimits, serve};
 
 use crate::Platform;
 use crate::config::{Config, IpRange};
-use crate::shutdown::Shutdown;
 
 /// Wraps `router` (all application routes, already merged) in keel's middleware stack, with
 /// the settings of `config` fixed for the router's life.
@@ -107,37 +107,4 @@ where
         // The chassis's own limit (step 9) replaces axum's 2 MB extractor default.
         .layer(DefaultBodyLimit::disable())
         .layer(stack)
-}
-
-/// Serves `app` on `listener` until shutdown is triggered, then stops accepting (the listener
-/// closes, new connections are refused) and lets in-flight requests finish for at most
-/// `drain_timeout`. Returns when all connections are done or the deadline passed.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: Shutdown,
-    drain_timeout: Duration,
-) -> std::io::Result<()> {
-    let token = shutdown.token();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { token.cancelled().await })
-    .into_future();
-    tokio::pin!(server);
-    let drain_deadline = async {
-        shutdown.triggered().await;
-        tokio::time::sleep(drain_timeout).await;
-    };
-    tokio::select! {
-        result = &mut server => result,
-        _ = drain_deadline => {
-            tracing::warn!(
-                drain_timeout_ms = drain_timeout.as_millis() as u64,
-                "in-flight requests still running at the shutdown deadline; abandoning them"
-            );
-            Ok(())
-        }
-    }
 }

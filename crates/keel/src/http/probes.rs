@@ -1,25 +1,31 @@
 //! `GET /api/health` (liveness: the process answers; no I/O, never limited) and
 //! `GET /api/ready` (readiness: every reported component and probe is up; 503 otherwise).
+//! Why a component is down (probe errors can name database hosts) is told only to operators
+//! (`operator.rs`: the host itself or the `metrics.token` holder); others get the status.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::operator::OperatorAccess;
 use crate::readiness::Readiness;
 
 /// How long each readiness probe may take before it counts as down.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn routes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> Router<S> {
+pub fn routes<S: Clone + Send + Sync + 'static>(
+    readiness: Readiness,
+    operators: OperatorAccess,
+) -> Router<S> {
     Router::new()
         .route("/api/health", get(health))
         .route("/api/ready", get(ready))
-        .with_state(readiness)
+        .with_state((readiness, operators))
 }
 
 async fn health() -> Json<Value> {
@@ -29,15 +35,21 @@ async fn health() -> Json<Value> {
     }))
 }
 
-async fn ready(State(readiness): State<Readiness>) -> Result<Json<Value>, ApiError> {
+async fn ready(
+    State((readiness, operators)): State<(Readiness, OperatorAccess)>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
     let report = readiness.check(PROBE_TIMEOUT).await;
     if report.ready {
         return Ok(Json(
             json!({ "status": "ready", "components": report.components }),
         ));
     }
+    let details = operators
+        .allows(&request)
+        .then(|| json!({ "down": report.down(), "components": report.components }));
     Err(ApiError::Unavailable {
         message: "not ready".to_owned(),
-        details: Some(json!({ "down": report.down(), "components": report.components })),
+        details,
     })
 }

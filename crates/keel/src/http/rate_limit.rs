@@ -241,7 +241,7 @@ fn client_key(request: &Request, tier: Tier) -> ClientKey {
         return ClientKey::User(session.user_id.clone());
     }
     match request.extensions().get::<ClientIp>() {
-        Some(ClientIp(ip)) => ClientKey::Ip(rate_key_address(*ip)),
+        Some(ClientIp(ip)) => ClientKey::Ip(client_address(*ip)),
         None => ClientKey::Unknown,
     }
 }
@@ -249,7 +249,7 @@ fn client_key(request: &Request, tier: Tier) -> ClientKey {
 /// The address a client is counted by: an IPv4 address as it is, an IPv6 one by its /64 (one
 /// subscriber's network hands out a whole /64; keyed by full address, every request could come
 /// from a fresh one).
-fn rate_key_address(ip: IpAddr) -> IpAddr {
+pub fn client_address(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -298,15 +298,15 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(rate_key_address(a), rate_key_address(b));
-        assert_ne!(rate_key_address(a), rate_key_address(other));
+        assert_eq!(client_address(a), client_address(b));
+        assert_ne!(client_address(a), client_address(other));
         let mapped: IpAddr = "::ffff:203.0.113.5".parse().unwrap();
         assert_eq!(
-            rate_key_address(mapped),
+            client_address(mapped),
             "203.0.113.5".parse::<IpAddr>().unwrap()
         );
         let v4: IpAddr = "203.0.113.5".parse().unwrap();
-        assert_eq!(rate_key_address(v4), v4);
+        assert_eq!(client_address(v4), v4);
     }
 
     #[test]

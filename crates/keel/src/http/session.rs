@@ -13,6 +13,13 @@
 //!   `session.secret`; the record id is the associated data, so a ciphertext moved to another
 //!   record does not decrypt.
 //! - Expiry is enforced on every load (`expiresAt`) and by a TTL index that deletes the record.
+//!   Two lifetimes: sliding (`session.ttl`, 24 h, extended by activity) and absolute
+//!   (`session.absolute_ttl`, 7 days from login, never extended): `expiresAt` never passes
+//!   `absoluteExpiresAt`.
+//! - "Log out everywhere" (`end_all`) deletes every record of a user, found by `userKey`, an
+//!   HMAC of the user id under a key derived from the secret (the id itself stays encrypted).
+//! - Several cookies of the session's name (a stale one from another path or subdomain): the
+//!   first that names a usable session wins; at most three are tried.
 //! - Lazy touch: an active session's expiry is pushed forward at most once per
 //!   `session.touch_after`, so a busy client costs one write per interval, not per request.
 //! - Login starts a new session (new token; the previous record is deleted): no fixation.
@@ -40,7 +47,7 @@ use super::ApiError;
 use crate::secrets::Secret;
 use crate::store::{Collection, FindOptions, IndexSpec, Store, StoreError, UpdateOptions};
 use cache::SessionCache;
-use crypto::{SessionCipher, SessionData, new_token, record_id, session_token};
+use crypto::{SessionCipher, SessionData, new_token, record_id, session_tokens};
 
 pub const SESSIONS: &str = "sessions";
 /// The cookie's default name (the guides' `name: 'sessionId'`); `session.cookie_name` sets it.
@@ -50,7 +57,10 @@ pub const DEFAULT_COOKIE_NAME: &str = "sessionId";
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub cookie_name: String,
+    /// Sliding lifetime (`session.ttl`).
     pub max_age: Duration,
+    /// Absolute lifetime from login (`session.absolute_ttl`).
+    pub absolute_max_age: Duration,
     pub touch_after: Duration,
     /// Sets `Secure` on the cookie (production).
     pub secure_cookie: bool,
@@ -65,6 +75,7 @@ impl Default for SessionSettings {
         Self {
             cookie_name: DEFAULT_COOKIE_NAME.to_string(),
             max_age: Duration::from_secs(24 * 3600),
+            absolute_max_age: Duration::from_secs(7 * 24 * 3600),
             touch_after: Duration::from_secs(3600),
             secure_cookie: false,
             cache_ttl: Duration::from_secs(2),
@@ -87,7 +98,23 @@ pub struct ActiveSession {
     record_id: String,
     pub user_id: String,
     pub expires_at: bson::DateTime,
+    /// The end of its absolute lifetime: `expires_at` never moves past it.
+    absolute_expires_at: bson::DateTime,
     touched_at: bson::DateTime,
+}
+
+#[cfg(test)]
+impl ActiveSession {
+    /// A session of `user_id`, for middleware tests that need a logged-in request.
+    pub(crate) fn for_tests(user_id: &str) -> Self {
+        ActiveSession {
+            record_id: "test-record".to_owned(),
+            user_id: user_id.to_owned(),
+            expires_at: bson::DateTime::MAX,
+            absolute_expires_at: bson::DateTime::MAX,
+            touched_at: bson::DateTime::now(),
+        }
+    }
 }
 
 /// Extractor: the request's session, or `None` when not logged in.
@@ -125,6 +152,7 @@ impl SessionSettings {
         Self {
             cookie_name: config.session.cookie_name.clone(),
             max_age: config.session.ttl,
+            absolute_max_age: config.session.absolute_ttl,
             touch_after: config.session.touch_after,
             secure_cookie: config.env.is_production(),
             cache_ttl: config.session.cache_ttl,
@@ -145,12 +173,16 @@ impl SessionManager {
         }
     }
 
-    /// Expired records are deleted by the store (TTL on `expiresAt`, expire after 0 s).
-    pub fn index() -> (&'static str, IndexSpec) {
-        (
-            SESSIONS,
-            IndexSpec::new(doc! {"expiresAt": 1}).ttl(Duration::ZERO),
-        )
+    /// Expired records are deleted by the store (TTL on `expiresAt`, expire after 0 s); a
+    /// user's records are found by `userKey` (log out everywhere).
+    pub fn indexes() -> Vec<(&'static str, IndexSpec)> {
+        vec![
+            (
+                SESSIONS,
+                IndexSpec::new(doc! {"expiresAt": 1}).ttl(Duration::ZERO),
+            ),
+            (SESSIONS, IndexSpec::new(doc! {"userKey": 1})),
+        ]
     }
 
     pub fn settings(&self) -> &SessionSettings {
@@ -161,10 +193,29 @@ impl SessionManager {
     /// that cannot answer is an error, never "not logged in" (which would answer 401 to a
     /// logged-in user and record a false authentication failure).
     pub async fn load(&self, headers: &HeaderMap) -> Result<Option<ActiveSession>, SessionError> {
-        let Some(token) = session_token(headers, &self.inner.settings.cookie_name) else {
-            return Ok(None);
-        };
-        let record_id = record_id(&token);
+        Ok(self
+            .load_with_token(headers)
+            .await?
+            .map(|(session, _)| session))
+    }
+
+    /// `load`, with the cookie token that named the session. Of several cookies of the
+    /// session's name (a stale one at another path or domain beside the current one), the
+    /// first that names a usable session wins; at most `MAX_SESSION_COOKIES` are tried.
+    async fn load_with_token(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<(ActiveSession, String)>, SessionError> {
+        for token in session_tokens(headers, &self.inner.settings.cookie_name) {
+            if let Some(session) = self.load_token(&token).await? {
+                return Ok(Some((session, token)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn load_token(&self, token: &str) -> Result<Option<ActiveSession>, SessionError> {
+        let record_id = record_id(token);
         let now = bson::DateTime::now();
         if let Some(cached) = self.inner.cache.get(&record_id, Instant::now()) {
             if cached.expires_at <= now {
@@ -203,7 +254,12 @@ impl SessionManager {
         now: bson::DateTime,
     ) -> Option<ActiveSession> {
         let record = record?;
-        let expires_at = record.get_datetime("expiresAt").ok().copied()?;
+        // Records from before absolute lifetimes count theirs from `createdAt`.
+        let absolute_expires_at = match record.get_datetime("absoluteExpiresAt") {
+            Ok(at) => *at,
+            Err(_) => self.absolute_expiry_from(*record.get_datetime("createdAt").ok()?),
+        };
+        let expires_at = (*record.get_datetime("expiresAt").ok()?).min(absolute_expires_at);
         if expires_at <= now {
             return None;
         }
@@ -229,6 +285,7 @@ impl SessionManager {
             record_id,
             user_id: data.user_id,
             expires_at,
+            absolute_expires_at,
             touched_at,
         })
     }
@@ -256,17 +313,35 @@ impl SessionManager {
         };
         let plaintext = serde_json::to_vec(&data).map_err(|_| SessionError::Crypto)?;
         let sealed = self.inner.cipher.seal(&record_id, &plaintext)?;
+        let absolute = self.absolute_expiry_from(now);
         self.inner
             .sessions
             .insert_one(doc! {
                 "_id": &record_id,
                 "data": Binary { subtype: BinarySubtype::Generic, bytes: sealed },
+                "userKey": self.inner.cipher.user_key(user_id),
                 "createdAt": now,
                 "touchedAt": now,
-                "expiresAt": self.expiry_from(now),
+                "expiresAt": self.expiry_from(now).min(absolute),
+                "absoluteExpiresAt": absolute,
             })
             .await?;
-        Ok(self.cookie(&token))
+        Ok(self.cookie(&token, absolute))
+    }
+
+    /// Ends every session of `user_id` ("log out everywhere"): on this replica at once, on
+    /// others within `session.cache_ttl`. Returns how many were ended.
+    pub async fn end_all(&self, user_id: &str) -> Result<u64, SessionError> {
+        self.inner.cache.remove_user(user_id);
+        let ended = self
+            .inner
+            .sessions
+            .delete_many(doc! {"userKey": self.inner.cipher.user_key(user_id)})
+            .await?;
+        // A request of this user that read its session from the store just now may have
+        // cached it again meanwhile: drop it once more.
+        self.inner.cache.remove_user(user_id);
+        Ok(ended)
     }
 
     /// Deletes the session; returns the `Set-Cookie` value that clears the cookie.
@@ -287,13 +362,19 @@ impl SessionManager {
         if since_ms < self.inner.settings.touch_after.as_millis() as i64 {
             return Ok(false);
         }
-        let expires_at = self.expiry_from(now);
+        let expires_at = self.expiry_from(now).min(session.absolute_expires_at);
+        // `userKey` and `absoluteExpiresAt` too: records from before they existed gain them.
         let updated = self
             .inner
             .sessions
             .update_one(
                 doc! {"_id": &session.record_id},
-                doc! {"$set": {"touchedAt": now, "expiresAt": expires_at}},
+                doc! {"$set": {
+                    "touchedAt": now,
+                    "expiresAt": expires_at,
+                    "absoluteExpiresAt": session.absolute_expires_at,
+                    "userKey": self.inner.cipher.user_key(&session.user_id),
+                }},
                 UpdateOptions::default(),
             )
             .await?;
@@ -308,17 +389,21 @@ impl SessionManager {
         Ok(true)
     }
 
-    /// The cookie for a token, as sent on login and on each touch.
-    fn cookie(&self, token: &str) -> HeaderValue {
+    /// The cookie for a token, as sent on login and on each touch: it lives `session.ttl`,
+    /// never past the session's absolute end.
+    fn cookie(&self, token: &str, absolute_expires_at: bson::DateTime) -> HeaderValue {
         let secure = if self.inner.settings.secure_cookie {
             "; Secure"
         } else {
             ""
         };
+        let left_ms =
+            absolute_expires_at.timestamp_millis() - bson::DateTime::now().timestamp_millis();
+        let left_secs = u64::try_from(left_ms.max(0) / 1000).unwrap_or(0);
         let value = format!(
             "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
             self.inner.settings.cookie_name,
-            self.inner.settings.max_age.as_secs()
+            self.inner.settings.max_age.as_secs().min(left_secs)
         );
         // Token is base64url and the rest is ASCII: always a valid header value.
         HeaderValue::from_str(&value).unwrap_or_else(|_| self.clearing_cookie())
@@ -338,10 +423,17 @@ impl SessionManager {
     }
 
     fn expiry_from(&self, now: bson::DateTime) -> bson::DateTime {
-        let max_age_ms =
-            i64::try_from(self.inner.settings.max_age.as_millis()).unwrap_or(i64::MAX / 2);
-        bson::DateTime::from_millis(now.timestamp_millis().saturating_add(max_age_ms))
+        after(now, self.inner.settings.max_age)
     }
+
+    fn absolute_expiry_from(&self, created: bson::DateTime) -> bson::DateTime {
+        after(created, self.inner.settings.absolute_max_age)
+    }
+}
+
+fn after(at: bson::DateTime, duration: Duration) -> bson::DateTime {
+    let ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 2);
+    bson::DateTime::from_millis(at.timestamp_millis().saturating_add(ms))
 }
 
 /// Middleware: resolves the session once, lazily touches it, and makes it available to
@@ -351,29 +443,22 @@ pub async fn session_layer(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let session = match sessions.load(request.headers()).await {
-        Ok(session) => session,
+    let loaded = match sessions.load_with_token(request.headers()).await {
+        Ok(loaded) => loaded,
         Err(e) => {
             tracing::error!(error = %e, "session lookup failed");
-            return ApiError::Unavailable {
-                message: "sessions cannot be checked now, retry later".into(),
-                details: None,
-            }
-            .into_response();
+            return ApiError::from(e).into_response();
         }
     };
     let mut refreshed_cookie = None;
-    if let Some(active) = &session {
+    if let Some((active, token)) = &loaded {
         match sessions.touch_if_due(active).await {
-            Ok(true) => {
-                refreshed_cookie =
-                    session_token(request.headers(), &sessions.inner.settings.cookie_name)
-                        .map(|t| sessions.cookie(&t));
-            }
+            Ok(true) => refreshed_cookie = Some(sessions.cookie(token, active.absolute_expires_at)),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "session touch failed"),
         }
     }
+    let session = loaded.map(|(session, _)| session);
     request.extensions_mut().insert(CurrentSession(session));
     let mut response = next.run(request).await;
     // A handler that set its own cookie (login, logout) wins over the refresh.
@@ -386,6 +471,6 @@ pub async fn session_layer(
 }
 
 mod cache;
-mod crypto;
+pub(crate) mod crypto;
 #[cfg(test)]
 mod tests;

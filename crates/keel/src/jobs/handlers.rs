@@ -9,11 +9,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use std::future::Future;
+
 use bson::Document;
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use super::Job;
+use super::{Job, JobKind};
 use crate::workers::Workers;
 
 /// What a handler may use while it runs one job.
@@ -64,6 +67,25 @@ impl JobHandlers {
     pub fn register(&mut self, kind: &str, handler: impl JobHandler) -> &mut Self {
         self.handlers.insert(kind.to_owned(), Arc::new(handler));
         self
+    }
+
+    /// Registers `handler` for the job type `J`: it gets the payload decoded as `J` (a payload
+    /// that is not one fails the attempt with the reason, like any handler error).
+    pub fn register_typed<J, F, Fut>(&mut self, handler: F) -> &mut Self
+    where
+        J: JobKind,
+        F: Fn(J, Job, JobRunContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<Document>, String>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.register(J::KIND, move |job: Job, ctx: JobRunContext| {
+            let handler = Arc::clone(&handler);
+            async move {
+                let payload = job.payload_as::<J>()?;
+                handler(payload, job, ctx).await
+            }
+            .boxed()
+        })
     }
 
     pub fn get(&self, kind: &str) -> Option<Arc<dyn JobHandler>> {

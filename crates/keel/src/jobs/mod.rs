@@ -104,7 +104,30 @@ pub struct Job {
     pub finished_at: Option<bson::DateTime>,
 }
 
-/// A job to enqueue: `NewJob::new(kind, payload)` plus the optional settings.
+/// A durable job as a type: its kind name and its payload's shape, declared once. Enqueue a
+/// value with `NewJob::of(&job)`; register its handler with `JobHandlers::register_typed`,
+/// which hands it the decoded value.
+///
+/// ```ignore
+/// #[derive(Serialize, Deserialize)]
+/// #[serde(rename_all = "camelCase")]
+/// struct ProcessOrdersJob { order_ids: Vec<Bson> }
+/// impl JobKind for ProcessOrdersJob { const KIND: &'static str = "process-orders"; }
+/// ```
+pub trait JobKind: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {
+    const KIND: &'static str;
+}
+
+impl Job {
+    /// The payload as the job type `J` (the kind is not checked: handlers are registered by it).
+    pub fn payload_as<J: JobKind>(&self) -> Result<J, String> {
+        bson::deserialize_from_document(self.payload.clone())
+            .map_err(|e| format!("the payload is not a {} job: {e}", J::KIND))
+    }
+}
+
+/// A job to enqueue: `NewJob::of(&typed)` (or `NewJob::new(kind, payload)`) plus the optional
+/// settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
     pub kind: String,
@@ -117,6 +140,13 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// The job `job`, of kind `J::KIND`, its payload serialized from the value.
+    pub fn of<J: JobKind>(job: &J) -> Result<Self, JobError> {
+        let payload = bson::serialize_to_document(job)
+            .map_err(|e| JobError::Invalid(format!("{} payload: {e}", J::KIND)))?;
+        Ok(Self::new(J::KIND, payload))
+    }
+
     pub fn new(kind: impl Into<String>, payload: Document) -> Self {
         Self {
             kind: kind.into(),

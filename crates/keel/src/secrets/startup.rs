@@ -16,7 +16,7 @@ use super::vault::{VaultConfig, VaultProvider};
 use crate::config::{Config, Problem};
 
 /// The configuration keys that are secrets (and the names providers know them by).
-pub const SECRET_KEYS: &[&str] = &["session.secret", "database.url"];
+pub const SECRET_KEYS: &[&str] = &["session.secret", "database.url", "metrics.token"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,6 +92,7 @@ pub async fn fill_from_provider(
         match *key {
             "session.secret" => config.session.secret = Some(value),
             "database.url" => config.database.url = value,
+            "metrics.token" => config.metrics.token = Some(value),
             other => unreachable!("SECRET_KEYS lists {other} without a field"),
         }
         filled.push(*key);

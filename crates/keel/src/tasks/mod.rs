@@ -24,6 +24,7 @@ pub use progress::Progress;
 pub use runner::{RunOutcome, RunRequest, TASK_RUNS_COLLECTION, TaskRunner, Trigger};
 pub use scheduler::Scheduler;
 
+use crate::lock::Fence;
 use crate::store::StoreError;
 
 /// A task: its name, and its work.
@@ -74,7 +75,7 @@ pub struct TaskContext {
     name: String,
     shutdown: CancellationToken,
     lock_lost: Option<CancellationToken>,
-    fencing_token: Option<i64>,
+    fence: Option<Fence>,
     progress: Progress,
     config: TaskConfig,
 }
@@ -87,7 +88,7 @@ impl TaskContext {
             name: name.to_owned(),
             shutdown: cancel,
             lock_lost: None,
-            fencing_token: None,
+            fence: None,
             progress: Progress::quiet(name),
             config,
         }
@@ -128,7 +129,12 @@ impl TaskContext {
 
     /// The lock's fencing token (`None` for a `--force` run, which holds no lock).
     pub fn fencing_token(&self) -> Option<i64> {
-        self.fencing_token
+        self.fence.as_ref().map(Fence::token)
+    }
+
+    /// The lock's fence for the task's writes (`lock::Fence`; `None` for a `--force` run).
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
     }
 
     /// The task's own setting `key` from `[tasks.NAME]`, or `None` when absent.

@@ -302,7 +302,7 @@ impl TaskRunner {
             name: name.clone(),
             shutdown: self.shutdown.clone(),
             lock_lost: lease.map(Lease::lost),
-            fencing_token: lease.map(Lease::token),
+            fence: lease.map(Lease::fence),
             progress: Progress::new(&name, config.progress_every, request.progress_bar),
             config,
         };

@@ -15,6 +15,9 @@ pub struct WatchersConfig {
     pub backoff_base_ms: u64,
     /// Longest restart delay.
     pub backoff_max_ms: u64,
+    /// Times a handler may fail on one event before the event is set aside in
+    /// `watcher_poison_events` and the watcher moves past it.
+    pub max_event_attempts: u32,
 }
 
 impl Default for WatchersConfig {
@@ -22,6 +25,7 @@ impl Default for WatchersConfig {
         Self {
             backoff_base_ms: 500,
             backoff_max_ms: 30_000,
+            max_event_attempts: 5,
         }
     }
 }
@@ -47,6 +51,12 @@ impl WatchersConfig {
             problems.push(Problem::new(
                 "watchers.backoff_max_ms",
                 "must not be below watchers.backoff_base_ms",
+            ));
+        }
+        if self.max_event_attempts == 0 {
+            problems.push(Problem::new(
+                "watchers.max_event_attempts",
+                "must be at least 1",
             ));
         }
         problems

@@ -18,6 +18,10 @@ pub enum WatcherState {
     Running,
     /// Failed `attempt` times in a row; waiting out its backoff.
     Restarting { attempt: u32, error: String },
+    /// Its handler failed on one event `attempt` times; retrying it after a backoff until
+    /// `watchers.max_event_attempts`, then setting it aside. Not down: one bad event must not
+    /// take a replica out of its load balancer.
+    RetryingEvent { attempt: u32, error: String },
     /// Shut down.
     Stopped,
 }
@@ -25,7 +29,9 @@ pub enum WatcherState {
 impl WatcherState {
     fn is_down(&self) -> bool {
         match self {
-            WatcherState::Starting | WatcherState::Running => false,
+            WatcherState::Starting | WatcherState::Running | WatcherState::RetryingEvent { .. } => {
+                false
+            }
             WatcherState::Restarting { attempt, .. } => *attempt >= 2,
             WatcherState::Stopped => true,
         }
@@ -136,5 +142,17 @@ mod tests {
         health.set("a", WatcherState::Running);
         health.set("b", WatcherState::Stopped);
         assert_eq!(health.problems(), vec!["watcher b is stopped"]);
+        health.set(
+            "a",
+            WatcherState::RetryingEvent {
+                attempt: 4,
+                error: "bad document".into(),
+            },
+        );
+        assert_eq!(
+            health.problems(),
+            vec!["watcher b is stopped"],
+            "retrying one event is not an outage"
+        );
     }
 }

@@ -15,11 +15,17 @@
 //!   therefore makes its effect happen once by an atomic claim in the store (e.g. update
 //!   `processed: false → true` and act only when the claim matched).
 //! - **readiness**: each watcher reports its state into `WatcherHealth`; `/api/ready` is 503 while
-//!   a watcher failed again after its backoff (see `health.rs`).
+//!   a watcher failed again after its backoff (see `health.rs`) — not while it retries one event.
+//! - **poison events**: an event its handler fails on `watchers.max_event_attempts` times is
+//!   recorded in `watcher_poison_events` (with the error) and skipped (`poison.rs`).
+//! - **gaps**: a saved position older than the change feed reaches back is a loud error event
+//!   (`evt watcher/watcherGap`, `keel_watcher_gaps_total`); the watcher reopens its feed from
+//!   now and runs its `catch_up` query over the documents the gap could have touched.
 
 mod config;
 mod health;
 mod offsets;
+mod poison;
 mod runtime;
 
 use futures::future::BoxFuture;
@@ -27,6 +33,7 @@ use futures::future::BoxFuture;
 pub use config::WatchersConfig;
 pub use health::{WatcherHealth, WatcherState};
 pub use offsets::{OFFSETS_COLLECTION, Offsets};
+pub use poison::POISON_COLLECTION;
 pub use runtime::WatcherRuntime;
 
 use crate::store::{ChangeEvent, StoreError, WatchOptions};
@@ -60,6 +67,16 @@ pub trait Watcher: Send + Sync + 'static {
     }
 
     /// Handles one change. `Ok` moves the saved position past it; `Err` restarts the watcher and
-    /// the event comes again, so the effect must be idempotent (claim, then act).
+    /// the event comes again, so the effect must be idempotent (claim, then act). After
+    /// `watchers.max_event_attempts` failures on one event it is set aside (`poison.rs`).
     fn handle<'a>(&'a self, event: &'a ChangeEvent) -> BoxFuture<'a, Result<(), WatcherError>>;
+
+    /// Catches up after a gap: called when the saved position is older than the change feed
+    /// reaches back (`ResumeTokenExpired`), right after the feed reopened from now, so events
+    /// from then on are not missed either. It should find, by query, every document the missed
+    /// events would have been about and handle it as `handle` would (idempotently); returns how
+    /// many it handled. The default has no way to and says so: the gap's events stay missed.
+    fn catch_up(&self) -> BoxFuture<'_, Result<Option<u64>, WatcherError>> {
+        Box::pin(async { Ok(None) })
+    }
 }

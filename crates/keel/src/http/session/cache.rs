@@ -98,6 +98,13 @@ impl SessionCache {
         }
     }
 
+    /// Forgets every session of `user_id` (log out everywhere).
+    pub(super) fn remove_user(&self, user_id: &str) {
+        if !self.is_disabled() {
+            self.lock().retain(|_, e| e.session.user_id != user_id);
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.lock().len()
@@ -113,6 +120,7 @@ mod tests {
             record_id: id.to_owned(),
             user_id: format!("user-{id}"),
             expires_at: bson::DateTime::MAX,
+            absolute_expires_at: bson::DateTime::MAX,
             touched_at: bson::DateTime::now(),
         }
     }

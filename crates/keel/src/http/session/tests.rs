@@ -67,7 +67,10 @@ fn only_well_formed_session_cookies_are_read() {
         COOKIE,
         HeaderValue::from_str(&format!("theme=dark; sessionId={token}; x=1")).unwrap(),
     );
-    assert_eq!(session_token(&headers, DEFAULT_COOKIE_NAME), Some(token));
+    assert_eq!(
+        session_tokens(&headers, DEFAULT_COOKIE_NAME),
+        vec![token.clone()]
+    );
     for bad in [
         "sessionId=short",
         "sessionId=",
@@ -76,8 +79,27 @@ fn only_well_formed_session_cookies_are_read() {
     ] {
         let mut headers = HeaderMap::new();
         headers.insert(COOKIE, HeaderValue::from_str(bad).unwrap());
-        assert_eq!(session_token(&headers, DEFAULT_COOKIE_NAME), None, "{bad}");
+        assert!(
+            session_tokens(&headers, DEFAULT_COOKIE_NAME).is_empty(),
+            "{bad}"
+        );
     }
+    // Several of the name: all well-formed ones, in order, at most three.
+    let tokens: Vec<String> = (0..5).map(|_| new_token()).collect();
+    let mut headers = HeaderMap::new();
+    let cookie = tokens
+        .iter()
+        .map(|t| format!("sessionId={t}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    headers.insert(
+        COOKIE,
+        HeaderValue::from_str(&format!("sessionId=bad; {cookie}")).unwrap(),
+    );
+    assert_eq!(
+        session_tokens(&headers, DEFAULT_COOKIE_NAME),
+        tokens[..3].to_vec()
+    );
 }
 
 #[test]
@@ -96,6 +118,16 @@ fn record_ids_are_hashes_of_tokens() {
 
 /// Two managers on one store stand for two replicas of keel on one database.
 async fn two_replicas(cache_ttl: Duration) -> (tempfile::TempDir, SessionManager, SessionManager) {
+    two_replicas_with(SessionSettings {
+        cache_ttl,
+        ..SessionSettings::default()
+    })
+    .await
+}
+
+async fn two_replicas_with(
+    settings: SessionSettings,
+) -> (tempfile::TempDir, SessionManager, SessionManager) {
     let dir = tempfile::tempdir().unwrap();
     let config = crate::store::DatabaseConfig {
         url: Secret::new(format!("embedded://{}", dir.path().display())),
@@ -103,10 +135,6 @@ async fn two_replicas(cache_ttl: Duration) -> (tempfile::TempDir, SessionManager
     };
     let store = Store::connect(&config).await.unwrap();
     let secret = Secret::new("replica-test-secret-0123456789abcdef");
-    let settings = SessionSettings {
-        cache_ttl,
-        ..SessionSettings::default()
-    };
     let a = SessionManager::new(&store, &secret, settings.clone());
     let b = SessionManager::new(&store, &secret, settings);
     (dir, a, b)
@@ -161,4 +189,72 @@ async fn an_expired_session_is_refused_even_while_cached() {
     let past = bson::DateTime::from_millis(1);
     a.inner.cache.touched(&session.record_id, past, past);
     assert!(a.load(&headers).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_session_still_ends_at_its_absolute_lifetime() {
+    let (_dir, a, _b) = two_replicas_with(SessionSettings {
+        max_age: Duration::from_secs(3600),
+        absolute_max_age: Duration::from_secs(2),
+        touch_after: Duration::ZERO,
+        cache_ttl: Duration::ZERO,
+        ..SessionSettings::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let set_cookie = a.start("user-1", None).await.unwrap();
+    let max_age: u64 = set_cookie
+        .to_str()
+        .unwrap()
+        .split("Max-Age=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        max_age <= 2,
+        "the cookie does not outlive the session: {set_cookie:?}"
+    );
+    let headers = request_headers(&set_cookie);
+    // Used (and touched, which slides the expiry) continuously: it still ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Some(session) = a.load(&headers).await.unwrap() {
+        a.touch_if_due(&session).await.unwrap();
+        assert!(session.expires_at <= session.absolute_expires_at);
+        assert!(std::time::Instant::now() < deadline, "never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_everywhere_ends_every_session_of_the_user_on_every_replica() {
+    let (_dir, a, b) = two_replicas(Duration::ZERO).await;
+    let laptop = request_headers(&a.start("user-1", None).await.unwrap());
+    let phone = request_headers(&b.start("user-1", None).await.unwrap());
+    let other = request_headers(&a.start("user-2", None).await.unwrap());
+    assert!(b.load(&laptop).await.unwrap().is_some());
+    assert_eq!(a.end_all("user-1").await.unwrap(), 2);
+    for headers in [&laptop, &phone] {
+        assert!(a.load(headers).await.unwrap().is_none());
+        assert!(b.load(headers).await.unwrap().is_none());
+    }
+    assert_eq!(b.load(&other).await.unwrap().unwrap().user_id, "user-2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_several_session_cookies_a_valid_one_wins() {
+    let (_dir, a, _b) = two_replicas(Duration::ZERO).await;
+    let valid = request_headers(&a.start("user-1", None).await.unwrap());
+    let valid = valid[COOKIE].to_str().unwrap().to_owned();
+    let stale = format!("sessionId={}", new_token());
+    for cookie in [format!("{stale}; {valid}"), format!("{valid}; {stale}")] {
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, HeaderValue::from_str(&cookie).unwrap());
+        assert_eq!(
+            a.load(&headers).await.unwrap().unwrap().user_id,
+            "user-1",
+            "{cookie}"
+        );
+    }
 }

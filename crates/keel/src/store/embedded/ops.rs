@@ -261,16 +261,22 @@ pub fn find_one_and_update(
     let found = match txn.catalog.collections.get(collection).cloned() {
         None => None,
         Some(meta) => {
-            let limit = if request.sort.is_some() {
-                None
-            } else {
-                Some(1)
+            // The first match by `sort` is kept as the scan goes (never every match: this
+            // runs inside the single writer, e.g. the job claim).
+            let first = match &request.sort {
+                None => scan::collect(txn.conn, &meta, &request.filter, Some(1))?
+                    .into_iter()
+                    .next(),
+                Some(sort) => {
+                    let mut top = sort.top_k(1);
+                    scan::scan(txn.conn, &meta, &request.filter, |id, document| {
+                        top.push(sort.keys_of(&document), (id, document));
+                        Ok(std::ops::ControlFlow::Continue(()))
+                    })?;
+                    top.finish().into_iter().next()
+                }
             };
-            let mut matches = scan::collect(txn.conn, &meta, &request.filter, limit)?;
-            if let Some(sort) = &request.sort {
-                matches.sort_by(|(_, a), (_, b)| sort.compare(a, b));
-            }
-            matches.into_iter().next().map(|found| (meta, found))
+            first.map(|found| (meta, found))
         }
     };
     match found {

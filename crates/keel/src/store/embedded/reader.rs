@@ -192,12 +192,35 @@ pub fn find(
                 .map(|(_, document)| document)
                 .collect()
         }
+        // A sorted page: the best skip+limit by their sort keys and ids only, then the page's
+        // documents read again by id. Memory follows the page, not the number of matches.
+        Some(sort) if query.limit.is_some() => {
+            let limit = query.limit.unwrap_or(usize::MAX);
+            let mut top = sort.top_k(limit.saturating_add(query.skip));
+            scan::scan(conn, meta, &query.filter, |id, document| {
+                top.push(sort.keys_of(&document), id);
+                Ok(std::ops::ControlFlow::Continue(()))
+            })?;
+            let mut page = Vec::new();
+            for id in top.finish().into_iter().skip(query.skip) {
+                // Gone between the scan and now cannot happen: both run on this connection
+                // inside one read.
+                if let Some(document) = scan::fetch(conn, meta, &id)? {
+                    page.push(document);
+                }
+            }
+            return Ok(match &query.projection {
+                Some(projection) => page.iter().map(|d| projection.apply(d)).collect(),
+                None => page,
+            });
+        }
+        // No limit: the caller asked for every match, sorted.
         Some(sort) => {
             let mut all: Vec<Document> = scan::collect(conn, meta, &query.filter, None)?
                 .into_iter()
                 .map(|(_, document)| document)
                 .collect();
-            all.sort_by(|a, b| sort.compare(a, b));
+            sort.sort(&mut all);
             all
         }
     };

@@ -274,6 +274,24 @@ pub fn scan_raw(
     Ok(())
 }
 
+/// The document stored under `id`, if any.
+pub fn fetch(conn: &Connection, meta: &CollectionMeta, id: &[u8]) -> StoreResult<Option<Document>> {
+    let sql = format!("SELECT doc FROM {} WHERE id = ?1", meta.table());
+    let context = |e| sql_error("reading a document", e);
+    let mut statement = conn.prepare_cached(&sql).map_err(context)?;
+    let mut rows = statement.query([id]).map_err(context)?;
+    match rows.next().map_err(context)? {
+        Some(row) => {
+            let bytes = row
+                .get_ref(0)
+                .and_then(|v| Ok(v.as_blob()?))
+                .map_err(context)?;
+            decode(bytes).map(Some)
+        }
+        None => Ok(None),
+    }
+}
+
 /// Every matching document, in plan order.
 pub fn collect(
     conn: &Connection,

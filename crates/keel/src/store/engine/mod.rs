@@ -47,5 +47,5 @@ pub use path::index_keys;
 pub use pipeline::Pipeline;
 pub use plan::IndexScan;
 pub use projection::Projection;
-pub use sort::Sort;
+pub use sort::{Sort, SortKeys, TopK};
 pub use update::Update;

@@ -106,6 +106,75 @@ impl Sort {
     }
 }
 
+/// A document's sort key values, computed once.
+#[derive(Debug, Clone)]
+pub struct SortKeys(Vec<KeyValue>);
+
+impl Sort {
+    pub fn keys_of(&self, document: &Document) -> SortKeys {
+        SortKeys(self.keys.iter().map(|k| k.value_of(document)).collect())
+    }
+
+    fn compare_computed(&self, a: &SortKeys, b: &SortKeys) -> Ordering {
+        for ((x, y), key) in a.0.iter().zip(&b.0).zip(&self.keys) {
+            let order = compare_keys(x, y);
+            let order = if key.is_descending {
+                order.reverse()
+            } else {
+                order
+            };
+            if order != Ordering::Equal {
+                return order;
+            }
+        }
+        Ordering::Equal
+    }
+
+    /// Keeps the first `k` (in this order, stable) of whatever is pushed, holding at most
+    /// `2k` entries: a sorted page costs memory for the page, not for every match.
+    pub fn top_k<T>(&self, k: usize) -> TopK<'_, T> {
+        TopK {
+            sort: self,
+            k,
+            entries: Vec::new(),
+        }
+    }
+}
+
+/// See `Sort::top_k`. Entries pushed later lose ties, as in a stable sort of everything.
+pub struct TopK<'a, T> {
+    sort: &'a Sort,
+    k: usize,
+    entries: Vec<(SortKeys, T)>,
+}
+
+impl<T> TopK<'_, T> {
+    pub fn push(&mut self, keys: SortKeys, item: T) {
+        if self.k == 0 {
+            return;
+        }
+        self.entries.push((keys, item));
+        if self.entries.len() >= self.k.saturating_mul(2).max(self.k + 1) {
+            self.compact();
+        }
+    }
+
+    /// Sorting stably and dropping all but the first `k` never drops an entry the full sort
+    /// would keep: everything ahead of it here is ahead of it there too.
+    fn compact(&mut self) {
+        let sort = self.sort;
+        self.entries
+            .sort_by(|(a, _), (b, _)| sort.compare_computed(a, b));
+        self.entries.truncate(self.k);
+    }
+
+    /// The first `k`, in order.
+    pub fn finish(mut self) -> Vec<T> {
+        self.compact();
+        self.entries.into_iter().map(|(_, item)| item).collect()
+    }
+}
+
 /// The value a document sorts by for one key.
 #[derive(Debug, Clone)]
 enum KeyValue {
@@ -209,6 +278,38 @@ mod tests {
         ];
         assert_eq!(sorted(doc! {"a": 1}, docs.clone()), vec![4, 1, 3, 2]);
         assert_eq!(sorted(doc! {"a": -1}, docs), vec![3, 1, 2, 4]);
+    }
+
+    #[test]
+    fn top_k_equals_the_first_k_of_a_full_stable_sort() {
+        // Many ties, several keys, arrays and missing fields: every k against the full sort.
+        let documents: Vec<Document> = (0..200)
+            .map(|n: i32| match n % 5 {
+                0 => doc! {"n": n, "a": n % 7, "b": -(n % 3)},
+                1 => doc! {"n": n, "a": [n % 4, 9], "b": n % 2},
+                2 => doc! {"n": n, "b": 1},
+                3 => doc! {"n": n, "a": [], "b": 0},
+                _ => doc! {"n": n, "a": n % 7},
+            })
+            .collect();
+        for spec in [
+            doc! {"a": 1, "b": -1},
+            doc! {"a": -1},
+            doc! {"b": 1, "a": 1},
+        ] {
+            let sort = Sort::parse(&spec).unwrap();
+            let mut full = documents.clone();
+            sort.sort(&mut full);
+            let expected: Vec<i32> = full.iter().map(|d| d.get_i32("n").unwrap()).collect();
+            for k in [0, 1, 2, 7, 50, 199, 200, 500] {
+                let mut top = sort.top_k(k);
+                for d in &documents {
+                    top.push(sort.keys_of(d), d.get_i32("n").unwrap());
+                }
+                let got = top.finish();
+                assert_eq!(got, expected[..k.min(expected.len())], "{spec} k={k}");
+            }
+        }
     }
 
     #[test]
