@@ -350,6 +350,28 @@ async fn the_other_views_answer_and_the_routes_are_documented() {
             .all(|w| w["state"] == "not-here"),
         "{watchers}"
     );
+    // A poison event set aside by the surveys watcher (on any replica) is listed under it.
+    app.store
+        .collection(keel::watchers::POISON_COLLECTION)
+        .insert_one(bson::doc! {
+            "watcher": "surveys", "collection": "surveys", "documentId": "s-1", "op": "update",
+            "error": "score is not a number", "attempts": 5_i64, "at": bson::DateTime::now(),
+        })
+        .await
+        .unwrap();
+    let watchers = ops_get(&app, "/api/ops/watchers", &admin).await;
+    let surveys = watchers["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "surveys")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        surveys["poisonEvents"][0]["error"], "score is not a number",
+        "{surveys}"
+    );
+    assert_eq!(surveys["poisonEvents"][0]["attempts"], 5);
     let runtime = eventually("a runtime interval", || async {
         let runtime = ops_get(&app, "/api/ops/runtime", &admin).await;
         (!runtime["data"]["points"].as_array().unwrap().is_empty()).then_some(runtime)

@@ -246,11 +246,27 @@ pub struct WatcherView {
     /// When it last saved its position (handled an event), on any replica.
     pub last_event_at: Option<String>,
     pub name: String,
+    /// Events set aside after `watchers.max_event_attempts` failures
+    /// (`watcher_poison_events`), newest first.
+    pub poison_events: Vec<PoisonEventView>,
     /// Restarts since this replica started.
     pub restarts: u64,
     /// On this replica: `starting`, `running`, `restarting`, `stopped`, or `not-here` (this
     /// replica does not run the `watchers` role).
     pub state: String,
+}
+
+/// An event a watcher's handler kept failing on, set aside.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoisonEventView {
+    pub at: Option<String>,
+    pub attempts: Option<i64>,
+    /// The changed document's `_id`.
+    pub document_id: Option<String>,
+    pub error: String,
+    /// `insert`, `update`, `replace`, `delete`.
+    pub op: String,
 }
 
 /// A lock of `__system_locks`.

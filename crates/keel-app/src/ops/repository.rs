@@ -30,6 +30,7 @@ pub struct OpsRepository {
     offsets: Collection,
     runs: Collection,
     jobs: Collection,
+    poison: Collection,
 }
 
 impl OpsRepository {
@@ -41,6 +42,7 @@ impl OpsRepository {
             offsets: store.collection(OFFSETS_COLLECTION),
             runs: store.collection(TASK_RUNS_COLLECTION),
             jobs: store.collection(keel::jobs::JOBS_COLLECTION),
+            poison: store.collection(keel::watchers::POISON_COLLECTION),
         }
     }
 
@@ -107,6 +109,12 @@ impl OpsRepository {
         Ok(found
             .and_then(|d| d.get_array("errors").ok().cloned())
             .unwrap_or_default())
+    }
+
+    /// The newest poison events (set aside by the watchers), newest first.
+    pub async fn poison_events(&self, limit: i64) -> StoreResult<Vec<Document>> {
+        let options = FindOptions::default().sort(doc! {"at": -1}).limit(limit);
+        self.poison.find(doc! {}, options).await
     }
 
     /// Runs of `task` still marked running (on any replica), newest first.

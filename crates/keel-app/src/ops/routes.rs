@@ -16,7 +16,7 @@ use super::model::{
     RuntimeView, TaskView, WatcherView, WhoAmIView,
 };
 use super::service::{OpsError, OpsService};
-use crate::api::{ApiState, ErrorBody, store_error};
+use crate::api::{ApiState, ErrorBody};
 
 impl GuardedInput for PurgeRequest {}
 
@@ -46,7 +46,7 @@ impl From<OpsError> for ApiError {
             OpsError::Job(JobError::InvalidStatus(status)) => {
                 ApiError::BadRequest(format!("unknown job status {status:?}"))
             }
-            OpsError::Job(JobError::Store(e)) | OpsError::Store(e) => store_error(e),
+            OpsError::Job(JobError::Store(e)) | OpsError::Store(e) => e.into(),
             OpsError::Task(message) => ApiError::internal(message),
         }
     }

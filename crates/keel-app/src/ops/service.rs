@@ -15,7 +15,7 @@ use keel::watchers::WatcherState;
 use super::heartbeat::Instance;
 use super::model::{
     AuditRecord, AuditView, InstanceView, JobAttemptError, JobCounts, JobView, JobsView, LockView,
-    PurgeView, RunNowView, TaskRunView, TaskView, WatcherView, time_text,
+    PoisonEventView, PurgeView, RunNowView, TaskRunView, TaskView, WatcherView, time_text,
 };
 use super::repository::OpsRepository;
 use super::runtime::RuntimeSampler;
@@ -253,6 +253,7 @@ impl OpsService {
 
     pub async fn watchers(&self) -> Result<Vec<WatcherView>, OpsError> {
         let offsets = self.repository.watcher_offsets().await?;
+        let poison = self.repository.poison_events(500).await?;
         let health = self.background.as_ref().map(|b| b.watcher_health.clone());
         let views = self
             .watcher_names
@@ -266,6 +267,9 @@ impl OpsService {
                     Some(WatcherState::Restarting { attempt, error }) => {
                         ("restarting", Some(attempt), Some(error))
                     }
+                    Some(WatcherState::RetryingEvent { attempt, error }) => {
+                        ("retrying-event", Some(attempt), Some(error))
+                    }
                     Some(WatcherState::Stopped) => ("stopped", None, None),
                 };
                 let last_event_at = offsets
@@ -274,7 +278,13 @@ impl OpsService {
                     .and_then(|d| d.get_datetime("updatedAt").ok().copied())
                     .map(time_text);
                 let stats = self.sampler.watcher_stats(name);
+                let poisoned: Vec<PoisonEventView> = poison
+                    .iter()
+                    .filter(|d| d.get_str("watcher").is_ok_and(|w| w == name))
+                    .map(poison_view)
+                    .collect();
                 WatcherView {
+                    poison_events: poisoned,
                     name: name.clone(),
                     state: label.to_owned(),
                     attempt,
@@ -406,6 +416,20 @@ fn run_now_view(task: &str, outcome: &RunOutcome) -> RunNowView {
         outcome: outcome.label().to_owned(),
         message,
         holder,
+    }
+}
+
+fn poison_view(event: &Document) -> PoisonEventView {
+    PoisonEventView {
+        at: event.get_datetime("at").ok().copied().map(time_text),
+        attempts: number(event, "attempts"),
+        document_id: event.get("documentId").map(|id| match id {
+            bson::Bson::ObjectId(oid) => oid.to_hex(),
+            bson::Bson::String(text) => text.clone(),
+            other => other.to_string(),
+        }),
+        error: event.get_str("error").unwrap_or("").to_owned(),
+        op: event.get_str("op").unwrap_or("?").to_owned(),
     }
 }
 

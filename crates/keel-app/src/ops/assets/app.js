@@ -180,11 +180,15 @@ async function purge(status) {
 
 async function renderWatchers(root) {
   const watchers = await api("GET", "/api/ops/watchers");
-  root.replaceChildren(table(["watcher", "state (this replica)", "last event handled", "lag p99 (1 min)", "events", "restarts", "failing event"],
+  root.replaceChildren(table(["watcher", "state (this replica)", "last event handled", "lag p99 (1 min)", "events", "restarts", "failing event", "poison events"],
     watchers.map((w) => h("tr", { "data-testid": "watcher-" + w.name },
       h("td", {}, w.name), h("td", {}, outcome(w.state), w.attempt ? " attempt " + w.attempt : ""),
       h("td", {}, when(w.lastEventAt)), h("td", {}, num(w.lagP99Ms, " ms")), h("td", { "data-testid": "events" }, w.eventsHandled),
-      h("td", {}, w.restarts), h("td", {}, w.failingError || "none")))));
+      h("td", {}, w.restarts), h("td", {}, w.failingError || "none"),
+      h("td", { "data-testid": "poison" }, w.poisonEvents.length
+        ? w.poisonEvents.length + " set aside; newest: " + w.poisonEvents[0].op + " of " + (w.poisonEvents[0].documentId || "?") +
+          " after " + num(w.poisonEvents[0].attempts) + " attempts: " + w.poisonEvents[0].error
+        : "none")))));
 }
 
 async function renderLocks(root) {
