@@ -1,4 +1,5 @@
-//! Exponential backoff with jitter, shared by watcher restarts and job retries.
+//! Exponential backoff with jitter: the one backoff of keel, shared by watcher restarts, job
+//! retries and supervised loops (`Shutdown::spawn_supervised`).
 //!
 //! Delay of attempt n (1-based) is `base · 2^(n-1)`, capped at `max`, then "equal jitter": a
 //! uniformly random point in its upper half. The jitter spreads retries of many replicas that
@@ -13,6 +14,13 @@ use rand::Rng;
 pub struct Backoff {
     pub base: Duration,
     pub max: Duration,
+}
+
+/// 500 ms doubling up to 60 s: supervised loops' default.
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new(Duration::from_millis(500), Duration::from_secs(60))
+    }
 }
 
 impl Backoff {

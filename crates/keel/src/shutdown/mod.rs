@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 
-pub use supervise::Backoff;
+pub use crate::backoff::Backoff;
 
 type Hook = (String, Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>);
 

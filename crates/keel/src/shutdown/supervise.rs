@@ -3,26 +3,12 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-/// Restart delays: `initial`, doubling up to `max`; reset after a run that lasted `max`.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(500),
-            max: Duration::from_secs(60),
-        }
-    }
-}
+use crate::backoff::Backoff;
 
 pub(super) async fn supervise<F, Fut, E>(
     name: String,
@@ -34,7 +20,9 @@ pub(super) async fn supervise<F, Fut, E>(
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let mut delay = backoff.initial;
+    // Restart delays follow `backoff` (exponential, jittered), from the bottom again after a
+    // run that lasted `backoff.max`.
+    let mut attempt: u32 = 0;
     let mut restarts: u64 = 0;
     while !token.is_cancelled() {
         let started = Instant::now();
@@ -44,6 +32,11 @@ pub(super) async fn supervise<F, Fut, E>(
         if token.is_cancelled() {
             break;
         }
+        if started.elapsed() >= backoff.max {
+            attempt = 0;
+        }
+        attempt += 1;
+        let delay = backoff.delay(attempt);
         match outcome {
             Ok(Ok(())) => {
                 tracing::info!(task = %name, "supervised loop finished");
@@ -57,15 +50,11 @@ pub(super) async fn supervise<F, Fut, E>(
                 tracing::error!(task = %name, panic = %panic, restarts, retry_in_ms = delay.as_millis() as u64, "supervised loop panicked; restarting");
             }
         }
-        if started.elapsed() >= backoff.max {
-            delay = backoff.initial;
-        }
         tokio::select! {
             _ = token.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
         }
         restarts += 1;
-        delay = (delay * 2).min(backoff.max);
     }
 }
 
@@ -73,6 +62,7 @@ pub(super) async fn supervise<F, Fut, E>(
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use super::*;
     use crate::shutdown::Shutdown;
@@ -116,10 +106,7 @@ mod tests {
     async fn a_failing_loop_backs_off_exponentially() {
         let shutdown = Shutdown::new();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<tokio::time::Instant>(16);
-        let backoff = Backoff {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        };
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         shutdown.spawn_supervised("failing", backoff, move |_token| {
             let tx = tx.clone();
             async move {
@@ -131,8 +118,15 @@ mod tests {
         for _ in 0..4 {
             starts.push(rx.recv().await.unwrap());
         }
-        let gaps: Vec<u64> = starts.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
-        assert_eq!(gaps, [1, 2, 4]);
+        // 1 s, 2 s, 4 s ceilings, each jittered into its upper half.
+        let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+        for (gap, ceiling) in gaps.iter().zip([1, 2, 4]) {
+            let ceiling = Duration::from_secs(ceiling);
+            assert!(
+                *gap >= ceiling / 2 && *gap <= ceiling,
+                "{gap:?} for {ceiling:?}"
+            );
+        }
         shutdown.trigger();
         assert!(shutdown.wait_for_tasks(Duration::from_secs(5)).await);
     }
