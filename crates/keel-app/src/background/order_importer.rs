@@ -129,6 +129,7 @@ fn to_order(inbox: &Document, tax_rate: f64) -> Result<Document, String> {
         "_id": id,
         "lines": stored_lines,
         "subtotal": priced.subtotal_cents as f64 / 100.0,
+        "discount": priced.discount_cents as f64 / 100.0,
         "tax": priced.tax_cents as f64 / 100.0,
         "total": priced.total_cents as f64 / 100.0,
         "status": "pending",

@@ -13,7 +13,7 @@ pub const ITEMS: &str = "items";
 pub const ORDERS: &str = "orders";
 pub const ORDERS_INBOX: &str = "orders_inbox";
 pub const SURVEYS: &str = "surveys";
-pub const SURVEY_STATS: &str = "survey_stats";
+pub use crate::surveys::repository::SURVEY_STATS;
 
 #[derive(Clone)]
 pub struct BackgroundRepository {
@@ -236,16 +236,6 @@ impl BackgroundRepository {
             )
             .await
             .map(|_| ())
-    }
-}
-
-/// Reads a count stored as any numeric type.
-pub fn count(document: &Document, key: &str) -> i64 {
-    match document.get(key) {
-        Some(Bson::Int32(n)) => i64::from(*n),
-        Some(Bson::Int64(n)) => *n,
-        Some(Bson::Double(f)) if f.is_finite() => *f as i64,
-        _ => 0,
     }
 }
 

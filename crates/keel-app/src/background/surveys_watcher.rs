@@ -13,7 +13,8 @@ use futures::future::BoxFuture;
 use keel::store::{ChangeEvent, ChangeOp, Store, WatchOptions};
 use keel::watchers::{Watcher, WatcherError};
 
-use super::repository::{BackgroundRepository, SURVEYS, count};
+use super::repository::{BackgroundRepository, SURVEYS};
+use crate::surveys::model::{count, nps, nps_bucket};
 
 pub const SURVEYS_WATCHER: &str = "surveys";
 
@@ -111,24 +112,6 @@ impl Watcher for SurveysWatcher {
         }
         .boxed()
     }
-}
-
-/// Promoter 9–10, passive 7–8, detractor 0–6; `None` outside 0–10.
-pub fn nps_bucket(score: i64) -> Option<&'static str> {
-    match score {
-        9..=10 => Some("promoters"),
-        7..=8 => Some("passives"),
-        0..=6 => Some("detractors"),
-        _ => None,
-    }
-}
-
-/// Net promoter score, rounded to one decimal; 0 without responses.
-pub fn nps(promoters: i64, detractors: i64, responses: i64) -> f64 {
-    if responses <= 0 {
-        return 0.0;
-    }
-    ((promoters - detractors) as f64 / responses as f64 * 1000.0).round() / 10.0
 }
 
 /// `YYYY-MM-DD` (UTC) of the completion, or of now when the survey has no `completedAt`.

@@ -200,7 +200,12 @@ pub struct OrderRecord {
     pub user_id: ObjectId,
     pub lines: Vec<OrderLineRecord>,
     pub subtotal: f64,
+    /// Volume and large-order discounts (`background::pricing`); absent on orders stored
+    /// before discounts applied to API orders.
+    #[serde(default)]
+    pub discount: f64,
     pub tax: f64,
+    /// `subtotal - discount + tax`.
     pub total: f64,
     pub status: OrderStatus,
     pub created_at: bson::DateTime,
@@ -219,6 +224,7 @@ pub struct OrderView {
     #[serde(rename = "_id")]
     pub id: String,
     pub created_at: String,
+    pub discount: f64,
     pub lines: Vec<OrderLineView>,
     pub status: OrderStatus,
     pub subtotal: f64,
@@ -240,6 +246,7 @@ impl From<OrderRecord> for OrderView {
                 })
                 .collect(),
             subtotal: o.subtotal,
+            discount: o.discount,
             tax: o.tax,
             total: o.total,
             status: o.status,

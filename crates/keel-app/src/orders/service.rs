@@ -1,5 +1,11 @@
-//! Order use-cases: price an order (subtotal, tax at the configured rate, total — all in cents)
-//! and store it `pending`; read back only the caller's own orders.
+//! Order use-cases: price an order and store it `pending`; read back only the caller's own
+//! orders.
+//!
+//! One pricing rule for every order: `background::pricing::price_order` — line amounts, the
+//! volume and large-order discounts, tax at `[orders] tax_rate` on what remains, all in cents —
+//! is what the API, the order importer and the `process-orders` job all apply, so an order
+//! created here gets the same total the job later computes for it. API orders do get the
+//! discounts: a customer ordering 10 units pays the same through either door.
 
 use bson::oid::ObjectId;
 use keel::config::OrdersConfig;
@@ -8,6 +14,7 @@ use keel::validation::FieldErrors;
 
 use super::model::{NewOrder, OrderLineRecord, OrderRecord, OrderStatus};
 use super::repository::OrderRepository;
+use crate::background::pricing::{LineToPrice, OrderToPrice, price_order};
 use crate::money::Price;
 use crate::paging::{Limit, Skip};
 
@@ -42,7 +49,11 @@ impl OrderService {
         user_id: ObjectId,
         order: NewOrder,
     ) -> Result<OrderRecord, OrderError> {
-        let record = price(user_id, order, self.tax_rate);
+        let record = price(user_id, order, self.tax_rate).map_err(|reason| {
+            let mut errors = FieldErrors::new();
+            errors.push("lines", reason);
+            OrderError::Invalid(errors)
+        })?;
         self.orders.insert(&record).await?;
         Ok(record)
     }
@@ -65,29 +76,44 @@ impl OrderService {
     }
 }
 
-/// Computes the totals of an order in whole cents.
-fn price(user_id: ObjectId, order: NewOrder, tax_rate: f64) -> OrderRecord {
-    let subtotal = Price::from_cents(order.lines.iter().map(|l| l.amount().cents()).sum());
-    let tax = subtotal.times_rate(tax_rate);
-    let total = Price::from_cents(subtotal.cents() + tax.cents());
-    OrderRecord {
-        id: ObjectId::new(),
+/// Prices an order by the one pricing rule (see the module comment).
+fn price(user_id: ObjectId, order: NewOrder, tax_rate: f64) -> Result<OrderRecord, String> {
+    let id = ObjectId::new();
+    let lines: Vec<OrderLineRecord> = order
+        .lines
+        .iter()
+        .map(|l| OrderLineRecord {
+            sku: l.sku.as_str().to_string(),
+            qty: i64::from(l.qty.get()),
+            price: l.price.as_f64(),
+        })
+        .collect();
+    let priced = price_order(
+        &OrderToPrice {
+            id: id.to_hex(),
+            lines: lines
+                .iter()
+                .map(|l| LineToPrice {
+                    sku: l.sku.clone(),
+                    qty: l.qty,
+                    price: l.price,
+                })
+                .collect(),
+        },
+        tax_rate,
+    )?;
+    let amount = |cents| Price::from_cents(cents).as_f64();
+    Ok(OrderRecord {
+        id,
         user_id,
-        lines: order
-            .lines
-            .iter()
-            .map(|l| OrderLineRecord {
-                sku: l.sku.as_str().to_string(),
-                qty: i64::from(l.qty.get()),
-                price: l.price.as_f64(),
-            })
-            .collect(),
-        subtotal: subtotal.as_f64(),
-        tax: tax.as_f64(),
-        total: total.as_f64(),
+        lines,
+        subtotal: amount(priced.subtotal_cents),
+        discount: amount(priced.discount_cents),
+        tax: amount(priced.tax_cents),
+        total: amount(priced.total_cents),
         status: OrderStatus::Pending,
         created_at: bson::DateTime::now(),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -106,10 +132,45 @@ mod tests {
         .unwrap()
         .parse()
         .unwrap();
-        let record = price(ObjectId::new(), order, 0.08);
+        let record = price(ObjectId::new(), order, 0.08).unwrap();
         assert_eq!(record.subtotal, 20.29);
+        assert_eq!(record.discount, 0.0);
         assert_eq!(record.tax, 1.62);
         assert_eq!(record.total, 21.91);
         assert_eq!(record.status, OrderStatus::Pending);
+    }
+
+    /// The API, the importer and the job price one order alike (here: the volume discount).
+    #[test]
+    fn an_api_order_gets_the_total_the_pricing_job_computes() {
+        let order = serde_json::from_value::<CreateOrderRequest>(json!({"lines": [
+            {"sku": "BOLT", "qty": 10, "price": 2.5},
+            {"sku": "NUT", "qty": 1, "price": 1.0}
+        ]}))
+        .unwrap()
+        .parse()
+        .unwrap();
+        let record = price(ObjectId::new(), order, 0.1).unwrap();
+        assert_eq!(record.subtotal, 26.0);
+        assert_eq!(record.discount, 1.25, "5 % off the 10-unit line");
+        assert_eq!(record.tax, 2.48);
+        assert_eq!(record.total, 27.23);
+        let job = price_order(
+            &OrderToPrice {
+                id: record.id.to_hex(),
+                lines: record
+                    .lines
+                    .iter()
+                    .map(|l| LineToPrice {
+                        sku: l.sku.clone(),
+                        qty: l.qty,
+                        price: l.price,
+                    })
+                    .collect(),
+            },
+            0.1,
+        )
+        .unwrap();
+        assert_eq!(Price::from_cents(job.total_cents).as_f64(), record.total);
     }
 }

@@ -219,17 +219,12 @@ impl SurveyStatView {
             Some(Bson::DateTime(d)) => d.try_to_rfc3339_string().ok()?.chars().take(10).collect(),
             _ => return None,
         };
-        let count = |key: &str| -> i64 {
-            match doc.get(key) {
-                Some(Bson::Int32(n)) => i64::from(*n),
-                Some(Bson::Int64(n)) => *n,
-                Some(Bson::Double(f)) if f.is_finite() => *f as i64,
-                _ => 0,
-            }
-        };
-        let (promoters, passives, detractors) =
-            (count("promoters"), count("passives"), count("detractors"));
-        let mut responses = count("responses");
+        let (promoters, passives, detractors) = (
+            count(doc, "promoters"),
+            count(doc, "passives"),
+            count(doc, "detractors"),
+        );
+        let mut responses = count(doc, "responses");
         if responses == 0 {
             responses = promoters + passives + detractors;
         }
@@ -237,10 +232,7 @@ impl SurveyStatView {
             Some(Bson::Double(f)) if f.is_finite() => *f,
             Some(Bson::Int32(n)) => f64::from(*n),
             Some(Bson::Int64(n)) => *n as f64,
-            _ if responses > 0 => {
-                ((promoters - detractors) as f64 / responses as f64 * 1000.0).round() / 10.0
-            }
-            _ => 0.0,
+            _ => nps(promoters, detractors, responses),
         };
         Some(SurveyStatView {
             day,
@@ -250,6 +242,37 @@ impl SurveyStatView {
             detractors,
             nps,
         })
+    }
+}
+
+/// Promoter 9–10, passive 7–8, detractor 0–6; `None` outside 0–10. The one NPS bucketing,
+/// used by the surveys watcher when it counts a completion.
+pub fn nps_bucket(score: i64) -> Option<&'static str> {
+    match score {
+        9..=10 => Some("promoters"),
+        7..=8 => Some("passives"),
+        0..=6 => Some("detractors"),
+        _ => None,
+    }
+}
+
+/// Net promoter score, (promoters − detractors) / responses × 100 rounded to one decimal; 0
+/// without responses. The one NPS formula (the watcher stores it, the stats view recomputes it
+/// for documents without one).
+pub fn nps(promoters: i64, detractors: i64, responses: i64) -> f64 {
+    if responses <= 0 {
+        return 0.0;
+    }
+    ((promoters - detractors) as f64 / responses as f64 * 1000.0).round() / 10.0
+}
+
+/// A count stored as any numeric type (documents read back are input too); 0 otherwise.
+pub fn count(document: &Document, key: &str) -> i64 {
+    match document.get(key) {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(f)) if f.is_finite() => *f as i64,
+        _ => 0,
     }
 }
 
