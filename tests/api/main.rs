@@ -26,6 +26,7 @@ mod auth;
 mod input_hygiene;
 mod items;
 mod openapi;
+mod ops;
 mod orders;
 mod rate_limits;
 

@@ -25,6 +25,7 @@ pub fn all() -> Vec<IndexDecl> {
         crate::items::repository::ItemRepository::indexes(),
         crate::orders::repository::OrderRepository::indexes(),
         crate::surveys::repository::SurveyRepository::indexes(),
+        crate::ops::repository::OpsRepository::indexes(),
         // Background work's own: jobs, task runs, the scans it makes.
         crate::background::index_declarations(),
     ]

@@ -13,6 +13,7 @@ pub mod brands;
 pub mod indexes;
 pub mod items;
 pub mod money;
+pub mod ops;
 pub mod orders;
 pub mod paging;
 mod state;
@@ -91,11 +92,19 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
     if state.runs(Role::Api)
         && let Some(store) = state.platform.store()
     {
+        let ops = ops::start(&state.platform, store, roles, state.background.clone());
         let (api_routes, _document) = api::router(
             api::ApiState::new(state.platform.clone(), store)
-                .with_background(state.background.clone()),
+                .with_background(state.background.clone())
+                .with_ops(ops),
         );
         routes = routes.merge(api_routes);
+    }
+    if !state.runs(Role::Api)
+        && let Some(store) = state.platform.store()
+    {
+        // Background-only replicas still report their heartbeat to the console.
+        ops::start(&state.platform, store, roles, state.background.clone());
     }
     if state.runs(Role::Api) && config.env == Environment::Test {
         routes = routes.merge(test_routes::router());

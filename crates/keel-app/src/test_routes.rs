@@ -26,6 +26,8 @@ pub fn router() -> Router<AppState> {
         .route("/__test/internal", get(internal))
         .route("/__test/echo", post(echo))
         .route("/__test/jobs/sleep", post(enqueue_sleep))
+        .route("/__test/jobs/dead", post(insert_dead_job))
+        .route("/__test/locks/hold", post(hold_lock))
 }
 
 /// The kind of the test-only job: sleeps `payload.ms`, recording each start.
@@ -84,6 +86,79 @@ async fn enqueue_sleep(
         .await
         .map_err(ApiError::internal)?;
     Ok(Data(json!({ "id": enqueued.id })))
+}
+
+/// The kind of the dead job `/__test/jobs/dead` makes: no runner has a handler for it, so once
+/// retried it stays queued (pending) — what the ops console's tests look for.
+pub const DEAD_JOB_KIND: &str = "test-unhandled";
+
+/// `POST /__test/jobs/dead`: a job that used its attempts up and is dead, with its last error.
+async fn insert_dead_job(State(state): State<AppState>) -> Result<Data<Value>, ApiError> {
+    let store = state
+        .platform
+        .store()
+        .ok_or_else(|| ApiError::internal("no store"))?;
+    let id = bson::oid::ObjectId::new().to_hex();
+    let now = bson::DateTime::now();
+    store
+        .collection(keel::jobs::JOBS_COLLECTION)
+        .insert_one(doc! {
+            "_id": &id,
+            "kind": DEAD_JOB_KIND,
+            "payload": { "order": "A-17", "note": "made by /__test/jobs/dead" },
+            "status": "dead",
+            "runAt": now,
+            "attempts": 3_i32,
+            "maxAttempts": 3_i32,
+            "lastError": "pricing service answered 502",
+            "errors": [
+                { "attempt": 1_i32, "error": "timeout after 30000 ms", "at": now },
+                { "attempt": 2_i32, "error": "timeout after 30000 ms", "at": now },
+                { "attempt": 3_i32, "error": "pricing service answered 502", "at": now },
+            ],
+            "createdAt": now,
+            "updatedAt": now,
+            "finishedAt": now,
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Data(json!({ "id": id })))
+}
+
+#[derive(Deserialize)]
+struct HoldLock {
+    name: String,
+    ms: u64,
+}
+
+/// `POST /__test/locks/hold?name=N&ms=M`: takes lock N and holds it for M milliseconds (or
+/// until shutdown), as another replica's run would; answers once it is held.
+async fn hold_lock(
+    State(state): State<AppState>,
+    Query(request): Query<HoldLock>,
+) -> Result<Data<Value>, ApiError> {
+    let store = state
+        .platform
+        .store()
+        .ok_or_else(|| ApiError::internal("no store"))?;
+    let lease = keel::lock::Locks::new(store)
+        .acquire(&request.name, Duration::from_millis(request.ms.max(1000)))
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::Conflict(format!("lock {} is held", request.name)))?;
+    let token = lease.token();
+    let stop = state.platform.shutdown().token();
+    state
+        .platform
+        .shutdown()
+        .spawn("test-lock-holder", async move {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(request.ms)) => {}
+                () = stop.cancelled() => {}
+            }
+            let _ = lease.release().await;
+        });
+    Ok(Data(json!({ "token": token })))
 }
 
 #[derive(Deserialize)]

@@ -45,6 +45,9 @@ enum Command {
     /// The durable job queue: list, retry dead jobs, purge.
     #[command(subcommand)]
     Jobs(commands::jobs::JobsCommand),
+    /// Users' roles: grant or revoke admin (the ops console, /ops).
+    #[command(subcommand)]
+    Users(commands::users::UsersCommand),
     /// Create every index the application declares (idempotent; `serve` also does it at start
     /// unless database.migrate_on_start = false).
     Migrate,
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Healthcheck(args) => commands::healthcheck::run(&cli.global, args),
         Command::Task(command) => commands::task::run(&cli.global, command),
         Command::Jobs(command) => commands::jobs::run(&cli.global, command),
+        Command::Users(command) => commands::users::run(&cli.global, command),
         Command::Migrate => commands::migrate::run(&cli.global),
         Command::WorkerRun(args) => commands::worker_run::run(args),
         Command::Version => commands::version::run(),

@@ -39,6 +39,7 @@ pub use state::ApiState;
         (name = "items", description = "Items, including the guides' getData and createItem"),
         (name = "orders", description = "The caller's orders"),
         (name = "surveys", description = "Surveys and NPS statistics"),
+        (name = "ops", description = "The ops console (admin role): tasks, jobs, watchers, locks, replicas, runtime"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -92,6 +93,7 @@ where
         .merge(crate::items::routes::router(&state))
         .merge(crate::orders::routes::router(&state))
         .merge(crate::surveys::routes::router(&state))
+        .merge(crate::ops::routes::router(&state))
         .routes(state.limited(Tier::Public, routes!(openapi_json)))
         .split_for_parts();
     let document = Arc::new(document);
@@ -100,6 +102,7 @@ where
         .openapi
         .set(serde_json::to_string(&*document).unwrap_or_default());
     let router = router
+        .merge(crate::ops::pages::router(&state))
         .layer(from_fn_with_state(state.sessions.clone(), session_layer))
         .with_state(state);
     (router, document)

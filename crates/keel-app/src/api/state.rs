@@ -53,6 +53,8 @@ pub struct ApiServices {
     pub openapi: super::OpenApiText,
     /// Worker pool and job queue (`POST /api/orders/process`); `None` only without a store.
     pub background: Option<crate::background::Background>,
+    /// The ops console (`/ops`, `/api/ops/*`); `None` only without a store.
+    pub ops: Option<crate::ops::OpsService>,
 }
 
 impl ApiState {
@@ -77,6 +79,7 @@ impl ApiState {
             idempotency_keys: IdempotencyKeys::new(store),
             openapi: Default::default(),
             background: None,
+            ops: None,
             platform,
         }))
     }
@@ -86,6 +89,12 @@ impl ApiState {
         let mut services = Arc::unwrap_or_clone(self.0);
         services.background = background;
         Self(Arc::new(services))
+    }
+
+    /// Gives the API the ops console's service.
+    pub fn with_ops(mut self, ops: crate::ops::OpsService) -> Self {
+        self.ops = Some(ops);
+        self
     }
 
     /// Puts a route behind the rate limit of `tier`.

@@ -140,6 +140,18 @@ pub struct UserRecord {
     /// raising the cost in config does not lock out existing users.
     pub password_hash: String,
     pub created_at: bson::DateTime,
+    /// Roles granted to this user (`admin`: the ops console), by `keel users grant-admin`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+}
+
+/// The role that opens the ops console (`/ops`, `/api/ops/*`).
+pub const ADMIN_ROLE: &str = "admin";
+
+impl UserRecord {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
 }
 
 /// A user as the API shows it: never the hash.

@@ -51,6 +51,25 @@ impl UserRepository {
             .find_one_as(doc! {"_id": id}, FindOptions::default())
             .await
     }
+
+    /// Grants (`granted`) or revokes `role` for the user with `email`. `false` when no user has
+    /// that email. Idempotent: granting twice keeps one entry (`$addToSet`).
+    pub async fn set_role(&self, email: &Email, role: &str, granted: bool) -> StoreResult<bool> {
+        let update = if granted {
+            doc! {"$addToSet": {"roles": role}}
+        } else {
+            doc! {"$pull": {"roles": role}}
+        };
+        let outcome = self
+            .users
+            .update_one(
+                doc! {"email": email.as_str()},
+                update,
+                keel::store::UpdateOptions::default(),
+            )
+            .await?;
+        Ok(outcome.matched == 1)
+    }
 }
 
 /// One refused request, as told to `AuthFailureRepository::record`. Strings are already

@@ -98,6 +98,7 @@ impl AuthService {
             email: credentials.email.as_str().to_string(),
             password_hash,
             created_at: bson::DateTime::now(),
+            roles: Vec::new(),
         };
         match self.users.insert(&user).await {
             Ok(()) => Ok(user),

@@ -71,9 +71,18 @@ pub fn watcher_runtime(
 ) -> WatcherRuntime {
     let mut runtime =
         WatcherRuntime::new(store, platform.config().watchers.clone()).with_health(health);
-    runtime.register(surveys_watcher::SurveysWatcher::new(store));
-    runtime.register(orders_watcher::OrdersWatcher::new(jobs.clone(), store));
+    for watcher in watchers(store, jobs) {
+        runtime.register_arc(watcher);
+    }
     runtime
+}
+
+/// The application's watchers, registered by `watcher_runtime` (and named in the ops console).
+pub fn watchers(store: &Store, jobs: &JobQueue) -> Vec<Arc<dyn keel::watchers::Watcher>> {
+    vec![
+        Arc::new(surveys_watcher::SurveysWatcher::new(store)),
+        Arc::new(orders_watcher::OrdersWatcher::new(jobs.clone(), store)),
+    ]
 }
 
 /// The indexes of the background collections (`jobs`, `task_runs`), gathered into

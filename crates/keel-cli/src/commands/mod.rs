@@ -7,6 +7,7 @@ pub mod migrate;
 mod offline;
 pub mod serve;
 pub mod task;
+pub mod users;
 pub mod version;
 pub mod worker_run;
 

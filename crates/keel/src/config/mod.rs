@@ -12,6 +12,7 @@
 mod api;
 mod load;
 pub mod net;
+mod ops;
 pub mod units;
 
 use std::fmt;
@@ -32,6 +33,7 @@ pub use crate::workers::WorkersConfig;
 pub use api::{AuthConfig, OrdersConfig, RateLimitConfig, RateTier};
 pub use load::{ConfigError, LoadOptions, Problem, load};
 pub use net::IpRange;
+pub use ops::OpsConfig;
 
 /// The running environment, from `KEEL_ENV` (default `development`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -104,6 +106,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rate_limit: RateLimitConfig,
     pub orders: OrdersConfig,
+    /// `[ops]`: the ops console's bootstrap admins and heartbeats.
+    pub ops: OpsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -369,6 +373,12 @@ impl Config {
         problems.extend(self.workers.problems());
         problems.extend(self.jobs.problems());
         problems.extend(self.watchers.problems());
+        if self.ops.heartbeat_interval_ms < 100 {
+            problems.push(Problem::new(
+                "ops.heartbeat_interval_ms",
+                "must be at least 100",
+            ));
+        }
         for (name, task) in &self.tasks {
             problems.extend(task.problems(name));
         }

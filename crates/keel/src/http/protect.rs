@@ -31,6 +31,11 @@ pub async fn catch_panic(request: Request, next: Next) -> Response {
     }
 }
 
+/// A response extension that keeps an error response's own body: the HTML 401 and 403 pages
+/// of the ops console are meant for a person, not rewritten into the JSON envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepErrorBody;
+
 /// Responses that are errors but not JSON (axum extractor rejections, tower layers) are
 /// rewritten into the envelope, keeping their status. A 4xx's text is kept as the message;
 /// a 5xx's text is dropped (it may hold internals).
@@ -42,7 +47,8 @@ pub async fn error_envelope(request: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    let keep = response.extensions().get::<KeepErrorBody>().is_some();
+    if !(status.is_client_error() || status.is_server_error()) || is_json || keep {
         return response;
     }
     let is_encoded = response.headers().contains_key(header::CONTENT_ENCODING);

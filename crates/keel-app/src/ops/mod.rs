@@ -1,0 +1,60 @@
+//! The ops console (`GET /ops`, docs/ops.md): one page for the people who run keel — tasks and
+//! their runs (run now), the job queue (retry, purge), watchers, locks, runtime charts and every
+//! replica — over `/api/ops/*` JSON routes, for users with the `admin` role. Every action is
+//! audited (`ops_audit` and an `evt` line).
+//!
+//! `routes` (JSON, in the OpenAPI document) → `service` → `repository` (the console's own
+//! collections, read-only looks at the platform's); `pages` serves the embedded page;
+//! `heartbeat` makes every replica visible; `runtime` samples this replica's metrics.
+
+pub mod extract;
+pub mod heartbeat;
+pub mod model;
+pub mod pages;
+pub mod repository;
+pub mod routes;
+pub mod runtime;
+pub mod service;
+
+use keel::Platform;
+use keel::store::Store;
+
+pub use service::OpsService;
+
+use crate::Role;
+use crate::background::Background;
+
+/// Starts this process's heartbeat (every role) and, for the API role, the runtime sampler;
+/// returns the service the routes use.
+pub fn start(
+    platform: &Platform,
+    store: &Store,
+    roles: &[Role],
+    background: Option<Background>,
+) -> OpsService {
+    let repository = repository::OpsRepository::new(store);
+    let instance = heartbeat::Instance::current(roles);
+    heartbeat::start(platform, repository.clone(), instance.clone());
+    let workers = background.as_ref().map(|b| b.workers.clone());
+    let sampler = runtime::RuntimeSampler::new(platform, workers);
+    if roles.contains(&Role::Api) {
+        sampler.start(platform);
+    }
+    let watcher_names = background
+        .as_ref()
+        .map(|b| {
+            crate::background::watchers(store, &b.jobs)
+                .iter()
+                .map(|w| w.name().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    OpsService::new(
+        platform.clone(),
+        repository,
+        background,
+        sampler,
+        instance,
+        watcher_names,
+    )
+}
