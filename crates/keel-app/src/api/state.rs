@@ -92,9 +92,10 @@ impl ApiState {
     }
 
     /// Gives the API the ops console's service.
-    pub fn with_ops(mut self, ops: crate::ops::OpsService) -> Self {
-        self.ops = Some(ops);
-        self
+    pub fn with_ops(self, ops: crate::ops::OpsService) -> Self {
+        let mut services = Arc::unwrap_or_clone(self.0);
+        services.ops = Some(ops);
+        Self(Arc::new(services))
     }
 
     /// Puts a route behind the rate limit of `tier`.
