@@ -149,3 +149,15 @@ pub fn run<S: Strategy>(name: &str, strategy: S, target: impl Fn(S::Value)) {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// `bytes` with a valid outer BSON frame (length prefix, trailing NUL), so mutations reach the
+/// elements instead of all failing the length check.
+pub fn framed_bson(mut bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.len() < 5 {
+        return bytes;
+    }
+    let len = bytes.len();
+    bytes[..4].copy_from_slice(&(len as i32).to_le_bytes());
+    bytes[len - 1] = 0;
+    bytes
+}

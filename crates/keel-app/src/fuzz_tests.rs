@@ -8,7 +8,7 @@ mod support;
 use bson::doc;
 use keel::http::json::parse_body;
 use keel::store::engine::Filter;
-use support::{input, run};
+use support::{framed_bson, input, run};
 
 use crate::items::filter::{GetDataRequest, guard};
 use crate::items::repository::data_filter_document;
@@ -41,6 +41,27 @@ fn fuzz_get_data_filter() {
             .unwrap_or_else(|e| panic!("the engine refused getData's own filter {filter}: {e}"));
         for item in &items {
             let _ = parsed.matches(item);
+        }
+    });
+}
+
+/// Stored items are input too: a listing renders whatever bytes the store returns — it must
+/// answer an error for a malformed or mistyped item, never panic or emit broken JSON.
+#[test]
+fn fuzz_stored_items() {
+    use crate::items::render::{StoredItem, item_array};
+
+    run("stored_items", input("stored_items"), |bytes| {
+        for bytes in [bytes.clone(), framed_bson(bytes)] {
+            if let Ok(item) = StoredItem::read(&bytes) {
+                let _ = item.tags();
+            }
+            if let Ok(document) = bson::RawDocumentBuf::from_bytes(bytes)
+                && let Ok(rendered) = item_array(&[document])
+            {
+                serde_json::from_slice::<serde_json::Value>(rendered.as_bytes())
+                    .expect("a rendered listing is valid JSON");
+            }
         }
     });
 }

@@ -20,7 +20,7 @@ use crate::http::session::crypto::{SessionCipher, session_tokens};
 use crate::secrets::Secret;
 use crate::store::engine::{Filter, Pipeline, Update};
 use crate::validation::json_guard;
-use support::{input, run};
+use support::{framed_bson, input, run};
 
 /// The body path of `ApiJson`: bounded parse, the operator guard, then serde's shape check
 /// into a typical input (strings, numbers, a nested list, unknown fields refused).
@@ -209,10 +209,12 @@ fn fuzz_query_engine() {
 #[test]
 fn fuzz_stored_documents() {
     run("stored_documents", input("stored_documents"), |bytes| {
-        let _ = Document::from_reader(&bytes[..]);
-        if let Ok(fields) = crate::store::raw::fields(&bytes) {
-            for field in fields {
-                let _ = field;
+        for bytes in [bytes.clone(), framed_bson(bytes)] {
+            let _ = Document::from_reader(&bytes[..]);
+            if let Ok(fields) = crate::store::raw::fields(&bytes) {
+                for field in fields {
+                    let _ = field;
+                }
             }
         }
     });
