@@ -9,7 +9,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use keel::jobs::{JobQueue, NewJob};
 use keel::store::{ChangeEvent, ChangeOp, Store, WatchOptions};
-use keel::watchers::{Watcher, WatcherError};
+use keel::watchers::{Watcher, WatcherError, catch_up_in_pages};
 
 use super::process_orders::ProcessOrdersJob;
 use super::repository::{BackgroundRepository, ORDERS};
@@ -79,23 +79,18 @@ impl Watcher for OrdersWatcher {
     /// After a gap: every order still pending gets its job (the idempotency key makes the ones
     /// already queued a no-op).
     fn catch_up(&self) -> BoxFuture<'_, Result<Option<u64>, WatcherError>> {
-        async move {
-            let (mut after, mut handled) = (None, 0);
-            loop {
-                let ids = self
-                    .repository
-                    .pending_order_ids(after.as_ref(), 100)
-                    .await?;
-                let Some(last) = ids.last().cloned() else {
-                    return Ok(Some(handled));
-                };
-                for id in &ids {
-                    self.enqueue(id).await?;
-                    handled += 1;
+        catch_up_in_pages(
+            move |after| {
+                async move {
+                    Ok(self
+                        .repository
+                        .pending_order_ids(after.as_ref(), 100)
+                        .await?)
                 }
-                after = Some(last);
-            }
-        }
+                .boxed()
+            },
+            move |id| async move { self.enqueue(&id).await }.boxed(),
+        )
         .boxed()
     }
 }

@@ -11,7 +11,7 @@ use bson::{Bson, Document, doc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use keel::store::{ChangeEvent, ChangeOp, Store, WatchOptions};
-use keel::watchers::{Watcher, WatcherError};
+use keel::watchers::{Watcher, WatcherError, catch_up_in_pages};
 
 use super::repository::{BackgroundRepository, SURVEYS};
 use crate::surveys::model::{count, nps, nps_bucket};
@@ -93,23 +93,18 @@ impl Watcher for SurveysWatcher {
     /// After a gap: every completed survey not yet claimed is processed (the claim keeps one
     /// counted once, should its event also arrive).
     fn catch_up(&self) -> BoxFuture<'_, Result<Option<u64>, WatcherError>> {
-        async move {
-            let (mut after, mut handled) = (None, 0);
-            loop {
-                let ids = self
-                    .repository
-                    .completed_unclaimed_survey_ids(after.as_ref(), 100)
-                    .await?;
-                let Some(last) = ids.last().cloned() else {
-                    return Ok(Some(handled));
-                };
-                for id in &ids {
-                    self.process(id).await?;
-                    handled += 1;
+        catch_up_in_pages(
+            move |after| {
+                async move {
+                    Ok(self
+                        .repository
+                        .completed_unclaimed_survey_ids(after.as_ref(), 100)
+                        .await?)
                 }
-                after = Some(last);
-            }
-        }
+                .boxed()
+            },
+            move |id| async move { self.process(&id).await }.boxed(),
+        )
         .boxed()
     }
 }

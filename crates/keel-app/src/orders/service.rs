@@ -88,20 +88,7 @@ fn price(user_id: ObjectId, order: NewOrder, tax_rate: f64) -> Result<OrderRecor
             price: l.price.as_f64(),
         })
         .collect();
-    let priced = price_order(
-        &OrderToPrice {
-            id: id.to_hex(),
-            lines: lines
-                .iter()
-                .map(|l| LineToPrice {
-                    sku: l.sku.clone(),
-                    qty: l.qty,
-                    price: l.price,
-                })
-                .collect(),
-        },
-        tax_rate,
-    )?;
+    let priced = price_order(&to_price(id, &lines), tax_rate)?;
     let amount = |cents| Price::from_cents(cents).as_f64();
     Ok(OrderRecord {
         id,
@@ -114,6 +101,21 @@ fn price(user_id: ObjectId, order: NewOrder, tax_rate: f64) -> Result<OrderRecor
         status: OrderStatus::Pending,
         created_at: bson::DateTime::now(),
     })
+}
+
+/// An order's lines as the pricing rule takes them.
+fn to_price(id: ObjectId, lines: &[OrderLineRecord]) -> OrderToPrice {
+    OrderToPrice {
+        id: id.to_hex(),
+        lines: lines
+            .iter()
+            .map(|l| LineToPrice {
+                sku: l.sku.clone(),
+                qty: l.qty,
+                price: l.price,
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -155,22 +157,7 @@ mod tests {
         assert_eq!(record.discount, 1.25, "5 % off the 10-unit line");
         assert_eq!(record.tax, 2.48);
         assert_eq!(record.total, 27.23);
-        let job = price_order(
-            &OrderToPrice {
-                id: record.id.to_hex(),
-                lines: record
-                    .lines
-                    .iter()
-                    .map(|l| LineToPrice {
-                        sku: l.sku.clone(),
-                        qty: l.qty,
-                        price: l.price,
-                    })
-                    .collect(),
-            },
-            0.1,
-        )
-        .unwrap();
+        let job = price_order(&to_price(record.id, &record.lines), 0.1).unwrap();
         assert_eq!(Price::from_cents(job.total_cents).as_f64(), record.total);
     }
 }

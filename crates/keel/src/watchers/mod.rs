@@ -38,6 +38,26 @@ pub use runtime::WatcherRuntime;
 
 use crate::store::{ChangeEvent, StoreError, WatchOptions};
 
+/// A `catch_up` made of pages of ids: `page(after)` lists the next ids after `after` (in id
+/// order; empty when done) and `handle` handles one. Returns how many were handled.
+pub async fn catch_up_in_pages<'a>(
+    page: impl Fn(Option<bson::Bson>) -> BoxFuture<'a, Result<Vec<bson::Bson>, WatcherError>>,
+    handle: impl Fn(bson::Bson) -> BoxFuture<'a, Result<(), WatcherError>>,
+) -> Result<Option<u64>, WatcherError> {
+    let (mut after, mut handled) = (None, 0);
+    loop {
+        let ids = page(after.take()).await?;
+        let Some(last) = ids.last().cloned() else {
+            return Ok(Some(handled));
+        };
+        for id in ids {
+            handle(id).await?;
+            handled += 1;
+        }
+        after = Some(last);
+    }
+}
+
 /// Why a watcher handler did not handle an event; the watcher restarts and gets it again.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WatcherError {

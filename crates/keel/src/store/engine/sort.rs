@@ -65,18 +65,11 @@ impl Sort {
     }
 
     pub fn compare(&self, a: &Document, b: &Document) -> Ordering {
-        for key in &self.keys {
-            let order = compare_keys(&key.value_of(a), &key.value_of(b));
-            let order = if key.is_descending {
-                order.reverse()
-            } else {
-                order
-            };
-            if order != Ordering::Equal {
-                return order;
-            }
-        }
-        Ordering::Equal
+        self.keys
+            .iter()
+            .map(|key| key.directed(compare_keys(&key.value_of(a), &key.value_of(b))))
+            .find(|order| order.is_ne())
+            .unwrap_or(Ordering::Equal)
     }
 
     /// Sorts in place, stably, computing each document's keys once.
@@ -84,24 +77,9 @@ impl Sort {
         if self.keys.is_empty() {
             return;
         }
-        let mut keyed: Vec<(Vec<KeyValue>, Document)> = documents
-            .drain(..)
-            .map(|d| (self.keys.iter().map(|k| k.value_of(&d)).collect(), d))
-            .collect();
-        keyed.sort_by(|(a, _), (b, _)| {
-            for ((x, y), key) in a.iter().zip(b).zip(&self.keys) {
-                let order = compare_keys(x, y);
-                let order = if key.is_descending {
-                    order.reverse()
-                } else {
-                    order
-                };
-                if order != Ordering::Equal {
-                    return order;
-                }
-            }
-            Ordering::Equal
-        });
+        let mut keyed: Vec<(SortKeys, Document)> =
+            documents.drain(..).map(|d| (self.keys_of(&d), d)).collect();
+        keyed.sort_by(|(a, _), (b, _)| self.compare_computed(a, b));
         documents.extend(keyed.into_iter().map(|(_, d)| d));
     }
 }
@@ -116,18 +94,12 @@ impl Sort {
     }
 
     fn compare_computed(&self, a: &SortKeys, b: &SortKeys) -> Ordering {
-        for ((x, y), key) in a.0.iter().zip(&b.0).zip(&self.keys) {
-            let order = compare_keys(x, y);
-            let order = if key.is_descending {
-                order.reverse()
-            } else {
-                order
-            };
-            if order != Ordering::Equal {
-                return order;
-            }
-        }
-        Ordering::Equal
+        a.0.iter()
+            .zip(&b.0)
+            .zip(&self.keys)
+            .map(|((x, y), key)| key.directed(compare_keys(x, y)))
+            .find(|order| order.is_ne())
+            .unwrap_or(Ordering::Equal)
     }
 
     /// Keeps the first `k` (in this order, stable) of whatever is pushed, holding at most
@@ -193,6 +165,15 @@ fn compare_keys(a: &KeyValue, b: &KeyValue) -> Ordering {
 }
 
 impl SortKey {
+    /// `order` in this key's direction.
+    fn directed(&self, order: Ordering) -> Ordering {
+        if self.is_descending {
+            order.reverse()
+        } else {
+            order
+        }
+    }
+
     fn value_of(&self, document: &Document) -> KeyValue {
         let parts: Vec<&str> = self.parts.iter().map(String::as_str).collect();
         let reached = resolve(document, &parts);
