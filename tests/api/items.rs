@@ -229,7 +229,7 @@ async fn get_data_and_create_item_answer_like_the_rest_routes() {
 #[tokio::test]
 async fn items_created_through_the_api_are_processed_by_the_process_data_task() {
     use keel::tasks::{Task, TaskConfig, TaskContext};
-    use keel_app::background::process_data::{PROCESS_DATA, ProcessData};
+    use keel_app::items::task::{PROCESS_DATA, ProcessData};
 
     let (app, _) = seeded().await;
     let context = TaskContext::detached(

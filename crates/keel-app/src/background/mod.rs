@@ -2,19 +2,13 @@
 //! `Background`, which builds keel's machinery for them and starts the parts a process's roles
 //! ask for (`keel serve --role scheduler|watchers|jobs`).
 //!
-//! - tasks: `process-data` (`process_data.rs`), `order-importer` (`order_importer.rs`)
-//! - watchers: `surveys` (`surveys_watcher.rs`), `orders` (`orders_watcher.rs`)
-//! - jobs: `process-orders` (`process_orders.rs`), pricing on the worker pool (`pricing.rs`)
+//! - tasks: `process-data` (`items/task.rs`), `order-importer` (`orders/importer.rs`)
+//! - watchers: `surveys` (`surveys/watcher.rs`), `orders` (`orders/watcher.rs`)
+//! - jobs: `process-orders` (`orders/job.rs`), pricing on the worker pool (`orders/pricing.rs`)
 //!
 //! Adding one: see docs/background.md.
 
-pub mod order_importer;
-pub mod orders_watcher;
-pub mod pricing;
-pub mod process_data;
-pub mod process_orders;
 pub mod repository;
-pub mod surveys_watcher;
 
 #[cfg(test)]
 mod store_tests;
@@ -41,25 +35,30 @@ const POOL_SHUTDOWN: Duration = Duration::from_secs(5);
 /// The CPU job kinds of the application.
 pub fn cpu_jobs() -> CpuJobs {
     let mut jobs = CpuJobs::new();
-    jobs.register(pricing::PROCESS_ORDERS_KIND, pricing::process_orders_job);
+    jobs.register(
+        crate::orders::pricing::PROCESS_ORDERS_KIND,
+        crate::orders::pricing::process_orders_job,
+    );
     jobs
 }
 
 /// `tax_rate`: `[orders] tax_rate`, as the API prices new orders.
 pub fn task_registry(store: &Store, tax_rate: f64) -> TaskRegistry {
     let mut tasks = TaskRegistry::new();
-    tasks.register(process_data::ProcessData::new(store));
-    tasks.register(order_importer::OrderImporter::new(store, tax_rate));
+    tasks.register(crate::items::task::ProcessData::new(store));
+    tasks.register(crate::orders::importer::OrderImporter::new(store, tax_rate));
     tasks
 }
 
 pub fn job_handlers(store: &Store, tax_rate: f64) -> JobHandlers {
     let mut handlers = JobHandlers::new();
-    let process_orders = process_orders::ProcessOrders::new(store, tax_rate);
-    handlers.register_typed(move |payload: process_orders::ProcessOrdersJob, job, ctx| {
-        let process_orders = process_orders.clone();
-        async move { process_orders.run(payload, job, ctx).await }
-    });
+    let process_orders = crate::orders::job::ProcessOrders::new(store, tax_rate);
+    handlers.register_typed(
+        move |payload: crate::orders::job::ProcessOrdersJob, job, ctx| {
+            let process_orders = process_orders.clone();
+            async move { process_orders.run(payload, job, ctx).await }
+        },
+    );
     handlers
 }
 
@@ -80,8 +79,11 @@ pub fn watcher_runtime(
 /// The application's watchers, registered by `watcher_runtime` (and named in the ops console).
 pub fn watchers(store: &Store, jobs: &JobQueue) -> Vec<Arc<dyn keel::watchers::Watcher>> {
     vec![
-        Arc::new(surveys_watcher::SurveysWatcher::new(store)),
-        Arc::new(orders_watcher::OrdersWatcher::new(jobs.clone(), store)),
+        Arc::new(crate::surveys::watcher::SurveysWatcher::new(store)),
+        Arc::new(crate::orders::watcher::OrdersWatcher::new(
+            jobs.clone(),
+            store,
+        )),
     ]
 }
 
@@ -159,9 +161,9 @@ impl Background {
         &self,
         ids: &[bson::Bson],
         owner: &bson::Bson,
-    ) -> Result<bson::Document, process_orders::ProcessOrdersError> {
+    ) -> Result<bson::Document, crate::orders::job::ProcessOrdersError> {
         let batch_id = bson::oid::ObjectId::new().to_hex();
-        process_orders::ProcessOrders::new(&self.store, self.tax_rate)
+        crate::orders::job::ProcessOrders::new(&self.store, self.tax_rate)
             .process(&batch_id, ids, Some(owner), &self.workers)
             .await
     }

@@ -7,8 +7,8 @@ use keel::tasks::{Task, TaskConfig, TaskContext};
 use keel::watchers::Watcher;
 use tokio_util::sync::CancellationToken;
 
-use super::order_importer::OrderImporter;
-use super::surveys_watcher::SurveysWatcher;
+use crate::orders::importer::OrderImporter;
+use crate::surveys::watcher::SurveysWatcher;
 
 async fn store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -120,7 +120,7 @@ async fn a_stale_lock_holders_write_is_refused_by_the_fence() {
 
     use keel::lock::{Locks, Renewal};
 
-    use super::repository::BackgroundRepository;
+    use crate::background::repository::BackgroundRepository;
 
     let (store, _dir) = store().await;
     let inbox = store.collection("orders_inbox");

@@ -8,3 +8,4 @@ pub mod render;
 pub mod repository;
 pub mod routes;
 pub mod service;
+pub mod task;

@@ -200,7 +200,7 @@ pub struct OrderRecord {
     pub user_id: ObjectId,
     pub lines: Vec<OrderLineRecord>,
     pub subtotal: f64,
-    /// Volume and large-order discounts (`background::pricing`); absent on orders stored
+    /// Volume and large-order discounts (`orders::pricing`); absent on orders stored
     /// before discounts applied to API orders.
     #[serde(default)]
     pub discount: f64,

@@ -10,11 +10,11 @@ use keel::validation::{FieldErrors, object_id};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::job::ProcessOrdersError;
 use super::model::{CreateOrderRequest, OrderListQuery, OrderStatus, OrderView};
 use super::service::OrderError;
 use crate::api::{ApiState, ErrorBody};
 use crate::auth::extract::AuthUser;
-use crate::background::process_orders::ProcessOrdersError;
 use crate::paging::{Limit, Skip};
 
 impl GuardedInput for CreateOrderRequest {}

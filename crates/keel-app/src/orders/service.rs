@@ -1,7 +1,7 @@
 //! Order use-cases: price an order and store it `pending`; read back only the caller's own
 //! orders.
 //!
-//! One pricing rule for every order: `background::pricing::price_order` — line amounts, the
+//! One pricing rule for every order: `orders::pricing::price_order` — line amounts, the
 //! volume and large-order discounts, tax at `[orders] tax_rate` on what remains, all in cents —
 //! is what the API, the order importer and the `process-orders` job all apply, so an order
 //! created here gets the same total the job later computes for it. API orders do get the
@@ -13,8 +13,8 @@ use keel::store::{Store, StoreError};
 use keel::validation::FieldErrors;
 
 use super::model::{NewOrder, OrderLineRecord, OrderRecord, OrderStatus};
+use super::pricing::{LineToPrice, OrderToPrice, price_order};
 use super::repository::OrderRepository;
-use crate::background::pricing::{LineToPrice, OrderToPrice, price_order};
 use crate::money::Price;
 use crate::paging::{Limit, Skip};
 

@@ -5,3 +5,4 @@ pub mod model;
 pub mod repository;
 pub mod routes;
 pub mod service;
+pub mod watcher;

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use keel::store::{ChangeEvent, ChangeOp, Store, WatchOptions};
 use keel::watchers::{Watcher, WatcherError, catch_up_in_pages};
 
-use super::repository::{BackgroundRepository, SURVEYS};
+use crate::background::repository::{BackgroundRepository, SURVEYS};
 use crate::surveys::model::{count, nps, nps_bucket};
 
 pub const SURVEYS_WATCHER: &str = "surveys";

@@ -15,7 +15,7 @@ use keel::store::Store;
 use keel::tasks::{Task, TaskContext, TaskError, TaskSummary};
 
 use super::pricing::{LineToPrice, OrderToPrice, price_order};
-use super::repository::{BackgroundRepository, Imported};
+use crate::background::repository::{BackgroundRepository, Imported};
 
 pub const ORDER_IMPORTER: &str = "order-importer";
 pub const ORDER_IMPORTER_LOCK: &str = "x3OrderImporter";

@@ -11,8 +11,8 @@ use keel::jobs::{JobQueue, NewJob};
 use keel::store::{ChangeEvent, ChangeOp, Store, WatchOptions};
 use keel::watchers::{Watcher, WatcherError, catch_up_in_pages};
 
-use super::process_orders::ProcessOrdersJob;
-use super::repository::{BackgroundRepository, ORDERS};
+use super::job::ProcessOrdersJob;
+use crate::background::repository::{BackgroundRepository, ORDERS};
 
 pub const ORDERS_WATCHER: &str = "orders";
 

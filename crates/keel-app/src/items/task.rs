@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use keel::store::Store;
 use keel::tasks::{Task, TaskContext, TaskError, TaskSummary};
 
-use super::repository::BackgroundRepository;
+use crate::background::repository::BackgroundRepository;
 
 pub const PROCESS_DATA: &str = "process-data";
 const DEFAULT_BATCH_SIZE: i64 = 100;

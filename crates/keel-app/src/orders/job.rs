@@ -11,9 +11,9 @@ use keel::store::{Store, StoreError};
 use keel::workers::{WorkerError, Workers};
 use serde::{Deserialize, Serialize};
 
-use super::orders_watcher::id_text;
 use super::pricing::{LineToPrice, OrderToPrice, PROCESS_ORDERS_KIND, PricingBatch, PricingResult};
-use super::repository::BackgroundRepository;
+use super::watcher::id_text;
+use crate::background::repository::BackgroundRepository;
 
 /// Why a batch was not priced (per-order problems are not errors: they are in `errors`).
 #[derive(Debug, thiserror::Error)]
