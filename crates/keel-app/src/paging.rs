@@ -77,6 +77,27 @@ fn parse_integer(field: &str, raw: &str) -> Result<i64, FieldErrors> {
         .map_err(|_| FieldErrors::single(field, "must be an integer"))
 }
 
+/// One page of the `_id`s matching `filter`, after `after`, in `_id` order.
+pub(crate) async fn ids_after(
+    collection: &keel::store::Collection,
+    mut filter: bson::Document,
+    after: Option<&bson::Bson>,
+    limit: i64,
+) -> keel::store::StoreResult<Vec<bson::Bson>> {
+    if let Some(after) = after {
+        filter.insert("_id", bson::doc! { "$gt": after.clone() });
+    }
+    let options = keel::store::FindOptions::default()
+        .sort(bson::doc! { "_id": 1 })
+        .limit(limit);
+    Ok(collection
+        .find(filter, options)
+        .await?
+        .into_iter()
+        .filter_map(|d| d.get("_id").cloned())
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,6 @@
 //!
 //! Adding one: see docs/background.md.
 
-pub mod repository;
-
 #[cfg(test)]
 mod store_tests;
 

@@ -120,7 +120,7 @@ async fn a_stale_lock_holders_write_is_refused_by_the_fence() {
 
     use keel::lock::{Locks, Renewal};
 
-    use crate::background::repository::BackgroundRepository;
+    use crate::orders::repository::OrderRepository;
 
     let (store, _dir) = store().await;
     let inbox = store.collection("orders_inbox");
@@ -152,7 +152,7 @@ async fn a_stale_lock_holders_write_is_refused_by_the_fence() {
     assert!(stale.is_lost());
     assert!(successor.token() > stale.token());
 
-    let repository = BackgroundRepository::new(&store);
+    let repository = OrderRepository::new(&store);
     repository
         .mark_inbox_invalid(
             &Bson::from("x9"),

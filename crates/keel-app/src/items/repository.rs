@@ -6,7 +6,8 @@
 //! operator); search text is regex-escaped before it becomes a `$regex`.
 
 use bson::{Bson, Document, RawDocumentBuf, doc};
-use keel::store::{Collection, FindOptions, IndexSpec, Store, StoreResult};
+use keel::lock::{Fence, fenced};
+use keel::store::{Collection, FindOptions, IndexSpec, Store, StoreResult, UpdateOptions};
 use keel::validation::escape_regex;
 
 use super::filter::{DataFilter, FilterValue, Operand};
@@ -143,6 +144,56 @@ fn bson_value(value: &FilterValue) -> Bson {
     match value {
         FilterValue::Text(s) => Bson::String(s.clone()),
         FilterValue::Number(n) => Bson::Double(*n),
+    }
+}
+
+/// The background work's queries on items (`items/task.rs`, process-data).
+impl ItemRepository {
+    pub async fn unprocessed_items(&self, limit: i64) -> StoreResult<Vec<Document>> {
+        let options = FindOptions::default().sort(doc! { "_id": 1 }).limit(limit);
+        self.items
+            .find(doc! { "processed": { "$exists": false } }, options)
+            .await
+    }
+
+    /// Marks an item processed with its enrichment, unless a concurrent run already did or a
+    /// newer holder of the task's lock wrote it (`fence`).
+    pub async fn mark_item_processed(
+        &self,
+        id: &Bson,
+        slug: &str,
+        price_cents: i64,
+        fence: Option<&Fence>,
+    ) -> StoreResult<bool> {
+        let now = bson::DateTime::now();
+        let (filter, update) = fenced(
+            fence,
+            doc! { "_id": id, "processed": { "$exists": false } },
+            doc! { "$set": { "slug": slug, "priceCents": price_cents, "processed": true, "processedAt": now } },
+        );
+        let result = self
+            .items
+            .update_one(filter, update, UpdateOptions::default())
+            .await?;
+        Ok(result.modified == 1)
+    }
+
+    /// Sets an item aside: `processed: false` with the reason, so it is not picked again.
+    pub async fn mark_item_rejected(
+        &self,
+        id: &Bson,
+        error: &str,
+        fence: Option<&Fence>,
+    ) -> StoreResult<()> {
+        let (filter, update) = fenced(
+            fence,
+            doc! { "_id": id, "processed": { "$exists": false } },
+            doc! { "$set": { "processed": false, "processError": error, "processedAt": bson::DateTime::now() } },
+        );
+        self.items
+            .update_one(filter, update, UpdateOptions::default())
+            .await?;
+        Ok(())
     }
 }
 

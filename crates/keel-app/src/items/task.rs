@@ -13,19 +13,19 @@ use futures::future::BoxFuture;
 use keel::store::Store;
 use keel::tasks::{Task, TaskContext, TaskError, TaskSummary};
 
-use crate::background::repository::BackgroundRepository;
+use super::repository::ItemRepository;
 
 pub const PROCESS_DATA: &str = "process-data";
 const DEFAULT_BATCH_SIZE: i64 = 100;
 
 pub struct ProcessData {
-    repository: BackgroundRepository,
+    repository: ItemRepository,
 }
 
 impl ProcessData {
     pub fn new(store: &Store) -> Self {
         ProcessData {
-            repository: BackgroundRepository::new(store),
+            repository: ItemRepository::new(store),
         }
     }
 }

@@ -15,21 +15,21 @@ use keel::store::Store;
 use keel::tasks::{Task, TaskContext, TaskError, TaskSummary};
 
 use super::pricing::{LineToPrice, OrderToPrice, price_order};
-use crate::background::repository::{BackgroundRepository, Imported};
+use super::repository::{Imported, OrderRepository};
 
 pub const ORDER_IMPORTER: &str = "order-importer";
 pub const ORDER_IMPORTER_LOCK: &str = "x3OrderImporter";
 const DEFAULT_BATCH_SIZE: i64 = 100;
 
 pub struct OrderImporter {
-    repository: BackgroundRepository,
+    repository: OrderRepository,
     tax_rate: f64,
 }
 
 impl OrderImporter {
     pub fn new(store: &Store, tax_rate: f64) -> Self {
         OrderImporter {
-            repository: BackgroundRepository::new(store),
+            repository: OrderRepository::new(store),
             tax_rate,
         }
     }

@@ -12,8 +12,8 @@ use keel::workers::{WorkerError, Workers};
 use serde::{Deserialize, Serialize};
 
 use super::pricing::{LineToPrice, OrderToPrice, PROCESS_ORDERS_KIND, PricingBatch, PricingResult};
+use super::repository::OrderRepository;
 use super::watcher::id_text;
-use crate::background::repository::BackgroundRepository;
 
 /// Why a batch was not priced (per-order problems are not errors: they are in `errors`).
 #[derive(Debug, thiserror::Error)]
@@ -40,14 +40,14 @@ impl JobKind for ProcessOrdersJob {
 
 #[derive(Clone)]
 pub struct ProcessOrders {
-    repository: BackgroundRepository,
+    repository: OrderRepository,
     tax_rate: f64,
 }
 
 impl ProcessOrders {
     pub fn new(store: &Store, tax_rate: f64) -> Self {
         ProcessOrders {
-            repository: BackgroundRepository::new(store),
+            repository: OrderRepository::new(store),
             tax_rate,
         }
     }

@@ -12,20 +12,20 @@ use keel::store::{ChangeEvent, ChangeOp, Store, WatchOptions};
 use keel::watchers::{Watcher, WatcherError, catch_up_in_pages};
 
 use super::job::ProcessOrdersJob;
-use crate::background::repository::{BackgroundRepository, ORDERS};
+use super::repository::{ORDERS, OrderRepository};
 
 pub const ORDERS_WATCHER: &str = "orders";
 
 pub struct OrdersWatcher {
     jobs: JobQueue,
-    repository: BackgroundRepository,
+    repository: OrderRepository,
 }
 
 impl OrdersWatcher {
     pub fn new(jobs: JobQueue, store: &Store) -> Self {
         OrdersWatcher {
             jobs,
-            repository: BackgroundRepository::new(store),
+            repository: OrderRepository::new(store),
         }
     }
 

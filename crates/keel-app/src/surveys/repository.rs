@@ -2,9 +2,10 @@
 //! `find_one_and_update` guarded on `status: "pending"`, so a survey completes exactly once even
 //! when two requests race.
 
-use bson::{doc, oid::ObjectId};
+use bson::{Bson, Document, doc, oid::ObjectId};
 use keel::store::{
-    Collection, FindOneAndUpdateOptions, FindOptions, IndexSpec, ReturnDocument, Store, StoreResult,
+    Collection, FindOneAndUpdateOptions, FindOptions, IndexSpec, ReturnDocument, Store,
+    StoreResult, UpdateOptions,
 };
 
 use super::model::{SurveyCompletion, SurveyRecord, SurveyStatView};
@@ -92,5 +93,67 @@ impl SurveyRepository {
             .iter()
             .filter_map(SurveyStatView::from_document)
             .collect())
+    }
+}
+
+/// The surveys watcher's queries (`surveys/watcher.rs`).
+impl SurveyRepository {
+    /// `_id`s of completed, unclaimed surveys after `after`, in `_id` order (the surveys
+    /// watcher's catch-up).
+    pub async fn completed_unclaimed_survey_ids(
+        &self,
+        after: Option<&Bson>,
+        limit: i64,
+    ) -> StoreResult<Vec<Bson>> {
+        let filter = doc! { "status": "completed", "processed": false };
+        crate::paging::ids_after(&self.surveys, filter, after, limit).await
+    }
+
+    /// Claims a completed, unprocessed survey: `processed: false → true` in one atomic step.
+    /// `None` when it was not completed, or someone (a replay, another replica) claimed it first.
+    pub async fn claim_completed_survey(&self, id: &Bson) -> StoreResult<Option<Document>> {
+        let update = doc! { "$set": { "processed": true, "processedDate": bson::DateTime::now() } };
+        let options = FindOneAndUpdateOptions {
+            return_document: ReturnDocument::After,
+            ..FindOneAndUpdateOptions::default()
+        };
+        self.surveys
+            .find_one_and_update(
+                doc! { "_id": id, "status": "completed", "processed": false },
+                update,
+                options,
+            )
+            .await
+    }
+
+    /// Adds one response in `bucket` (`promoters`, `passives`, `detractors`) to `day`'s stats
+    /// and returns the counts after it.
+    pub async fn add_survey_response(
+        &self,
+        day: &str,
+        bucket: &str,
+    ) -> StoreResult<Option<Document>> {
+        let update = doc! { "$set": { "day": day }, "$inc": { "responses": 1_i64, bucket: 1_i64 } };
+        let options = FindOneAndUpdateOptions {
+            upsert: true,
+            return_document: ReturnDocument::After,
+            ..FindOneAndUpdateOptions::default()
+        };
+        self.stats
+            .find_one_and_update(doc! { "_id": day }, update, options)
+            .await
+    }
+
+    /// Stores the NPS computed from `responses` responses — only if no response was added
+    /// since (then the writer of that one stores a fresher NPS).
+    pub async fn set_day_nps(&self, day: &str, responses: i64, nps: f64) -> StoreResult<()> {
+        self.stats
+            .update_one(
+                doc! { "_id": day, "responses": responses },
+                doc! { "$set": { "nps": nps } },
+                UpdateOptions::default(),
+            )
+            .await
+            .map(|_| ())
     }
 }

@@ -13,19 +13,19 @@ use futures::future::BoxFuture;
 use keel::store::{ChangeEvent, ChangeOp, Store, WatchOptions};
 use keel::watchers::{Watcher, WatcherError, catch_up_in_pages};
 
-use crate::background::repository::{BackgroundRepository, SURVEYS};
+use super::repository::{SURVEYS, SurveyRepository};
 use crate::surveys::model::{count, nps, nps_bucket};
 
 pub const SURVEYS_WATCHER: &str = "surveys";
 
 pub struct SurveysWatcher {
-    repository: BackgroundRepository,
+    repository: SurveyRepository,
 }
 
 impl SurveysWatcher {
     pub fn new(store: &Store) -> Self {
         SurveysWatcher {
-            repository: BackgroundRepository::new(store),
+            repository: SurveyRepository::new(store),
         }
     }
 
