@@ -18,7 +18,7 @@ use keel::lock::Locks;
 use keel::secrets::Secret;
 use keel::store::{ChangeEvent, DatabaseConfig, Store};
 use keel::watchers::{Watcher, WatcherError, WatcherRuntime, WatcherState, WatchersConfig};
-use keel::workers::{CpuJobs, WorkerPool, Workers, WorkersConfig};
+use keel::workers::{Computations, WorkerPool, Workers, WorkersConfig};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -83,7 +83,7 @@ fn jobs(c: &mut Criterion) {
     let queue = JobQueue::new(&store, config);
     rt.block_on(queue.ensure_indexes())
         .expect("indexes (bench setup)");
-    let workers = Workers::start(&WorkersConfig::default(), CpuJobs::new(), None);
+    let workers = Workers::start(&WorkersConfig::default(), Computations::new(), None);
     let mut handlers = JobHandlers::new();
     handlers.register(
         "bench",

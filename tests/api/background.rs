@@ -1,5 +1,5 @@
 //! Background work inside the running application: the watchers and the job queue working
-//! together, readiness and metrics, isolated CPU jobs in a real `keel worker-run` child, and
+//! together, readiness and metrics, isolated computations in a real `keel worker-run` child, and
 //! `keel task run` from the binary.
 
 use std::path::PathBuf;

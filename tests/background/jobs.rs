@@ -8,7 +8,7 @@ use bson::doc;
 use futures::FutureExt;
 use keel::jobs::{JobHandlers, JobQueue, JobRunner, JobStatus, JobsConfig, NewJob};
 use keel::store::Store;
-use keel::workers::{CpuJobs, Workers, WorkersConfig};
+use keel::workers::{Computations, Workers, WorkersConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{eventually, on_every_backend};
@@ -31,7 +31,7 @@ fn workers() -> Workers {
         threads: 2,
         ..WorkersConfig::default()
     };
-    Workers::start(&config, CpuJobs::new(), None)
+    Workers::start(&config, Computations::new(), None)
 }
 
 /// A runner working in the background until the returned token is cancelled.

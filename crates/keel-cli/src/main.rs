@@ -51,7 +51,7 @@ enum Command {
     /// Create every index the application declares (idempotent; `serve` also does it at start
     /// unless database.migrate_on_start = false).
     Migrate,
-    /// Internal: run one isolated CPU job (JSON on stdin → JSON on stdout).
+    /// Internal: run one isolated computation (JSON on stdin → JSON on stdout).
     #[command(hide = true)]
     WorkerRun(commands::worker_run::WorkerRunArgs),
     /// Print the version.

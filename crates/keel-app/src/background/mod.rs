@@ -1,4 +1,4 @@
-//! The application's background work: its tasks, watchers, jobs and CPU job kinds, and
+//! The application's background work: its tasks, watchers, jobs and computations, and
 //! `Background`, which builds keel's machinery for them and starts the parts a process's roles
 //! ask for (`keel serve --role scheduler|watchers|jobs`).
 //!
@@ -23,16 +23,16 @@ use keel::store::Store;
 use keel::store::migrate::IndexDecl;
 use keel::tasks::{Scheduler, TASK_RUNS_COLLECTION, TaskRegistry, TaskRunner};
 use keel::watchers::{WatcherHealth, WatcherRuntime};
-use keel::workers::{CpuJobs, Workers};
+use keel::workers::{Computations, Workers};
 
 use crate::Role;
 
 /// How long the worker pool may take to finish its jobs at shutdown.
 const POOL_SHUTDOWN: Duration = Duration::from_secs(5);
 
-/// The CPU job kinds of the application.
-pub fn cpu_jobs() -> CpuJobs {
-    let mut jobs = CpuJobs::new();
+/// The computations of the application.
+pub fn computations() -> Computations {
+    let mut jobs = Computations::new();
     jobs.register(
         crate::orders::pricing::PROCESS_ORDERS_KIND,
         crate::orders::pricing::process_orders_job,
@@ -114,11 +114,11 @@ pub struct Background {
 
 impl Background {
     /// Builds the worker pool, the queue and the task runner from the configuration. Nothing
-    /// runs until `start`. `child_program` is the `keel` executable for isolated CPU jobs.
+    /// runs until `start`. `child_program` is the `keel` executable for isolated computations.
     pub fn new(platform: &Platform, store: &Store, child_program: Option<PathBuf>) -> Background {
         let config = platform.config();
         let tax_rate = config.orders.tax_rate.clamp(0.0, 1.0);
-        let workers = Workers::start(&config.workers, cpu_jobs(), child_program);
+        let workers = Workers::start(&config.workers, computations(), child_program);
         let jobs = JobQueue::new(store, config.jobs.clone());
         let tasks = TaskRunner::new(
             store,

@@ -70,7 +70,7 @@ pub struct PricingResult {
     pub priced: Vec<PricedOrder>,
 }
 
-/// The CPU job kind: `PricingBatch` JSON → `PricingResult` JSON.
+/// The computation: `PricingBatch` JSON → `PricingResult` JSON.
 pub fn process_orders_job(input: serde_json::Value) -> Result<serde_json::Value, String> {
     let batch: PricingBatch =
         serde_json::from_value(input).map_err(|e| format!("not a pricing batch: {e}"))?;

@@ -1,4 +1,4 @@
-//! `keel worker-run KIND` (hidden): the child side of an isolated CPU job. The parent (the
+//! `keel worker-run KIND` (hidden): the child side of an isolated computation. The parent (the
 //! worker pool of `keel serve`) starts it under an address-space limit, writes the input JSON on
 //! stdin and reads one JSON answer from stdout. No configuration, telemetry or async runtime is
 //! started: the job gets the limited address space to itself, and stdout stays clean.
@@ -9,12 +9,12 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct WorkerRunArgs {
-    /// The CPU job kind to run.
+    /// The computation to run.
     pub kind: String,
 }
 
 pub fn run(args: WorkerRunArgs) -> ExitCode {
-    let jobs = keel_app::background::cpu_jobs();
+    let jobs = keel_app::background::computations();
     let code = keel::workers::run_child(
         &jobs,
         &args.kind,

@@ -235,7 +235,7 @@ impl From<crate::workers::WorkerError> for ApiError {
                 retry_after_secs: error.retry_after().map_or(1, |d| d.as_secs().max(1)),
             },
             WorkerError::Timeout(_) => ApiError::Timeout,
-            WorkerError::JobFailed { message, .. } => ApiError::Unprocessable(message),
+            WorkerError::ComputationFailed { message, .. } => ApiError::Unprocessable(message),
             WorkerError::MemoryLimitExceeded { .. } => ApiError::Unprocessable(error.to_string()),
             other => ApiError::internal(other.to_string()),
         }
@@ -286,7 +286,7 @@ mod tests {
         let response = busy.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
-        let failed = crate::workers::WorkerError::JobFailed {
+        let failed = crate::workers::WorkerError::ComputationFailed {
             kind: "k".into(),
             message: "bad batch".into(),
         };

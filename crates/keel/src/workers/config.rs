@@ -17,7 +17,7 @@ pub struct WorkersConfig {
     pub job_timeout_ms: u64,
     /// Address-space limit (RLIMIT_AS) of an isolated job's child process.
     pub memory_limit_mb: u64,
-    /// CPU job kinds that run in a child `keel worker-run KIND` process instead of a pool thread.
+    /// Computations that run in a child `keel worker-run KIND` process instead of a pool thread.
     pub isolated: Vec<String>,
 }
 

@@ -1,4 +1,4 @@
-//! Isolated CPU jobs: a job kind run in a child process with a memory limit (the guides'
+//! Isolated computations: a computation run in a child process with a memory limit (the guides'
 //! `resourceLimits: { maxOldGenerationSizeMb }`).
 //!
 //! A thread shares the server's address space: a runaway allocation in it takes the whole server
@@ -27,7 +27,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::sync::Semaphore;
 
-use super::{CpuJobs, WorkerError};
+use super::{Computations, WorkerError};
 
 /// The largest input a child accepts on stdin.
 const MAX_CHILD_INPUT_BYTES: u64 = 256 * 1024 * 1024;
@@ -155,7 +155,7 @@ impl IsolatedRunner {
             .map_err(|e| failed(format!("unreadable answer on stdout: {e}")))?;
         match (answer.get("ok"), answer.get("error")) {
             (Some(ok), _) => Ok(ok.clone()),
-            (None, Some(message)) => Err(WorkerError::JobFailed {
+            (None, Some(message)) => Err(WorkerError::ComputationFailed {
                 kind: kind.to_owned(),
                 message: message.as_str().unwrap_or("unknown error").to_owned(),
             }),
@@ -200,11 +200,11 @@ impl IsolatedRunner {
 ///
 /// Call it before starting any async runtime or thread pool: the child runs under RLIMIT_AS, and
 /// every extra thread reserves address space (stack, allocator arena) the job may need.
-pub fn run_child(jobs: &CpuJobs, kind: &str, input: impl Read, mut output: impl Write) -> i32 {
+pub fn run_child(jobs: &Computations, kind: &str, input: impl Read, mut output: impl Write) -> i32 {
     let answer = match read_input(input).and_then(|value| {
         let function = jobs
             .get(kind)
-            .ok_or_else(|| format!("unknown CPU job kind {kind:?}"))?;
+            .ok_or_else(|| format!("unknown computation {kind:?}"))?;
         function(value)
     }) {
         Ok(value) => serde_json::json!({ "ok": value }),
@@ -262,8 +262,8 @@ mod tests {
             Duration::from_secs(30),
         );
         match runner.run("x", &serde_json::json!({})).await {
-            Err(WorkerError::JobFailed { message, .. }) => assert_eq!(message, "bad batch"),
-            other => panic!("expected JobFailed, got {other:?}"),
+            Err(WorkerError::ComputationFailed { message, .. }) => assert_eq!(message, "bad batch"),
+            other => panic!("expected ComputationFailed, got {other:?}"),
         }
     }
 
@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn the_child_side_answers_ok_or_error_as_json() {
-        let mut jobs = CpuJobs::new();
+        let mut jobs = Computations::new();
         jobs.register("sum", |v| {
             let numbers = v.as_array().ok_or("expected an array")?;
             Ok(serde_json::json!(

@@ -1,11 +1,12 @@
 //! Workers: where CPU-heavy work runs so the async runtime never blocks (the guides' `worker.js`
-//! and worker pool).
+//! and worker pool). Its unit of work is a *computation*; "job" means only a durable job of
+//! `keel::jobs` (whose handlers may run computations here).
 //!
 //! - `WorkerPool` (`pool.rs`): a fixed set of threads behind a bounded queue, for any closure.
-//! - `CpuJobs` (`registry.rs`): named CPU job kinds, `fn(JSON) -> JSON`, that can run either on
+//! - `Computations` (`registry.rs`): named computations, `fn(JSON) -> JSON`, that can run either on
 //!   the pool or — for kinds configured as isolated — in a child `keel worker-run KIND` process
 //!   with an address-space limit (`isolated.rs`), the guides' `resourceLimits`.
-//! - `Workers` (below) is the one value the rest of the system holds: the pool plus the job kinds
+//! - `Workers` (below) is the one value the rest of the system holds: the pool plus the computations
 //!   and the isolation settings, built once at start-up from `[workers]`.
 
 mod config;
@@ -20,7 +21,7 @@ use std::time::Duration;
 pub use config::WorkersConfig;
 pub use isolated::{IsolatedRunner, run_child};
 pub use pool::{JobContext, JobHandle, PoolStats, WorkerPool};
-pub use registry::{CpuJobFn, CpuJobs};
+pub use registry::{Computations, ComputeFn};
 
 /// Why a job submitted to the workers did not produce its value.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,11 +38,11 @@ pub enum WorkerError {
     Panicked(String),
     #[error("worker pool is shut down")]
     ShutDown,
-    #[error("unknown CPU job kind {0:?}")]
+    #[error("unknown computation {0:?}")]
     UnknownKind(String),
     /// The job ran and reported a failure of its own (bad input, a business rule).
     #[error("job {kind} failed: {message}")]
-    JobFailed { kind: String, message: String },
+    ComputationFailed { kind: String, message: String },
     /// An isolated job's process went over `workers.memory_limit_mb` and was stopped.
     #[error("isolated job {kind} exceeded its memory limit of {limit_mb} MB and was stopped")]
     MemoryLimitExceeded { kind: String, limit_mb: u64 },
@@ -60,12 +61,12 @@ impl WorkerError {
     }
 }
 
-/// The workers of one process: the pool, the registered CPU job kinds, and how to isolate the
+/// The workers of one process: the pool, the registered computations, and how to isolate the
 /// kinds configured as isolated. Cheap to clone.
 #[derive(Clone)]
 pub struct Workers {
     pool: WorkerPool,
-    jobs: Arc<CpuJobs>,
+    jobs: Arc<Computations>,
     isolated: Option<IsolatedRunner>,
 }
 
@@ -73,7 +74,11 @@ impl Workers {
     /// Starts the pool from `[workers]`. `child_program` is the executable that implements
     /// `worker-run` (the `keel` binary itself: `std::env::current_exe()`); without it every kind
     /// runs on the pool.
-    pub fn start(config: &WorkersConfig, jobs: CpuJobs, child_program: Option<PathBuf>) -> Self {
+    pub fn start(
+        config: &WorkersConfig,
+        jobs: Computations,
+        child_program: Option<PathBuf>,
+    ) -> Self {
         let pool = WorkerPool::new(
             config.effective_threads(),
             config.queue_capacity,
@@ -101,11 +106,11 @@ impl Workers {
         &self.pool
     }
 
-    pub fn jobs(&self) -> &CpuJobs {
+    pub fn jobs(&self) -> &Computations {
         &self.jobs
     }
 
-    /// Runs the CPU job `kind` on `input`: in a child process when the kind is isolated and a
+    /// Runs the computation `kind` on `input`: in a child process when the kind is isolated and a
     /// child program is known, on the pool otherwise.
     pub async fn run_kind(
         &self,
@@ -123,7 +128,7 @@ impl Workers {
         self.pool
             .run(move |_| function(input))
             .await?
-            .map_err(|message| WorkerError::JobFailed {
+            .map_err(|message| WorkerError::ComputationFailed {
                 kind: kind_owned,
                 message,
             })
@@ -139,7 +144,7 @@ mod tests {
     use super::*;
 
     fn workers() -> Workers {
-        let mut jobs = CpuJobs::new();
+        let mut jobs = Computations::new();
         jobs.register("square", |v| {
             let n = v.as_i64().ok_or("expected a number")?;
             Ok(serde_json::json!(n * n))
@@ -168,7 +173,7 @@ mod tests {
         ));
         assert!(matches!(
             workers.run_kind("square", serde_json::json!("two")).await,
-            Err(WorkerError::JobFailed { kind, .. }) if kind == "square"
+            Err(WorkerError::ComputationFailed { kind, .. }) if kind == "square"
         ));
     }
 

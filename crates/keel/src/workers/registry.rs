@@ -1,4 +1,4 @@
-//! Named CPU job kinds: pure functions from JSON to JSON.
+//! Named computations: pure functions from JSON to JSON.
 //!
 //! A kind is registered once (the application registers its own, e.g. `process-orders`) and can
 //! then run on a pool thread or, unchanged, in an isolated child process: the function only sees
@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-/// A CPU job: input JSON → output JSON, or a failure message. Must not touch the store or the
+/// A computation: input JSON → output JSON, or a failure message. Must not touch the store or the
 /// network: it may run in a process that has neither.
-pub type CpuJobFn =
+pub type ComputeFn =
     Arc<dyn Fn(serde_json::Value) -> Result<serde_json::Value, String> + Send + Sync>;
 
 /// Built into every registry: allocates and touches `{"mb": N}` megabytes, then answers
@@ -18,14 +18,14 @@ pub type CpuJobFn =
 pub const ALLOCATE_KIND: &str = "keel.allocate";
 
 #[derive(Clone, Default)]
-pub struct CpuJobs {
-    functions: BTreeMap<String, CpuJobFn>,
+pub struct Computations {
+    functions: BTreeMap<String, ComputeFn>,
     isolated: BTreeSet<String>,
 }
 
-impl CpuJobs {
+impl Computations {
     pub fn new() -> Self {
-        let mut jobs = CpuJobs::default();
+        let mut jobs = Computations::default();
         jobs.register(ALLOCATE_KIND, allocate_and_touch);
         jobs
     }
@@ -39,7 +39,7 @@ impl CpuJobs {
         self
     }
 
-    pub fn get(&self, kind: &str) -> Option<CpuJobFn> {
+    pub fn get(&self, kind: &str) -> Option<ComputeFn> {
         self.functions.get(kind).cloned()
     }
 
@@ -56,7 +56,7 @@ impl CpuJobs {
             if self.functions.contains_key(kind) {
                 self.isolated.insert(kind.clone());
             } else {
-                tracing::warn!(kind = %kind, "workers.isolated names an unknown CPU job kind");
+                tracing::warn!(kind = %kind, "workers.isolated names an unknown computation");
             }
         }
     }
@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn registered_kinds_are_found_by_name_and_allocate_is_built_in() {
-        let mut jobs = CpuJobs::new();
+        let mut jobs = Computations::new();
         jobs.register("double", |v| {
             v.as_i64()
                 .map(|n| serde_json::json!(n * 2))
@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn only_known_kinds_can_be_isolated() {
-        let mut jobs = CpuJobs::new();
+        let mut jobs = Computations::new();
         jobs.mark_isolated(&[ALLOCATE_KIND.to_owned(), "nope".to_owned()]);
         assert!(jobs.is_isolated(ALLOCATE_KIND));
         assert!(!jobs.is_isolated("nope"));
