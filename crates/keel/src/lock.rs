@@ -537,6 +537,14 @@ pub fn fenced(fence: Option<&Fence>, filter: Document, update: Document) -> (Doc
     }
 }
 
+/// `guard` when there is a fence: the filter of a fenced delete.
+pub fn guarded(fence: Option<&Fence>, filter: Document) -> Document {
+    match fence {
+        Some(fence) => fence.guard(filter),
+        None => filter,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,7 +135,7 @@ pub fn price_order(order: &OrderToPrice, tax_rate: f64) -> Result<PricedOrder, S
     let total = taxable + tax;
     canonical.push_str(&format!("|{subtotal}|{discount}|{tax}|{total}"));
     let digest = Sha256::digest(canonical.as_bytes());
-    let checksum = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let checksum = keel::store::lower_hex(&digest[..8]);
     Ok(PricedOrder {
         order_id: order.id.clone(),
         subtotal_cents: subtotal,

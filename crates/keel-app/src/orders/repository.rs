@@ -1,7 +1,7 @@
 //! `orders`: every query here is scoped by `userId` — a user can only ever reach their own.
 
 use bson::{Bson, Document, doc, oid::ObjectId};
-use keel::lock::{Fence, fenced};
+use keel::lock::{Fence, fenced, guarded};
 use keel::store::{
     Collection, FindOptions, IndexSpec, Store, StoreError, StoreResult, UpdateOptions,
 };
@@ -106,10 +106,7 @@ impl OrderRepository {
     /// Deletes an imported inbox document, unless a newer holder of the importer's lock has
     /// written it since (`fence`).
     pub async fn remove_from_inbox(&self, id: &Bson, fence: Option<&Fence>) -> StoreResult<()> {
-        let filter = match fence {
-            Some(fence) => fence.guard(doc! { "_id": id }),
-            None => doc! { "_id": id },
-        };
+        let filter = guarded(fence, doc! { "_id": id });
         self.inbox.delete_one(filter).await.map(|_| ())
     }
 

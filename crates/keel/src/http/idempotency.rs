@@ -309,11 +309,7 @@ pub(crate) fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     hasher.update(path.as_bytes());
     hasher.update(b"\n");
     hasher.update(body);
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::store::lower_hex(&hasher.finalize())
 }
 
 #[cfg(test)]
