@@ -173,3 +173,16 @@ async fn production_logs_are_json_lines_with_the_process_fields() {
     keel.signal(libc::SIGTERM);
     assert_eq!(keel.wait_for_exit().await.code(), Some(0));
 }
+
+#[tokio::test]
+async fn development_logs_into_a_pipe_carry_no_colour_codes() {
+    let keel = KeelProcess::serve(&[("KEEL_LOG__FORMAT", "pretty")]);
+    // The readable format names the bound address on its "listening" line.
+    let listening = keel.wait_for_line(|line| line.contains("listening")).await;
+    let output = keel.lines().join("\n");
+    assert!(
+        !output.contains('\u{1b}'),
+        "escape codes in piped output:\n{output:?}"
+    );
+    assert!(listening.contains("INFO"), "{listening}");
+}

@@ -2,7 +2,7 @@
 //!
 //! Production writes one JSON object per line (`json.rs`) with `timestamp, level, message,
 //! service, env, version, hostname`, the fields of every enclosing span (`request_id`,
-//! `trace_id`, …) and the event's own fields; development writes readable lines. The level comes
+//! `trace_id`, …) and the event's own fields; development writes readable lines (coloured on a terminal only). The level comes
 //! from `RUST_LOG` when set, else from `log.level`. When `telemetry.otlp_endpoint` is set, spans
 //! are also exported over OTLP/HTTP; the HTTP chassis makes an incoming W3C `traceparent` the
 //! request span's parent. `init` returns a guard: keep it alive for the process's life and call
@@ -13,6 +13,8 @@
 
 mod evt;
 mod json;
+
+use std::io::IsTerminal;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -97,6 +99,12 @@ pub fn filter(config: &Config) -> Result<EnvFilter, TelemetryError> {
         .map_err(|e| TelemetryError::Filter(format!("{directives}: {e}")))
 }
 
+/// The development format colours its output only on a terminal: files and pipes get plain
+/// text. `NO_COLOR` (any non-empty value, <https://no-color.org>) turns colour off everywhere.
+fn colour_wanted(stdout_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
 /// Installs the process-wide subscriber (logs to stdout) and, if configured, the OTLP exporter.
 pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
     let (filter, filter_handle) = reload::Layer::new(filter(config)?);
@@ -118,7 +126,14 @@ pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
             )
             .try_init(),
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stdout))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colour_wanted(
+                        std::io::stdout().is_terminal(),
+                        std::env::var_os("NO_COLOR").as_deref(),
+                    ))
+                    .with_writer(std::io::stdout),
+            )
             .try_init(),
     };
     installed.map_err(|_| TelemetryError::AlreadyInstalled)?;
@@ -182,4 +197,25 @@ fn install_panic_hook() {
             "panic"
         );
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::colour_wanted;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_under_no_color() {
+        assert!(colour_wanted(true, None));
+        assert!(
+            !colour_wanted(false, None),
+            "a file or a pipe gets plain text"
+        );
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(
+            colour_wanted(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR is unset"
+        );
+    }
 }
