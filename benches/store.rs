@@ -1,7 +1,7 @@
 //! Embedded store benchmarks, side by side with the same operations done directly on SQLite
 //! through rusqlite (the raw engine is the limit keel's overhead is measured against).
 //!
-//! Targets (issue 3): 64 concurrent writers ≥ 50,000 durable inserts/s (group commit);
+//! Targets: 64 concurrent writers ≥ 50,000 durable inserts/s (group commit);
 //! single-document lookups ≥ 0.5× raw; insert→change-event latency p99 ≤ 10 ms (printed by
 //! the `change_feed` group as p50/p99 over its samples); find 100 by index ≥ 0.5× raw, and
 //! counts beside raw SQLite (`docs/performance.md` has the latest numbers).

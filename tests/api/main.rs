@@ -21,7 +21,7 @@ mod probes;
 mod request_id;
 mod telemetry;
 
-// The API (issue 4).
+// The API.
 mod auth;
 mod input_hygiene;
 mod items;
@@ -30,7 +30,7 @@ mod ops;
 mod orders;
 mod rate_limits;
 
-// MongoDB only (issue 10): two replicas on one database; a server that fails.
+// MongoDB only: two replicas on one database; a server that fails.
 mod mongo_faults;
 mod replicas;
 mod surveys;

@@ -1,4 +1,4 @@
-//! The ops console (issue 13) over HTTP: who may see it (401/403/200, the bootstrap list), the
+//! The ops console over HTTP: who may see it (401/403/200, the bootstrap list), the
 //! API's CSRF rule on its actions, "run now" honouring the task's lock, retrying and purging
 //! jobs, the audit trail, heartbeats, the embedded page and its OpenAPI entries. The browser
 //! side is tests/browser (scripts/browser-test).

@@ -1,4 +1,4 @@
-// The ops console in a real browser (issue 13): Debian's chromium, driven by playwright-core,
+// The ops console in a real browser: Debian's chromium, driven by playwright-core,
 // against the real `keel serve` binary on a free port with a temporary data directory.
 // Run by scripts/browser-test (which installs chromium and the npm package when missing).
 //
