@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by callgrind: exact and repeatable on a noisy machine, where
+# wall-clock numbers are not (docs/performance.md).
+#
+# Usage: bench/callgrind.sh [health|getData|both] [requests]      (defaults: both 2000)
+#
+# keel runs in the production settings of bench/load.sh (KEEL_ENV=production, JSON request log,
+# rate limits on and raised, the session checked on every request) under
+# `valgrind --tool=callgrind --instr-atstart=no`, on a fresh data directory with 1,000 items
+# created through the API. Each request kind is warmed up, then counted alone: instrumentation is
+# switched on, REQUESTS requests are sent (8 in flight over kept-alive connections), switched
+# off, and the dump's total is divided by REQUESTS (getData sends a quarter as many). The dumps
+# stay in target/callgrind/ for `callgrind_annotate --inclusive=yes FILE`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WHAT="${1:-both}"
+REQUESTS="${2:-2000}"
+PORT="${KEEL_BENCH_PORT:-38090}"
+case "$WHAT" in health | getData | both) ;; *)
+    echo "usage: bench/callgrind.sh [health|getData|both] [requests]" >&2; exit 2 ;;
+esac
+
+if ! command -v valgrind >/dev/null 2>&1; then
+    echo "installing valgrind (Debian package)…" >&2
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq >/dev/null
+    $SUDO apt-get install -y -qq valgrind >/dev/null
+fi
+
+cargo build --release --quiet -p keel-cli
+TARGET="${CARGO_TARGET_DIR:-target}/release"
+OUT_DIR="${CARGO_TARGET_DIR:-target}/callgrind"
+mkdir -p "$OUT_DIR"
+WORK="$(mktemp -d)"
+SERVER_PID=""
+stop_server() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+}
+trap 'stop_server; rm -rf "$WORK"' EXIT
+
+export KEEL_RATE_LIMIT__AUTH__LIMIT=1000000000 KEEL_RATE_LIMIT__API__LIMIT=1000000000 \
+    KEEL_RATE_LIMIT__PUBLIC__LIMIT=1000000000
+KEEL_CONFIG_DIR="$PWD/config" KEEL_ENV=production \
+    KEEL_SESSION__SECRET="callgrind-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+    KEEL_DATABASE__URL="embedded://$WORK/data" \
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT_DIR/callgrind.%p" \
+    "$TARGET/keel" serve --host 127.0.0.1 --port "$PORT" >/dev/null 2>"$WORK/server.err" &
+SERVER_PID=$!
+BASE="http://127.0.0.1:$PORT"
+for _ in $(seq 1 600); do
+    if curl -fsS -o /dev/null "$BASE/api/health" 2>/dev/null; then break; fi
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.err" >&2; exit 1; }
+    sleep 0.2
+done
+# valgrind's pid is keel's: callgrind_control addresses it directly.
+
+COOKIE="$(curl -sS -o /dev/null -D - -H 'Content-Type: application/json' \
+    -d '{"email":"callgrind@example.com","password":"callgrind-password-1"}' \
+    "$BASE/api/auth/register" | awk -F'[=;]' 'tolower($1) ~ /^set-cookie: sessionid/ {print $2}')"
+[ -n "$COOKIE" ] || { echo "registering the user failed" >&2; exit 1; }
+curl -sS -o /dev/null -H 'Content-Type: application/json' -H "Cookie: sessionId=$COOKIE" \
+    -d '{"name":"Acme","active":true}' "$BASE/api/brands"
+
+# requests FILE KIND COUNT: a curl config of COUNT requests of KIND.
+requests() {
+    local file="$1" kind="$2" count="$3"
+    for i in $(seq 1 "$count"); do
+        [ "$i" -eq 1 ] || echo next
+        case "$kind" in
+        seed) printf 'url = "%s/api/items"\nheader = "Content-Type: application/json"\nheader = "Cookie: sessionId=%s"\ndata = "{\\"name\\":\\"item-%d\\",\\"brand\\":\\"Acme\\",\\"price\\":%d.%02d,\\"tags\\":[\\"load\\"]}"\n' \
+            "$BASE" "$COOKIE" "$i" "$((i % 500))" "$((i % 100))" ;;
+        health) printf 'url = "%s/api/health"\n' "$BASE" ;;
+        getData) printf 'url = "%s/api/getData"\nheader = "Content-Type: application/json"\nheader = "Cookie: sessionId=%s"\ndata = "{\\"limit\\":100}"\n' \
+            "$BASE" "$COOKIE" ;;
+        esac
+        printf 'output = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n'
+    done >"$file"
+}
+send() {   # FILE COUNT: sends them, fails unless every answer is 2xx
+    local ok
+    ok="$(curl -sS --no-progress-meter --parallel --parallel-max 8 -K "$1" | grep -c '^20[01]$' || true)"
+    [ "$ok" -eq "$2" ] || { echo "$ok of $2 requests answered 2xx" >&2; exit 1; }
+}
+
+requests "$WORK/seed" seed 1000
+send "$WORK/seed" 1000
+
+measure() {   # KIND COUNT
+    local kind="$1" count="$2" name
+    requests "$WORK/$kind" "$kind" "$count"
+    send "$WORK/$kind" "$count"   # warm-up
+    callgrind_control -z "$SERVER_PID" >/dev/null 2>&1
+    callgrind_control -i on "$SERVER_PID" >/dev/null 2>&1
+    send "$WORK/$kind" "$count"
+    callgrind_control -i off "$SERVER_PID" >/dev/null 2>&1
+    name="$OUT_DIR/$kind"
+    rm -f "$OUT_DIR/callgrind.$SERVER_PID".*
+    callgrind_control -d "$kind" "$SERVER_PID" >/dev/null 2>&1
+    # The dump lands as callgrind.PID.N (one per thread is merged by default).
+    local dump; dump="$(ls -t "$OUT_DIR/callgrind.$SERVER_PID".* | head -1)"
+    mv "$dump" "$name.out"
+    local total; total="$(awk '/^totals:/ {print $2}' "$name.out")"
+    printf '%-8s %6d requests  %12d instructions  %10d per request   (%s)\n' \
+        "$kind" "$count" "$total" "$((total / count))" "$name.out"
+}
+
+case "$WHAT" in
+health) measure health "$REQUESTS" ;;
+getData) measure getData "$((REQUESTS / 4))" ;;
+both) measure health "$REQUESTS"; measure getData "$((REQUESTS / 4))" ;;
+esac
