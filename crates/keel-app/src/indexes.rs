@@ -1,9 +1,10 @@
-//! Every index the application relies on, gathered from the repositories that declare them.
+//! Every index the application relies on, gathered from the components that declare them.
 //!
 //! Each repository states the indexes its queries need (uniqueness, TTL, the fields its filters
-//! and sorts use) next to the queries themselves; [`all`] adds the platform collections the API
-//! uses (`sessions`, `idempotency_keys`) and the background work's declarations. `keel serve` passes them to
-//! `keel::store::migrate::migrate` at start (unless `database.migrate_on_start = false`).
+//! and sorts use) next to the queries themselves, and its component hands them over
+//! (`Component::indexes`); [`all`] adds the background machinery's collections (`jobs`,
+//! `task_runs`) and the platform's the API uses (`sessions`, `idempotency_keys`). `keel migrate`
+//! and `keel serve`'s start (unless `database.migrate_on_start = false`) create them.
 
 use keel::http::idempotency::IdempotencyKeys;
 use keel::http::session::SessionManager;
@@ -11,28 +12,21 @@ pub use keel::store::migrate::IndexDecl;
 use keel::store::migrate::{MigrateReport, migrate};
 use keel::store::{Store, StoreResult};
 
+use crate::COMPONENTS;
+
 /// The application's indexes, every component included.
 pub fn all() -> Vec<IndexDecl> {
     let platform = SessionManager::indexes()
         .into_iter()
         .chain(IdempotencyKeys::indexes())
         .map(|(collection, spec)| IndexDecl::new(collection, spec));
-    [
-        crate::auth::repository::UserRepository::indexes(),
-        crate::auth::repository::AuthFailureRepository::indexes(),
-        crate::auth::repository::LoginFailureRepository::indexes(),
-        crate::brands::repository::BrandRepository::indexes(),
-        crate::items::repository::ItemRepository::indexes(),
-        crate::orders::repository::OrderRepository::indexes(),
-        crate::surveys::repository::SurveyRepository::indexes(),
-        crate::ops::repository::OpsRepository::indexes(),
-        // Background work's own: jobs, task runs, the scans it makes.
-        crate::background::index_declarations(),
-    ]
-    .into_iter()
-    .flatten()
-    .chain(platform)
-    .collect()
+    COMPONENTS
+        .iter()
+        .flat_map(|component| component.indexes())
+        // The background machinery's own: `jobs`, `task_runs`.
+        .chain(crate::background::index_declarations())
+        .chain(platform)
+        .collect()
 }
 
 /// Creates every declared index; existing ones are left as they are.

@@ -1,15 +1,20 @@
-//! keel-app: the reference application (the guides' `app/_webserver`).
+//! keel-app: the reference application built on `keel` — the service the guides describe
+//! (docs/architecture.md).
 //!
-//! Components `auth`, `brands`, `items`, `orders`, `surveys`, each `routes → service →
-//! repository`, plus the application's tasks, watchers and jobs. Built on `keel`.
+//! Each feature is a component folder — `auth`, `brands`, `items`, `orders`, `surveys`, `ops` —
+//! holding its routes → service → repository, and its own tasks, watchers and jobs; its
+//! `mod.rs` implements the [`component::Component`] contract, and [`component::COMPONENTS`]
+//! lists them once. `api` mounts their routes, `indexes` gathers their indexes, `background`
+//! runs their background work.
 //!
 //! `build` is the one entry point the binary (and the HTTP tests) call: it turns the platform
-//! into the application's state and router. Each component adds its `router()` to `routes`.
+//! into the application's state and router.
 
 pub mod api;
 pub mod auth;
 pub mod background;
 pub mod brands;
+pub mod component;
 pub mod indexes;
 pub mod items;
 pub mod money;
@@ -22,6 +27,8 @@ mod state;
 mod fuzz_tests;
 pub mod surveys;
 mod test_routes;
+#[cfg(test)]
+mod test_store;
 
 use axum::Router;
 use keel::Platform;
@@ -29,6 +36,17 @@ use keel::config::Environment;
 use keel::metrics::Scrapers;
 
 pub use state::AppState;
+
+/// The application's components, in the order their routes, indexes and background work are
+/// registered.
+pub const COMPONENTS: &[&dyn component::Component] = &[
+    &auth::Auth,
+    &brands::Brands,
+    &items::Items,
+    &orders::Orders,
+    &surveys::Surveys,
+    &ops::Ops,
+];
 
 /// What `keel serve --role …` asks this process to run (default: all of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,7 +98,8 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
         } else {
             std::env::current_exe().ok()
         };
-        let background = background::Background::new(&state.platform, store, child_program);
+        let background =
+            background::Background::new(&state.platform, store, COMPONENTS, child_program);
         background.start(&state.platform, roles);
         state.background = Some(background);
     }
@@ -92,18 +111,20 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
     if state.runs(Role::Api)
         && let Some(store) = state.platform.store()
     {
-        let ops = ops::start(&state.platform, store, roles, state.background.clone());
-        let (api_routes, _document) = api::router(
-            api::ApiState::new(state.platform.clone(), store)
-                .with_background(state.background.clone())
-                .with_ops(ops),
+        let api = api::ApiState::new(
+            state.platform.clone(),
+            store,
+            roles,
+            state.background.clone(),
         );
+        let (api_routes, _document) = api::router(api, COMPONENTS);
         routes = routes.merge(api_routes);
     }
     if !state.runs(Role::Api)
         && let Some(store) = state.platform.store()
     {
-        // Background-only replicas still report their heartbeat to the console.
+        // Background-only replicas still report their heartbeat to the console (with the API,
+        // the ops component starts it).
         ops::start(&state.platform, store, roles, state.background.clone());
     }
     if state.runs(Role::Api) && config.env == Environment::Test {

@@ -1,8 +1,9 @@
-//! `AppState`: what handlers can reach. Built once by `build`, cloned per request (an `Arc`).
+//! `AppState`: the state of the application router outside the API — the probes, `/metrics`
+//! and the test-only routes. Built once by `build`; cheap to clone.
 //!
-//! It wraps the platform (config, readiness, shutdown, store); components add their services
-//! here as fields (`items: ItemService`) and handlers take `State<AppState>` or a `FromRef`
-//! part of it. Nothing is global.
+//! It holds the platform (config, readiness, shutdown, store), the process's roles and its
+//! background machinery. The API's handlers have their own states (`api::ApiState`, shared, and
+//! each component's `api::ComponentState`, docs/architecture.md). Nothing is global.
 
 use std::sync::Arc;
 

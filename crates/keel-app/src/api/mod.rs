@@ -1,9 +1,9 @@
 //! The HTTP API of the reference application: every component's routes, the session layer
 //! around them, and the OpenAPI document generated from the same route declarations.
 //!
-//! Each component exposes `routes::router(&ApiState) -> OpenApiRouter<ApiState>`, where every
-//! route is declared once with `routes!` — which registers the handler with axum *and* its
-//! `#[utoipa::path]` with the document — so a route cannot exist without being documented.
+//! Each component gives its routes (`Component::routes`), every one declared
+//! with `routes!` — which registers the handler with axum *and* its `#[utoipa::path]` with the
+//! document — so a route cannot exist without being documented.
 //! Per route, outermost first: session (here, for all) → rate-limit tier → idempotency (creating
 //! routes) → the handler, whose `AuthUser` argument is the auth check.
 
@@ -23,7 +23,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use state::ApiState;
+pub use state::{ApiState, ComponentState};
+
+use crate::component::Component;
 
 /// The document's fixed parts; paths and schemas come from the routers.
 #[derive(OpenApi)]
@@ -81,19 +83,21 @@ pub struct FieldProblem {
     pub message: String,
 }
 
-/// All API routes with their layers, ready to merge into the application router, plus the
-/// OpenAPI document (also served at `/api/openapi.json`).
-pub fn router<S>(state: ApiState) -> (Router<S>, Arc<utoipa::openapi::OpenApi>)
+/// The routes of `components` with their layers, ready to merge into the application router,
+/// plus the OpenAPI document (also served at `/api/openapi.json`).
+pub fn router<S>(
+    state: ApiState,
+    components: &[&dyn Component],
+) -> (Router<S>, Arc<utoipa::openapi::OpenApi>)
 where
     S: Clone + Send + Sync + 'static,
 {
-    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(crate::auth::routes::router(&state))
-        .merge(crate::brands::routes::router(&state))
-        .merge(crate::items::routes::router(&state))
-        .merge(crate::orders::routes::router(&state))
-        .merge(crate::surveys::routes::router(&state))
-        .merge(crate::ops::routes::router(&state))
+    let (router, document) = components
+        .iter()
+        .fold(
+            OpenApiRouter::with_openapi(ApiDoc::openapi()),
+            |router, component| router.merge(component.routes(&state)),
+        )
         .routes(state.limited(Tier::Public, routes!(openapi_json)))
         .split_for_parts();
     let document = Arc::new(document);
@@ -102,7 +106,6 @@ where
         .openapi
         .set(serde_json::to_string(&*document).unwrap_or_default());
     let router = router
-        .merge(crate::ops::pages::router(&state))
         .layer(from_fn_with_state(state.sessions.clone(), session_layer))
         .with_state(state);
     (router, document)

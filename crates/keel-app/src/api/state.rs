@@ -1,14 +1,16 @@
-//! `ApiState`: what the API's handlers reach — the platform and one service per component,
-//! the session manager, the rate limiter's windows and the idempotency keys. Built once from
-//! the platform's store by `api::router`.
+//! What the API's handlers reach. [`ApiState`] holds the parts every component shares — the
+//! platform and its store, the session manager, the rate limiter's windows, the idempotency
+//! keys, the process's roles and background machinery — and knows no component. A component's
+//! handlers take a [`ComponentState`]: that, plus the component's own services.
 //!
-//! axum clones the state for every extractor and route layer of every request: `ApiState` is
-//! one `Arc` around [`ApiServices`], so that is one reference count, not the dozens of `Arc`s
-//! and store handles inside (cloning and dropping those was ~20,000 instructions a getData
-//! request, `docs/performance.md`).
+//! axum clones the state for every extractor and route layer of every request: both are one
+//! `Arc`, so that is one reference count, not the dozens of `Arc`s and store handles inside
+//! (cloning and dropping those was ~20,000 instructions a getData request,
+//! `docs/performance.md`).
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use axum::middleware::from_fn_with_state;
 use axum::routing::MethodRouter;
 use keel::Platform;
@@ -19,91 +21,65 @@ use keel::secrets::Secret;
 use keel::store::Store;
 use utoipa_axum::router::UtoipaMethodRouter;
 
-use crate::auth::repository::AuthFailureRepository;
-use crate::auth::service::AuthService;
-use crate::brands::service::BrandService;
-use crate::items::service::ItemService;
-use crate::orders::service::OrderService;
-use crate::surveys::service::SurveyService;
+use crate::Role;
+use crate::background::Background;
 
 #[derive(Clone)]
-pub struct ApiState(Arc<ApiServices>);
+pub struct ApiState(Arc<ApiShared>);
 
 impl std::ops::Deref for ApiState {
-    type Target = ApiServices;
+    type Target = ApiShared;
 
-    fn deref(&self) -> &ApiServices {
+    fn deref(&self) -> &ApiShared {
         &self.0
     }
 }
 
-#[derive(Clone)]
-pub struct ApiServices {
+pub struct ApiShared {
     pub platform: Platform,
-    pub auth: AuthService,
-    pub auth_failures: AuthFailureRepository,
-    pub brands: BrandService,
-    pub items: ItemService,
-    pub orders: OrderService,
-    pub surveys: SurveyService,
+    pub store: Store,
     pub sessions: SessionManager,
     pub rate_limiter: Arc<RateLimiter>,
     pub idempotency_keys: IdempotencyKeys,
     /// The OpenAPI document as served, set once when the router is built.
     pub openapi: super::OpenApiText,
-    /// Worker pool and job queue (`POST /api/orders/process`); `None` only without a store.
-    pub background: Option<crate::background::Background>,
-    /// The ops console (`/ops`, `/api/ops/*`); `None` only without a store.
-    pub ops: Option<crate::ops::OpsService>,
+    /// What this process runs (`keel serve --role`).
+    pub roles: Arc<[Role]>,
+    /// Worker pool, job queue, task runner, watcher health.
+    pub background: Option<Background>,
 }
 
 impl ApiState {
-    pub fn new(platform: Platform, store: &Store) -> Self {
+    pub fn new(
+        platform: Platform,
+        store: &Store,
+        roles: &[Role],
+        background: Option<Background>,
+    ) -> Self {
         let config = platform.config();
-        let auth = AuthService::new(store, &config.auth);
         // Development and test configs ship a secret; production refuses to start without one.
         let secret =
             config.session.secret.clone().unwrap_or_else(|| {
                 Secret::new("development-only-session-secret-not-for-production")
             });
-        let brands = BrandService::new(store);
-        Self(Arc::new(ApiServices {
-            auth,
-            auth_failures: AuthFailureRepository::new(store),
-            items: ItemService::new(store, brands.clone()),
-            brands,
-            orders: OrderService::new(store, &config.orders),
-            surveys: SurveyService::new(store),
+        Self(Arc::new(ApiShared {
             sessions: SessionManager::new(store, &secret, SessionSettings::from_config(&config)),
             rate_limiter: Arc::new(RateLimiter::new()),
             idempotency_keys: IdempotencyKeys::new(store),
             openapi: Default::default(),
-            background: None,
-            ops: None,
+            store: store.clone(),
+            roles: roles.into(),
+            background,
             platform,
         }))
     }
 
-    /// Gives the API the process's worker pool and job queue (before the router shares it).
-    pub fn with_background(self, background: Option<crate::background::Background>) -> Self {
-        let mut services = Arc::unwrap_or_clone(self.0);
-        services.background = background;
-        Self(Arc::new(services))
-    }
-
-    /// Gives the API the ops console's service.
-    pub fn with_ops(self, ops: crate::ops::OpsService) -> Self {
-        let mut services = Arc::unwrap_or_clone(self.0);
-        services.ops = Some(ops);
-        Self(Arc::new(services))
-    }
-
-    /// Puts a route behind the rate limit of `tier`.
-    pub fn limited(
-        &self,
-        tier: Tier,
-        route: UtoipaMethodRouter<ApiState>,
-    ) -> UtoipaMethodRouter<ApiState> {
+    /// Puts a route behind the rate limit of `tier`. `S`: the route's state — `ApiState`, or a
+    /// component's own (docs/architecture.md).
+    pub fn limited<S>(&self, tier: Tier, route: UtoipaMethodRouter<S>) -> UtoipaMethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
         let layer_state = RateLimitLayerState {
             limiter: self.rate_limiter.clone(),
             platform: self.platform.clone(),
@@ -115,7 +91,10 @@ impl ApiState {
     }
 
     /// Makes a creating route honour `Idempotency-Key` (inside its rate limit).
-    pub fn idempotent(&self, route: UtoipaMethodRouter<ApiState>) -> UtoipaMethodRouter<ApiState> {
+    pub fn idempotent<S>(&self, route: UtoipaMethodRouter<S>) -> UtoipaMethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
         let keys = self.idempotency_keys.clone();
         map_method_router(route, |m| {
             m.route_layer(from_fn_with_state(keys, idempotency))
@@ -123,9 +102,44 @@ impl ApiState {
     }
 }
 
-fn map_method_router(
-    (schemas, paths, method_router): UtoipaMethodRouter<ApiState>,
-    f: impl FnOnce(MethodRouter<ApiState>) -> MethodRouter<ApiState>,
-) -> UtoipaMethodRouter<ApiState> {
+/// A component's handler state: the shared [`ApiState`] and the component's own services `T`
+/// (reached through `Deref`), behind one `Arc`. `AuthUser` and the route layers find the
+/// `ApiState` in it (`FromRef`).
+pub struct ComponentState<T>(Arc<(ApiState, T)>);
+
+impl<T> ComponentState<T> {
+    pub fn new(api: &ApiState, services: T) -> Self {
+        Self(Arc::new((api.clone(), services)))
+    }
+
+    pub fn api(&self) -> &ApiState {
+        &self.0.0
+    }
+}
+
+impl<T> Clone for ComponentState<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T> std::ops::Deref for ComponentState<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0.1
+    }
+}
+
+impl<T> FromRef<ComponentState<T>> for ApiState {
+    fn from_ref(state: &ComponentState<T>) -> ApiState {
+        state.api().clone()
+    }
+}
+
+fn map_method_router<S>(
+    (schemas, paths, method_router): UtoipaMethodRouter<S>,
+    f: impl FnOnce(MethodRouter<S>) -> MethodRouter<S>,
+) -> UtoipaMethodRouter<S> {
     (schemas, paths, f(method_router))
 }

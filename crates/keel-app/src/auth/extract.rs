@@ -8,14 +8,14 @@
 //! failed write is logged, not surfaced. For state-changing requests it also checks
 //! `Origin`/`Referer` against `server.cors_origins` (CSRF): the cookie proves who, not from where.
 
-use axum::extract::{FromRequestParts, MatchedPath};
+use axum::extract::{FromRef, FromRequestParts, MatchedPath};
 use bson::oid::ObjectId;
 use http::request::Parts;
 use keel::http::request_id::RequestId;
 use keel::http::session::{ActiveSession, CurrentSession};
 use keel::http::{ApiError, ClientIp, csrf, rate_limit};
 
-use super::repository::AuthFailure;
+use super::repository::{AuthFailure, AuthFailureRepository};
 use crate::api::ApiState;
 
 /// Longest string kept in an auth-failure record.
@@ -28,10 +28,16 @@ pub struct AuthUser {
     pub session: ActiveSession,
 }
 
-impl FromRequestParts<ApiState> for AuthUser {
+/// Works on the API's state and on any component state that contains it (`FromRef`).
+impl<S> FromRequestParts<S> for AuthUser
+where
+    S: Send + Sync,
+    ApiState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = &ApiState::from_ref(state);
         let session = parts
             .extensions
             .get::<CurrentSession>()
@@ -104,7 +110,7 @@ fn refuse(parts: &Parts, state: &ApiState) -> ApiError {
             .map(|r| sanitize(&r.to_string()))
             .unwrap_or_default(),
     };
-    let failures = state.auth_failures.clone();
+    let failures = AuthFailureRepository::new(&state.store);
     state
         .platform
         .shutdown()

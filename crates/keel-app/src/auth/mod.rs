@@ -8,3 +8,32 @@ pub mod model;
 pub mod repository;
 pub mod routes;
 pub mod service;
+
+use keel::store::migrate::IndexDecl;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::api::ApiState;
+use crate::component::Component;
+
+/// The auth component: its routes and the indexes of `users`, `auth_failures` and
+/// `login_failures`.
+pub struct Auth;
+
+impl Component for Auth {
+    fn name(&self) -> &'static str {
+        "auth"
+    }
+
+    fn routes(&self, api: &ApiState) -> OpenApiRouter<ApiState> {
+        routes::router(api)
+    }
+
+    fn indexes(&self) -> Vec<IndexDecl> {
+        [
+            repository::UserRepository::indexes(),
+            repository::AuthFailureRepository::indexes(),
+            repository::LoginFailureRepository::indexes(),
+        ]
+        .concat()
+    }
+}

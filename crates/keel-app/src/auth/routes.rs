@@ -19,20 +19,36 @@ use utoipa_axum::routes;
 use super::extract::AuthUser;
 use super::model::{CredentialsRequest, UserView};
 use super::service::AuthError;
-use crate::api::{ApiState, ErrorBody};
+use super::service::AuthService;
+use crate::api::{ApiState, ComponentState, ErrorBody};
+use keel::http::session::SessionManager;
 
 /// An email (≤ 254) and a password (≤ 128 characters) fit in far less than 4 KB.
 impl GuardedInput for CredentialsRequest {
     const MAX_BODY_BYTES: usize = 4 * 1024;
 }
 
+/// What the auth handlers use.
+pub struct Services {
+    auth: AuthService,
+    sessions: SessionManager,
+}
+
+/// The handlers' state: the shared API state and this component's services.
+type AuthApi = ComponentState<Services>;
+
 pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
+    let services = Services {
+        auth: AuthService::new(&state.store, &state.platform.config().auth),
+        sessions: state.sessions.clone(),
+    };
     OpenApiRouter::new()
         .routes(state.limited(Tier::Auth, routes!(register)))
         .routes(state.limited(Tier::Auth, routes!(login)))
         .routes(state.limited(Tier::Api, routes!(logout)))
         .routes(state.limited(Tier::Api, routes!(logout_all)))
         .routes(state.limited(Tier::Api, routes!(me)))
+        .with_state(ComponentState::new(state, services))
 }
 
 impl From<AuthError> for ApiError {
@@ -59,7 +75,7 @@ impl From<AuthError> for ApiError {
         (status = 429, description = "Too many attempts", body = ErrorBody),
     ))]
 async fn register(
-    State(api): State<ApiState>,
+    State(api): State<AuthApi>,
     CurrentSession(previous): CurrentSession,
     ApiJson(body): ApiJson<CredentialsRequest>,
 ) -> Result<Response, ApiError> {
@@ -83,7 +99,7 @@ async fn register(
         (status = 429, description = "Too many attempts from this address, or too many failed logins for this account (auth.max_failed_logins); Retry-After says when", body = ErrorBody),
     ))]
 async fn login(
-    State(api): State<ApiState>,
+    State(api): State<AuthApi>,
     CurrentSession(previous): CurrentSession,
     ApiJson(body): ApiJson<CredentialsRequest>,
 ) -> Result<Response, ApiError> {
@@ -136,7 +152,7 @@ struct LoggedOut {
         (status = 401, description = "Not logged in", body = ErrorBody),
     ),
     security(("session" = [])))]
-async fn logout(State(api): State<ApiState>, user: AuthUser) -> Result<Response, ApiError> {
+async fn logout(State(api): State<AuthApi>, user: AuthUser) -> Result<Response, ApiError> {
     let cookie = api.sessions.end(&user.session).await?;
     let mut response = Data(LoggedOut { logged_out: true }).into_response();
     response.headers_mut().insert(SET_COOKIE, cookie);
@@ -159,7 +175,7 @@ struct LoggedOutEverywhere {
         (status = 403, description = "Cross-origin request refused (CSRF)", body = ErrorBody),
     ),
     security(("session" = [])))]
-async fn logout_all(State(api): State<ApiState>, user: AuthUser) -> Result<Response, ApiError> {
+async fn logout_all(State(api): State<AuthApi>, user: AuthUser) -> Result<Response, ApiError> {
     let ended = api.sessions.end_all(&user.session.user_id).await?;
     keel::evt!(
         INFO,
@@ -187,7 +203,7 @@ async fn logout_all(State(api): State<ApiState>, user: AuthUser) -> Result<Respo
         (status = 401, description = "Not logged in", body = ErrorBody),
     ),
     security(("session" = [])))]
-async fn me(State(api): State<ApiState>, user: AuthUser) -> Result<Data<UserView>, ApiError> {
+async fn me(State(api): State<AuthApi>, user: AuthUser) -> Result<Data<UserView>, ApiError> {
     match api.auth.user_by_id(user.id).await? {
         Some(record) => Ok(Data(UserView::from(&record))),
         // The account is gone but the session outlived it: not logged in.

@@ -1,15 +1,11 @@
-//! The application's background work: its tasks, watchers, jobs and computations, and
-//! `Background`, which builds keel's machinery for them and starts the parts a process's roles
-//! ask for (`keel serve --role scheduler|watchers|jobs`).
+//! The machinery that runs the components' background work: the registries of tasks, jobs,
+//! watchers and computations, filled from every component (`crate::COMPONENTS`), and `Background`,
+//! which builds keel's worker pool, job queue and task runner and starts the parts a process's
+//! roles ask for (`keel serve --role scheduler|watchers|jobs`).
 //!
-//! - tasks: `process-data` (`items/task.rs`), `order-importer` (`orders/importer.rs`)
-//! - watchers: `surveys` (`surveys/watcher.rs`), `orders` (`orders/watcher.rs`)
-//! - jobs: `process-orders` (`orders/job.rs`), pricing on the worker pool (`orders/pricing.rs`)
-//!
-//! Adding one: see docs/background.md.
-
-#[cfg(test)]
-mod store_tests;
+//! The work itself lives with its feature: `items/task.rs` (`process-data`),
+//! `orders/{importer,watcher,job,pricing}.rs`, `surveys/watcher.rs`. Adding one:
+//! docs/architecture.md and docs/background.md.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -26,63 +22,60 @@ use keel::watchers::{WatcherHealth, WatcherRuntime};
 use keel::workers::{Computations, Workers};
 
 use crate::Role;
+use crate::component::{BackgroundContext, Components};
 
 /// How long the worker pool may take to finish its jobs at shutdown.
 const POOL_SHUTDOWN: Duration = Duration::from_secs(5);
 
-/// The computations of the application.
-pub fn computations() -> Computations {
-    let mut jobs = Computations::new();
-    jobs.register(
-        crate::orders::pricing::PROCESS_ORDERS_KIND,
-        crate::orders::pricing::process_orders_job,
-    );
-    jobs
+/// The computations every component registers on the worker pool.
+pub fn computations(components: Components) -> Computations {
+    let mut computations = Computations::new();
+    for component in components {
+        component.computations(&mut computations);
+    }
+    computations
 }
 
-/// `tax_rate`: `[orders] tax_rate`, as the API prices new orders.
-pub fn task_registry(store: &Store, tax_rate: f64) -> TaskRegistry {
+/// The scheduled tasks every component registers.
+pub fn task_registry(components: Components, context: &BackgroundContext) -> TaskRegistry {
     let mut tasks = TaskRegistry::new();
-    tasks.register(crate::items::task::ProcessData::new(store));
-    tasks.register(crate::orders::importer::OrderImporter::new(store, tax_rate));
+    for component in components {
+        component.tasks(context, &mut tasks);
+    }
     tasks
 }
 
-pub fn job_handlers(store: &Store, tax_rate: f64) -> JobHandlers {
+/// The durable job handlers every component registers.
+pub fn job_handlers(components: Components, context: &BackgroundContext) -> JobHandlers {
     let mut handlers = JobHandlers::new();
-    let process_orders = crate::orders::job::ProcessOrders::new(store, tax_rate);
-    handlers.register_typed(
-        move |payload: crate::orders::job::ProcessOrdersJob, job, ctx| {
-            let process_orders = process_orders.clone();
-            async move { process_orders.run(payload, job, ctx).await }
-        },
-    );
+    for component in components {
+        component.jobs(context, &mut handlers);
+    }
     handlers
 }
 
 pub fn watcher_runtime(
-    platform: &Platform,
-    store: &Store,
-    jobs: &JobQueue,
+    components: Components,
+    context: &BackgroundContext,
     health: WatcherHealth,
 ) -> WatcherRuntime {
     let mut runtime =
-        WatcherRuntime::new(store, platform.config().watchers.clone()).with_health(health);
-    for watcher in watchers(store, jobs) {
+        WatcherRuntime::new(&context.store, context.config.watchers.clone()).with_health(health);
+    for watcher in watchers(components, context) {
         runtime.register_arc(watcher);
     }
     runtime
 }
 
-/// The application's watchers, registered by `watcher_runtime` (and named in the ops console).
-pub fn watchers(store: &Store, jobs: &JobQueue) -> Vec<Arc<dyn keel::watchers::Watcher>> {
-    vec![
-        Arc::new(crate::surveys::watcher::SurveysWatcher::new(store)),
-        Arc::new(crate::orders::watcher::OrdersWatcher::new(
-            jobs.clone(),
-            store,
-        )),
-    ]
+/// Every component's watchers, registered by `watcher_runtime` (and named in the ops console).
+pub fn watchers(
+    components: Components,
+    context: &BackgroundContext,
+) -> Vec<Arc<dyn keel::watchers::Watcher>> {
+    components
+        .iter()
+        .flat_map(|component| component.watchers(context))
+        .collect()
 }
 
 /// The indexes of the background collections (`jobs`, `task_runs`), gathered into
@@ -108,21 +101,30 @@ pub struct Background {
     pub jobs: JobQueue,
     pub tasks: TaskRunner,
     pub watcher_health: WatcherHealth,
-    store: Store,
-    tax_rate: f64,
+    components: Components,
+    context: BackgroundContext,
 }
 
 impl Background {
     /// Builds the worker pool, the queue and the task runner from the configuration. Nothing
     /// runs until `start`. `child_program` is the `keel` executable for isolated computations.
-    pub fn new(platform: &Platform, store: &Store, child_program: Option<PathBuf>) -> Background {
+    pub fn new(
+        platform: &Platform,
+        store: &Store,
+        components: Components,
+        child_program: Option<PathBuf>,
+    ) -> Background {
         let config = platform.config();
-        let tax_rate = config.orders.tax_rate.clamp(0.0, 1.0);
-        let workers = Workers::start(&config.workers, computations(), child_program);
+        let workers = Workers::start(&config.workers, computations(components), child_program);
         let jobs = JobQueue::new(store, config.jobs.clone());
+        let context = BackgroundContext {
+            store: store.clone(),
+            jobs: jobs.clone(),
+            config: config.clone(),
+        };
         let tasks = TaskRunner::new(
             store,
-            task_registry(store, tax_rate),
+            task_registry(components, &context),
             config.tasks.clone(),
             platform.shutdown().token(),
         );
@@ -148,22 +150,19 @@ impl Background {
             jobs,
             tasks,
             watcher_health: WatcherHealth::default(),
-            store: store.clone(),
-            tax_rate,
+            components,
+            context,
         }
     }
 
-    /// Prices `owner`'s pending orders among `ids` now, on the worker pool (`POST
-    /// /api/orders/process`); the same work as the `process-orders` job.
-    pub async fn process_orders_now(
-        &self,
-        ids: &[bson::Bson],
-        owner: &bson::Bson,
-    ) -> Result<bson::Document, crate::orders::job::ProcessOrdersError> {
-        let batch_id = bson::oid::ObjectId::new().to_hex();
-        crate::orders::job::ProcessOrders::new(&self.store, self.tax_rate)
-            .process(&batch_id, ids, Some(owner), &self.workers)
-            .await
+    /// What the components' background work is built from.
+    pub fn context(&self) -> &BackgroundContext {
+        &self.context
+    }
+
+    /// This process's watchers (the ops console names them).
+    pub fn watchers(&self) -> Vec<Arc<dyn keel::watchers::Watcher>> {
+        watchers(self.components, &self.context)
     }
 
     /// Starts what `roles` ask for, each as a supervised loop owned by the platform's shutdown:
@@ -192,12 +191,8 @@ impl Background {
             });
         }
         if roles.contains(&Role::Watchers) {
-            let runtime = watcher_runtime(
-                platform,
-                &self.store,
-                &self.jobs,
-                self.watcher_health.clone(),
-            );
+            let runtime =
+                watcher_runtime(self.components, &self.context, self.watcher_health.clone());
             let health = self.watcher_health.clone();
             platform.readiness().add_probe("watchers", move || {
                 let problems = health.problems();
@@ -215,9 +210,9 @@ impl Background {
             });
         }
         if roles.contains(&Role::Jobs) {
-            let mut handlers = job_handlers(&self.store, self.tax_rate);
+            let mut handlers = job_handlers(self.components, &self.context);
             if config.env == keel::config::Environment::Test {
-                crate::test_routes::register_test_jobs(&mut handlers, &self.store);
+                crate::test_routes::register_test_jobs(&mut handlers, &self.context.store);
             }
             let runner = JobRunner::new(self.jobs.clone(), handlers, self.workers.clone());
             supervise(platform, "job-runner", move |token| {

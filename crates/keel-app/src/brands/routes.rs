@@ -9,15 +9,28 @@ use utoipa_axum::routes;
 
 use super::model::{BrandView, CreateBrandRequest};
 use super::service::BrandError;
-use crate::api::{ApiState, ErrorBody};
+use super::service::BrandService;
+use crate::api::{ApiState, ComponentState, ErrorBody};
 use crate::auth::extract::AuthUser;
 
 impl GuardedInput for CreateBrandRequest {}
 
+/// What the brands handlers use.
+pub struct Services {
+    brands: BrandService,
+}
+
+/// The handlers' state: the shared API state and this component's services.
+type BrandsApi = ComponentState<Services>;
+
 pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
+    let services = Services {
+        brands: BrandService::new(&state.store),
+    };
     OpenApiRouter::new()
         .routes(state.limited(Tier::Public, routes!(list_brands)))
         .routes(state.limited(Tier::Api, routes!(create_brand)))
+        .with_state(ComponentState::new(state, services))
 }
 
 impl From<BrandError> for ApiError {
@@ -35,7 +48,7 @@ impl From<BrandError> for ApiError {
 /// Every brand, by name.
 #[utoipa::path(get, path = "/api/brands", tag = "brands",
     responses((status = 200, description = "Brands (`data`) and their count (`total`)", body = [BrandView])))]
-async fn list_brands(State(api): State<ApiState>) -> Result<List<BrandView>, ApiError> {
+async fn list_brands(State(api): State<BrandsApi>) -> Result<List<BrandView>, ApiError> {
     let brands = api.brands.list().await?;
     let total = brands.len() as u64;
     Ok(List {
@@ -54,7 +67,7 @@ async fn list_brands(State(api): State<ApiState>) -> Result<List<BrandView>, Api
     ),
     security(("session" = [])))]
 async fn create_brand(
-    State(api): State<ApiState>,
+    State(api): State<BrandsApi>,
     _user: AuthUser,
     ApiJson(body): ApiJson<CreateBrandRequest>,
 ) -> Result<Created<BrandView>, ApiError> {

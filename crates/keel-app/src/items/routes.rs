@@ -15,8 +15,10 @@ use utoipa_axum::routes;
 use super::filter::{self, GetDataRequest};
 use super::model::{CreateItemRequest, ItemListQuery, ItemView};
 use super::service::ItemError;
-use crate::api::{ApiState, ErrorBody};
+use super::service::ItemService;
+use crate::api::{ApiState, ComponentState, ErrorBody};
 use crate::auth::extract::AuthUser;
+use crate::brands::service::BrandService;
 
 impl GuardedInput for CreateItemRequest {}
 
@@ -27,13 +29,25 @@ impl GuardedInput for GetDataRequest {
     }
 }
 
+/// What the items handlers use.
+pub struct Services {
+    items: ItemService,
+}
+
+/// The handlers' state: the shared API state and this component's services.
+type ItemsApi = ComponentState<Services>;
+
 pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
+    let services = Services {
+        items: ItemService::new(&state.store, BrandService::new(&state.store)),
+    };
     OpenApiRouter::new()
         .routes(state.limited(Tier::Public, routes!(list_items)))
         .routes(state.limited(Tier::Api, state.idempotent(routes!(create_item))))
         .routes(state.limited(Tier::Public, routes!(get_item)))
         .routes(state.limited(Tier::Api, routes!(get_data)))
         .routes(state.limited(Tier::Api, state.idempotent(routes!(create_item_legacy))))
+        .with_state(ComponentState::new(state, services))
 }
 
 impl From<ItemError> for ApiError {
@@ -54,7 +68,7 @@ impl From<ItemError> for ApiError {
         (status = 400, description = "Invalid filter, sort or page (every problem listed)", body = ErrorBody),
     ))]
 async fn list_items(
-    State(api): State<ApiState>,
+    State(api): State<ItemsApi>,
     Query(query): Query<ItemListQuery>,
 ) -> Result<ListText, ApiError> {
     let query = query.parse()?;
@@ -71,7 +85,7 @@ async fn list_items(
         (status = 404, description = "No such item", body = ErrorBody),
     ))]
 async fn get_item(
-    State(api): State<ApiState>,
+    State(api): State<ItemsApi>,
     Path(id): Path<String>,
 ) -> Result<Data<ItemView>, ApiError> {
     let id = object_id("id", &id)?;
@@ -89,7 +103,7 @@ async fn get_item(
     ),
     security(("session" = [])))]
 async fn create_item(
-    State(api): State<ApiState>,
+    State(api): State<ItemsApi>,
     user: AuthUser,
     ApiJson(body): ApiJson<CreateItemRequest>,
 ) -> Result<Created<ItemView>, ApiError> {
@@ -108,7 +122,7 @@ async fn create_item(
     ),
     security(("session" = [])))]
 async fn create_item_legacy(
-    state: State<ApiState>,
+    state: State<ItemsApi>,
     user: AuthUser,
     body: ApiJson<CreateItemRequest>,
 ) -> Result<Created<ItemView>, ApiError> {
@@ -125,7 +139,7 @@ async fn create_item_legacy(
     ),
     security(("session" = [])))]
 async fn get_data(
-    State(api): State<ApiState>,
+    State(api): State<ItemsApi>,
     _user: AuthUser,
     ApiJson(body): ApiJson<GetDataRequest>,
 ) -> Result<DataText, ApiError> {

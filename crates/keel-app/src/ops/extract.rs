@@ -11,8 +11,8 @@ use axum::extract::FromRequestParts;
 use http::request::Parts;
 use keel::http::{ApiError, ClientIp};
 
+use super::routes::OpsApi;
 use super::service::Actor;
-use crate::api::ApiState;
 use crate::auth::extract::AuthUser;
 use crate::auth::model::ADMIN_ROLE;
 
@@ -25,12 +25,12 @@ pub struct AdminUser {
     pub actor: Actor,
 }
 
-impl FromRequestParts<ApiState> for AdminUser {
+impl FromRequestParts<OpsApi> for AdminUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &OpsApi) -> Result<Self, ApiError> {
         let user = AuthUser::from_request_parts(parts, state).await?;
-        let Some(record) = state.auth.user_by_id(user.id).await? else {
+        let Some(record) = state.users.user_by_id(user.id).await? else {
             return Err(ApiError::Unauthorized);
         };
         let actor = Actor {
@@ -41,6 +41,7 @@ impl FromRequestParts<ApiState> for AdminUser {
         let admin_by = if record.has_role(ADMIN_ROLE) {
             "grant"
         } else if state
+            .api()
             .platform
             .config()
             .ops
@@ -59,7 +60,7 @@ impl FromRequestParts<ApiState> for AdminUser {
     }
 }
 
-fn refuse(parts: &Parts, state: &ApiState, actor: Actor) {
+fn refuse(parts: &Parts, state: &OpsApi, actor: Actor) {
     let path = parts.uri.path().to_owned();
     keel::evt!(
         WARN,
@@ -70,20 +71,20 @@ fn refuse(parts: &Parts, state: &ApiState, actor: Actor) {
         user = %actor.name,
         "the ops console needs the admin role"
     );
-    if let Some(ops) = state.ops.clone() {
-        let method = parts.method.as_str().to_owned();
-        state
-            .platform
-            .shutdown()
-            .spawn("ops-denied-audit", async move {
-                ops.audit(
-                    &actor,
-                    "ops.denied",
-                    &format!("{method} {path}"),
-                    "denied",
-                    None,
-                )
-                .await;
-            });
-    }
+    let ops = state.ops.clone();
+    let method = parts.method.as_str().to_owned();
+    state
+        .api()
+        .platform
+        .shutdown()
+        .spawn("ops-denied-audit", async move {
+            ops.audit(
+                &actor,
+                "ops.denied",
+                &format!("{method} {path}"),
+                "denied",
+                None,
+            )
+            .await;
+        });
 }

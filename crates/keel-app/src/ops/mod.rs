@@ -42,12 +42,7 @@ pub fn start(
     }
     let watcher_names = background
         .as_ref()
-        .map(|b| {
-            crate::background::watchers(store, &b.jobs)
-                .iter()
-                .map(|w| w.name().to_owned())
-                .collect()
-        })
+        .map(|b| b.watchers().iter().map(|w| w.name().to_owned()).collect())
         .unwrap_or_default();
     OpsService::new(
         platform.clone(),
@@ -57,4 +52,33 @@ pub fn start(
         instance,
         watcher_names,
     )
+}
+
+/// The ops console component: its JSON routes and page, and the indexes of `ops_audit` and
+/// `ops_instances`.
+pub struct Ops;
+
+impl crate::component::Component for Ops {
+    fn name(&self) -> &'static str {
+        "ops"
+    }
+
+    /// Starts this replica's heartbeat and runtime sampler (a process without the API role
+    /// starts them from `crate::build`).
+    fn routes(
+        &self,
+        api: &crate::api::ApiState,
+    ) -> utoipa_axum::router::OpenApiRouter<crate::api::ApiState> {
+        let ops = start(
+            &api.platform,
+            &api.store,
+            &api.roles,
+            api.background.clone(),
+        );
+        routes::router(api, ops)
+    }
+
+    fn indexes(&self) -> Vec<keel::store::migrate::IndexDecl> {
+        repository::OpsRepository::indexes()
+    }
 }

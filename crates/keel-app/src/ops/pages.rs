@@ -17,6 +17,7 @@ use keel::http::protect::KeepErrorBody;
 use keel::http::rate_limit::{RateLimitLayerState, Tier, rate_limit};
 
 use super::extract::AdminUser;
+use super::routes::OpsApi;
 use crate::api::ApiState;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
@@ -36,7 +37,8 @@ pub const ASSETS: &[(&str, &str)] = &[
     ("forbidden.html", FORBIDDEN_HTML),
 ];
 
-pub fn router(state: &ApiState) -> Router<ApiState> {
+/// The page and its assets (not in the OpenAPI document: they are HTML and scripts).
+pub fn router(state: &ApiState) -> Router<OpsApi> {
     let limit = RateLimitLayerState {
         limiter: state.rate_limiter.clone(),
         platform: state.platform.clone(),

@@ -16,11 +16,28 @@ use super::model::{
     RuntimeView, TaskView, WatcherView, WhoAmIView,
 };
 use super::service::{OpsError, OpsService};
-use crate::api::{ApiState, ErrorBody};
+use crate::api::{ApiState, ComponentState, ErrorBody};
+use crate::auth::service::AuthService;
 
 impl GuardedInput for PurgeRequest {}
 
-pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
+/// What the console's handlers (and `AdminUser`) use.
+pub struct Services {
+    pub ops: OpsService,
+    /// To read the signed-in user's roles.
+    pub users: AuthService,
+}
+
+/// The console's handler state: the shared API state and its services.
+pub type OpsApi = ComponentState<Services>;
+
+/// The JSON routes and the page (`pages.rs`), on `ops`.
+pub fn router(state: &ApiState, ops: OpsService) -> OpenApiRouter<ApiState> {
+    let services = Services {
+        ops,
+        users: AuthService::new(&state.store, &state.platform.config().auth),
+    };
+    let pages = super::pages::router(state);
     OpenApiRouter::new()
         .routes(state.limited(Tier::Api, routes!(me)))
         .routes(state.limited(Tier::Api, routes!(tasks)))
@@ -34,6 +51,8 @@ pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
         .routes(state.limited(Tier::Api, routes!(instances)))
         .routes(state.limited(Tier::Api, routes!(runtime)))
         .routes(state.limited(Tier::Api, routes!(audit)))
+        .merge(OpenApiRouter::from(pages))
+        .with_state(ComponentState::new(state, services))
 }
 
 impl From<OpsError> for ApiError {
@@ -52,12 +71,6 @@ impl From<OpsError> for ApiError {
     }
 }
 
-fn ops(api: &ApiState) -> Result<&OpsService, ApiError> {
-    api.ops
-        .as_ref()
-        .ok_or_else(|| ApiError::internal("the ops console needs a store"))
-}
-
 /// Job ids are the queue's own (`ObjectId` hex, or `kind:key`): visible ASCII, bounded.
 fn job_id(id: &str) -> Result<&str, ApiError> {
     if id.is_empty() || id.len() > 300 || !id.bytes().all(|b| b.is_ascii_graphic()) {
@@ -74,11 +87,11 @@ fn job_id(id: &str) -> Result<&str, ApiError> {
         (status = 403, description = "Not an admin", body = ErrorBody),
     ),
     security(("session" = [])))]
-async fn me(State(api): State<ApiState>, admin: AdminUser) -> Result<Data<WhoAmIView>, ApiError> {
+async fn me(State(api): State<OpsApi>, admin: AdminUser) -> Result<Data<WhoAmIView>, ApiError> {
     Ok(Data(WhoAmIView {
         email: admin.email,
         admin_by: admin.admin_by.to_owned(),
-        instance: ops(&api)?.instance_id().to_owned(),
+        instance: api.ops.instance_id().to_owned(),
     }))
 }
 
@@ -90,8 +103,8 @@ async fn me(State(api): State<ApiState>, admin: AdminUser) -> Result<Data<WhoAmI
         (status = 403, description = "Not an admin", body = ErrorBody),
     ),
     security(("session" = [])))]
-async fn tasks(State(api): State<ApiState>, _admin: AdminUser) -> Result<List<TaskView>, ApiError> {
-    let items = ops(&api)?.tasks().await?;
+async fn tasks(State(api): State<OpsApi>, _admin: AdminUser) -> Result<List<TaskView>, ApiError> {
+    let items = api.ops.tasks().await?;
     let total = items.len() as u64;
     Ok(List { items, total })
 }
@@ -108,11 +121,11 @@ async fn tasks(State(api): State<ApiState>, _admin: AdminUser) -> Result<List<Ta
     ),
     security(("session" = [])))]
 async fn run_task(
-    State(api): State<ApiState>,
+    State(api): State<OpsApi>,
     admin: AdminUser,
     Path(name): Path<String>,
 ) -> Result<Data<RunNowView>, ApiError> {
-    Ok(Data(ops(&api)?.run_task_now(&admin.actor, &name).await?))
+    Ok(Data(api.ops.run_task_now(&admin.actor, &name).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -135,7 +148,7 @@ struct JobsQuery {
     ),
     security(("session" = [])))]
 async fn jobs(
-    State(api): State<ApiState>,
+    State(api): State<OpsApi>,
     _admin: AdminUser,
     Query(query): Query<JobsQuery>,
 ) -> Result<Data<JobsView>, ApiError> {
@@ -146,9 +159,7 @@ async fn jobs(
         .map(JobStatus::parse)
         .transpose()
         .map_err(OpsError::from)?;
-    Ok(Data(
-        ops(&api)?.jobs(status, query.limit.unwrap_or(50)).await?,
-    ))
+    Ok(Data(api.ops.jobs(status, query.limit.unwrap_or(50)).await?))
 }
 
 /// One job: payload, attempts, last error, result.
@@ -162,11 +173,11 @@ async fn jobs(
     ),
     security(("session" = [])))]
 async fn job(
-    State(api): State<ApiState>,
+    State(api): State<OpsApi>,
     _admin: AdminUser,
     Path(id): Path<String>,
 ) -> Result<Data<JobView>, ApiError> {
-    Ok(Data(ops(&api)?.job(job_id(&id)?).await?))
+    Ok(Data(api.ops.job(job_id(&id)?).await?))
 }
 
 /// Puts a dead job back in the queue (pending, due now, fresh attempts). Audited.
@@ -181,13 +192,11 @@ async fn job(
     ),
     security(("session" = [])))]
 async fn retry_job(
-    State(api): State<ApiState>,
+    State(api): State<OpsApi>,
     admin: AdminUser,
     Path(id): Path<String>,
 ) -> Result<Data<JobView>, ApiError> {
-    Ok(Data(
-        ops(&api)?.retry_job(&admin.actor, job_id(&id)?).await?,
-    ))
+    Ok(Data(api.ops.retry_job(&admin.actor, job_id(&id)?).await?))
 }
 
 /// Deletes every done or every dead job; `confirm` must be `true`. Audited.
@@ -200,7 +209,7 @@ async fn retry_job(
     ),
     security(("session" = [])))]
 async fn purge_jobs(
-    State(api): State<ApiState>,
+    State(api): State<OpsApi>,
     admin: AdminUser,
     ApiJson(body): ApiJson<PurgeRequest>,
 ) -> Result<Data<PurgeView>, ApiError> {
@@ -215,7 +224,7 @@ async fn purge_jobs(
             "only done or dead jobs can be purged".into(),
         ));
     }
-    Ok(Data(ops(&api)?.purge_jobs(&admin.actor, status).await?))
+    Ok(Data(api.ops.purge_jobs(&admin.actor, status).await?))
 }
 
 /// Every watcher: state here, last event, lag, restarts, the error of a failing event.
@@ -227,10 +236,10 @@ async fn purge_jobs(
     ),
     security(("session" = [])))]
 async fn watchers(
-    State(api): State<ApiState>,
+    State(api): State<OpsApi>,
     _admin: AdminUser,
 ) -> Result<List<WatcherView>, ApiError> {
-    let items = ops(&api)?.watchers().await?;
+    let items = api.ops.watchers().await?;
     let total = items.len() as u64;
     Ok(List { items, total })
 }
@@ -243,8 +252,8 @@ async fn watchers(
         (status = 403, description = "Not an admin", body = ErrorBody),
     ),
     security(("session" = [])))]
-async fn locks(State(api): State<ApiState>, _admin: AdminUser) -> Result<List<LockView>, ApiError> {
-    let items = ops(&api)?.locks().await?;
+async fn locks(State(api): State<OpsApi>, _admin: AdminUser) -> Result<List<LockView>, ApiError> {
+    let items = api.ops.locks().await?;
     let total = items.len() as u64;
     Ok(List { items, total })
 }
@@ -258,10 +267,10 @@ async fn locks(State(api): State<ApiState>, _admin: AdminUser) -> Result<List<Lo
     ),
     security(("session" = [])))]
 async fn instances(
-    State(api): State<ApiState>,
+    State(api): State<OpsApi>,
     _admin: AdminUser,
 ) -> Result<List<InstanceView>, ApiError> {
-    let items = ops(&api)?.instances().await?;
+    let items = api.ops.instances().await?;
     let total = items.len() as u64;
     Ok(List { items, total })
 }
@@ -276,10 +285,10 @@ async fn instances(
     ),
     security(("session" = [])))]
 async fn runtime(
-    State(api): State<ApiState>,
+    State(api): State<OpsApi>,
     _admin: AdminUser,
 ) -> Result<Data<RuntimeView>, ApiError> {
-    Ok(Data(ops(&api)?.runtime()))
+    Ok(Data(api.ops.runtime()))
 }
 
 /// The last 100 audited actions, newest first.
@@ -290,11 +299,8 @@ async fn runtime(
         (status = 403, description = "Not an admin", body = ErrorBody),
     ),
     security(("session" = [])))]
-async fn audit(
-    State(api): State<ApiState>,
-    _admin: AdminUser,
-) -> Result<List<AuditView>, ApiError> {
-    let items = ops(&api)?.recent_audit(100).await?;
+async fn audit(State(api): State<OpsApi>, _admin: AdminUser) -> Result<List<AuditView>, ApiError> {
+    let items = api.ops.recent_audit(100).await?;
     let total = items.len() as u64;
     Ok(List { items, total })
 }

@@ -27,7 +27,7 @@ pub enum ProcessOrdersError {
 }
 
 /// The durable job: price these orders. Its kind and payload shape live here only; the
-/// orders watcher enqueues it with `NewJob::of`, `job_handlers` registers its handler by type.
+/// orders watcher enqueues it with `NewJob::of`, the orders component (`Component::jobs`) registers its handler by type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessOrdersJob {

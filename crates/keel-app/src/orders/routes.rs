@@ -10,21 +10,39 @@ use keel::validation::{FieldErrors, object_id};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::job::ProcessOrders;
 use super::job::ProcessOrdersError;
 use super::model::{CreateOrderRequest, OrderListQuery, OrderStatus, OrderView};
 use super::service::OrderError;
-use crate::api::{ApiState, ErrorBody};
+use super::service::OrderService;
+use crate::api::{ApiState, ComponentState, ErrorBody};
 use crate::auth::extract::AuthUser;
 use crate::paging::{Limit, Skip};
 
 impl GuardedInput for CreateOrderRequest {}
 
+/// What the orders handlers use.
+pub struct Services {
+    orders: OrderService,
+    /// `POST /api/orders/process`: the `process-orders` job's work, run inline.
+    process: ProcessOrders,
+}
+
+/// The handlers' state: the shared API state and this component's services.
+type OrdersApi = ComponentState<Services>;
+
 pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
+    let settings = state.platform.config().orders.clone();
+    let services = Services {
+        orders: OrderService::new(&state.store, &settings),
+        process: ProcessOrders::new(&state.store, super::tax_rate(&settings)),
+    };
     OpenApiRouter::new()
         .routes(state.limited(Tier::Api, state.idempotent(routes!(create_order))))
         .routes(state.limited(Tier::Api, routes!(list_orders)))
         .routes(state.limited(Tier::Api, routes!(get_order)))
         .routes(state.limited(Tier::Api, routes!(process_orders)))
+        .with_state(ComponentState::new(state, services))
 }
 
 /// Most orders one `POST /api/orders/process` prices.
@@ -51,7 +69,7 @@ impl GuardedInput for ProcessOrdersRequest {}
     ),
     security(("session" = [])))]
 async fn process_orders(
-    State(api): State<ApiState>,
+    State(api): State<OrdersApi>,
     user: AuthUser,
     ApiJson(body): ApiJson<ProcessOrdersRequest>,
 ) -> Result<Data<serde_json::Value>, ApiError> {
@@ -74,14 +92,19 @@ async fn process_orders(
         return Err(errors.into());
     }
     let background = api
+        .api()
         .background
         .as_ref()
         .ok_or_else(|| ApiError::Unavailable {
             message: "order processing is not available".to_owned(),
             details: None,
         })?;
-    let result = background
-        .process_orders_now(&ids, &bson::Bson::ObjectId(user.id))
+    // The same work as the `process-orders` job, for this user's orders only, now.
+    let batch_id = bson::oid::ObjectId::new().to_hex();
+    let owner = bson::Bson::ObjectId(user.id);
+    let result = api
+        .process
+        .process(&batch_id, &ids, Some(&owner), &background.workers)
         .await
         .map_err(|e| match e {
             ProcessOrdersError::Worker(e) => ApiError::from(e),
@@ -113,7 +136,7 @@ impl From<OrderError> for ApiError {
     ),
     security(("session" = [])))]
 async fn create_order(
-    State(api): State<ApiState>,
+    State(api): State<OrdersApi>,
     user: AuthUser,
     ApiJson(body): ApiJson<CreateOrderRequest>,
 ) -> Result<Created<OrderView>, ApiError> {
@@ -130,7 +153,7 @@ async fn create_order(
     ),
     security(("session" = [])))]
 async fn list_orders(
-    State(api): State<ApiState>,
+    State(api): State<OrdersApi>,
     user: AuthUser,
     Query(query): Query<OrderListQuery>,
 ) -> Result<List<OrderView>, ApiError> {
@@ -167,7 +190,7 @@ async fn list_orders(
     ),
     security(("session" = [])))]
 async fn get_order(
-    State(api): State<ApiState>,
+    State(api): State<OrdersApi>,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Data<OrderView>, ApiError> {

@@ -39,7 +39,7 @@ impl OrderService {
     pub fn new(store: &Store, settings: &OrdersConfig) -> Self {
         Self {
             orders: OrderRepository::new(store),
-            tax_rate: settings.tax_rate.clamp(0.0, 1.0),
+            tax_rate: super::tax_rate(settings),
         }
     }
 

@@ -11,17 +11,30 @@ use utoipa_axum::routes;
 
 use super::model::{CompleteSurveyRequest, CreateSurveyRequest, SurveyStatView, SurveyView};
 use super::service::SurveyError;
-use crate::api::{ApiState, ErrorBody};
+use super::service::SurveyService;
+use crate::api::{ApiState, ComponentState, ErrorBody};
 use crate::auth::extract::AuthUser;
 
 impl GuardedInput for CreateSurveyRequest {}
 impl GuardedInput for CompleteSurveyRequest {}
 
+/// What the surveys handlers use.
+pub struct Services {
+    surveys: SurveyService,
+}
+
+/// The handlers' state: the shared API state and this component's services.
+type SurveysApi = ComponentState<Services>;
+
 pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
+    let services = Services {
+        surveys: SurveyService::new(&state.store),
+    };
     OpenApiRouter::new()
         .routes(state.limited(Tier::Api, routes!(create_survey)))
         .routes(state.limited(Tier::Api, routes!(complete_survey)))
         .routes(state.limited(Tier::Api, routes!(survey_stats)))
+        .with_state(ComponentState::new(state, services))
 }
 
 impl From<SurveyError> for ApiError {
@@ -44,7 +57,7 @@ impl From<SurveyError> for ApiError {
     ),
     security(("session" = [])))]
 async fn create_survey(
-    State(api): State<ApiState>,
+    State(api): State<SurveysApi>,
     user: AuthUser,
     ApiJson(body): ApiJson<CreateSurveyRequest>,
 ) -> Result<Created<SurveyView>, ApiError> {
@@ -64,7 +77,7 @@ async fn create_survey(
     ),
     security(("session" = [])))]
 async fn complete_survey(
-    State(api): State<ApiState>,
+    State(api): State<SurveysApi>,
     user: AuthUser,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CompleteSurveyRequest>,
@@ -84,7 +97,7 @@ async fn complete_survey(
     ),
     security(("session" = [])))]
 async fn survey_stats(
-    State(api): State<ApiState>,
+    State(api): State<SurveysApi>,
     _user: AuthUser,
 ) -> Result<List<SurveyStatView>, ApiError> {
     let stats = api.surveys.stats().await?;

@@ -14,7 +14,7 @@ pub struct WorkerRunArgs {
 }
 
 pub fn run(args: WorkerRunArgs) -> ExitCode {
-    let jobs = keel_app::background::computations();
+    let jobs = keel_app::background::computations(keel_app::COMPONENTS);
     let code = keel::workers::run_child(
         &jobs,
         &args.kind,
