@@ -136,3 +136,39 @@ async fn ready_details_and_metrics_are_for_the_host_itself_or_the_token_holder()
     );
     assert_eq!(app.get("/metrics").await.status(), StatusCode::OK);
 }
+
+/// The value of the `keel_http_requests_total` series with exactly these labels, if present.
+fn requests_total(metrics: &str, labels: &str) -> Option<f64> {
+    let series = format!("keel_http_requests_total{{{labels}}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn requests_are_counted_per_route_pattern_and_status() {
+    let app = spawn_app().await;
+    let scrape = || async { app.get("/metrics").await.text().await.unwrap() };
+    let health = r#"method="GET",route="/api/health",status="200""#;
+    app.get_health().await;
+    let before = requests_total(&scrape().await, health).expect("health counted");
+    for _ in 0..3 {
+        assert_eq!(app.get_health().await.status(), StatusCode::OK);
+    }
+    let after = requests_total(&scrape().await, health).expect("health counted");
+    assert!(after >= before + 3.0, "{before} → {after}");
+
+    // Two ids, one series: the label is the route's pattern.
+    for id in ["507f1f77bcf86cd799439011", "507f1f77bcf86cd799439012"] {
+        let response = app.get(&format!("/api/items/{id}")).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+    let text = scrape().await;
+    let item = r#"method="GET",route="/api/items/{id}",status="404""#;
+    assert!(
+        requests_total(&text, item).is_some_and(|n| n >= 2.0),
+        "{text}"
+    );
+    assert!(!text.contains("507f1f77bcf86cd799439011"), "{text}");
+}

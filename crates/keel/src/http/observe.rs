@@ -5,8 +5,8 @@
 //! services. Every event logged while handling the request sits in that span. Later layers may
 //! fill `user_id` with `tracing::Span::current().record("user_id", …)`.
 //!
-//! `log_request` writes one line per request when the response is ready: method, path, status,
-//! duration_ms, ip, user agent, request id. 5xx is `error`, 4xx `warn`, the rest `info`. The
+//! `log_request` writes one line per request when the response is ready: status, duration_ms,
+//! ip and user agent, with the span's method, path and request id. 5xx is `error`, 4xx `warn`, the rest `info`. The
 //! query string is left out: it may carry tokens.
 
 use std::net::{IpAddr, SocketAddr};
@@ -48,11 +48,12 @@ pub async fn request_span(request: Request, next: Next) -> Response {
         .get::<RequestId>()
         .map(ToString::to_string)
         .unwrap_or_default();
+    // Plain `&str` values: recorded as strings, without the `Display` formatting machinery.
     let span = tracing::info_span!(
         "http.request",
-        request_id = %request_id,
-        method = %request.method(),
-        path = %request.uri().path(),
+        request_id = request_id.as_str(),
+        method = request.method().as_str(),
+        path = request.uri().path(),
         trace_id = tracing::field::Empty,
         user_id = tracing::field::Empty,
     );
@@ -84,36 +85,29 @@ pub async fn log_request(
     if let Some(ip) = ip {
         request.extensions_mut().insert(ClientIp(ip));
     }
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
     let user_agent = request
         .headers()
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(ToString::to_string)
-        .unwrap_or_default();
 
     let response = next.run(request).await;
 
     let status = response.status().as_u16();
     let duration_ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
     let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
+    // `request_id`, `method` and `path` are the enclosing `http.request` span's fields (set by
+    // `request_span`, the layer outside this one), so the line carries them without the event
+    // recording them again.
     macro_rules! request_event {
         ($level:ident) => {
             tracing::event!(
                 tracing::Level::$level,
-                method = %method,
-                path = %path,
                 status,
                 duration_ms,
-                ip = %ip,
-                user_agent = %user_agent,
-                request_id = %request_id,
+                ip = ip.as_str(),
+                user_agent = user_agent.as_str(),
                 "request completed"
             )
         };
