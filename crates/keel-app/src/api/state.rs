@@ -51,14 +51,18 @@ pub struct ApiServices {
     pub idempotency_keys: IdempotencyKeys,
     /// The OpenAPI document as served, set once when the router is built.
     pub openapi: super::OpenApiText,
-    /// Worker pool and job queue (`POST /api/orders/process`); `None` only without a store.
-    pub background: Option<crate::background::Background>,
-    /// The ops console (`/ops`, `/api/ops/*`); `None` only without a store.
+    /// Worker pool and job queue (`POST /api/orders/process`).
+    pub background: crate::background::Background,
+    /// The ops console (`/ops`, `/api/ops/*`); set by `with_ops` before the router is built.
     pub ops: Option<crate::ops::OpsService>,
 }
 
 impl ApiState {
-    pub fn new(platform: Platform, store: &Store) -> Self {
+    pub fn new(
+        platform: Platform,
+        store: &Store,
+        background: crate::background::Background,
+    ) -> Self {
         let config = platform.config();
         let auth = AuthService::new(store, &config.auth);
         // Development and test configs ship a secret; production refuses to start without one.
@@ -78,17 +82,10 @@ impl ApiState {
             rate_limiter: Arc::new(RateLimiter::new()),
             idempotency_keys: IdempotencyKeys::new(store),
             openapi: Default::default(),
-            background: None,
+            background,
             ops: None,
             platform,
         }))
-    }
-
-    /// Gives the API the process's worker pool and job queue (before the router shares it).
-    pub fn with_background(self, background: Option<crate::background::Background>) -> Self {
-        let mut services = Arc::unwrap_or_clone(self.0);
-        services.background = background;
-        Self(Arc::new(services))
     }
 
     /// Gives the API the ops console's service.

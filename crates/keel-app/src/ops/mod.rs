@@ -30,29 +30,23 @@ pub fn start(
     platform: &Platform,
     store: &Store,
     roles: &[Role],
-    background: Option<Background>,
+    background: &Background,
 ) -> OpsService {
     let repository = repository::OpsRepository::new(store);
     let instance = heartbeat::Instance::current(roles);
     heartbeat::start(platform, repository.clone(), instance.clone());
-    let workers = background.as_ref().map(|b| b.workers.clone());
-    let sampler = runtime::RuntimeSampler::new(platform, workers);
+    let sampler = runtime::RuntimeSampler::new(platform, background.workers.clone());
     if roles.contains(&Role::Api) {
         sampler.start(platform);
     }
-    let watcher_names = background
-        .as_ref()
-        .map(|b| {
-            crate::background::watchers(store, &b.jobs)
-                .iter()
-                .map(|w| w.name().to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let watcher_names = crate::background::watchers(store, &background.jobs)
+        .iter()
+        .map(|w| w.name().to_owned())
+        .collect();
     OpsService::new(
         platform.clone(),
         repository,
-        background,
+        background.clone(),
         sampler,
         instance,
         watcher_names,

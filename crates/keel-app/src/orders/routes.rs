@@ -73,14 +73,8 @@ async fn process_orders(
     if !errors.is_empty() {
         return Err(errors.into());
     }
-    let background = api
+    let result = api
         .background
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable {
-            message: "order processing is not available".to_owned(),
-            details: None,
-        })?;
-    let result = background
         .process_orders_now(&ids, &bson::Bson::ObjectId(user.id))
         .await
         .map_err(|e| match e {
