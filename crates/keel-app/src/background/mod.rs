@@ -166,6 +166,17 @@ impl Background {
             .await
     }
 
+    /// This process's job runner: the application's handlers (and, in `env = "test"`, the test
+    /// kinds) on this queue and pool. `start` runs it for `Role::Jobs`; a test that must know
+    /// the queue's work is done calls its `run_pending` instead.
+    pub fn job_runner(&self, platform: &Platform) -> JobRunner {
+        let mut handlers = job_handlers(&self.store, self.tax_rate);
+        if platform.config().env == keel::config::Environment::Test {
+            crate::test_routes::register_test_jobs(&mut handlers, &self.store);
+        }
+        JobRunner::new(self.jobs.clone(), handlers, self.workers.clone())
+    }
+
     /// Starts what `roles` ask for, each as a supervised loop owned by the platform's shutdown:
     /// the scheduler, the watchers (reporting into `/api/ready`), the job runner. The runtime
     /// health probe runs in every process.
@@ -215,11 +226,7 @@ impl Background {
             });
         }
         if roles.contains(&Role::Jobs) {
-            let mut handlers = job_handlers(&self.store, self.tax_rate);
-            if config.env == keel::config::Environment::Test {
-                crate::test_routes::register_test_jobs(&mut handlers, &self.store);
-            }
-            let runner = JobRunner::new(self.jobs.clone(), handlers, self.workers.clone());
+            let runner = self.job_runner(platform);
             supervise(platform, "job-runner", move |token| {
                 let runner = runner.clone();
                 async move { runner.run(token).await }
