@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::helpers::KeelProcess;
+use crate::support::eventually;
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -32,8 +33,8 @@ fn every_second_config() -> tempfile::TempDir {
 /// Polls /metrics until the runtime probe has taken `samples` one-second samples: a clock
 /// inside the process, so "at least that long has passed there" needs no sleep here.
 async fn wait_for_probe_samples(address: std::net::SocketAddr, samples: u64) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("the runtime probe to take {samples} samples");
+    eventually(&what, || async {
         let text = client()
             .get(format!("http://{address}/metrics"))
             .send()
@@ -48,15 +49,9 @@ async fn wait_for_probe_samples(address: std::net::SocketAddr, samples: u64) -> 
             .and_then(|l| l.split_whitespace().last())
             .and_then(|n| n.parse::<f64>().ok())
             .unwrap_or(0.0);
-        if count >= samples as f64 {
-            return text;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the runtime probe never sampled:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (count >= samples as f64).then_some(text)
+    })
+    .await
 }
 
 #[tokio::test]
