@@ -18,7 +18,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::api_support::{PASSWORD, session_cookie};
-use crate::helpers::{KeelProcess, http_client, repo_config_dir};
+use crate::helpers::{KeelProcess, every_second_config, http_client};
 use crate::support::mongodb::{URL_VARIABLE, fresh_url};
 use crate::support::{eventually, eventually_within};
 
@@ -177,19 +177,6 @@ async fn with_the_default_session_cache_a_logout_on_one_replica_ends_the_session
         },
     )
     .await;
-}
-
-/// A copy of the repository's config/ where process-data runs every second.
-fn every_second_config() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temporary config directory");
-    for file in ["default.toml", "test.toml"] {
-        std::fs::copy(repo_config_dir().join(file), dir.path().join(file)).expect("copying config");
-    }
-    let test = dir.path().join("test.toml");
-    let mut text = std::fs::read_to_string(&test).expect("reading test.toml");
-    text.push_str("\n[tasks.process-data]\nschedule = \"* * * * * *\"\n");
-    std::fs::write(&test, text).expect("writing test.toml");
-    dir
 }
 
 #[tokio::test]

@@ -10,4 +10,4 @@ pub use app::{
     spawn_full_app,
 };
 pub use mongo_server::TestMongoServer;
-pub use process::{KeelProcess, keel_command, repo_config_dir};
+pub use process::{KeelProcess, every_second_config, keel_command, repo_config_dir};
