@@ -1,33 +1,14 @@
-//! Support for the API tests: the full application (store, indexes, every route) on
-//! 127.0.0.1:0, restartable on the same data directory, with a client that handles the session
-//! cookie explicitly (so tests can tamper with it) and a method per endpoint.
+//! `TestApp`'s HTTP side (the app itself starts in `helpers/app.rs`): every request the API tests
+//! send and every response they read, with the session cookie handled explicitly (so tests can
+//! tamper with it) and a method per endpoint.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-
-use keel::Platform;
-use keel::config::{Config, LoadOptions};
-use keel::shutdown::Shutdown;
-use keel::store::Store;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-pub use crate::helpers::eventually;
-use crate::helpers::{http_client, repo_config_dir, serve_app, use_test_mongodb};
+pub use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 /// A password that satisfies the rules.
 pub const PASSWORD: &str = "correct horse battery staple";
-
-pub struct ApiApp {
-    pub address: SocketAddr,
-    pub client: reqwest::Client,
-    pub platform: Platform,
-    pub store: Store,
-    config: Config,
-    data_dir: Arc<TempDir>,
-}
 
 /// A logged-in client: the `sessionId` cookie and the user's id.
 #[derive(Debug, Clone)]
@@ -36,70 +17,7 @@ pub struct Login {
     pub user_id: String,
 }
 
-pub fn test_config(data_dir: &TempDir) -> Config {
-    let options = LoadOptions {
-        config_dir: repo_config_dir(),
-        config_dir_required: true,
-        env_vars: vec![("KEEL_ENV".into(), "test".into())],
-        overrides: Vec::new(),
-    }
-    .with_override("server.port", 0)
-    .with_override(
-        "database.url",
-        format!("embedded://{}", data_dir.path().join("data").display()),
-    );
-    keel::config::load(&options).expect("the shipped test configuration is valid")
-}
-
-pub async fn spawn_api() -> ApiApp {
-    spawn_api_with(|_| {}).await
-}
-
-/// The application with the test configuration adjusted first (limits, proxies, …).
-pub async fn spawn_api_with(adjust: impl FnOnce(&mut Config)) -> ApiApp {
-    let data_dir = Arc::new(tempfile::tempdir().expect("temporary data directory"));
-    let mut config = test_config(&data_dir);
-    use_test_mongodb(&mut config);
-    adjust(&mut config);
-    start(config, data_dir).await
-}
-
-async fn start(config: Config, data_dir: Arc<TempDir>) -> ApiApp {
-    let store = Store::connect(&config.database)
-        .await
-        .expect("opening the store");
-    keel_app::indexes::create_all(&store)
-        .await
-        .expect("creating the indexes");
-    let drain = config.server.shutdown_timeout;
-    let platform = Platform::new(config.clone(), Shutdown::new(), Some(store.clone()));
-    let address = serve_app(&platform, &[keel_app::Role::Api], drain).await;
-    let client = http_client();
-    ApiApp {
-        address,
-        client,
-        platform,
-        store,
-        config,
-        data_dir,
-    }
-}
-
-impl ApiApp {
-    /// Stops the server, closes the store, and starts a new process-equivalent on the same
-    /// data directory (or MongoDB database) and configuration.
-    pub async fn restart(self) -> ApiApp {
-        self.platform.shutdown().trigger();
-        assert!(
-            self.platform
-                .shutdown()
-                .wait_for_tasks(Duration::from_secs(10))
-                .await
-        );
-        self.store.close().await.expect("closing the store");
-        start(self.config.clone(), self.data_dir.clone()).await
-    }
-
+impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }
@@ -110,6 +28,14 @@ impl ApiApp {
             builder = builder.header("cookie", format!("sessionId={cookie}"));
         }
         builder
+    }
+
+    pub async fn get_health(&self) -> Response {
+        self.get("/api/health", None).await
+    }
+
+    pub async fn get_ready(&self) -> Response {
+        self.get("/api/ready", None).await
     }
 
     pub async fn get(&self, path: &str, cookie: Option<&str>) -> Response {
@@ -171,12 +97,6 @@ impl ApiApp {
             StatusCode::CREATED,
             "create brand {name}"
         );
-    }
-}
-
-impl Drop for ApiApp {
-    fn drop(&mut self) {
-        self.platform.shutdown().trigger();
     }
 }
 

@@ -7,13 +7,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::api_support::{
-    PASSWORD, body, eventually, expect_error, session_cookie, set_cookie_header, spawn_api,
-    spawn_api_with,
+    PASSWORD, body, expect_error, session_cookie, set_cookie_header, spawn_app, spawn_app_with,
 };
+use crate::support::eventually;
 
 #[tokio::test]
 async fn register_login_me_logout_round_trip() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let registered = app.register("ada@example.com").await;
 
     let me = app.get("/api/auth/me", Some(&registered.cookie)).await;
@@ -45,7 +45,7 @@ async fn register_login_me_logout_round_trip() {
 
 #[tokio::test]
 async fn session_cookie_is_http_only_lax_and_lasts_24_hours() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let response = app.post_register("grace@example.com", PASSWORD).await;
     let header = set_cookie_header(&response);
     assert!(header.starts_with("sessionId="), "{header}");
@@ -63,7 +63,7 @@ async fn session_cookie_is_http_only_lax_and_lasts_24_hours() {
 
 #[tokio::test]
 async fn login_with_wrong_password_is_rejected_like_unknown_email() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     app.register("alan@example.com").await;
     let wrong_password = app
         .post_login("alan@example.com", "not the right password")
@@ -77,7 +77,7 @@ async fn login_with_wrong_password_is_rejected_like_unknown_email() {
 
 #[tokio::test]
 async fn register_reports_every_bad_field_and_refuses_a_taken_email() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let bad = app.post_register("not-an-email", "short").await;
     let bad = expect_error(bad, StatusCode::BAD_REQUEST, "validation_failed").await;
     let fields: Vec<_> = bad["error"]["details"]
@@ -95,7 +95,7 @@ async fn register_reports_every_bad_field_and_refuses_a_taken_email() {
 
 #[tokio::test]
 async fn login_rotates_the_session_id_and_the_old_one_stops_working() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let first = app.register("rot@example.com").await;
     let login = app
         .request(Method::POST, "/api/auth/login", Some(&first.cookie))
@@ -119,7 +119,7 @@ async fn login_rotates_the_session_id_and_the_old_one_stops_working() {
 
 #[tokio::test]
 async fn tampered_unknown_or_garbage_cookies_are_simply_not_logged_in() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let login = app.register("tamper@example.com").await;
     let mut tampered = login.cookie.clone().into_bytes();
     tampered[5] = if tampered[5] == b'A' { b'B' } else { b'A' };
@@ -142,7 +142,7 @@ async fn tampered_unknown_or_garbage_cookies_are_simply_not_logged_in() {
 
 #[tokio::test]
 async fn session_survives_a_server_restart_on_the_same_data_dir() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let login = app.register("restart@example.com").await;
     let app = app.restart().await;
     let me = app.get("/api/auth/me", Some(&login.cookie)).await;
@@ -152,7 +152,7 @@ async fn session_survives_a_server_restart_on_the_same_data_dir() {
 
 #[tokio::test]
 async fn an_expired_session_is_not_logged_in() {
-    let app = spawn_api_with(|c| c.session.ttl = std::time::Duration::from_secs(1)).await;
+    let app = spawn_app_with(|c| c.session.ttl = std::time::Duration::from_secs(1)).await;
     let login = app.register("short@example.com").await;
     assert_eq!(
         app.get("/api/auth/me", Some(&login.cookie)).await.status(),
@@ -167,7 +167,7 @@ async fn an_expired_session_is_not_logged_in() {
 
 #[tokio::test]
 async fn session_data_is_encrypted_at_rest_and_keyed_by_a_hash_of_the_token() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let login = app.register("secret@example.com").await;
     let sessions = app
         .store
@@ -195,7 +195,7 @@ async fn session_data_is_encrypted_at_rest_and_keyed_by_a_hash_of_the_token() {
 
 #[tokio::test]
 async fn an_auth_failure_is_answered_401_logged_and_recorded() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let response = app
         .request(Method::GET, "/api/auth/me", None)
         .header("user-agent", "probe/1.0\t<script>")
@@ -224,7 +224,7 @@ async fn an_auth_failure_is_answered_401_logged_and_recorded() {
 /// and hour (docs/api.md), so 10,000 refused requests add at most two (an hour boundary).
 #[tokio::test]
 async fn ten_thousand_refused_requests_grow_auth_failures_by_at_most_two_documents() {
-    let app = spawn_api_with(|c| c.rate_limit.enabled = false).await;
+    let app = spawn_app_with(|c| c.rate_limit.enabled = false).await;
     // CI's MongoDB test server takes a few hundred writes a second: fewer requests there.
     let requests: i64 = if app.store.backend_name() == "embedded" {
         10_000
@@ -273,7 +273,7 @@ async fn ten_thousand_refused_requests_grow_auth_failures_by_at_most_two_documen
 
 #[tokio::test]
 async fn state_changing_cookie_requests_from_a_foreign_origin_are_refused() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let login = app.register("csrf@example.com").await;
     let foreign = app
         .request(Method::POST, "/api/auth/logout", Some(&login.cookie))
@@ -295,7 +295,7 @@ async fn state_changing_cookie_requests_from_a_foreign_origin_are_refused() {
 async fn with_the_store_down_a_logged_in_request_is_503_not_401() {
     // Read as "not logged in", a store outage answered 401 to every logged-in user and logged a
     // false authentication failure for each.
-    let app = spawn_api_with(|c| c.session.cache_ttl = std::time::Duration::ZERO).await;
+    let app = spawn_app_with(|c| c.session.cache_ttl = std::time::Duration::ZERO).await;
     let login = app.register("outage@example.com").await;
     app.store.close().await.unwrap();
     let response = app.get("/api/auth/me", Some(&login.cookie)).await;
@@ -304,7 +304,7 @@ async fn with_the_store_down_a_logged_in_request_is_503_not_401() {
 
 #[tokio::test]
 async fn logout_everywhere_ends_the_sessions_of_every_device() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let laptop = app.register("everywhere@example.com").await;
     let phone = session_cookie(&app.post_login("everywhere@example.com", PASSWORD).await)
         .expect("a second session");

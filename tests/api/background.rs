@@ -8,8 +8,12 @@ use std::time::Duration;
 use bson::{Document, doc};
 use keel::store::{FindOptions, Store};
 use keel::workers::{IsolatedRunner, WorkerError};
+use keel_app::Role;
+use serde_json::json;
 
-use crate::helpers::{eventually, json, keel_command, spawn_app};
+use crate::api_support::{TestApp, body};
+use crate::helpers::{keel_command, spawn_full_app};
+use crate::support::eventually;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -26,10 +30,24 @@ async fn wait_for_document(store: &Store, collection: &str, filter: Document) ->
     .await
 }
 
+/// The document `filter` finds in `collection`, which must exist now.
+async fn document(store: &Store, collection: &str, filter: Document) -> Document {
+    store
+        .collection(collection)
+        .find_one(filter.clone(), FindOptions::default())
+        .await
+        .expect("querying the store")
+        .unwrap_or_else(|| panic!("no {collection} document matching {filter}"))
+}
+
 #[tokio::test]
 async fn a_new_pending_order_is_priced_through_the_watcher_the_queue_and_the_pool() {
-    let app = spawn_app().await;
-    let store = app.platform.store().expect("the app has a store").clone();
+    // The watchers run in the background; the job runner does not: the test runs the job.
+    let app = TestApp::builder()
+        .roles(&[Role::Api, Role::Watchers])
+        .spawn()
+        .await;
+    let store = app.store.clone();
     // The watcher follows its feed from "now": wait until it runs, as /api/ready reports.
     wait_ready(&app).await;
     store
@@ -41,7 +59,14 @@ async fn a_new_pending_order_is_priced_through_the_watcher_the_queue_and_the_poo
         })
         .await
         .expect("inserting an order");
-    let priced = wait_for_document(
+    wait_for_document(
+        &store,
+        "jobs",
+        doc! { "_id": "process-orders:order-order-1", "status": "queued" },
+    )
+    .await;
+    assert_eq!(app.run_pending_jobs().await, 1, "the order's job ran");
+    let priced = document(
         &store,
         "orders",
         doc! { "_id": "order-1", "status": "processed" },
@@ -49,7 +74,7 @@ async fn a_new_pending_order_is_priced_through_the_watcher_the_queue_and_the_poo
     .await;
     let pricing = priced.get_document("pricing").expect("pricing recorded");
     assert_eq!(pricing.get_i64("discountCents").ok(), Some(4_140));
-    let job = wait_for_document(
+    let job = document(
         &store,
         "jobs",
         doc! { "_id": "process-orders:order-order-1", "status": "done" },
@@ -60,12 +85,24 @@ async fn a_new_pending_order_is_priced_through_the_watcher_the_queue_and_the_poo
         .expect("the job keeps its result");
     assert_eq!(result.get_i64("processed").ok(), Some(1));
     assert_eq!(result.get_array("errors").map(Vec::len).ok(), Some(0));
+    assert_eq!(app.run_pending_jobs().await, 0, "nothing left to run");
+}
+
+#[tokio::test]
+async fn the_jobs_role_runs_a_queued_job_by_itself() {
+    let app = spawn_full_app().await;
+    let enqueued = body(app.post("/__test/jobs/sleep?ms=1", &json!({}), None).await).await;
+    let id = enqueued["data"]["id"]
+        .as_str()
+        .expect("a job id")
+        .to_owned();
+    wait_for_document(&app.store, "jobs", doc! { "_id": &id, "status": "done" }).await;
 }
 
 #[tokio::test]
 async fn a_completed_survey_is_counted_once_in_its_days_stats() {
-    let app = spawn_app().await;
-    let store = app.platform.store().expect("the app has a store").clone();
+    let app = spawn_full_app().await;
+    let store = app.store.clone();
     wait_ready(&app).await;
     let completed_at = bson::DateTime::parse_rfc3339_str("2026-03-04T10:00:00Z").expect("a date");
     let surveys = store.collection("surveys");
@@ -108,7 +145,7 @@ async fn a_completed_survey_is_counted_once_in_its_days_stats() {
 
 #[tokio::test]
 async fn ready_reports_the_watchers_and_metrics_show_the_background_work() {
-    let app = spawn_app().await;
+    let app = spawn_full_app().await;
     let body = wait_ready(&app).await;
     let components: Vec<&str> = body["components"]
         .as_array()
@@ -120,7 +157,7 @@ async fn ready_reports_the_watchers_and_metrics_show_the_background_work() {
         components.contains(&"watchers") && components.contains(&"store"),
         "{body}"
     );
-    let metrics = app.get("/metrics").await;
+    let metrics = app.get("/metrics", None).await;
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.expect("metrics text");
     for name in [
@@ -134,11 +171,11 @@ async fn ready_reports_the_watchers_and_metrics_show_the_background_work() {
 }
 
 /// Polls `/api/ready` until 200 and returns its body.
-async fn wait_ready(app: &crate::helpers::TestApp) -> serde_json::Value {
+async fn wait_ready(app: &TestApp) -> serde_json::Value {
     eventually("/api/ready to answer 200", || async {
         let response = app.get_ready().await;
         if response.status() == 200 {
-            Some(json(response).await)
+            Some(body(response).await)
         } else {
             None
         }
@@ -248,10 +285,10 @@ async fn keel_task_run_processes_the_items_and_exits_0() {
 
 #[tokio::test]
 async fn post_orders_process_prices_the_callers_pending_orders_on_the_pool() {
-    use crate::api_support::{body, expect_error, spawn_api};
+    use crate::api_support::{expect_error, spawn_app};
     use reqwest::{Method, StatusCode};
 
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let alice = app.register("pricing-alice@example.com").await;
     let bob = app.register("pricing-bob@example.com").await;
     let order = serde_json::json!({"lines": [{"sku": "BULK", "qty": 10, "price": 60.0}]});

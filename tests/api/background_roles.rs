@@ -1,40 +1,14 @@
 //! `keel serve --role …`: one binary, only the parts asked for.
 
-use std::time::Duration;
-
-use crate::helpers::KeelProcess;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("a client")
-}
-
-/// A copy of the repository's config/ where process-data runs every second.
-fn every_second_config() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temporary config directory");
-    for file in ["default.toml", "test.toml"] {
-        std::fs::copy(
-            crate::helpers::repo_config_dir().join(file),
-            dir.path().join(file),
-        )
-        .expect("copying config");
-    }
-    let test = dir.path().join("test.toml");
-    let mut text = std::fs::read_to_string(&test).expect("reading test.toml");
-    text.push_str("\n[tasks.process-data]\nschedule = \"* * * * * *\"\n");
-    std::fs::write(&test, text).expect("writing test.toml");
-    dir
-}
+use crate::helpers::{KeelProcess, every_second_config, http_client};
+use crate::support::eventually;
 
 /// Polls /metrics until the runtime probe has taken `samples` one-second samples: a clock
 /// inside the process, so "at least that long has passed there" needs no sleep here.
 async fn wait_for_probe_samples(address: std::net::SocketAddr, samples: u64) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = client()
+    let what = format!("the runtime probe to take {samples} samples");
+    eventually(&what, || async {
+        let text = http_client()
             .get(format!("http://{address}/metrics"))
             .send()
             .await
@@ -48,15 +22,9 @@ async fn wait_for_probe_samples(address: std::net::SocketAddr, samples: u64) -> 
             .and_then(|l| l.split_whitespace().last())
             .and_then(|n| n.parse::<f64>().ok())
             .unwrap_or(0.0);
-        if count >= samples as f64 {
-            return text;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the runtime probe never sampled:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (count >= samples as f64).then_some(text)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -81,14 +49,14 @@ async fn an_api_only_process_runs_no_task_while_a_scheduler_process_does() {
 async fn a_jobs_only_process_serves_health_and_metrics_but_no_api_routes() {
     let keel = KeelProcess::serve_with(&["--role", "jobs"], &[]);
     let address = keel.address().await;
-    let get = |path: &'static str| client().get(format!("http://{address}{path}")).send();
+    let get = |path: &'static str| http_client().get(format!("http://{address}{path}")).send();
     assert_eq!(get("/api/health").await.expect("health").status(), 200);
     assert_eq!(get("/metrics").await.expect("metrics").status(), 200);
     keel.wait_for_line(|line| line.contains("job runner started"))
         .await;
     // Routes of the API role are absent (the test-only ones included).
     assert_eq!(get("/api/items").await.expect("items").status(), 404);
-    let echo = client()
+    let echo = http_client()
         .post(format!("http://{address}/__test/echo"))
         .body("{}")
         .send()

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::helpers::{KeelProcess, keel_command};
+use crate::support::eventually_within;
 
 const SECRET: &str = "log-secret-6f1d2c-that-must-never-appear-anywhere";
 
@@ -19,17 +20,17 @@ fn client() -> reqwest::Client {
 
 /// Connecting is refused once the listener has closed; polls until then (bounded).
 async fn wait_until_refused(address: std::net::SocketAddr) {
-    let refused = async {
-        loop {
+    eventually_within(
+        "the listener to refuse connections after SIGTERM",
+        Duration::from_secs(10),
+        || async {
             match tokio::net::TcpStream::connect(address).await {
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
-                _ => tokio::task::yield_now().await,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+                _ => None,
             }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), refused)
-        .await
-        .expect("the listener still accepts connections after SIGTERM");
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

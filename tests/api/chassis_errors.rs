@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::helpers::{json, spawn_chassis, spawn_chassis_with};
+use crate::api_support::body;
+use crate::helpers::{spawn_chassis, spawn_chassis_with};
 
 async fn assert_envelope(
     response: reqwest::Response,
@@ -13,7 +14,7 @@ async fn assert_envelope(
 ) -> serde_json::Value {
     assert_eq!(response.status(), status);
     let content_type = response.headers().get("content-type").cloned();
-    let body = json(response).await;
+    let body = body(response).await;
     assert_eq!(content_type.unwrap().to_str().unwrap(), "application/json");
     assert_eq!(body["success"], false, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
@@ -25,7 +26,7 @@ async fn assert_envelope(
 async fn an_unknown_route_is_a_404_envelope() {
     let app = spawn_chassis().await;
     assert_envelope(
-        app.get("/api/nothing-here").await,
+        app.get("/api/nothing-here", None).await,
         StatusCode::NOT_FOUND,
         "not_found",
     )
@@ -59,7 +60,7 @@ async fn a_body_over_the_limit_is_a_413_envelope() {
         .send()
         .await
         .unwrap();
-    assert_eq!(json(small).await["data"]["bytes"], 1024);
+    assert_eq!(body(small).await["data"]["bytes"], 1024);
     let large = app
         .client
         .post(app.url("/__test/echo"))
@@ -94,7 +95,7 @@ async fn the_default_body_limit_is_64_kb() {
 #[tokio::test]
 async fn a_panicking_handler_is_a_500_with_the_request_id_and_no_internals() {
     let app = spawn_chassis().await;
-    let response = app.get("/__test/panic").await;
+    let response = app.get("/__test/panic", None).await;
     let request_id = response
         .headers()
         .get("x-request-id")
@@ -118,7 +119,7 @@ async fn a_panicking_handler_is_a_500_with_the_request_id_and_no_internals() {
 async fn an_internal_error_never_shows_its_cause() {
     let app = spawn_chassis().await;
     let body = assert_envelope(
-        app.get("/__test/internal").await,
+        app.get("/__test/internal", None).await,
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal_error",
     )
@@ -131,14 +132,14 @@ async fn a_request_over_the_timeout_is_a_503_envelope() {
     let app =
         spawn_chassis_with(|config| config.server.request_timeout = Duration::from_millis(100))
             .await;
-    let response = app.get("/__test/slow?ms=30000").await;
+    let response = app.get("/__test/slow?ms=30000", None).await;
     assert_envelope(response, StatusCode::SERVICE_UNAVAILABLE, "timeout").await;
 }
 
 #[tokio::test]
 async fn an_extractor_rejection_becomes_an_envelope() {
     let app = spawn_chassis().await;
-    let response = app.get("/__test/slow?ms=not-a-number").await;
+    let response = app.get("/__test/slow?ms=not-a-number", None).await;
     let body = assert_envelope(response, StatusCode::BAD_REQUEST, "bad_request").await;
     assert!(
         body["error"]["message"].as_str().unwrap().contains("ms"),

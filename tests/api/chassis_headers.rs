@@ -15,7 +15,7 @@ const EXPECTED: &[(&str, &str)] = &[
 async fn security_headers_are_on_every_response_and_x_powered_by_never() {
     let app = spawn_chassis().await;
     for path in ["/api/health", "/does-not-exist"] {
-        let response = app.get(path).await;
+        let response = app.get(path, None).await;
         let headers = response.headers();
         for (name, value) in EXPECTED {
             assert_eq!(

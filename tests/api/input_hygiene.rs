@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::api_support::{expect_error, spawn_api, spawn_api_with};
+use crate::api_support::{expect_error, spawn_app, spawn_app_with};
 
 fn fields(body: &serde_json::Value) -> Vec<String> {
     body["error"]["details"]
@@ -18,7 +18,7 @@ fn fields(body: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test]
 async fn get_data_refuses_where_and_every_operator_outside_the_whitelist() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let login = app.register("inject@example.com").await;
     let cases = [
         (
@@ -52,7 +52,7 @@ async fn get_data_refuses_where_and_every_operator_outside_the_whitelist() {
 
 #[tokio::test]
 async fn operator_and_dotted_keys_in_a_create_body_are_refused() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let login = app.register("create@example.com").await;
     app.create_brand(&login, "Acme", true).await;
     let body = json!({"name": "X", "brand": "Acme", "price": {"$gt": 0}, "a.b": 1, "tags": [{"$where": 1}]});
@@ -72,7 +72,7 @@ async fn operator_and_dotted_keys_in_a_create_body_are_refused() {
 
 #[tokio::test]
 async fn unknown_fields_and_wrong_types_are_400() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let login = app.register("types@example.com").await;
     let unknown = app
         .post(
@@ -94,7 +94,7 @@ async fn unknown_fields_and_wrong_types_are_400() {
 
 #[tokio::test]
 async fn malformed_json_wrong_content_type_and_oversized_bodies_get_the_envelope() {
-    let app = spawn_api_with(|c| c.server.body_limit = 2048).await;
+    let app = spawn_app_with(|c| c.server.body_limit = 2048).await;
     let login = app.register("bodies@example.com").await;
     let send = |content_type: &'static str, body: String| {
         app.request(Method::POST, "/api/orders", Some(&login.cookie))
@@ -136,7 +136,7 @@ async fn malformed_json_wrong_content_type_and_oversized_bodies_get_the_envelope
 async fn a_10_mb_array_on_login_is_a_413_and_never_parsed() {
     // Anonymous, on the cheapest route to reach: a parsed 10 MB `[0,0,…]` used to cost the
     // server ~170 MiB. The default body limit (64 KB) refuses it from its Content-Length.
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let mut body = Vec::with_capacity(10_000_000);
     body.push(b'[');
     while body.len() < 10_000_000 - 2 {
@@ -156,7 +156,7 @@ async fn a_10_mb_array_on_login_is_a_413_and_never_parsed() {
 #[tokio::test]
 async fn login_takes_at_most_4_kb_and_a_raised_body_limit_still_caps_parsed_values() {
     // Operators raising server.body_limit (uploads) must not reopen the parsed-array hole.
-    let app = spawn_api_with(|c| c.server.body_limit = 10 * 1024 * 1024).await;
+    let app = spawn_app_with(|c| c.server.body_limit = 10 * 1024 * 1024).await;
     let padded = serde_json::json!({"email": "a@example.com", "password": "x".repeat(5000)});
     let response = app
         .request(Method::POST, "/api/auth/login", None)

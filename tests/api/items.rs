@@ -4,10 +4,10 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::api_support::{ApiApp, Login, body, expect_error, spawn_api};
+use crate::api_support::{Login, TestApp, body, expect_error, spawn_app};
 
-async fn seeded() -> (ApiApp, Login) {
-    let app = spawn_api().await;
+async fn seeded() -> (TestApp, Login) {
+    let app = spawn_app().await;
     let login = app.register("items@example.com").await;
     app.create_brand(&login, "Acme", true).await;
     app.create_brand(&login, "Retired", false).await;
@@ -71,7 +71,7 @@ async fn creating_an_item_needs_a_login_and_an_existing_active_brand() {
 
 #[tokio::test]
 async fn brand_names_are_unique_and_validated() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let login = app.register("brands@example.com").await;
     app.create_brand(&login, "Acme", true).await;
     let again = app

@@ -1,13 +1,13 @@
-//! HTTP integration tests: the real server, in-process on 127.0.0.1:0 (`helpers::spawn_*`) or
-//! as the built `keel` binary (`helpers::KeelProcess`). One test binary; one module per area.
+//! HTTP integration tests: the real server, in-process on 127.0.0.1:0 (`helpers::TestApp`,
+//! started by `helpers::spawn_*`) or as the built `keel` binary (`helpers::KeelProcess`). One
+//! test binary; one module per area. What every suite shares (`eventually`, temporary stores)
+//! is in `tests/support/`.
 //! Add a module per feature (`items.rs`, `auth.rs`, …) and declare it here.
 
 mod api_support;
 mod helpers;
-// Only `fresh_url` is used here: the in-process application connects its own store.
-#[allow(dead_code)]
-#[path = "../support/mongodb.rs"]
-mod mongodb_support;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod background;
 mod background_roles;

@@ -15,8 +15,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::api_support::{PASSWORD, session_cookie};
-use crate::helpers::{KeelProcess, TestMongoServer, eventually, http_client};
+use crate::helpers::{KeelProcess, TestMongoServer, http_client};
 use crate::replicas::connect;
+use crate::support::eventually;
 
 /// The database password of these tests: it must never appear in a log line or a response.
 const DB_PASSWORD: &str = "pw-hunter2-do-not-log";

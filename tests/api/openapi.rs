@@ -3,7 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 
-use crate::api_support::{body, spawn_api};
+use crate::api_support::{body, spawn_app};
 
 /// The API's routes as DESIGN §5 and the API issue list them.
 const CONTRACT: &[(&str, &str)] = &[
@@ -29,7 +29,7 @@ const CONTRACT: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn every_route_is_documented_and_every_documented_route_is_served() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let response = app.get("/api/openapi.json", None).await;
     assert_eq!(response.status(), StatusCode::OK);
     let document = body(response).await;

@@ -12,13 +12,12 @@ use keel_app::ops::repository::OpsRepository;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::api_support::{
-    ApiApp, Login, body, eventually, expect_error, spawn_api, spawn_api_with,
-};
+use crate::api_support::{Login, TestApp, body, expect_error, spawn_app, spawn_app_with};
 use crate::helpers::keel_command;
+use crate::support::eventually;
 
 /// Registers `email` and grants it the admin role the way `keel users grant-admin` does.
-async fn admin(app: &ApiApp, email: &str) -> Login {
+async fn admin(app: &TestApp, email: &str) -> Login {
     let login = app.register(email).await;
     let email = Email::parse(email).unwrap();
     let found = UserRepository::new(&app.store)
@@ -29,17 +28,17 @@ async fn admin(app: &ApiApp, email: &str) -> Login {
     login
 }
 
-async fn ops_get(app: &ApiApp, path: &str, login: &Login) -> Value {
+async fn ops_get(app: &TestApp, path: &str, login: &Login) -> Value {
     let response = app.get(path, Some(&login.cookie)).await;
     assert_eq!(response.status(), StatusCode::OK, "GET {path}");
     body(response).await
 }
 
-async fn ops_post(app: &ApiApp, path: &str, body: &Value, login: &Login) -> reqwest::Response {
+async fn ops_post(app: &TestApp, path: &str, body: &Value, login: &Login) -> reqwest::Response {
     app.post(path, body, Some(&login.cookie)).await
 }
 
-async fn audit_actions(app: &ApiApp, login: &Login) -> Vec<(String, String, String)> {
+async fn audit_actions(app: &TestApp, login: &Login) -> Vec<(String, String, String)> {
     let audit = ops_get(app, "/api/ops/audit", login).await;
     audit["data"]
         .as_array()
@@ -57,7 +56,7 @@ async fn audit_actions(app: &ApiApp, login: &Login) -> Vec<(String, String, Stri
 
 #[tokio::test]
 async fn the_console_needs_a_session_then_the_admin_role() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     for path in [
         "/api/ops/tasks",
         "/api/ops/jobs",
@@ -116,7 +115,7 @@ async fn the_console_needs_a_session_then_the_admin_role() {
 
 #[tokio::test]
 async fn emails_listed_in_the_configuration_are_admins_without_a_grant() {
-    let app = spawn_api_with(|config| {
+    let app = spawn_app_with(|config| {
         config.ops.admin_emails = vec!["Boot@Example.com".to_owned()];
     })
     .await;
@@ -127,7 +126,7 @@ async fn emails_listed_in_the_configuration_are_admins_without_a_grant() {
 
 #[tokio::test]
 async fn a_foreign_origin_cannot_act_through_an_admins_session() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let admin = admin(&app, "admin@example.com").await;
     let response = app
         .request(
@@ -165,7 +164,7 @@ async fn a_foreign_origin_cannot_act_through_an_admins_session() {
 
 #[tokio::test]
 async fn run_now_takes_the_tasks_lock_and_says_skipped_when_it_is_held() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let admin = admin(&app, "admin@example.com").await;
     let done = ops_post(&app, "/api/ops/tasks/process-data/run", &json!({}), &admin).await;
     assert_eq!(done.status(), StatusCode::OK);
@@ -231,7 +230,7 @@ async fn run_now_takes_the_tasks_lock_and_says_skipped_when_it_is_held() {
 
 #[tokio::test]
 async fn a_dead_job_is_retried_and_done_or_dead_jobs_are_purged_after_confirmation() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let admin = admin(&app, "admin@example.com").await;
     let dead = body(app.post("/__test/jobs/dead", &json!({}), None).await).await;
     let id = dead["data"]["id"].as_str().unwrap().to_owned();
@@ -304,7 +303,7 @@ async fn a_dead_job_is_retried_and_done_or_dead_jobs_are_purged_after_confirmati
 
 #[tokio::test]
 async fn every_replica_reports_a_heartbeat_the_console_lists() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let admin = admin(&app, "admin@example.com").await;
     // Another replica of the same database, with background roles only.
     let other = Instance::current(&[keel_app::Role::Jobs, keel_app::Role::Watchers]);
@@ -331,7 +330,7 @@ async fn every_replica_reports_a_heartbeat_the_console_lists() {
 
 #[tokio::test]
 async fn the_other_views_answer_and_the_routes_are_documented() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let admin = admin(&app, "admin@example.com").await;
     let watchers = ops_get(&app, "/api/ops/watchers", &admin).await;
     let names: Vec<&str> = watchers["data"]

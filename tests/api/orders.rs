@@ -4,14 +4,14 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::api_support::{ApiApp, Login, body, expect_error, spawn_api};
+use crate::api_support::{Login, TestApp, body, expect_error, spawn_app};
 
 fn order() -> Value {
     json!({"lines": [{"sku": "ANVIL-1", "qty": 3, "price": 0.1}, {"sku": "ROCKET", "qty": 1, "price": 19.99}]})
 }
 
 async fn post_order(
-    app: &ApiApp,
+    app: &TestApp,
     login: &Login,
     body: &Value,
     key: Option<&str>,
@@ -27,7 +27,7 @@ async fn post_order(
 
 #[tokio::test]
 async fn an_order_is_priced_by_the_server_and_pending() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let login = app.register("buyer@example.com").await;
     let created = post_order(&app, &login, &order(), None).await;
     assert_eq!(created.status(), StatusCode::CREATED);
@@ -53,7 +53,7 @@ async fn an_order_is_priced_by_the_server_and_pending() {
 
 #[tokio::test]
 async fn users_see_only_their_own_orders_and_another_users_id_is_404() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let alice = app.register("alice@example.com").await;
     let bob = app.register("bob@example.com").await;
     let created = body(post_order(&app, &alice, &order(), None).await).await;
@@ -99,7 +99,7 @@ async fn users_see_only_their_own_orders_and_another_users_id_is_404() {
 
 #[tokio::test]
 async fn an_idempotent_retry_replays_the_first_order_without_creating_another() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let login = app.register("retry@example.com").await;
     let first = post_order(&app, &login, &order(), Some("order-42")).await;
     assert_eq!(first.status(), StatusCode::CREATED);

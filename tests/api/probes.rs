@@ -2,14 +2,16 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{eventually, json, spawn_app, spawn_chassis, spawn_chassis_with};
+use crate::api_support::body;
+use crate::helpers::{spawn_app, spawn_chassis, spawn_chassis_with, spawn_full_app};
+use crate::support::eventually;
 
 #[tokio::test]
 async fn health_answers_healthy_with_a_timestamp() {
     let app = spawn_chassis().await;
     let response = app.get_health().await;
     assert_eq!(response.status(), StatusCode::OK);
-    let body = json(response).await;
+    let body = body(response).await;
     assert_eq!(body["status"], "healthy");
     let timestamp = body["timestamp"].as_str().expect("a timestamp string");
     assert!(
@@ -29,7 +31,7 @@ async fn ready_lists_what_is_down_with_503() {
         .set_down("watchers", "change stream reconnecting");
     let response = app.get_ready().await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body = json(response).await;
+    let body = body(response).await;
     assert_eq!(body["success"], false);
     assert_eq!(body["error"]["code"], "unavailable");
     let down = body["error"]["details"]["down"]
@@ -56,12 +58,12 @@ async fn ready_is_503_once_shutdown_begins_while_health_stays_up() {
 
 #[tokio::test]
 async fn the_full_app_is_ready_once_its_store_answers_and_its_watchers_follow_their_feeds() {
-    let app = spawn_app().await;
+    let app = spawn_full_app().await;
     // Not before the watchers have opened their feeds: an event written earlier would be missed.
     let body = eventually("/api/ready to answer 200", || async {
         let response = app.get_ready().await;
         if response.status() == StatusCode::OK {
-            Some(json(response).await)
+            Some(body(response).await)
         } else {
             None
         }
@@ -95,11 +97,11 @@ async fn ready_details_and_metrics_are_for_the_host_itself_or_the_token_holder()
 
     let response = forwarded("/api/ready").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body = json(response).await;
-    assert_eq!(body["error"]["code"], "unavailable");
+    let ready = body(response).await;
+    assert_eq!(ready["error"]["code"], "unavailable");
     assert!(
-        body["error"].get("details").is_none(),
-        "a remote client sees no probe errors: {body}"
+        ready["error"].get("details").is_none(),
+        "a remote client sees no probe errors: {ready}"
     );
     let response = forwarded("/metrics").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -111,7 +113,7 @@ async fn ready_details_and_metrics_are_for_the_host_itself_or_the_token_holder()
     assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
 
     // With the token, from anywhere.
-    let body = json(
+    let ready = body(
         forwarded("/api/ready")
             .bearer_auth(token)
             .send()
@@ -119,7 +121,7 @@ async fn ready_details_and_metrics_are_for_the_host_itself_or_the_token_holder()
             .unwrap(),
     )
     .await;
-    assert_eq!(body["error"]["details"]["down"][0]["name"], "store");
+    assert_eq!(ready["error"]["details"]["down"][0]["name"], "store");
     let response = forwarded("/metrics")
         .bearer_auth(token)
         .send()
@@ -129,12 +131,12 @@ async fn ready_details_and_metrics_are_for_the_host_itself_or_the_token_holder()
     assert!(response.text().await.unwrap().contains("# TYPE"));
 
     // The host itself (loopback, not forwarded) needs no token.
-    let body = json(app.get_ready().await).await;
+    let ready = body(app.get_ready().await).await;
     assert_eq!(
-        body["error"]["details"]["down"][0]["reason"],
+        ready["error"]["details"]["down"][0]["reason"],
         "no answer from mongo-0.internal:27017"
     );
-    assert_eq!(app.get("/metrics").await.status(), StatusCode::OK);
+    assert_eq!(app.get("/metrics", None).await.status(), StatusCode::OK);
 }
 
 /// The value of the `keel_http_requests_total` series with exactly these labels, if present.
@@ -149,7 +151,7 @@ fn requests_total(metrics: &str, labels: &str) -> Option<f64> {
 #[tokio::test]
 async fn requests_are_counted_per_route_pattern_and_status() {
     let app = spawn_app().await;
-    let scrape = || async { app.get("/metrics").await.text().await.unwrap() };
+    let scrape = || async { app.get("/metrics", None).await.text().await.unwrap() };
     let health = r#"method="GET",route="/api/health",status="200""#;
     app.get_health().await;
     let before = requests_total(&scrape().await, health).expect("health counted");
@@ -161,7 +163,7 @@ async fn requests_are_counted_per_route_pattern_and_status() {
 
     // Two ids, one series: the label is the route's pattern.
     for id in ["507f1f77bcf86cd799439011", "507f1f77bcf86cd799439012"] {
-        let response = app.get(&format!("/api/items/{id}")).await;
+        let response = app.get(&format!("/api/items/{id}"), None).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
     }
     let text = scrape().await;

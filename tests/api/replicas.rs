@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bson::{Document, doc};
 use keel::store::{DatabaseConfig, FindOptions, Store};
@@ -18,8 +18,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::api_support::{PASSWORD, session_cookie};
-use crate::helpers::{KeelProcess, eventually, http_client, repo_config_dir};
-use crate::mongodb_support::{URL_VARIABLE, fresh_url};
+use crate::helpers::{KeelProcess, every_second_config, http_client};
+use crate::support::mongodb::{URL_VARIABLE, fresh_url};
+use crate::support::{eventually, eventually_within};
 
 /// The URL of a fresh database for `case` on the server of `KEEL_TEST_MONGODB_URL`.
 pub fn required_mongodb_url(case: &str) -> String {
@@ -162,34 +163,20 @@ async fn with_the_default_session_cache_a_logout_on_one_replica_ends_the_session
     assert_eq!(me.status(), StatusCode::OK);
     let logout = a.post("/api/auth/logout", &json!({}), Some(&cookie)).await;
     assert_eq!(logout.status(), StatusCode::OK);
-    let logged_out = Instant::now();
-    loop {
-        let me = b.get("/api/auth/me", Some(&cookie)).await;
-        if me.status() == StatusCode::UNAUTHORIZED {
-            break;
-        }
-        assert_eq!(me.status(), StatusCode::OK);
-        // The bound: cache_ttl (2 s) after B cached it, plus this machine's scheduling slack.
-        assert!(
-            logged_out.elapsed() < Duration::from_millis(3_500),
-            "B still honoured the session {:?} after the logout on A",
-            logged_out.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A copy of the repository's config/ where process-data runs every second.
-fn every_second_config() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temporary config directory");
-    for file in ["default.toml", "test.toml"] {
-        std::fs::copy(repo_config_dir().join(file), dir.path().join(file)).expect("copying config");
-    }
-    let test = dir.path().join("test.toml");
-    let mut text = std::fs::read_to_string(&test).expect("reading test.toml");
-    text.push_str("\n[tasks.process-data]\nschedule = \"* * * * * *\"\n");
-    std::fs::write(&test, text).expect("writing test.toml");
-    dir
+    // The bound: cache_ttl (2 s) after B cached it, plus this machine's scheduling slack.
+    eventually_within(
+        "B to refuse the session logged out on A",
+        Duration::from_millis(3_500),
+        || async {
+            let me = b.get("/api/auth/me", Some(&cookie)).await;
+            if me.status() == StatusCode::UNAUTHORIZED {
+                return Some(());
+            }
+            assert_eq!(me.status(), StatusCode::OK);
+            None
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -6,11 +6,11 @@ use keel::store::FindOptions;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::api_support::{body, expect_error, spawn_api};
+use crate::api_support::{body, expect_error, spawn_app};
 
 #[tokio::test]
 async fn a_survey_completes_once_and_hands_work_to_the_watcher() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let login = app.register("nps@example.com").await;
     let created = app
         .post(
@@ -76,7 +76,7 @@ async fn a_survey_completes_once_and_hands_work_to_the_watcher() {
 
 #[tokio::test]
 async fn stats_are_read_from_survey_stats_newest_first() {
-    let app = spawn_api().await;
+    let app = spawn_app().await;
     let login = app.register("stats@example.com").await;
     let stats = app.store.collection("survey_stats");
     stats.insert_one(doc! {"day": "2025-01-01", "responses": 4_i64, "promoters": 2_i64, "passives": 1_i64, "detractors": 1_i64, "nps": 25.0}).await.unwrap();

@@ -34,7 +34,7 @@ fn client() -> reqwest::Client {
 async fn large_responses_are_gzipped_only_when_the_client_accepts_gzip() {
     let app = spawn_app().await;
 
-    let plain = app.get("/api/openapi.json").await;
+    let plain = app.get("/api/openapi.json", None).await;
     assert_eq!(plain.status(), reqwest::StatusCode::OK);
     assert!(
         plain.headers().get(header::CONTENT_ENCODING).is_none(),

@@ -1,9 +1,14 @@
-//! The durable job queue: retries with backoff, dead letters, lease expiry, exclusive claims.
+//! The durable job queue: retries, dead letters, lease expiry, exclusive claims.
+//!
+//! Most cases run the queue's work with `JobRunner::run_pending`, which returns once every due
+//! job has run: no waiting on a poll interval. The cases about runners themselves (a crashed
+//! runner's job taken over, two runners never sharing a job) run real background runners.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use bson::doc;
 use futures::FutureExt;
 use keel::jobs::{JobHandlers, JobQueue, JobRunner, JobStatus, JobsConfig, NewJob};
@@ -11,16 +16,19 @@ use keel::store::Store;
 use keel::workers::{Computations, Workers, WorkersConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{eventually, on_every_backend};
+use crate::support::eventually;
+use crate::support::store::on_every_backend;
 
+/// A queue whose retries are due at once (no backoff), so `run_pending` runs every attempt of a
+/// failing job in one call.
 fn queue(store: &Store, lease_ms: u64) -> JobQueue {
     JobQueue::new(
         store,
         JobsConfig {
             poll_interval_ms: 20,
             lease_ms,
-            backoff_base_ms: 5,
-            backoff_max_ms: 20,
+            backoff_base_ms: 0,
+            backoff_max_ms: 0,
             ..JobsConfig::default()
         },
     )
@@ -45,15 +53,27 @@ fn start_runner(
     (stop, task)
 }
 
-async fn wait_for_status(
-    queue: &JobQueue,
-    id: &str,
-    status: JobStatus,
-) -> anyhow::Result<keel::jobs::Job> {
+/// A runner for `run_pending` (not started in the background).
+fn runner(queue: &JobQueue, handlers: JobHandlers) -> JobRunner {
+    JobRunner::new(queue.clone(), handlers, workers())
+}
+
+async fn wait_for_status(queue: &JobQueue, id: &str, status: JobStatus) -> keel::jobs::Job {
     eventually(&format!("job {id} to be {status}"), || async {
         Ok(queue.get(id).await?.filter(|job| job.status == status))
     })
     .await
+}
+
+/// The job `id`, which must exist and have `status`.
+async fn job_in(queue: &JobQueue, id: &str, status: JobStatus) -> anyhow::Result<keel::jobs::Job> {
+    let job = queue.get(id).await?.context("the job exists")?;
+    anyhow::ensure!(
+        job.status == status,
+        "job {id} is {}, not {status}",
+        job.status
+    );
+    Ok(job)
 }
 
 #[tokio::test]
@@ -81,17 +101,17 @@ async fn a_job_that_fails_twice_then_succeeds_ends_done_after_three_attempts() -
                 .boxed()
             },
         );
-        let (stop, runner) = start_runner(&queue, handlers);
+        let runner = runner(&queue, handlers);
         let id = queue
             .enqueue(NewJob::new("flaky", doc! {}).max_attempts(5))
             .await?
             .id;
-        let job = wait_for_status(&queue, &id, JobStatus::Done).await?;
+        assert_eq!(runner.run_pending().await?, 3, "three attempts");
+        let job = job_in(&queue, &id, JobStatus::Done).await?;
         assert_eq!(job.attempts, 3);
         assert_eq!(job.last_error.as_deref(), Some("attempt 2 failed"));
         assert_eq!(job.result, Some(doc! { "sum": 5050_i64 }));
-        stop.cancel();
-        runner.await?;
+        assert_eq!(runner.run_pending().await?, 0, "nothing left to run");
         Ok(())
     })
     .await
@@ -108,19 +128,23 @@ async fn a_job_that_always_fails_is_dead_lettered_with_its_error() -> anyhow::Re
                 async move { Err(format!("no luck on attempt {}", job.attempts)) }.boxed()
             },
         );
-        let (stop, runner) = start_runner(&queue, handlers);
+        let runner = runner(&queue, handlers);
         let id = queue
             .enqueue(NewJob::new("doomed", doc! {}).max_attempts(3))
             .await?
             .id;
-        let job = wait_for_status(&queue, &id, JobStatus::Dead).await?;
+        assert_eq!(runner.run_pending().await?, 3, "three attempts");
+        let job = job_in(&queue, &id, JobStatus::Dead).await?;
         assert_eq!(job.attempts, 3);
         assert_eq!(job.last_error.as_deref(), Some("no luck on attempt 3"));
         assert_eq!(queue.list(Some(JobStatus::Dead), 10).await?.len(), 1);
+        assert_eq!(runner.run_pending().await?, 0, "a dead job is not run");
 
         // An operator retries it: back in the queue with fresh attempts (and it fails again).
         queue.retry(&id).await?;
-        let again = wait_for_status(&queue, &id, JobStatus::Dead).await?;
+        job_in(&queue, &id, JobStatus::Queued).await?;
+        assert_eq!(runner.run_pending().await?, 3, "three fresh attempts");
+        let again = job_in(&queue, &id, JobStatus::Dead).await?;
         assert_eq!(again.attempts, 3);
         assert!(queue.retry("no-such-job").await.is_err());
         assert_eq!(queue.purge(JobStatus::Dead).await?, 1);
@@ -129,8 +153,6 @@ async fn a_job_that_always_fails_is_dead_lettered_with_its_error() -> anyhow::Re
             "pending work is never purged"
         );
         assert!(queue.get(&id).await?.is_none());
-        stop.cancel();
-        runner.await?;
         Ok(())
     })
     .await
@@ -168,8 +190,9 @@ async fn a_claimed_job_whose_runner_died_runs_again_after_its_lease() -> anyhow:
                 async { Ok(None) }.boxed()
             },
         );
+        // A real runner in the background picks it up once the lease has expired.
         let (stop, runner) = start_runner(&queue, handlers);
-        let job = wait_for_status(&queue, &id, JobStatus::Done).await?;
+        let job = wait_for_status(&queue, &id, JobStatus::Done).await;
         assert_eq!(job.attempts, 2, "the crashed attempt counts");
         assert_eq!(*runs.lock().expect("test mutex"), 1);
         stop.cancel();
@@ -232,7 +255,7 @@ async fn two_runners_never_run_the_same_job_at_once() -> anyhow::Result<()> {
                 let done = queue.count_by_status().await?[&JobStatus::Done];
                 Ok((done == 40).then_some(()))
             })
-            .await?;
+            .await;
             stop_a.cancel();
             stop_b.cancel();
             runner_a.await?;
@@ -330,7 +353,7 @@ async fn a_typed_job_reaches_its_handler_as_the_value_enqueued() -> anyhow::Resu
                 doc! { "image": resize.image_id, "total": i64::from(total) },
             ))
         });
-        let (stop, runner) = start_runner(&queue, handlers);
+        let runner = runner(&queue, handlers);
         let job = NewJob::of(&Resize {
             image_id: "img-1".into(),
             widths: vec![100, 200],
@@ -341,7 +364,8 @@ async fn a_typed_job_reaches_its_handler_as_the_value_enqueued() -> anyhow::Resu
             doc! { "imageId": "img-1", "widths": [100_i64, 200_i64] }
         );
         let id = queue.enqueue(job).await?.id;
-        let done = wait_for_status(&queue, &id, JobStatus::Done).await?;
+        assert_eq!(runner.run_pending().await?, 1);
+        let done = job_in(&queue, &id, JobStatus::Done).await?;
         assert_eq!(
             done.result,
             Some(doc! { "image": "img-1", "total": 300_i64 })
@@ -357,7 +381,8 @@ async fn a_typed_job_reaches_its_handler_as_the_value_enqueued() -> anyhow::Resu
             .enqueue(NewJob::new("resize", doc! { "imageId": 7 }).max_attempts(1))
             .await?
             .id;
-        let dead = wait_for_status(&queue, &wrong, JobStatus::Dead).await?;
+        assert_eq!(runner.run_pending().await?, 1, "one attempt allowed");
+        let dead = job_in(&queue, &wrong, JobStatus::Dead).await?;
         assert!(
             dead.last_error
                 .as_deref()
@@ -366,8 +391,6 @@ async fn a_typed_job_reaches_its_handler_as_the_value_enqueued() -> anyhow::Resu
             "{:?}",
             dead.last_error
         );
-        stop.cancel();
-        runner.await?;
         Ok(())
     })
     .await

@@ -6,7 +6,8 @@ use bson::doc;
 use keel::lock::{LOCKS_COLLECTION, LockError, Locks, Renewal};
 use keel::store::UpdateOptions;
 
-use crate::helpers::{eventually, on_every_backend};
+use crate::support::eventually;
+use crate::support::store::on_every_backend;
 
 #[tokio::test]
 async fn sixteen_concurrent_acquirers_have_exactly_one_holder_per_round_and_tokens_grow()
@@ -73,7 +74,7 @@ async fn a_holder_that_stops_renewing_is_taken_over_after_its_ttl() -> anyhow::R
             let successor = eventually("the expired lock to be taken over", || async {
                 Ok(second.acquire("importer", ttl).await?)
             })
-            .await?;
+            .await;
             assert!(taken_at.elapsed() >= ttl, "taken over only after the ttl");
             assert!(successor.token() > stalled.token());
             // The stalled holder finds out as soon as it tries to renew, and cannot release.
@@ -150,7 +151,7 @@ async fn a_holder_whose_lease_was_taken_over_is_told_to_stop() -> anyhow::Result
                 .acquire("paused", ttl)
                 .await?
                 .expect("expired, so taken over");
-            tokio::time::timeout(crate::helpers::DEADLINE, lost.cancelled()).await?;
+            tokio::time::timeout(crate::support::DEADLINE, lost.cancelled()).await?;
             assert!(!lease.release().await?, "only the owner releases");
             assert!(!successor.is_lost());
             assert_eq!(

@@ -16,7 +16,8 @@ use keel::tasks::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{eventually, on_every_backend};
+use crate::support::eventually;
+use crate::support::store::on_every_backend;
 
 /// Counts to `items`, reporting progress; or fails, panics, or waits for cancellation.
 struct Counter {
@@ -277,7 +278,7 @@ async fn shutdown_cancels_a_running_task_and_the_run_says_so() -> anyhow::Result
             eventually("the task to start", || async {
                 Ok(started.load(Ordering::SeqCst).then_some(()))
             })
-            .await?;
+            .await;
             shutdown.cancel();
             let outcome = run.await??;
             assert_eq!(outcome, RunOutcome::Cancelled { processed: 2 });
@@ -326,7 +327,7 @@ async fn the_scheduler_runs_enabled_tasks_on_their_cron_schedule_only() -> anyho
             eventually("two scheduled runs", || async {
                 Ok((runs_of(&store, "ticking").await?.len() >= 2).then_some(()))
             })
-            .await?;
+            .await;
             shutdown.cancel();
             running.await?;
             for run in runs_of(&store, "ticking").await? {
@@ -364,7 +365,7 @@ async fn the_scheduler_follows_a_replaced_task_configuration() -> anyhow::Result
         eventually("a scheduled run of `ticking`", || async {
             Ok((!runs_of(&store, "ticking").await?.is_empty()).then_some(()))
         })
-        .await?;
+        .await;
 
         // The reload: `ticking` disabled, `later` gets a schedule.
         let mut after = TasksConfig::new();
@@ -384,9 +385,9 @@ async fn the_scheduler_follows_a_replaced_task_configuration() -> anyhow::Result
             let store = &store;
             move || async move { Ok((runs_of(store, "later").await?.len() >= count).then_some(())) }
         };
-        eventually("two scheduled runs of `later`", later_runs(2)).await?;
+        eventually("two scheduled runs of `later`", later_runs(2)).await;
         let ticking_runs = runs_of(&store, "ticking").await?.len();
-        eventually("a third scheduled run of `later`", later_runs(3)).await?;
+        eventually("a third scheduled run of `later`", later_runs(3)).await;
         assert_eq!(runs_of(&store, "ticking").await?.len(), ticking_runs);
         shutdown.cancel();
         running.await?;
@@ -406,7 +407,7 @@ async fn the_runner_follows_the_tasks_table_of_a_published_configuration() -> an
             let platform = keel::Platform::new(
                 keel::config::Config::default(),
                 keel::shutdown::Shutdown::new(),
-                None,
+                store.clone(),
             );
             let shutdown = CancellationToken::new();
             let runner = runner(
@@ -435,7 +436,7 @@ async fn the_runner_follows_the_tasks_table_of_a_published_configuration() -> an
                 let config = runner.config_for("process-data");
                 Ok((config != TaskConfig::default()).then_some(config))
             })
-            .await?;
+            .await;
             assert_eq!(config, reloaded);
             shutdown.cancel();
             following.await?;

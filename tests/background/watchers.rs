@@ -13,7 +13,8 @@ use keel::watchers::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{eventually, on_every_backend};
+use crate::support::eventually;
+use crate::support::store::on_every_backend;
 
 /// Counts the inserts into `source`: every call in `calls` (per document id), and the effect
 /// once per document, claimed by inserting `{_id: document id}` into `handled`.
@@ -144,7 +145,7 @@ async fn start(
     eventually("the watcher to be running", || async {
         Ok((health.state("counting") == Some(WatcherState::Running)).then_some(()))
     })
-    .await?;
+    .await;
     Ok((stop, task, health))
 }
 
@@ -177,7 +178,7 @@ async fn events_are_handled_exactly_once_across_a_restart_mid_stream() -> anyhow
         eventually("some events to be handled", || async {
             Ok((watcher.total_calls() >= 10).then_some(()))
         })
-        .await?;
+        .await;
         // Stop mid-stream: the runtime finishes the event in hand, saves its position and returns.
         stop.cancel();
         task.await?;
@@ -188,7 +189,7 @@ async fn events_are_handled_exactly_once_across_a_restart_mid_stream() -> anyhow
         eventually("all 40 events to be handled", || async {
             Ok((watcher.total_calls() >= 40).then_some(()))
         })
-        .await?;
+        .await;
         stop.cancel();
         task.await?;
         for n in 0..40 {
@@ -217,7 +218,7 @@ async fn two_watcher_instances_never_double_count() -> anyhow::Result<()> {
             eventually("both instances to see every event", || async {
                 Ok((first.total_calls() >= 25 && second.total_calls() >= 25).then_some(()))
             })
-            .await?;
+            .await;
             stop_a.cancel();
             stop_b.cancel();
             task_a.await?;
@@ -250,7 +251,7 @@ async fn a_handler_error_restarts_the_watcher_without_losing_the_event() -> anyh
             eventually("every event to take effect", || async {
                 Ok((effects(&store).await? == 3).then_some(()))
             })
-            .await?;
+            .await;
             assert_eq!(watcher.calls_of("before"), 1);
             assert_eq!(
                 watcher.calls_of("fragile"),
@@ -261,7 +262,7 @@ async fn a_handler_error_restarts_the_watcher_without_losing_the_event() -> anyh
             eventually("the watcher to be running again", || async {
                 Ok((health.state("counting") == Some(WatcherState::Running)).then_some(()))
             })
-            .await?;
+            .await;
             assert!(health.problems().is_empty());
             stop.cancel();
             task.await?;
@@ -294,7 +295,7 @@ async fn a_poison_event_is_set_aside_after_its_attempts_and_the_watcher_moves_on
                 );
                 Ok((effects(&store).await? == 1).then_some(()))
             })
-            .await?;
+            .await;
             assert_eq!(watcher.calls_of("poison"), 3, "max_event_attempts tries");
             assert_eq!(watcher.calls_of("after"), 1);
             let recorded = store
@@ -314,7 +315,7 @@ async fn a_poison_event_is_set_aside_after_its_attempts_and_the_watcher_moves_on
             eventually("the next event to take effect", || async {
                 Ok((effects(&store).await? == 2).then_some(()))
             })
-            .await?;
+            .await;
             assert_eq!(watcher.calls_of("poison"), 3);
             stop.cancel();
             task.await?;

@@ -5,7 +5,8 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use crate::process::{DEADLINE, KeelProcess, Scratch, free_port, listeners_on, poll_until};
+use crate::process::{DEADLINE, KeelProcess, Scratch, free_port, listeners_on};
+use crate::support::eventually_blocking;
 
 /// One HTTP/1.1 GET on a fresh connection (so the kernel picks a listener for each request).
 /// Returns the status and the body.
@@ -61,9 +62,8 @@ fn serve(name: &str, scratch: &Scratch, port: u16, reuse_port: bool) -> KeelProc
 /// Sends health probes with fresh ids until one of them is logged by `process`.
 fn wait_until_it_answers_on_the_shared_port(process: &KeelProcess, port: u16, prefix: &str) {
     let mut attempt = 0;
-    poll_until(
+    eventually_blocking(
         &format!("{} to answer on port {port}", process.name),
-        DEADLINE,
         || {
             attempt += 1;
             let id = format!("{prefix}-{attempt}");
@@ -102,7 +102,7 @@ fn a_new_process_takes_over_the_port_while_the_old_one_drains() {
     old.signal(libc::SIGTERM);
     old.wait_for_line(&["shutdown started", "SIGTERM"]);
     // The old listener closes at once; from then on the kernel sends everything to the new one.
-    poll_until("the old listener to close", DEADLINE, || {
+    eventually_blocking("the old listener to close", || {
         (listeners_on(port) == 1).then_some(())
     });
     for probe in 0..20 {

@@ -15,4 +15,6 @@ mod process;
 mod reload;
 mod secrets;
 mod supply_chain;
+#[path = "../support/mod.rs"]
+mod support;
 mod systemd;

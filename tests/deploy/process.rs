@@ -1,34 +1,19 @@
 //! Running the built `keel` binary as a process manager would: with its own environment and
 //! data directory, its output captured line by line, signals sent, exits awaited. Every wait
-//! polls with a deadline; nothing sleeps a fixed time to "let things happen".
+//! polls with a deadline (`support::eventually_blocking`); nothing sleeps a fixed time to "let
+//! things happen".
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use crate::helpers::repo_root;
 
 /// How long any single wait in these tests may take before it fails.
-pub const DEADLINE: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(20);
-
-/// Polls `check` until it returns `Some` or `deadline` passes.
-pub fn poll_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        std::thread::sleep(POLL);
-    }
-}
+pub use crate::support::DEADLINE;
+use crate::support::eventually_blocking;
 
 /// A port that was free a moment ago (bound to 0, read, released).
 pub fn free_port() -> u16 {
@@ -109,18 +94,14 @@ impl KeelProcess {
 
     /// Waits until a line containing every one of `needles` is printed; returns it.
     pub fn wait_for_line(&self, needles: &[&str]) -> String {
-        poll_until(
-            &format!("{}: a line with {needles:?}", self.name),
-            DEADLINE,
-            || {
-                self.lines
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .find(|l| needles.iter().all(|n| l.contains(n)))
-                    .cloned()
-            },
-        )
+        eventually_blocking(&format!("{}: a line with {needles:?}", self.name), || {
+            self.lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .cloned()
+        })
     }
 
     pub fn signal(&self, signal: i32) {
@@ -138,7 +119,7 @@ impl KeelProcess {
     /// Waits for the process to exit and returns its status.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let name = self.name.clone();
-        poll_until(&format!("{name} to exit"), DEADLINE, || {
+        eventually_blocking(&format!("{name} to exit"), || {
             self.child.try_wait().ok().flatten()
         })
     }

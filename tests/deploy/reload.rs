@@ -8,7 +8,8 @@ use std::path::Path;
 
 use crate::handover::http_get;
 use crate::helpers::repo_root;
-use crate::process::{DEADLINE, KeelProcess, Scratch, free_port, poll_until};
+use crate::process::{DEADLINE, KeelProcess, Scratch, free_port};
+use crate::support::eventually_blocking;
 
 /// A scratch config directory: the repository's files plus a `local.toml` the test rewrites.
 fn config_dir(scratch: &Scratch) -> std::path::PathBuf {
@@ -121,7 +122,7 @@ fn sighup_applies_a_new_log_level_and_cors_list_and_rejects_a_bad_file() {
             ("KEEL_DATABASE__URL", scratch.database_url()),
         ],
     );
-    poll_until("keel to answer", DEADLINE, || {
+    eventually_blocking("keel to answer", || {
         matches!(http_get(port, "/api/health", "startup"), Ok((200, _))).then_some(())
     });
     let mut open_connection = KeepAlive::open(port);

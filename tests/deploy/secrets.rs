@@ -3,7 +3,8 @@
 //! `/run/secrets` layout) and refuses to start when the provider has none.
 
 use crate::handover::http_get;
-use crate::process::{DEADLINE, KeelProcess, Scratch, free_port, poll_until};
+use crate::process::{KeelProcess, Scratch, free_port};
+use crate::support::eventually_blocking;
 
 fn production(scratch: &Scratch, port: u16, secrets_dir: &std::path::Path) -> KeelProcess {
     KeelProcess::start(
@@ -35,7 +36,7 @@ fn production_reads_the_session_key_from_the_secrets_directory() {
         filled.contains("session.secret") && !filled.contains(key),
         "{filled}"
     );
-    poll_until("keel to answer", DEADLINE, || {
+    eventually_blocking("keel to answer", || {
         matches!(http_get(port, "/api/health", "up"), Ok((200, _))).then_some(())
     });
     assert!(

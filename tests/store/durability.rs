@@ -11,7 +11,7 @@ use futures::StreamExt;
 use keel::store::{FindOptions, IndexSpec, Store, StoreError, WatchOptions};
 
 use crate::change_feed::next_event;
-use crate::harness::embedded_config;
+use crate::support::store::embedded_config;
 
 #[tokio::test]
 async fn writes_indexes_and_change_log_survive_a_reopen() -> anyhow::Result<()> {

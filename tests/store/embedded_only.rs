@@ -8,11 +8,12 @@ use keel::secrets::Secret;
 use keel::store::{DatabaseConfig, FindOptions, Store, StoreError, WatchOptions};
 
 use crate::change_feed::next_event;
-use crate::harness::{embedded, embedded_config, eventually};
+use crate::support::eventually;
+use crate::support::store::{TemporaryStore, embedded_config};
 
 #[tokio::test]
 async fn operator_outside_the_subset_is_unsupported_not_ignored() -> anyhow::Result<()> {
-    let backend = embedded().await?;
+    let backend = TemporaryStore::embedded().await?;
     let items = backend.store.collection("items");
     items.insert_one(doc! {"a": 1}).await?;
     let found = items
@@ -52,14 +53,17 @@ async fn resuming_from_a_trimmed_position_is_resume_token_expired() -> anyhow::R
         resume_after: Some(first.resume_token.clone()),
         ..Default::default()
     };
-    eventually(Duration::from_secs(20), || async {
-        match items.watch(options.clone()).await {
-            Err(StoreError::ResumeTokenExpired) => Ok(Some(())),
-            Ok(_) => Ok(None),
-            Err(other) => Err(other.into()),
-        }
-    })
-    .await?;
+    eventually(
+        "resuming from the trimmed position to be refused",
+        || async {
+            match items.watch(options.clone()).await {
+                Err(StoreError::ResumeTokenExpired) => Ok(Some(())),
+                Ok(_) => Ok(None),
+                Err(other) => Err(other.into()),
+            }
+        },
+    )
+    .await;
     // A watcher that fell behind the window learns it too, instead of silently skipping.
     let lagged = tokio::time::timeout(Duration::from_secs(20), feed.next()).await?;
     assert!(
@@ -107,7 +111,7 @@ fn peak_rss_kib(reset: bool) -> u64 {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_sorted_page_over_100_000_documents_is_a_bounded_top_k() -> anyhow::Result<()> {
-    let backend = embedded().await?;
+    let backend = TemporaryStore::embedded().await?;
     let items = backend.store.collection("items");
     let padding = "p".repeat(1000);
     for chunk in 0..100 {

@@ -1,57 +1,13 @@
 //! Runs one conformance case against every backend: embedded always (a fresh temporary
-//! directory per case), MongoDB when `KEEL_TEST_MONGODB_URL` is set (a fresh database per case).
+//! directory per case), MongoDB when `KEEL_TEST_MONGODB_URL` is set (a fresh database per case),
+//! with the shared `support::store::on_every_backend`. Also what this suite alone needs: which
+//! MongoDB-wire server answers, and its known deviations.
 //!
 //! Write a case once with `conformance!`; it becomes one `#[tokio::test]` that runs the body on
 //! each backend in turn and names the backend in the failure.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
-
 use anyhow::Context;
-use keel::secrets::Secret;
-use keel::store::{DatabaseConfig, Store};
-
-/// A store under test and what keeps it alive (the temporary directory of an embedded store).
-pub struct TestBackend {
-    pub name: &'static str,
-    pub store: Store,
-    _dir: Option<tempfile::TempDir>,
-}
-
-/// The configuration of an embedded store in `dir`, with a fast TTL sweep so expiry tests
-/// finish quickly.
-pub fn embedded_config(dir: &std::path::Path) -> DatabaseConfig {
-    DatabaseConfig {
-        url: Secret::new(format!("embedded://{}", dir.display())),
-        ttl_sweep_interval_ms: 100,
-        ..DatabaseConfig::default()
-    }
-}
-
-/// Opens an embedded store in a fresh temporary directory.
-pub async fn embedded() -> anyhow::Result<TestBackend> {
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let store = Store::connect(&embedded_config(dir.path()))
-        .await
-        .context("opening the embedded store")?;
-    Ok(TestBackend {
-        name: "embedded",
-        store,
-        _dir: Some(dir),
-    })
-}
-
-/// Connects to the MongoDB of `KEEL_TEST_MONGODB_URL` with a database of its own, or `None`
-/// when the variable is unset.
-pub async fn mongodb(case: &str) -> anyhow::Result<Option<TestBackend>> {
-    Ok(crate::mongodb_support::fresh_store(case)
-        .await?
-        .map(|store| TestBackend {
-            name: "mongodb",
-            store,
-            _dir: None,
-        }))
-}
+use keel::store::Store;
 
 /// What answers at `KEEL_TEST_MONGODB_URL`, from its `buildInfo` (asked once per test binary).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +39,7 @@ pub async fn mongodb_server() -> anyhow::Result<Option<MongoServer>> {
     static SERVER: tokio::sync::OnceCell<Option<MongoServer>> = tokio::sync::OnceCell::const_new();
     SERVER
         .get_or_try_init(|| async {
-            let Ok(url) = std::env::var(crate::mongodb_support::URL_VARIABLE) else {
+            let Ok(url) = std::env::var(crate::support::mongodb::URL_VARIABLE) else {
                 return Ok(None);
             };
             // The URL may carry credentials: errors name the variable, never its value.
@@ -134,47 +90,6 @@ pub async fn deviates(store: &Store, deviation: Deviation) -> anyhow::Result<boo
     Ok(deviation.applies_to(&server))
 }
 
-/// Every backend this run can test, each fresh and empty.
-pub async fn backends(case: &str) -> anyhow::Result<Vec<TestBackend>> {
-    let mut all = vec![embedded().await?];
-    all.extend(mongodb(case).await?);
-    Ok(all)
-}
-
-/// Runs `case` on each backend; the first failure names its backend.
-pub async fn on_every_backend<F, Fut>(case_name: &str, case: F) -> anyhow::Result<()>
-where
-    F: Fn(Store) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
-{
-    for backend in backends(case_name).await? {
-        case(backend.store.clone())
-            .await
-            .with_context(|| format!("{case_name} on the {} backend", backend.name))?;
-        backend.store.close().await.ok();
-    }
-    Ok(())
-}
-
-/// Polls `check` until it returns `Some` or `timeout` passes (tests never sleep to wait).
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "condition not met within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// One test, run on every backend. The body is a block returning `anyhow::Result<()>`, with
 /// `$store` (a fresh, empty `keel::store::Store`) in scope:
 ///
@@ -190,7 +105,7 @@ macro_rules! conformance {
         $(#[$meta])*
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() -> anyhow::Result<()> {
-            $crate::harness::on_every_backend(
+            $crate::support::store::on_every_backend(
                 stringify!($name),
                 |$store: keel::store::Store| async move { $body },
             )
@@ -201,7 +116,7 @@ macro_rules! conformance {
 
 #[test]
 fn mongodb_url_gets_the_test_database() {
-    use crate::mongodb_support::with_database;
+    use crate::support::mongodb::with_database;
     assert_eq!(
         with_database("mongodb://localhost:27017", "t1"),
         "mongodb://localhost:27017/t1"

@@ -1,10 +1,10 @@
 //! The store's integration tests: one binary, every case run against every backend
-//! (embedded always; MongoDB when `KEEL_TEST_MONGODB_URL` is set). See `harness.rs`.
+//! (embedded always; MongoDB when `KEEL_TEST_MONGODB_URL` is set). See `harness.rs` and `tests/support/`.
 
 #[macro_use]
 mod harness;
-#[path = "../support/mongodb.rs"]
-mod mongodb_support;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod change_feed;
 mod crud;

@@ -4,13 +4,12 @@
 //! (`keel_test_<case>_<pid>_<n>`), so tests run in parallel without seeing each other's data.
 //! `scripts/mongo-test-server` starts a server and sets the variable.
 //!
-//! The URL may carry credentials: errors name the variable, never its value.
+//! The URL may carry credentials: errors name the variable, never its value. A store on such a
+//! database is `super::store::TemporaryStore::mongodb`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::Context;
 use keel::secrets::Secret;
-use keel::store::{DatabaseConfig, Store};
 
 /// The variable that points the tests at a MongoDB server.
 pub const URL_VARIABLE: &str = "KEEL_TEST_MONGODB_URL";
@@ -19,21 +18,6 @@ pub const URL_VARIABLE: &str = "KEEL_TEST_MONGODB_URL";
 pub fn fresh_url(case: &str) -> Option<Secret> {
     let url = std::env::var(URL_VARIABLE).ok()?;
     Some(Secret::new(with_database(&url, &fresh_database_name(case))))
-}
-
-/// A store on a fresh database for `case`, or `None` when `KEEL_TEST_MONGODB_URL` is unset.
-pub async fn fresh_store(case: &str) -> anyhow::Result<Option<Store>> {
-    let Some(url) = fresh_url(case) else {
-        return Ok(None);
-    };
-    let config = DatabaseConfig {
-        url,
-        ..DatabaseConfig::default()
-    };
-    let store = Store::connect(&config)
-        .await
-        .with_context(|| format!("connecting to {URL_VARIABLE}"))?;
-    Ok(Some(store))
 }
 
 /// `keel_test_<case, at most 24 characters>_<pid>_<n>`: unique within the server for this run.

@@ -84,48 +84,39 @@ pub struct App {
 /// HTTP API's routes are mounted only with `Role::Api`; every process serves the probes and
 /// `/metrics` (so a jobs-only replica is still health-checked and scraped).
 pub fn build(platform: Platform, roles: &[Role]) -> App {
-    if let Some(store) = platform.store().cloned() {
-        platform.readiness().add_probe("store", move || {
-            let store = store.clone();
-            async move { store.ping().await.map_err(|e| e.to_string()) }
-        });
-    }
-    let mut state = AppState::new(platform, roles);
-    let config = state.platform.config();
-    if let Some(store) = state.platform.store() {
-        let child_program = if config.workers.isolated.is_empty() {
-            None
-        } else {
-            std::env::current_exe().ok()
-        };
-        let background =
-            background::Background::new(&state.platform, store, COMPONENTS, child_program);
-        background.start(&state.platform, roles);
-        state.background = Some(background);
-    }
+    let store = platform.store().clone();
+    let probed = store.clone();
+    platform.readiness().add_probe("store", move || {
+        let store = probed.clone();
+        async move { store.ping().await.map_err(|e| e.to_string()) }
+    });
+    let config = platform.config();
+    let child_program = if config.workers.isolated.is_empty() {
+        None
+    } else {
+        std::env::current_exe().ok()
+    };
+    let background = background::Background::new(&platform, &store, COMPONENTS, child_program);
+    background.start(&platform, roles);
+    let state = AppState::new(platform, roles, background);
     let operators = keel::http::OperatorAccess::new(config.metrics.token.as_ref());
     let mut routes: Router<AppState> = Router::new().merge(keel::http::probes::routes(
         state.platform.readiness().clone(),
         operators.clone(),
     ));
-    if state.runs(Role::Api)
-        && let Some(store) = state.platform.store()
-    {
+    if state.runs(Role::Api) {
         let api = api::ApiState::new(
             state.platform.clone(),
-            store,
+            &store,
             roles,
             state.background.clone(),
         );
         let (api_routes, _document) = api::router(api, COMPONENTS);
         routes = routes.merge(api_routes);
-    }
-    if !state.runs(Role::Api)
-        && let Some(store) = state.platform.store()
-    {
+    } else {
         // Background-only replicas still report their heartbeat to the console (with the API,
         // the ops component starts it).
-        ops::start(&state.platform, store, roles, state.background.clone());
+        ops::start(&state.platform, &store, roles, &state.background);
     }
     if state.runs(Role::Api) && config.env == Environment::Test {
         routes = routes.merge(test_routes::router());

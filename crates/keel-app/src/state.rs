@@ -17,16 +17,16 @@ use crate::background::Background;
 pub struct AppState {
     pub platform: Platform,
     pub roles: Arc<[Role]>,
-    /// Worker pool, job queue, task runner, watcher health (`None` without a store).
-    pub background: Option<Background>,
+    /// Worker pool, job queue, task runner, watcher health.
+    pub background: Background,
 }
 
 impl AppState {
-    pub fn new(platform: Platform, roles: &[Role]) -> Self {
+    pub fn new(platform: Platform, roles: &[Role], background: Background) -> Self {
         Self {
             platform,
             roles: roles.into(),
-            background: None,
+            background,
         }
     }
 

@@ -76,11 +76,8 @@ async fn enqueue_sleep(
     State(state): State<AppState>,
     Query(request): Query<SleepJob>,
 ) -> Result<Data<Value>, ApiError> {
-    let background = state
+    let enqueued = state
         .background
-        .as_ref()
-        .ok_or_else(|| ApiError::internal("no job queue without a store"))?;
-    let enqueued = background
         .jobs
         .enqueue(NewJob::new(SLEEP_JOB_KIND, doc! { "ms": request.ms }).max_attempts(3))
         .await
@@ -94,10 +91,7 @@ pub const DEAD_JOB_KIND: &str = "test-unhandled";
 
 /// `POST /__test/jobs/dead`: a job that used its attempts up and is dead, with its last error.
 async fn insert_dead_job(State(state): State<AppState>) -> Result<Data<Value>, ApiError> {
-    let store = state
-        .platform
-        .store()
-        .ok_or_else(|| ApiError::internal("no store"))?;
+    let store = state.platform.store();
     let id = bson::oid::ObjectId::new().to_hex();
     let now = bson::DateTime::now();
     store
@@ -137,10 +131,7 @@ async fn hold_lock(
     State(state): State<AppState>,
     Query(request): Query<HoldLock>,
 ) -> Result<Data<Value>, ApiError> {
-    let store = state
-        .platform
-        .store()
-        .ok_or_else(|| ApiError::internal("no store"))?;
+    let store = state.platform.store();
     let lease = keel::lock::Locks::new(store)
         .acquire(&request.name, Duration::from_millis(request.ms.max(1000)))
         .await

@@ -4,6 +4,10 @@
 //! It holds the configuration (behind a `watch` channel, so a SIGHUP reload can publish a new
 //! one and long-lived loops can react), the readiness registry, the shutdown handle and the
 //! store. Cloning is one `Arc` increment. The application's `AppState` wraps it.
+//!
+//! Every platform has a store: the processes that build one (`keel serve` and the offline
+//! commands) open it first, and commands that need no data (`keel config check`, `keel
+//! worker-run`) build no platform at all. Tests open a temporary store like any other.
 
 use std::sync::Arc;
 
@@ -23,12 +27,11 @@ struct Inner {
     config: watch::Sender<Arc<Config>>,
     readiness: Readiness,
     shutdown: Shutdown,
-    store: Option<Store>,
+    store: Store,
 }
 
 impl Platform {
-    /// `store` is `None` only where no data is touched (the HTTP chassis's own tests).
-    pub fn new(config: Config, shutdown: Shutdown, store: Option<Store>) -> Self {
+    pub fn new(config: Config, shutdown: Shutdown, store: Store) -> Self {
         let (config, _) = watch::channel(Arc::new(config));
         Self {
             inner: Arc::new(Inner {
@@ -64,9 +67,24 @@ impl Platform {
         &self.inner.shutdown
     }
 
-    pub fn store(&self) -> Option<&Store> {
-        self.inner.store.as_ref()
+    pub fn store(&self) -> &Store {
+        &self.inner.store
     }
+}
+
+/// A platform on an embedded store in a fresh temporary directory, for this crate's unit tests;
+/// the directory lives as long as the returned value.
+#[cfg(test)]
+pub(crate) async fn temporary(config: Config) -> (Platform, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let database = crate::store::DatabaseConfig {
+        url: crate::secrets::Secret::new(format!("embedded://{}", dir.path().display())),
+        ..crate::store::DatabaseConfig::default()
+    };
+    let store = Store::connect(&database)
+        .await
+        .expect("opening a temporary embedded store");
+    (Platform::new(config, Shutdown::new(), store), dir)
 }
 
 #[cfg(test)]
@@ -75,7 +93,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_replaced_config_reaches_every_clone_and_watcher() {
-        let platform = Platform::new(Config::default(), Shutdown::new(), None);
+        let (platform, _dir) = temporary(Config::default()).await;
         let clone = platform.clone();
         let mut watcher = platform.watch_config();
         let mut next = Config::default();

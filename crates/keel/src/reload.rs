@@ -184,9 +184,13 @@ fn flatten(config: &Config) -> BTreeMap<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shutdown::Shutdown;
 
-    fn reloader_over(dir: &std::path::Path, env: &[(&str, &str)]) -> Reloader {
+    /// A reloader over the configuration in `dir`, on a platform with a temporary store (kept
+    /// alive by the returned directory).
+    async fn reloader_over(
+        dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> (Reloader, tempfile::TempDir) {
         let options = LoadOptions {
             config_dir: dir.to_path_buf(),
             config_dir_required: true,
@@ -197,19 +201,19 @@ mod tests {
             overrides: Vec::new(),
         };
         let config = crate::config::load(&options).expect("the first configuration loads");
-        let platform = Platform::new(config, Shutdown::new(), None);
-        Reloader::new(platform, options, None)
+        let (platform, store_dir) = crate::platform::temporary(config).await;
+        (Reloader::new(platform, options, None), store_dir)
     }
 
     fn write(dir: &std::path::Path, text: &str) {
         std::fs::write(dir.join("default.toml"), text).unwrap();
     }
 
-    #[test]
-    fn a_valid_change_is_published_and_reported() {
+    #[tokio::test]
+    async fn a_valid_change_is_published_and_reported() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "[log]\nlevel = \"info\"\n");
-        let reloader = reloader_over(dir.path(), &[]);
+        let (reloader, _store_dir) = reloader_over(dir.path(), &[]).await;
         let mut watcher = reloader.platform.watch_config();
         write(
             dir.path(),
@@ -226,11 +230,11 @@ mod tests {
         assert_eq!(watcher.borrow_and_update().log.level, "debug");
     }
 
-    #[test]
-    fn an_invalid_file_is_rejected_and_the_running_configuration_stays() {
+    #[tokio::test]
+    async fn an_invalid_file_is_rejected_and_the_running_configuration_stays() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "[log]\nlevel = \"warn\"\n");
-        let reloader = reloader_over(dir.path(), &[]);
+        let (reloader, _store_dir) = reloader_over(dir.path(), &[]).await;
         write(
             dir.path(),
             "[log]\nlevel = \"warn\"\nverbosity = 3\n[server]\nport = \"x\"\n",
@@ -249,14 +253,15 @@ mod tests {
         );
     }
 
-    #[test]
-    fn restart_only_settings_keep_their_running_values() {
+    #[tokio::test]
+    async fn restart_only_settings_keep_their_running_values() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "[server]\nport = 4000\n");
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, "first-secret-value-that-is-long-enough").unwrap();
         let path = secret_file.display().to_string();
-        let reloader = reloader_over(dir.path(), &[("KEEL_SESSION__SECRET_FILE", path.as_str())]);
+        let (reloader, _store_dir) =
+            reloader_over(dir.path(), &[("KEEL_SESSION__SECRET_FILE", path.as_str())]).await;
         write(
             dir.path(),
             "[server]\nport = 4001\n[log]\nlevel = \"debug\"\n",
@@ -271,14 +276,14 @@ mod tests {
         assert_eq!(secret, Some("first-secret-value-that-is-long-enough"));
     }
 
-    #[test]
-    fn task_schedules_and_settings_are_reloaded() {
+    #[tokio::test]
+    async fn task_schedules_and_settings_are_reloaded() {
         let dir = tempfile::tempdir().unwrap();
         write(
             dir.path(),
             "[tasks.nightly]\nschedule = \"0 0 3 * * *\"\nbatch_size = 50\n",
         );
-        let reloader = reloader_over(dir.path(), &[]);
+        let (reloader, _store_dir) = reloader_over(dir.path(), &[]).await;
         write(
             dir.path(),
             "[tasks.nightly]\nschedule = \"0 30 4 * * *\"\nenabled = false\nbatch_size = 80\n",
@@ -298,11 +303,11 @@ mod tests {
         assert_eq!(nightly.settings["batch_size"], serde_json::json!(80));
     }
 
-    #[test]
-    fn an_unchanged_configuration_publishes_nothing() {
+    #[tokio::test]
+    async fn an_unchanged_configuration_publishes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "[log]\nlevel = \"info\"\n");
-        let reloader = reloader_over(dir.path(), &[]);
+        let (reloader, _store_dir) = reloader_over(dir.path(), &[]).await;
         let watcher = reloader.platform.watch_config();
         assert_eq!(reloader.reload().unwrap(), ReloadReport::default());
         assert!(!watcher.has_changed().unwrap());

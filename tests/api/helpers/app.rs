@@ -1,95 +1,202 @@
-//! `spawn_app()`: the real router and server loop, in this process, on 127.0.0.1:0.
+//! `TestApp`: the real application (`keel_app::build`) and server loop, in this process, on
+//! 127.0.0.1:0, on a temporary store migrated like `keel serve` migrates it (every declared
+//! index). Its HTTP side — a method per endpoint — is in `api_support.rs`.
+//!
+//! - `spawn_app()` / `spawn_app_with(|config| …)`: the API role on a fresh store (a database of
+//!   its own on MongoDB when `KEEL_TEST_MONGODB_URL` is set). No background loop runs: a test
+//!   runs the queued jobs itself with `app.run_pending_jobs()`.
+//! - `spawn_chassis()` / `spawn_chassis_with(…)`: the same, always on the embedded store, for
+//!   the HTTP chassis's tests (nothing they check depends on the backend).
+//! - `spawn_full_app()`: every role (the watchers, the scheduler and the job runner too).
+//! - `TestApp::builder()`: any other combination.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel::Platform;
 use keel::config::{Config, LoadOptions};
 use keel::shutdown::Shutdown;
 use keel::store::Store;
-use tempfile::TempDir;
+use keel_app::Role;
+use keel_app::background::Background;
 use tokio::net::TcpListener;
 
 use super::repo_config_dir;
+use crate::support::store::TemporaryDatabase;
 
 pub struct TestApp {
     pub address: SocketAddr,
     pub client: reqwest::Client,
     pub platform: Platform,
-    /// Holds the embedded store's files (if it uses one) for the test's lifetime.
-    _data_dir: TempDir,
+    pub store: Store,
+    background: Background,
+    config: Config,
+    roles: Vec<Role>,
+    /// Holds the store's data (a temporary directory, or a MongoDB database name) for the
+    /// test's lifetime, across restarts.
+    database: Arc<TemporaryDatabase>,
 }
 
-/// The `test` configuration from `config/`, on an ephemeral port, with its data in `data_dir`.
-pub fn test_config(data_dir: &TempDir) -> Config {
+/// The API role on a fresh store.
+pub async fn spawn_app() -> TestApp {
+    TestApp::builder().spawn().await
+}
+
+/// `spawn_app` with the test configuration adjusted first (limits, proxies, …).
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    TestApp::builder().config(adjust).spawn().await
+}
+
+/// Every role in one process: the API, the scheduler, the watchers and the job runner.
+pub async fn spawn_full_app() -> TestApp {
+    TestApp::builder().roles(&Role::ALL).spawn().await
+}
+
+/// The HTTP chassis's tests: the API role on an embedded store, whatever the backend under test.
+pub async fn spawn_chassis() -> TestApp {
+    TestApp::builder().embedded_store().spawn().await
+}
+
+/// `spawn_chassis` with the test configuration adjusted first.
+pub async fn spawn_chassis_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    TestApp::builder()
+        .embedded_store()
+        .config(adjust)
+        .spawn()
+        .await
+}
+
+/// How to start a `TestApp`: which roles, which configuration, which store.
+pub struct TestAppBuilder {
+    roles: Vec<Role>,
+    config: Config,
+    embedded_only: bool,
+}
+
+impl TestAppBuilder {
+    /// The roles the process runs (default: the API alone).
+    pub fn roles(mut self, roles: &[Role]) -> Self {
+        self.roles = roles.to_vec();
+        self
+    }
+
+    /// Adjusts the test configuration (in the order given); `database.url` is then set to the
+    /// temporary database's.
+    pub fn config(mut self, adjust: impl FnOnce(&mut Config)) -> Self {
+        adjust(&mut self.config);
+        self
+    }
+
+    /// The embedded store even when `KEEL_TEST_MONGODB_URL` is set.
+    pub fn embedded_store(mut self) -> Self {
+        self.embedded_only = true;
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let database = if self.embedded_only {
+            TemporaryDatabase::embedded()
+        } else {
+            TemporaryDatabase::preferring_mongodb("api")
+        }
+        .expect("a temporary database");
+        let mut config = self.config;
+        config.database.url = database.url.clone();
+        start(config, self.roles, Arc::new(database)).await
+    }
+}
+
+/// The `test` configuration from `config/`, on an ephemeral port.
+fn test_config() -> Config {
     let options = LoadOptions {
         config_dir: repo_config_dir(),
         config_dir_required: true,
         env_vars: vec![("KEEL_ENV".into(), "test".into())],
         overrides: Vec::new(),
     }
-    .with_override("server.port", 0)
-    .with_override(
-        "database.url",
-        format!("embedded://{}", data_dir.path().join("data").display()),
-    );
+    .with_override("server.port", 0);
     keel::config::load(&options).expect("the shipped test configuration is valid")
 }
 
-/// The full application on a fresh store: an embedded one in a temporary directory, or a
-/// database of its own on MongoDB when `KEEL_TEST_MONGODB_URL` is set (`use_test_mongodb`).
-pub async fn spawn_app() -> TestApp {
-    let data_dir = tempfile::tempdir().expect("temporary data directory");
-    let mut config = test_config(&data_dir);
-    use_test_mongodb(&mut config);
+/// Opens the store, creates every declared index (as `keel serve` and `keel migrate` do), and
+/// serves the application.
+async fn start(config: Config, roles: Vec<Role>, database: Arc<TemporaryDatabase>) -> TestApp {
     let store = Store::connect(&config.database)
         .await
         .expect("opening the store");
-    start(config, Some(store), data_dir).await
-}
-
-/// Points `config` at a fresh database on the MongoDB of `KEEL_TEST_MONGODB_URL` when that is
-/// set: the applications `spawn_app` and `spawn_api` start then run on MongoDB (the chassis
-/// and the `keel` binary tests stay on the embedded store).
-pub fn use_test_mongodb(config: &mut Config) {
-    if let Some(url) = crate::mongodb_support::fresh_url("api") {
-        config.database.url = url;
-    }
-}
-
-/// The HTTP chassis and probes without a store: everything that does not touch data.
-pub async fn spawn_chassis() -> TestApp {
-    spawn_chassis_with(|_| {}).await
-}
-
-/// `spawn_chassis` with the test configuration adjusted first.
-pub async fn spawn_chassis_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
-    let data_dir = tempfile::tempdir().expect("temporary data directory");
-    let mut config = test_config(&data_dir);
-    adjust(&mut config);
-    start(config, None, data_dir).await
-}
-
-async fn start(config: Config, store: Option<Store>, data_dir: TempDir) -> TestApp {
-    let shutdown = Shutdown::new();
+    keel_app::indexes::create_all(&store)
+        .await
+        .expect("creating the indexes");
     let drain = config.server.shutdown_timeout;
-    let platform = Platform::new(config, shutdown, store);
-    let address = serve_app(&platform, &keel_app::Role::ALL, drain).await;
+    let platform = Platform::new(config.clone(), Shutdown::new(), store.clone());
+    let (address, background) = serve_app(&platform, &roles, drain).await;
     TestApp {
         address,
         client: http_client(),
         platform,
-        _data_dir: data_dir,
+        store,
+        background,
+        config,
+        roles,
+        database,
+    }
+}
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            roles: vec![Role::Api],
+            config: test_config(),
+            embedded_only: false,
+        }
+    }
+
+    /// Stops the server, closes the store, and starts a new process-equivalent on the same
+    /// data (embedded directory or MongoDB database), configuration and roles.
+    pub async fn restart(self) -> TestApp {
+        self.platform.shutdown().trigger();
+        assert!(
+            self.platform
+                .shutdown()
+                .wait_for_tasks(Duration::from_secs(10))
+                .await
+        );
+        self.store.close().await.expect("closing the store");
+        start(
+            self.config.clone(),
+            self.roles.clone(),
+            Arc::clone(&self.database),
+        )
+        .await
+    }
+
+    /// Runs every job that is due now with the application's job handlers, each to the end of
+    /// its attempt, and returns how many attempts ran: a job test's deterministic "and then the
+    /// job runs". For an app without the jobs role (the default), whose queue nothing else
+    /// consumes.
+    pub async fn run_pending_jobs(&self) -> usize {
+        self.background
+            .job_runner(&self.platform)
+            .run_pending()
+            .await
+            .expect("running the pending jobs")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.platform.shutdown().trigger();
     }
 }
 
 /// Serves `keel_app::build(platform, roles)` on 127.0.0.1:0 until the platform shuts down;
-/// returns the address it listens on.
-pub async fn serve_app(
+/// returns the address it listens on and the application's background machinery.
+async fn serve_app(
     platform: &Platform,
-    roles: &[keel_app::Role],
+    roles: &[Role],
     drain: Duration,
-) -> SocketAddr {
+) -> (SocketAddr, Background) {
     let app = keel_app::build(platform.clone(), roles);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -103,7 +210,7 @@ pub async fn serve_app(
             panic!("test server failed: {e}");
         }
     });
-    address
+    (address, app.state.background)
 }
 
 /// The tests' HTTP client: no proxy, no redirects, a generous timeout.
@@ -114,58 +221,4 @@ pub fn http_client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("building the HTTP client")
-}
-
-impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
-    }
-
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("GET failed")
-    }
-
-    pub async fn get_health(&self) -> reqwest::Response {
-        self.get("/api/health").await
-    }
-
-    pub async fn get_ready(&self) -> reqwest::Response {
-        self.get("/api/ready").await
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.platform.shutdown().trigger();
-    }
-}
-
-/// The JSON body of a response (panics with the text if it is not JSON).
-pub async fn json(response: reqwest::Response) -> serde_json::Value {
-    let text = response.text().await.expect("reading the body");
-    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
-}
-
-/// Polls `check` until it returns `Some`, failing after 30 s: how every test here waits for
-/// something asynchronous to happen (never a fixed sleep).
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

@@ -1,13 +1,13 @@
-//! Test harness: an in-process server (`spawn_app`, `spawn_chassis`) and the real binary
-//! (`KeelProcess`, `keel_command`).
+//! Test harness: the application in this process (`TestApp`, `spawn_app`, `spawn_chassis`; its
+//! HTTP methods are in `api_support.rs`) and the real binary (`KeelProcess`, `keel_command`).
 
 mod app;
 mod mongo_server;
 mod process;
 
 pub use app::{
-    TestApp, eventually, http_client, json, serve_app, spawn_app, spawn_chassis,
-    spawn_chassis_with, use_test_mongodb,
+    TestApp, http_client, spawn_app, spawn_app_with, spawn_chassis, spawn_chassis_with,
+    spawn_full_app,
 };
 pub use mongo_server::TestMongoServer;
-pub use process::{KeelProcess, keel_command, repo_config_dir};
+pub use process::{KeelProcess, every_second_config, keel_command, repo_config_dir};

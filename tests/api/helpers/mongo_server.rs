@@ -10,7 +10,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
-use super::eventually;
+use crate::support::eventually;
 
 /// The variable naming the `secantusd-py` program.
 pub const PROGRAM_VARIABLE: &str = "KEEL_TEST_SECANTUSD";

@@ -19,6 +19,20 @@ pub fn repo_config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")
 }
 
+/// A copy of the repository's config/ where process-data runs every second (for
+/// `KEEL_CONFIG_DIR`).
+pub fn every_second_config() -> TempDir {
+    let dir = tempfile::tempdir().expect("temporary config directory");
+    for file in ["default.toml", "test.toml"] {
+        std::fs::copy(repo_config_dir().join(file), dir.path().join(file)).expect("copying config");
+    }
+    let test = dir.path().join("test.toml");
+    let mut text = std::fs::read_to_string(&test).expect("reading test.toml");
+    text.push_str("\n[tasks.process-data]\nschedule = \"* * * * * *\"\n");
+    std::fs::write(&test, text).expect("writing test.toml");
+    dir
+}
+
 /// `keel ARGS` with a clean `KEEL_*` environment, the repository's `config/`, test env and
 /// `work_dir` as its working directory (so `./data` lands there).
 pub fn keel_command(args: &[&str], work_dir: &TempDir) -> Command {

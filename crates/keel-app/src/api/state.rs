@@ -46,16 +46,11 @@ pub struct ApiShared {
     /// What this process runs (`keel serve --role`).
     pub roles: Arc<[Role]>,
     /// Worker pool, job queue, task runner, watcher health.
-    pub background: Option<Background>,
+    pub background: Background,
 }
 
 impl ApiState {
-    pub fn new(
-        platform: Platform,
-        store: &Store,
-        roles: &[Role],
-        background: Option<Background>,
-    ) -> Self {
+    pub fn new(platform: Platform, store: &Store, roles: &[Role], background: Background) -> Self {
         let config = platform.config();
         // Development and test configs ship a secret; production refuses to start without one.
         let secret =

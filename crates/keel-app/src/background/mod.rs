@@ -165,6 +165,17 @@ impl Background {
         watchers(self.components, &self.context)
     }
 
+    /// This process's job runner: the application's handlers (and, in `env = "test"`, the test
+    /// kinds) on this queue and pool. `start` runs it for `Role::Jobs`; a test that must know
+    /// the queue's work is done calls its `run_pending` instead.
+    pub fn job_runner(&self, platform: &Platform) -> JobRunner {
+        let mut handlers = job_handlers(self.components, &self.context);
+        if platform.config().env == keel::config::Environment::Test {
+            crate::test_routes::register_test_jobs(&mut handlers, &self.context.store);
+        }
+        JobRunner::new(self.jobs.clone(), handlers, self.workers.clone())
+    }
+
     /// Starts what `roles` ask for, each as a supervised loop owned by the platform's shutdown:
     /// the scheduler, the watchers (reporting into `/api/ready`), the job runner. The runtime
     /// health probe runs in every process.
@@ -210,11 +221,7 @@ impl Background {
             });
         }
         if roles.contains(&Role::Jobs) {
-            let mut handlers = job_handlers(self.components, &self.context);
-            if config.env == keel::config::Environment::Test {
-                crate::test_routes::register_test_jobs(&mut handlers, &self.context.store);
-            }
-            let runner = JobRunner::new(self.jobs.clone(), handlers, self.workers.clone());
+            let runner = self.job_runner(platform);
             supervise(platform, "job-runner", move |token| {
                 let runner = runner.clone();
                 async move { runner.run(token).await }

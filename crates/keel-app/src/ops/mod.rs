@@ -30,24 +30,24 @@ pub fn start(
     platform: &Platform,
     store: &Store,
     roles: &[Role],
-    background: Option<Background>,
+    background: &Background,
 ) -> OpsService {
     let repository = repository::OpsRepository::new(store);
     let instance = heartbeat::Instance::current(roles);
     heartbeat::start(platform, repository.clone(), instance.clone());
-    let workers = background.as_ref().map(|b| b.workers.clone());
-    let sampler = runtime::RuntimeSampler::new(platform, workers);
+    let sampler = runtime::RuntimeSampler::new(platform, background.workers.clone());
     if roles.contains(&Role::Api) {
         sampler.start(platform);
     }
     let watcher_names = background
-        .as_ref()
-        .map(|b| b.watchers().iter().map(|w| w.name().to_owned()).collect())
-        .unwrap_or_default();
+        .watchers()
+        .iter()
+        .map(|w| w.name().to_owned())
+        .collect();
     OpsService::new(
         platform.clone(),
         repository,
-        background,
+        background.clone(),
         sampler,
         instance,
         watcher_names,
@@ -69,12 +69,7 @@ impl crate::component::Component for Ops {
         &self,
         api: &crate::api::ApiState,
     ) -> utoipa_axum::router::OpenApiRouter<crate::api::ApiState> {
-        let ops = start(
-            &api.platform,
-            &api.store,
-            &api.roles,
-            api.background.clone(),
-        );
+        let ops = start(&api.platform, &api.store, &api.roles, &api.background);
         routes::router(api, ops)
     }
 

@@ -58,7 +58,6 @@ pub fn router(state: &ApiState, ops: OpsService) -> OpenApiRouter<ApiState> {
 impl From<OpsError> for ApiError {
     fn from(e: OpsError) -> Self {
         match e {
-            OpsError::NoBackground => ApiError::internal("no background machinery"),
             OpsError::UnknownTask(name) => ApiError::NotFound(format!("task {name}")),
             OpsError::Job(JobError::NotFound(id)) => ApiError::NotFound(format!("job {id}")),
             OpsError::Job(JobError::Invalid(message)) => ApiError::Conflict(message),

@@ -55,12 +55,12 @@ pub struct RuntimeSampler {
     metrics: Option<keel::metrics::Metrics>,
     /// The pool's gauges are read from the pool itself: it sets them in the registry only when
     /// they change, and the thread count before the recorder is installed.
-    workers: Option<keel::workers::Workers>,
+    workers: keel::workers::Workers,
 }
 
 impl RuntimeSampler {
     /// A sampler reading the installed recorder (none when `[metrics] enabled = false`).
-    pub fn new(platform: &Platform, workers: Option<keel::workers::Workers>) -> Self {
+    pub fn new(platform: &Platform, workers: keel::workers::Workers) -> Self {
         let metrics = if platform.config().metrics.enabled {
             keel::metrics::Metrics::install()
                 .map_err(|error| tracing::warn!(%error, "ops runtime view has no metrics"))
@@ -102,15 +102,13 @@ impl RuntimeSampler {
             return;
         };
         let mut snapshot = parse(&metrics.render(), bson::DateTime::now().timestamp_millis());
-        if let Some(workers) = &self.workers {
-            let stats = workers.pool().stats();
-            for (name, value) in [
-                ("keel_worker_queued", stats.queued as f64),
-                ("keel_worker_running", stats.running as f64),
-                ("keel_worker_threads", stats.threads as f64),
-            ] {
-                snapshot.gauges.insert(name.to_owned(), value);
-            }
+        let stats = self.workers.pool().stats();
+        for (name, value) in [
+            ("keel_worker_queued", stats.queued as f64),
+            ("keel_worker_running", stats.running as f64),
+            ("keel_worker_threads", stats.threads as f64),
+        ] {
+            snapshot.gauges.insert(name.to_owned(), value);
         }
         let mut kept = self.lock();
         if kept.len() == KEPT_SAMPLES {

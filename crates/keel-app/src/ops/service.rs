@@ -29,8 +29,6 @@ const RECENT_RUNS: i64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
-    #[error("no background machinery without a store")]
-    NoBackground,
     #[error("no task named {0:?}")]
     UnknownTask(String),
     #[error(transparent)]
@@ -53,7 +51,7 @@ pub struct Actor {
 pub struct OpsService {
     platform: Platform,
     repository: OpsRepository,
-    background: Option<Background>,
+    background: Background,
     sampler: RuntimeSampler,
     instance: Instance,
     watcher_names: Vec<String>,
@@ -63,7 +61,7 @@ impl OpsService {
     pub fn new(
         platform: Platform,
         repository: OpsRepository,
-        background: Option<Background>,
+        background: Background,
         sampler: RuntimeSampler,
         instance: Instance,
         watcher_names: Vec<String>,
@@ -80,10 +78,6 @@ impl OpsService {
 
     pub fn instance_id(&self) -> &str {
         &self.instance.id
-    }
-
-    fn background(&self) -> Result<&Background, OpsError> {
-        self.background.as_ref().ok_or(OpsError::NoBackground)
     }
 
     /// Logs `evt {category: "ops", name: action, outcome}` and records the action in
@@ -107,7 +101,7 @@ impl OpsService {
     // Tasks
 
     pub async fn tasks(&self) -> Result<Vec<TaskView>, OpsError> {
-        let background = self.background()?;
+        let background = &self.background;
         let runner = &background.tasks;
         let mut views = Vec::new();
         for task in runner.registry().iter() {
@@ -142,7 +136,7 @@ impl OpsService {
     /// to `RUN_NOW_WAIT` for the outcome; a longer run goes on (owned by the platform's
     /// shutdown) and is audited when it ends.
     pub async fn run_task_now(&self, actor: &Actor, task: &str) -> Result<RunNowView, OpsError> {
-        let runner = self.background()?.tasks.clone();
+        let runner = self.background.tasks.clone();
         if runner.registry().get(task).is_none() {
             return Err(OpsError::UnknownTask(task.to_owned()));
         }
@@ -184,7 +178,7 @@ impl OpsService {
     // Jobs
 
     pub async fn jobs(&self, status: Option<JobStatus>, limit: i64) -> Result<JobsView, OpsError> {
-        let queue = &self.background()?.jobs;
+        let queue = &self.background.jobs;
         let counts = queue.count_by_status().await?;
         let count = |s| counts.get(&s).copied().unwrap_or(0);
         let jobs = queue.list(status, limit.clamp(1, 200)).await?;
@@ -200,7 +194,7 @@ impl OpsService {
     }
 
     pub async fn job(&self, id: &str) -> Result<JobView, OpsError> {
-        let queue = &self.background()?.jobs;
+        let queue = &self.background.jobs;
         let job = queue
             .get(id)
             .await?
@@ -218,7 +212,7 @@ impl OpsService {
 
     /// Puts a dead job back in the queue (pending, fresh attempts); audited either way.
     pub async fn retry_job(&self, actor: &Actor, id: &str) -> Result<JobView, OpsError> {
-        let queue = &self.background()?.jobs;
+        let queue = &self.background.jobs;
         let result = queue.retry(id).await;
         let (outcome, detail) = match &result {
             Ok(()) => ("success", None),
@@ -235,7 +229,7 @@ impl OpsService {
         actor: &Actor,
         status: JobStatus,
     ) -> Result<PurgeView, OpsError> {
-        let queue = &self.background()?.jobs;
+        let queue = &self.background.jobs;
         let result = queue.purge(status).await;
         let (outcome, detail) = match &result {
             Ok(deleted) => ("success", Some(format!("{deleted} deleted"))),
@@ -254,12 +248,12 @@ impl OpsService {
     pub async fn watchers(&self) -> Result<Vec<WatcherView>, OpsError> {
         let offsets = self.repository.watcher_offsets().await?;
         let poison = self.repository.poison_events(500).await?;
-        let health = self.background.as_ref().map(|b| b.watcher_health.clone());
+        let health = &self.background.watcher_health;
         let views = self
             .watcher_names
             .iter()
             .map(|name| {
-                let state = health.as_ref().and_then(|h| h.state(name));
+                let state = health.state(name);
                 let (label, attempt, failing_error) = match state {
                     None => ("not-here", None, None),
                     Some(WatcherState::Starting) => ("starting", None, None),

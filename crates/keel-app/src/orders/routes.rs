@@ -91,20 +91,12 @@ async fn process_orders(
     if !errors.is_empty() {
         return Err(errors.into());
     }
-    let background = api
-        .api()
-        .background
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable {
-            message: "order processing is not available".to_owned(),
-            details: None,
-        })?;
     // The same work as the `process-orders` job, for this user's orders only, now.
     let batch_id = bson::oid::ObjectId::new().to_hex();
     let owner = bson::Bson::ObjectId(user.id);
     let result = api
         .process
-        .process(&batch_id, &ids, Some(&owner), &background.workers)
+        .process(&batch_id, &ids, Some(&owner), &api.api().background.workers)
         .await
         .map_err(|e| match e {
             ProcessOrdersError::Worker(e) => ApiError::from(e),

@@ -11,8 +11,7 @@ use super::Global;
 
 pub fn run(global: &Global) -> ExitCode {
     super::offline::run(global, |platform, _background| async move {
-        let store = platform.store().cloned().context("the store is not open")?;
-        let report = keel_app::indexes::create_all(&store)
+        let report = keel_app::indexes::create_all(platform.store())
             .await
             .context("creating the declared indexes")?;
         for index in &report.created {

@@ -37,7 +37,7 @@ where
             .context("opening the store (database.url)")?;
         let shutdown = Shutdown::new();
         let child_program = std::env::current_exe().ok();
-        let platform = Platform::new(config, shutdown.clone(), Some(store.clone()));
+        let platform = Platform::new(config, shutdown.clone(), store.clone());
         let background = Background::new(&platform, &store, keel_app::COMPONENTS, child_program);
         let mut signals = Signals::install().context("installing signal handlers")?;
         let result = tokio::select! {

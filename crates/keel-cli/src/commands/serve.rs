@@ -191,7 +191,7 @@ async fn serve(config: Config, roles: Vec<Role>, reload: Reload) -> anyhow::Resu
     let address = SocketAddr::new(config.server.host, config.server.port);
     let reuse_port = config.server.reuse_port;
     let limits = keel::http::ConnectionLimits::from(&config.server);
-    let platform = Platform::new(config, shutdown.clone(), Some(store.clone()));
+    let platform = Platform::new(config, shutdown.clone(), store.clone());
     if reachable.is_err() {
         wait_for_database(&platform, store, database);
     }

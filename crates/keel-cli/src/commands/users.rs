@@ -36,10 +36,7 @@ pub fn run(global: &Global, command: UsersCommand) -> ExitCode {
         return ExitCode::from(2);
     };
     super::offline::run(global, move |platform, _background| async move {
-        let store = platform
-            .store()
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("no store configured"))?;
+        let store = platform.store().clone();
         let found = UserRepository::new(&store)
             .set_role(&email, ADMIN_ROLE, granted)
             .await?;

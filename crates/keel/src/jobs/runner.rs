@@ -119,6 +119,26 @@ impl JobRunner {
         tracing::info!(owner = %self.owner, "job runner stopped");
     }
 
+    /// Claims every job of this runner's kinds that is due now and runs each to the end of its
+    /// attempt, one at a time, until none is due; returns how many attempts ran. What `run` does,
+    /// without its loop, poll interval or concurrency: a caller that must know the queue's work
+    /// is done (a test, a one-off tool) calls this instead of waiting for a runner to notice.
+    /// A failed attempt whose retry is already due (no backoff) runs again in the same call.
+    pub async fn run_pending(&self) -> Result<usize, super::JobError> {
+        let kinds = self.handlers.kinds();
+        if kinds.is_empty() {
+            return Ok(0);
+        }
+        let lease = self.queue.config().lease();
+        let never_cancelled = CancellationToken::new();
+        let mut ran = 0;
+        while let Some(job) = self.queue.claim(&self.owner, &kinds, lease).await? {
+            self.execute(job, never_cancelled.clone()).await;
+            ran += 1;
+        }
+        Ok(ran)
+    }
+
     /// Runs one claimed job to the end of its attempt and records the outcome.
     pub async fn execute(&self, job: Job, shutdown: CancellationToken) {
         let started = Instant::now();
