@@ -25,10 +25,11 @@ mod state;
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+#[path = "../../../tests/support/mod.rs"]
+mod support;
 pub mod surveys;
 mod test_routes;
-#[cfg(test)]
-mod test_store;
 
 use axum::Router;
 use keel::Platform;

@@ -2,14 +2,21 @@
 
 use bson::{Bson, doc};
 use keel::store::FindOptions;
-use keel::tasks::Task;
+use keel::tasks::{Task, TaskConfig, TaskContext};
+use tokio_util::sync::CancellationToken;
 
 use super::importer::OrderImporter;
-use crate::test_store::{context, store};
+use crate::support::store::TemporaryStore;
+
+/// A task context that no scheduler or lock owns.
+fn context(name: &str) -> TaskContext {
+    TaskContext::detached(name, TaskConfig::default(), CancellationToken::new())
+}
 
 #[tokio::test]
 async fn the_importer_neither_loses_nor_duplicates_across_a_crash_and_keeps_invalid_documents() {
-    let (store, _dir) = store().await;
+    let test = TemporaryStore::embedded().await.expect("a temporary store");
+    let store = test.store.clone();
     let inbox = store.collection("orders_inbox");
     let line = doc! { "sku": "A", "qty": 1, "price": 10.0 };
     for id in ["x3-1", "x3-2", "x3-3"] {
@@ -72,7 +79,8 @@ async fn a_stale_lock_holders_write_is_refused_by_the_fence() {
 
     use crate::orders::repository::OrderRepository;
 
-    let (store, _dir) = store().await;
+    let test = TemporaryStore::embedded().await.expect("a temporary store");
+    let store = test.store.clone();
     let inbox = store.collection("orders_inbox");
     inbox
         .insert_one(doc! { "_id": "x9", "lines": "none" })

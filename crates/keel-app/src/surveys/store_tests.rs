@@ -1,17 +1,17 @@
 //! The surveys watcher against a real (temporary, embedded) store.
 
 use bson::{Bson, doc};
-use keel::secrets::Secret;
 use keel::store::{ChangeEvent, ChangeOp, DatabaseConfig, FindOptions, ResumeToken, Store};
 use keel::watchers::Watcher;
 use tokio_util::sync::CancellationToken;
 
 use super::watcher::SurveysWatcher;
-use crate::test_store::store;
+use crate::support::store::{TemporaryDatabase, TemporaryStore};
 
 #[tokio::test]
 async fn two_surveys_watchers_count_a_completed_survey_once() {
-    let (store, _dir) = store().await;
+    let test = TemporaryStore::embedded().await.expect("a temporary store");
+    let store = test.store.clone();
     let completed_at = bson::DateTime::parse_rfc3339_str("2026-05-06T08:00:00Z").expect("date");
     let survey = doc! { "_id": "s-1", "status": "completed", "score": 9, "processed": false, "completedAt": completed_at };
     store
@@ -53,12 +53,12 @@ async fn a_watcher_behind_the_change_log_catches_up_by_query() {
     use keel::store::{StoreError, WatchOptions};
     use keel::watchers::{Offsets, WatcherRuntime, WatcherState, WatchersConfig};
 
-    let dir = tempfile::tempdir().expect("temporary directory");
+    // An embedded store whose change log keeps only three events.
+    let database = TemporaryDatabase::embedded().expect("a temporary directory");
     let config = DatabaseConfig {
-        url: Secret::new(format!("embedded://{}", dir.path().display())),
         change_retention_events: 3,
         ttl_sweep_interval_ms: 50,
-        ..DatabaseConfig::default()
+        ..database.config()
     };
     let store = Store::connect(&config).await.expect("embedded store");
     let surveys = store.collection("surveys");
