@@ -36,7 +36,7 @@ pub struct BackgroundContext {
 
 /// What one feature contributes. Implemented by a unit struct in the feature's `mod.rs`.
 pub trait Component: Sync {
-    /// The feature's name, as in logs and `keel migrate`'s report (`"items"`).
+    /// The feature's name: its folder's (`"items"`), unique among the components.
     fn name(&self) -> &'static str;
 
     /// Its HTTP routes, each declared with `routes!` so it is in the OpenAPI document. The
