@@ -60,6 +60,8 @@ impl Role {
 pub struct App {
     pub state: AppState,
     pub router: Router,
+    /// The OpenAPI document the router serves at `/api/openapi.json` (with `Role::Api`).
+    pub openapi: Option<std::sync::Arc<utoipa::openapi::OpenApi>>,
 }
 
 /// Builds the application on `platform` and starts the background parts `roles` ask for. The
@@ -85,6 +87,7 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
         state.background = Some(background);
     }
     let operators = keel::http::OperatorAccess::new(config.metrics.token.as_ref());
+    let mut openapi = None;
     let mut routes: Router<AppState> = Router::new().merge(keel::http::probes::routes(
         state.platform.readiness().clone(),
         operators.clone(),
@@ -93,12 +96,13 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
         && let Some(store) = state.platform.store()
     {
         let ops = ops::start(&state.platform, store, roles, state.background.clone());
-        let (api_routes, _document) = api::router(
+        let (api_routes, document) = api::router(
             api::ApiState::new(state.platform.clone(), store)
                 .with_background(state.background.clone())
                 .with_ops(ops),
         );
         routes = routes.merge(api_routes);
+        openapi = Some(document);
     }
     if !state.runs(Role::Api)
         && let Some(store) = state.platform.store()
@@ -112,7 +116,11 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
     routes = routes.layer(axum::middleware::from_fn(keel::metrics::track_http));
     routes = routes.merge(metrics_routes(&state.platform, operators));
     let router = keel::http::chassis_live(routes, &state.platform).with_state(state.clone());
-    App { state, router }
+    App {
+        state,
+        router,
+        openapi,
+    }
 }
 
 /// `/metrics` on the API router, or on its own port (`metrics.port`), or nowhere.

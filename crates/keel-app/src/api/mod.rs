@@ -17,7 +17,6 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use keel::http::rate_limit::Tier;
 use keel::http::session::session_layer;
-use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -57,29 +56,8 @@ impl Modify for SessionCookie {
     }
 }
 
-/// The error envelope, as documented.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    #[schema(example = false)]
-    pub success: bool,
-    pub error: ErrorDetail,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    #[schema(example = "validation_failed")]
-    pub code: String,
-    pub message: String,
-    /// For `validation_failed`: every bad field.
-    pub details: Option<Vec<FieldProblem>>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct FieldProblem {
-    #[schema(example = "lines[0].qty")]
-    pub field: String,
-    pub message: String,
-}
+/// The error envelope every error response has (`keel::http::ApiError` writes it).
+pub use keel::http::openapi::ErrorBody;
 
 /// All API routes with their layers, ready to merge into the application router, plus the
 /// OpenAPI document (also served at `/api/openapi.json`).
@@ -96,7 +74,7 @@ where
         .merge(crate::ops::routes::router(&state))
         .routes(state.limited(Tier::Public, routes!(openapi_json)))
         .split_for_parts();
-    let document = Arc::new(document);
+    let document = Arc::new(with_shared_answers(document));
     // Set once, before the router serves its first request.
     let _ = state
         .openapi
@@ -108,9 +86,20 @@ where
     (router, document)
 }
 
+/// Completes the generated document with what every route can answer besides its own
+/// statuses (the chassis's 500/503, `ApiJson`'s 400/413/415, a session's 401/403: see
+/// `keel::http::openapi::add_chassis_answers`), as references to shared error responses.
+fn with_shared_answers(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    keel::http::openapi::add_chassis_answers(&mut document.paths);
+    keel::http::openapi::add_error_components(
+        document.components.get_or_insert_with(Default::default),
+    );
+    document
+}
+
 /// The OpenAPI 3.1 document of this API, generated from the route declarations.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
-    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+    responses((status = 200, description = "OpenAPI 3.1 document", body = serde_json::Value, content_type = "application/json")))]
 async fn openapi_json(State(api): State<ApiState>) -> Response {
     let body = api.openapi.get().cloned().unwrap_or_default();
     ([(http::header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -118,3 +107,71 @@ async fn openapi_json(State(api): State<ApiState>) -> Response {
 
 /// Holder for the served document (filled by [`router`]).
 pub type OpenApiText = Arc<OnceLock<String>>;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use utoipa::PartialSchema;
+
+    fn schema<T: PartialSchema>() -> Value {
+        serde_json::to_value(T::schema()).unwrap()
+    }
+
+    /// The request schemas' numbers are literals (utoipa's attributes take no constants): they
+    /// must be the limits the parsers enforce.
+    #[test]
+    fn request_schemas_state_the_limits_the_parsers_enforce() {
+        use crate::auth::model::{CredentialsRequest, Email, Password};
+        use crate::brands::model::{BrandName, CreateBrandRequest};
+        use crate::items::model::{
+            CreateItemRequest, ItemName, MAX_DESCRIPTION_CHARS, MAX_TAG_CHARS, MAX_TAGS,
+        };
+        use crate::money::Price;
+        use crate::orders::model::{MAX_LINES, OrderLineRequest, Qty, Sku};
+        use crate::paging::Limit;
+        use crate::surveys::model::{Comment, CompleteSurveyRequest, MAX_REFERENCE_CHARS};
+
+        let max_price = json!(Price::MAX_CENTS / 100);
+        let credentials = schema::<CredentialsRequest>()["properties"].clone();
+        assert_eq!(credentials["email"]["maxLength"], json!(Email::MAX_LEN));
+        assert_eq!(
+            credentials["password"]["minLength"],
+            json!(Password::MIN_CHARS)
+        );
+        assert_eq!(
+            credentials["password"]["maxLength"],
+            json!(Password::MAX_CHARS)
+        );
+        let brand = schema::<CreateBrandRequest>()["properties"].clone();
+        assert_eq!(brand["name"]["maxLength"], json!(BrandName::MAX_CHARS));
+        let item = schema::<CreateItemRequest>()["properties"].clone();
+        assert_eq!(item["name"]["maxLength"], json!(ItemName::MAX_CHARS));
+        assert_eq!(item["brand"]["maxLength"], json!(BrandName::MAX_CHARS));
+        assert_eq!(item["price"]["maximum"], max_price);
+        assert_eq!(
+            item["description"]["maxLength"],
+            json!(MAX_DESCRIPTION_CHARS)
+        );
+        assert_eq!(item["tags"]["maxItems"], json!(MAX_TAGS));
+        assert_eq!(item["tags"]["items"]["maxLength"], json!(MAX_TAG_CHARS));
+        let line = schema::<OrderLineRequest>()["properties"].clone();
+        assert_eq!(line["qty"]["maximum"], json!(Qty::MAX));
+        assert_eq!(line["price"]["maximum"], max_price);
+        assert_eq!(
+            line["sku"]["pattern"],
+            json!(format!("^[A-Za-z0-9_-]{{1,{}}}$", Sku::MAX_CHARS))
+        );
+        let order = schema::<crate::orders::model::CreateOrderRequest>();
+        assert_eq!(order["properties"]["lines"]["maxItems"], json!(MAX_LINES));
+        let survey = schema::<crate::surveys::model::CreateSurveyRequest>()["properties"].clone();
+        assert_eq!(survey["caseId"]["maxLength"], json!(MAX_REFERENCE_CHARS));
+        assert_eq!(
+            survey["customerId"]["maxLength"],
+            json!(MAX_REFERENCE_CHARS)
+        );
+        let complete = schema::<CompleteSurveyRequest>()["properties"].clone();
+        assert_eq!(complete["comment"]["maxLength"], json!(Comment::MAX_CHARS));
+        let get_data = schema::<crate::items::filter::GetDataRequest>()["properties"].clone();
+        assert_eq!(get_data["limit"]["maximum"], json!(Limit::MAX));
+    }
+}
