@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 pub use crate::helpers::eventually;
-use crate::helpers::{http_client, repo_config_dir, serve_app, use_test_mongodb};
+use crate::helpers::{contract, http_client, repo_config_dir, use_test_mongodb};
 
 /// A password that satisfies the rules.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -73,7 +73,7 @@ async fn start(config: Config, data_dir: Arc<TempDir>) -> ApiApp {
         .expect("creating the indexes");
     let drain = config.server.shutdown_timeout;
     let platform = Platform::new(config.clone(), Shutdown::new(), Some(store.clone()));
-    let address = serve_app(&platform, &[keel_app::Role::Api], drain).await;
+    let address = contract::serve_checked(&platform, &[keel_app::Role::Api], drain).await;
     let client = http_client();
     ApiApp {
         address,
@@ -177,6 +177,7 @@ impl ApiApp {
 impl Drop for ApiApp {
     fn drop(&mut self) {
         self.platform.shutdown().trigger();
+        contract::assert_contract_kept(self.address);
     }
 }
 
