@@ -23,6 +23,7 @@ mod telemetry;
 
 // The API.
 mod auth;
+mod contract;
 mod input_hygiene;
 mod items;
 mod openapi;

@@ -26,6 +26,8 @@ mod state;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
+mod schema_tests;
+#[cfg(test)]
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 pub mod surveys;
@@ -79,6 +81,8 @@ impl Role {
 pub struct App {
     pub state: AppState,
     pub router: Router,
+    /// The OpenAPI document the router serves at `/api/openapi.json` (with `Role::Api`).
+    pub openapi: Option<std::sync::Arc<utoipa::openapi::OpenApi>>,
 }
 
 /// Builds the application on `platform` and starts the background parts `roles` ask for. The
@@ -101,6 +105,7 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
     background.start(&platform, roles);
     let state = AppState::new(platform, roles, background);
     let operators = keel::http::OperatorAccess::new(config.metrics.token.as_ref());
+    let mut openapi = None;
     let mut routes: Router<AppState> = Router::new().merge(keel::http::probes::routes(
         state.platform.readiness().clone(),
         operators.clone(),
@@ -112,8 +117,9 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
             roles,
             state.background.clone(),
         );
-        let (api_routes, _document) = api::router(api, COMPONENTS);
+        let (api_routes, document) = api::router(api, COMPONENTS);
         routes = routes.merge(api_routes);
+        openapi = Some(document);
     } else {
         // Background-only replicas still report their heartbeat to the console (with the API,
         // the ops component starts it).
@@ -128,7 +134,11 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
     ));
     routes = routes.merge(metrics_routes(&state.platform, operators));
     let router = keel::http::chassis_live(routes, &state.platform).with_state(state.clone());
-    App { state, router }
+    App {
+        state,
+        router,
+        openapi,
+    }
 }
 
 /// `/metrics` on the API router, or on its own port (`metrics.port`), or nowhere.

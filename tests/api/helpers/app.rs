@@ -22,7 +22,7 @@ use keel_app::Role;
 use keel_app::background::Background;
 use tokio::net::TcpListener;
 
-use super::repo_config_dir;
+use super::{contract, repo_config_dir};
 use crate::support::store::TemporaryDatabase;
 
 pub struct TestApp {
@@ -187,6 +187,7 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.platform.shutdown().trigger();
+        contract::assert_contract_kept(self.address);
     }
 }
 
@@ -198,15 +199,27 @@ async fn serve_app(
     drain: Duration,
 ) -> (SocketAddr, Background) {
     let app = keel_app::build(platform.clone(), roles);
+    // With the API role, every response is checked against the OpenAPI document it serves.
+    let (router, contract) = match &app.openapi {
+        Some(document) => {
+            let document = serde_json::to_value(&**document).expect("the document is JSON");
+            let (router, contract) = contract::checked(app.router, document);
+            (router, Some(contract))
+        }
+        None => (app.router, None),
+    };
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binding port 0");
     let address = listener.local_addr().expect("local address");
+    if let Some(contract) = contract {
+        contract::keep(address, contract);
+    }
     let shutdown = platform.shutdown().clone();
     let stop = shutdown.clone();
     let limits = keel::http::ConnectionLimits::from(&platform.config().server);
     shutdown.spawn("http", async move {
-        if let Err(e) = keel::http::serve(listener, app.router, stop, drain, limits).await {
+        if let Err(e) = keel::http::serve(listener, router, stop, drain, limits).await {
             panic!("test server failed: {e}");
         }
     });

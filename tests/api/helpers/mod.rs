@@ -2,6 +2,7 @@
 //! HTTP methods are in `api_support.rs`) and the real binary (`KeelProcess`, `keel_command`).
 
 mod app;
+pub mod contract;
 mod mongo_server;
 mod process;
 

@@ -17,7 +17,6 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use keel::http::rate_limit::Tier;
 use keel::http::session::session_layer;
-use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -59,29 +58,8 @@ impl Modify for SessionCookie {
     }
 }
 
-/// The error envelope, as documented.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    #[schema(example = false)]
-    pub success: bool,
-    pub error: ErrorDetail,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    #[schema(example = "validation_failed")]
-    pub code: String,
-    pub message: String,
-    /// For `validation_failed`: every bad field.
-    pub details: Option<Vec<FieldProblem>>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct FieldProblem {
-    #[schema(example = "lines[0].qty")]
-    pub field: String,
-    pub message: String,
-}
+/// The error envelope every error response has (`keel::http::ApiError` writes it).
+pub use keel::http::openapi::ErrorBody;
 
 /// The routes of `components` with their layers, ready to merge into the application router,
 /// plus the OpenAPI document (also served at `/api/openapi.json`).
@@ -100,7 +78,7 @@ where
         )
         .routes(state.limited(Tier::Public, routes!(openapi_json)))
         .split_for_parts();
-    let document = Arc::new(document);
+    let document = Arc::new(with_shared_answers(document));
     // Set once, before the router serves its first request.
     let _ = state
         .openapi
@@ -111,9 +89,20 @@ where
     (router, document)
 }
 
+/// Completes the generated document with what every route can answer besides its own
+/// statuses (the chassis's 500/503, `ApiJson`'s 400/413/415, a session's 401/403: see
+/// `keel::http::openapi::add_chassis_answers`), as references to shared error responses.
+fn with_shared_answers(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    keel::http::openapi::add_chassis_answers(&mut document.paths);
+    keel::http::openapi::add_error_components(
+        document.components.get_or_insert_with(Default::default),
+    );
+    document
+}
+
 /// The OpenAPI 3.1 document of this API, generated from the route declarations.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
-    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+    responses((status = 200, description = "OpenAPI 3.1 document", body = serde_json::Value, content_type = "application/json")))]
 async fn openapi_json(State(api): State<ApiState>) -> Response {
     let body = api.openapi.get().cloned().unwrap_or_default();
     ([(http::header::CONTENT_TYPE, "application/json")], body).into_response()

@@ -13,12 +13,17 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use axum::middleware::from_fn_with_state;
 use axum::routing::MethodRouter;
+use http::StatusCode;
 use keel::Platform;
 use keel::http::idempotency::{IdempotencyKeys, idempotency};
+use keel::http::openapi;
 use keel::http::rate_limit::{RateLimitLayerState, RateLimiter, Tier, rate_limit};
 use keel::http::session::{SessionManager, SessionSettings};
 use keel::secrets::Secret;
 use keel::store::Store;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa_axum::router::UtoipaMethodRouter;
 
 use crate::Role;
@@ -69,8 +74,8 @@ impl ApiState {
         }))
     }
 
-    /// Puts a route behind the rate limit of `tier`. `S`: the route's state — `ApiState`, or a
-    /// component's own (docs/architecture.md).
+    /// Puts a route behind the rate limit of `tier` (documented: it can answer 429). `S`: the
+    /// route's state — `ApiState`, or a component's own (docs/architecture.md).
     pub fn limited<S>(&self, tier: Tier, route: UtoipaMethodRouter<S>) -> UtoipaMethodRouter<S>
     where
         S: Clone + Send + Sync + 'static,
@@ -80,17 +85,46 @@ impl ApiState {
             platform: self.platform.clone(),
             tier,
         };
+        let route = document(route, |operation| {
+            openapi::answers(operation, StatusCode::TOO_MANY_REQUESTS);
+        });
         map_method_router(route, |m| {
             m.route_layer(from_fn_with_state(layer_state, rate_limit))
         })
     }
 
-    /// Makes a creating route honour `Idempotency-Key` (inside its rate limit).
+    /// Makes a creating route honour `Idempotency-Key` (inside its rate limit). Documented:
+    /// the header, 409 while the first request with the key is in flight, 422 when the key
+    /// comes back with another body.
     pub fn idempotent<S>(&self, route: UtoipaMethodRouter<S>) -> UtoipaMethodRouter<S>
     where
         S: Clone + Send + Sync + 'static,
     {
         let keys = self.idempotency_keys.clone();
+        let route = document(route, |operation| {
+            let header = Parameter::builder()
+                .name("Idempotency-Key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(keel::http::idempotency::MAX_KEY_LEN))
+                        .pattern(Some("^[!-~]+$")),
+                ))
+                .description(Some(
+                    "Retry-safe creation: the same key and body within 24 h replays the first \
+                     response; the key with another body is 422, while the first is in flight 409",
+                ))
+                .build();
+            operation
+                .parameters
+                .get_or_insert_with(Vec::new)
+                .push(header.into());
+            openapi::answers(operation, StatusCode::CONFLICT);
+            openapi::answers(operation, StatusCode::UNPROCESSABLE_ENTITY);
+        });
         map_method_router(route, |m| {
             m.route_layer(from_fn_with_state(keys, idempotency))
         })
@@ -130,6 +164,15 @@ impl<T> FromRef<ComponentState<T>> for ApiState {
     fn from_ref(state: &ComponentState<T>) -> ApiState {
         state.api().clone()
     }
+}
+
+/// Applies `f` to the documented operations of `route`.
+fn document<S>(
+    (schemas, mut paths, method_router): UtoipaMethodRouter<S>,
+    mut f: impl FnMut(&mut Operation),
+) -> UtoipaMethodRouter<S> {
+    openapi::operations_mut(&mut paths).for_each(&mut f);
+    (schemas, paths, method_router)
 }
 
 fn map_method_router<S>(

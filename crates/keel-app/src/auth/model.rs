@@ -89,9 +89,10 @@ impl fmt::Debug for Password {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsRequest {
-    #[schema(example = "ada@example.com")]
+    /// One `@`, a dotted domain, no spaces; compared trimmed and lower-cased.
+    #[schema(required, value_type = String, format = Email, max_length = 254, example = "ada@example.com")]
     pub email: Option<String>,
-    #[schema(example = "correct horse battery staple")]
+    #[schema(required, value_type = String, min_length = 12, max_length = 128, example = "correct horse battery staple")]
     pub password: Option<String>,
 }
 

@@ -69,7 +69,7 @@ impl From<AuthError> for ApiError {
 /// Creates an account and logs it in.
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = CredentialsRequest,
     responses(
-        (status = 201, description = "Account created, session cookie set", body = UserView),
+        (status = 201, description = "Account created, session cookie set", body = Created<UserView>),
         (status = 400, description = "Invalid email or password (every problem listed)", body = ErrorBody),
         (status = 409, description = "Email already registered", body = ErrorBody),
         (status = 429, description = "Too many attempts", body = ErrorBody),
@@ -93,7 +93,7 @@ async fn register(
 /// Logs in: the same 401 for an unknown email and a wrong password.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = CredentialsRequest,
     responses(
-        (status = 200, description = "Logged in, session cookie set (a new session id)", body = UserView),
+        (status = 200, description = "Logged in, session cookie set (a new session id)", body = Data<UserView>),
         (status = 400, description = "Malformed credentials", body = ErrorBody),
         (status = 401, description = "Invalid email or password", body = ErrorBody),
         (status = 429, description = "Too many attempts from this address, or too many failed logins for this account (auth.max_failed_logins); Retry-After says when", body = ErrorBody),
@@ -148,7 +148,7 @@ struct LoggedOut {
 /// Ends the session: the record is deleted and the cookie cleared.
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
     responses(
-        (status = 200, description = "Logged out", body = LoggedOut),
+        (status = 200, description = "Logged out", body = Data<LoggedOut>),
         (status = 401, description = "Not logged in", body = ErrorBody),
     ),
     security(("session" = [])))]
@@ -170,7 +170,7 @@ struct LoggedOutEverywhere {
 /// honour it within `session.cache_ttl` (2 s).
 #[utoipa::path(post, path = "/api/auth/logout-all", tag = "auth",
     responses(
-        (status = 200, description = "Every session ended", body = LoggedOutEverywhere),
+        (status = 200, description = "Every session ended", body = Data<LoggedOutEverywhere>),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Cross-origin request refused (CSRF)", body = ErrorBody),
     ),
@@ -199,7 +199,7 @@ async fn logout_all(State(api): State<AuthApi>, user: AuthUser) -> Result<Respon
 /// The logged-in user.
 #[utoipa::path(get, path = "/api/auth/me", tag = "auth",
     responses(
-        (status = 200, description = "The current user", body = UserView),
+        (status = 200, description = "The current user", body = Data<UserView>),
         (status = 401, description = "Not logged in", body = ErrorBody),
     ),
     security(("session" = [])))]

@@ -23,7 +23,8 @@ impl BrandName {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBrandRequest {
-    #[schema(example = "Acme")]
+    /// 1 to 100 characters once trimmed, no control characters.
+    #[schema(required, value_type = String, min_length = 1, max_length = 100, example = "Acme")]
     pub name: Option<String>,
     /// Defaults to true.
     pub active: Option<bool>,

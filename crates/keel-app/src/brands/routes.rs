@@ -47,7 +47,7 @@ impl From<BrandError> for ApiError {
 
 /// Every brand, by name.
 #[utoipa::path(get, path = "/api/brands", tag = "brands",
-    responses((status = 200, description = "Brands (`data`) and their count (`total`)", body = [BrandView])))]
+    responses((status = 200, description = "Brands (`data`) and their count (`total`)", body = List<BrandView>)))]
 async fn list_brands(State(api): State<BrandsApi>) -> Result<List<BrandView>, ApiError> {
     let brands = api.brands.list().await?;
     let total = brands.len() as u64;
@@ -60,7 +60,7 @@ async fn list_brands(State(api): State<BrandsApi>) -> Result<List<BrandView>, Ap
 /// Creates a brand (`active` defaults to true).
 #[utoipa::path(post, path = "/api/brands", tag = "brands", request_body = CreateBrandRequest,
     responses(
-        (status = 201, description = "Created", body = BrandView),
+        (status = 201, description = "Created", body = Created<BrandView>),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 409, description = "Name taken", body = ErrorBody),

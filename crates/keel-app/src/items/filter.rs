@@ -110,9 +110,10 @@ pub const MAX_TEXT_CHARS: usize = 200;
 pub struct GetDataRequest {
     /// `{field: value | {"$eq"|"$in"|"$gt"|"$gte"|"$lt"|"$lte": value}}` over
     /// `name`, `brand`, `price`, `tags`.
-    #[schema(value_type = Object, example = json!({"price": {"$gte": 10, "$lt": 50}, "brand": "Acme"}))]
+    #[schema(value_type = Option<Object>, example = json!({"price": {"$gte": 10, "$lt": 50}, "brand": "Acme"}))]
     pub filter: Option<Map<String, Value>>,
-    /// 1..=1000, default 100.
+    /// Default 100.
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

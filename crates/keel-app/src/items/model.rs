@@ -39,15 +39,38 @@ pub const MAX_TAG_CHARS: usize = 40;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateItemRequest {
-    #[schema(example = "Anvil")]
+    /// 1 to 200 characters once trimmed, no control characters.
+    #[schema(required, value_type = String, min_length = 1, max_length = 200, example = "Anvil")]
     pub name: Option<String>,
     /// The name of an existing, active brand.
-    #[schema(example = "Acme")]
+    #[schema(required, value_type = String, min_length = 1, max_length = 100, example = "Acme")]
     pub brand: Option<String>,
-    #[schema(example = 19.99)]
+    /// At most two decimals.
+    #[schema(required, value_type = f64, minimum = 0, maximum = 1000000, example = 19.99)]
     pub price: Option<f64>,
+    /// At most 2000 characters once trimmed; empty is none.
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
+    #[schema(schema_with = tags_schema)]
     pub tags: Option<Vec<String>>,
+}
+
+/// `tags` as `parse_tags` takes them (null is none).
+fn tags_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .max_items(Some(MAX_TAGS))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_TAG_CHARS)),
+        )
+        .description(Some(
+            "At most 20 tags of 1 to 40 characters (once trimmed); duplicates are dropped.",
+        ))
+        .build()
 }
 
 /// A valid item, not yet stored.
@@ -204,16 +227,22 @@ impl ItemView {
 #[into_params(parameter_in = Query)]
 pub struct ItemListQuery {
     /// Exact brand name.
+    #[param(min_length = 1, max_length = 100)]
     pub brand: Option<String>,
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 1000000)]
     pub min_price: Option<String>,
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 1000000)]
     pub max_price: Option<String>,
     /// Case-insensitive substring of the name (matched literally).
+    #[param(min_length = 1, max_length = 100)]
     pub q: Option<String>,
     /// One of `name`, `-name`, `price`, `-price`, `createdAt`, `-createdAt`.
+    #[param(pattern = "^-?(name|price|createdAt)$")]
     pub sort: Option<String>,
-    /// 1..=1000, default 100.
+    /// Default 100.
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
-    /// 0..=100000.
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 100000)]
     pub skip: Option<String>,
 }
 

@@ -64,23 +64,23 @@ impl From<ItemError> for ApiError {
 /// Lists items with whitelisted filters, sort and paging.
 #[utoipa::path(get, path = "/api/items", tag = "items", params(ItemListQuery),
     responses(
-        (status = 200, description = "A page of items (`data`) and the number matching (`total`)", body = [ItemView]),
+        (status = 200, description = "A page of items (`data`) and the number matching (`total`)", body = ListText<ItemView>),
         (status = 400, description = "Invalid filter, sort or page (every problem listed)", body = ErrorBody),
     ))]
 async fn list_items(
     State(api): State<ItemsApi>,
     Query(query): Query<ItemListQuery>,
-) -> Result<ListText, ApiError> {
+) -> Result<ListText<ItemView>, ApiError> {
     let query = query.parse()?;
     let (items, total) = api.items.list(&query).await?;
-    Ok(ListText { items, total })
+    Ok(ListText::new(items, total))
 }
 
 /// One item by its ObjectId.
 #[utoipa::path(get, path = "/api/items/{id}", tag = "items",
     params(("id" = String, Path, description = "24-hex-digit ObjectId")),
     responses(
-        (status = 200, description = "The item", body = ItemView),
+        (status = 200, description = "The item", body = Data<ItemView>),
         (status = 400, description = "Not an ObjectId", body = ErrorBody),
         (status = 404, description = "No such item", body = ErrorBody),
     ))]
@@ -94,9 +94,8 @@ async fn get_item(
 
 /// Creates an item for an existing, active brand (the guides' `hasValidBrand`).
 #[utoipa::path(post, path = "/api/items", tag = "items", request_body = CreateItemRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation: same key and body within 24 h replays the first response")),
     responses(
-        (status = 201, description = "Created", body = ItemView),
+        (status = 201, description = "Created", body = Created<ItemView>),
         (status = 400, description = "Invalid input (every problem listed)", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 422, description = "Unknown or inactive brand, or Idempotency-Key reused with another body", body = ErrorBody),
@@ -113,9 +112,8 @@ async fn create_item(
 
 /// The guides' `createItem`: the same rules and answer as `POST /api/items`.
 #[utoipa::path(post, path = "/api/createItem", tag = "items", request_body = CreateItemRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "As on POST /api/items")),
     responses(
-        (status = 201, description = "Created", body = ItemView),
+        (status = 201, description = "Created", body = Created<ItemView>),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 422, description = "Unknown or inactive brand", body = ErrorBody),
@@ -133,7 +131,7 @@ async fn create_item_legacy(
 /// operators `$eq $in $gt $gte $lt $lte`; anything else is a 400.
 #[utoipa::path(post, path = "/api/getData", tag = "items", request_body = GetDataRequest,
     responses(
-        (status = 200, description = "At most `limit` matching items, in natural order (the guides' `$match` + `$limit`)", body = [ItemView]),
+        (status = 200, description = "At most `limit` matching items, in natural order (the guides' `$match` + `$limit`)", body = DataText<ItemView>),
         (status = 400, description = "A field, operator or value outside the whitelist", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
     ),
@@ -142,7 +140,7 @@ async fn get_data(
     State(api): State<ItemsApi>,
     _user: AuthUser,
     ApiJson(body): ApiJson<GetDataRequest>,
-) -> Result<DataText, ApiError> {
+) -> Result<DataText<ItemView>, ApiError> {
     let query = body.parse()?;
-    Ok(DataText(api.items.query(&query).await?))
+    Ok(DataText::new(api.items.query(&query).await?))
 }

@@ -81,7 +81,7 @@ fn job_id(id: &str) -> Result<&str, ApiError> {
 /// The signed-in admin.
 #[utoipa::path(get, path = "/api/ops/me", tag = "ops",
     responses(
-        (status = 200, description = "The admin and this replica", body = WhoAmIView),
+        (status = 200, description = "The admin and this replica", body = Data<WhoAmIView>),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ),
@@ -97,7 +97,7 @@ async fn me(State(api): State<OpsApi>, admin: AdminUser) -> Result<Data<WhoAmIVi
 /// Every task: schedule, next run, runs in progress and the last runs.
 #[utoipa::path(get, path = "/api/ops/tasks", tag = "ops",
     responses(
-        (status = 200, description = "One entry per registered task", body = [TaskView]),
+        (status = 200, description = "One entry per registered task", body = List<TaskView>),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ),
@@ -113,7 +113,7 @@ async fn tasks(State(api): State<OpsApi>, _admin: AdminUser) -> Result<List<Task
 #[utoipa::path(post, path = "/api/ops/tasks/{name}/run", tag = "ops",
     params(("name" = String, Path, description = "Task name, e.g. process-data")),
     responses(
-        (status = 200, description = "The run's outcome (or `running`)", body = RunNowView),
+        (status = 200, description = "The run's outcome (or `running`)", body = Data<RunNowView>),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin, or a foreign origin (CSRF)", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
@@ -133,14 +133,14 @@ async fn run_task(
 struct JobsQuery {
     /// `queued`, `running`, `done` or `dead`; all when absent.
     status: Option<String>,
-    /// 1..=200, default 50.
+    /// Default 50; clamped to 1..=200.
     limit: Option<i64>,
 }
 
 /// Counts by status and the newest jobs (optionally of one status).
 #[utoipa::path(get, path = "/api/ops/jobs", tag = "ops", params(JobsQuery),
     responses(
-        (status = 200, description = "Counts and a page of jobs", body = JobsView),
+        (status = 200, description = "Counts and a page of jobs", body = Data<JobsView>),
         (status = 400, description = "Unknown status", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
@@ -165,7 +165,7 @@ async fn jobs(
 #[utoipa::path(get, path = "/api/ops/jobs/{id}", tag = "ops",
     params(("id" = String, Path, description = "The job's id")),
     responses(
-        (status = 200, description = "The job", body = JobView),
+        (status = 200, description = "The job", body = Data<JobView>),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
@@ -183,7 +183,7 @@ async fn job(
 #[utoipa::path(post, path = "/api/ops/jobs/{id}/retry", tag = "ops",
     params(("id" = String, Path, description = "The job's id")),
     responses(
-        (status = 200, description = "The job, queued again", body = JobView),
+        (status = 200, description = "The job, queued again", body = Data<JobView>),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin, or a foreign origin (CSRF)", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
@@ -201,7 +201,7 @@ async fn retry_job(
 /// Deletes every done or every dead job; `confirm` must be `true`. Audited.
 #[utoipa::path(post, path = "/api/ops/jobs/purge", tag = "ops", request_body = PurgeRequest,
     responses(
-        (status = 200, description = "How many were deleted", body = PurgeView),
+        (status = 200, description = "How many were deleted", body = Data<PurgeView>),
         (status = 400, description = "Not confirmed, or a status other than done/dead", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin, or a foreign origin (CSRF)", body = ErrorBody),
@@ -229,7 +229,7 @@ async fn purge_jobs(
 /// Every watcher: state here, last event, lag, restarts, the error of a failing event.
 #[utoipa::path(get, path = "/api/ops/watchers", tag = "ops",
     responses(
-        (status = 200, description = "One entry per registered watcher", body = [WatcherView]),
+        (status = 200, description = "One entry per registered watcher", body = List<WatcherView>),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ),
@@ -246,7 +246,7 @@ async fn watchers(
 /// Every lock: holder, fencing token, expiry.
 #[utoipa::path(get, path = "/api/ops/locks", tag = "ops",
     responses(
-        (status = 200, description = "Every lock ever taken", body = [LockView]),
+        (status = 200, description = "Every lock ever taken", body = List<LockView>),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ),
@@ -260,7 +260,7 @@ async fn locks(State(api): State<OpsApi>, _admin: AdminUser) -> Result<List<Lock
 /// Every replica that reported a heartbeat in the last ten minutes.
 #[utoipa::path(get, path = "/api/ops/instances", tag = "ops",
     responses(
-        (status = 200, description = "The replicas", body = [InstanceView]),
+        (status = 200, description = "The replicas", body = List<InstanceView>),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ),
@@ -278,7 +278,7 @@ async fn instances(
 /// route, store operation latency, worker pool queue.
 #[utoipa::path(get, path = "/api/ops/runtime", tag = "ops",
     responses(
-        (status = 200, description = "Samples, oldest first", body = RuntimeView),
+        (status = 200, description = "Samples, oldest first", body = Data<RuntimeView>),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ),
@@ -293,7 +293,7 @@ async fn runtime(
 /// The last 100 audited actions, newest first.
 #[utoipa::path(get, path = "/api/ops/audit", tag = "ops",
     responses(
-        (status = 200, description = "Audit records", body = [AuditView]),
+        (status = 200, description = "Audit records", body = List<AuditView>),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ),

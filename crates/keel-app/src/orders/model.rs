@@ -63,17 +63,19 @@ pub const MAX_LINES: usize = 100;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderLineRequest {
-    #[schema(example = "ANVIL-1")]
+    #[schema(required, value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$", example = "ANVIL-1")]
     pub sku: Option<String>,
-    #[schema(example = 2)]
+    #[schema(required, value_type = i64, minimum = 1, maximum = 10000, example = 2)]
     pub qty: Option<i64>,
-    #[schema(example = 19.99)]
+    /// At most two decimals.
+    #[schema(required, value_type = f64, minimum = 0, maximum = 1000000, example = 19.99)]
     pub price: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderRequest {
+    #[schema(required, value_type = Vec<OrderLineRequest>, min_items = 1, max_items = 100)]
     pub lines: Option<Vec<OrderLineRequest>>,
 }
 
@@ -260,8 +262,12 @@ impl From<OrderRecord> for OrderView {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct OrderListQuery {
+    #[param(value_type = Option<OrderStatus>)]
     pub status: Option<String>,
+    /// Default 100.
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 100000)]
     pub skip: Option<String>,
 }
 

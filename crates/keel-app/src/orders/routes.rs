@@ -52,17 +52,49 @@ const MAX_PROCESS_BATCH: usize = 100;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProcessOrdersRequest {
     /// 1 to 100 ids of the caller's pending orders.
+    #[schema(required, schema_with = order_ids_schema)]
     pub order_ids: Option<Vec<String>>,
 }
 
+fn order_ids_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .min_items(Some(1))
+        .max_items(Some(MAX_PROCESS_BATCH))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(keel::validation::OBJECT_ID_PATTERN)),
+        )
+        .build()
+}
+
 impl GuardedInput for ProcessOrdersRequest {}
+
+/// The answer of `POST /api/orders/process`: the document `ProcessOrders::process` returns
+/// (fields in sorted order, see `keel::http::response`).
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProcessedBatch {
+    pub batch_id: String,
+    /// Ids that were not priced: unknown, someone else's, no longer pending, or refused.
+    pub errors: Vec<BatchError>,
+    pub processed: i64,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BatchError {
+    pub error: String,
+    pub order_id: String,
+}
 
 /// Prices the caller's pending orders now on the worker pool (the guides' `processOrders`
 /// worker) and answers `{batchId, processed, errors}`; ids that are unknown, someone else's or
 /// no longer pending are listed in `errors`. A full pool answers 503 with `Retry-After`.
 #[utoipa::path(post, path = "/api/orders/process", tag = "orders", request_body = ProcessOrdersRequest,
     responses(
-        (status = 200, description = "`{batchId, processed, errors}`"),
+        (status = 200, description = "What was priced, and why the other ids were not", body = Data<ProcessedBatch>),
         (status = 400, description = "Missing, too many or malformed ids", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 503, description = "Worker pool busy (Retry-After)", body = ErrorBody),
@@ -72,7 +104,7 @@ async fn process_orders(
     State(api): State<OrdersApi>,
     user: AuthUser,
     ApiJson(body): ApiJson<ProcessOrdersRequest>,
-) -> Result<Data<serde_json::Value>, ApiError> {
+) -> Result<Data<ProcessedBatch>, ApiError> {
     let raw = body.order_ids.unwrap_or_default();
     if raw.is_empty() || raw.len() > MAX_PROCESS_BATCH {
         return Err(FieldErrors::single(
@@ -103,8 +135,10 @@ async fn process_orders(
             ProcessOrdersError::Store(e) => e.into(),
             other => ApiError::internal(other.to_string()),
         })?;
-    let json = serde_json::to_value(&result).map_err(ApiError::internal)?;
-    Ok(Data(json))
+    let batch = serde_json::to_value(&result)
+        .and_then(serde_json::from_value::<ProcessedBatch>)
+        .map_err(ApiError::internal)?;
+    Ok(Data(batch))
 }
 
 impl From<OrderError> for ApiError {
@@ -119,9 +153,8 @@ impl From<OrderError> for ApiError {
 
 /// Places an order: `subtotal`, `tax` (configured rate) and `total` are computed here.
 #[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = CreateOrderRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body within 24 h replays the first response; another body is 422")),
     responses(
-        (status = 201, description = "Created, status pending", body = OrderView),
+        (status = 201, description = "Created, status pending", body = Created<OrderView>),
         (status = 400, description = "Invalid lines (every problem listed)", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 422, description = "Idempotency-Key reused with another body", body = ErrorBody),
@@ -139,7 +172,7 @@ async fn create_order(
 /// The caller's orders, newest first, optionally by status.
 #[utoipa::path(get, path = "/api/orders", tag = "orders", params(OrderListQuery),
     responses(
-        (status = 200, description = "Own orders (`data`) and how many match (`total`)", body = [OrderView]),
+        (status = 200, description = "Own orders (`data`) and how many match (`total`)", body = List<OrderView>),
         (status = 400, description = "Unknown status or bad page", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
     ),
@@ -175,7 +208,7 @@ async fn list_orders(
 #[utoipa::path(get, path = "/api/orders/{id}", tag = "orders",
     params(("id" = String, Path, description = "24-hex-digit ObjectId")),
     responses(
-        (status = 200, description = "The order", body = OrderView),
+        (status = 200, description = "The order", body = Data<OrderView>),
         (status = 400, description = "Not an ObjectId", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 404, description = "No such order of this user", body = ErrorBody),

@@ -65,9 +65,11 @@ pub const MAX_REFERENCE_CHARS: usize = 64;
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateSurveyRequest {
-    #[schema(example = "cust-42")]
+    /// 1 to 64 characters once trimmed.
+    #[schema(min_length = 1, max_length = 64, example = "cust-42")]
     pub customer_id: Option<String>,
-    #[schema(example = "case-7")]
+    /// 1 to 64 characters once trimmed.
+    #[schema(min_length = 1, max_length = 64, example = "case-7")]
     pub case_id: Option<String>,
 }
 
@@ -98,8 +100,10 @@ impl CreateSurveyRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteSurveyRequest {
-    #[schema(example = 9)]
+    #[schema(required, value_type = i64, minimum = 0, maximum = 10, example = 9)]
     pub score: Option<i64>,
+    /// At most 2000 characters once trimmed.
+    #[schema(max_length = 2000)]
     pub comment: Option<String>,
 }
 

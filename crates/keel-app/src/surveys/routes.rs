@@ -51,7 +51,7 @@ impl From<SurveyError> for ApiError {
 /// Opens a survey for a customer and/or case.
 #[utoipa::path(post, path = "/api/surveys", tag = "surveys", request_body = CreateSurveyRequest,
     responses(
-        (status = 201, description = "Created, status pending", body = SurveyView),
+        (status = 201, description = "Created, status pending", body = Created<SurveyView>),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
     ),
@@ -69,7 +69,7 @@ async fn create_survey(
 #[utoipa::path(post, path = "/api/surveys/{id}/complete", tag = "surveys", request_body = CompleteSurveyRequest,
     params(("id" = String, Path, description = "24-hex-digit ObjectId")),
     responses(
-        (status = 200, description = "Completed", body = SurveyView),
+        (status = 200, description = "Completed", body = Data<SurveyView>),
         (status = 400, description = "Invalid score or comment", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 404, description = "No such survey of this user", body = ErrorBody),
@@ -92,7 +92,7 @@ async fn complete_survey(
 /// Daily NPS statistics (newest first, 90 days), from `survey_stats`.
 #[utoipa::path(get, path = "/api/surveys/stats", tag = "surveys",
     responses(
-        (status = 200, description = "One entry per day", body = [SurveyStatView]),
+        (status = 200, description = "One entry per day", body = List<SurveyStatView>),
         (status = 401, description = "Not logged in", body = ErrorBody),
     ),
     security(("session" = [])))]

@@ -26,6 +26,7 @@ pub mod json;
 pub mod json_text;
 pub mod listen;
 pub mod observe;
+pub mod openapi;
 pub mod operator;
 pub mod probes;
 pub mod protect;

@@ -11,6 +11,8 @@
 //! response — the integration suites run against debug builds, so a view with unsorted fields
 //! fails the first test that returns it.
 
+use std::marker::PhantomData;
+
 use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
@@ -73,24 +75,52 @@ impl JsonText {
     }
 }
 
-/// 200 `{"data":…,"success":true}` around JSON already rendered.
+/// 200 `{"data":[…],"success":true}` around a JSON array of `T` views already rendered.
+///
+/// `T` is the view whose serde_json bytes the renderer writes (it owes them, see
+/// [`JsonText`]): the OpenAPI document describes the response as `T`'s array
+/// (`http::openapi`), so the type the handler returns is the type the document shows.
 #[derive(Debug, Clone)]
-pub struct DataText(pub JsonText);
-
-/// 200 `{"data":[…],"success":true,"total":N}` around a JSON array already rendered.
-#[derive(Debug, Clone)]
-pub struct ListText {
-    pub items: JsonText,
-    pub total: u64,
+pub struct DataText<T> {
+    items: JsonText,
+    view: PhantomData<fn() -> T>,
 }
 
-impl IntoResponse for DataText {
-    fn into_response(self) -> Response {
-        text_response(self.0, None)
+impl<T> DataText<T> {
+    pub fn new(items: JsonText) -> Self {
+        DataText {
+            items,
+            view: PhantomData,
+        }
     }
 }
 
-impl IntoResponse for ListText {
+/// 200 `{"data":[…],"success":true,"total":N}` around a JSON array of `T` views already
+/// rendered (see [`DataText`] for `T`).
+#[derive(Debug, Clone)]
+pub struct ListText<T> {
+    items: JsonText,
+    total: u64,
+    view: PhantomData<fn() -> T>,
+}
+
+impl<T> ListText<T> {
+    pub fn new(items: JsonText, total: u64) -> Self {
+        ListText {
+            items,
+            total,
+            view: PhantomData,
+        }
+    }
+}
+
+impl<T> IntoResponse for DataText<T> {
+    fn into_response(self) -> Response {
+        text_response(self.items, None)
+    }
+}
+
+impl<T> IntoResponse for ListText<T> {
     fn into_response(self) -> Response {
         text_response(self.items, Some(self.total))
     }
@@ -220,12 +250,8 @@ mod tests {
         ];
         let rendered = JsonText::from_rendered(&serde_json::to_vec(&items).unwrap());
         assert_eq!(rendered.as_bytes(), serde_json::to_vec(&items).unwrap());
-        let list = ListText {
-            items: rendered.clone(),
-            total: 12,
-        }
-        .into_response();
-        let data = DataText(rendered).into_response();
+        let list = ListText::<View>::new(rendered.clone(), 12).into_response();
+        let data = DataText::<View>::new(rendered).into_response();
         for (response, serialized) in [
             (list, List { items, total: 12 }.into_response()),
             (

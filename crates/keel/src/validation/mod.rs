@@ -147,6 +147,9 @@ pub fn bounded_string(
     Ok(value.to_string())
 }
 
+/// What [`object_id`] accepts, as a regular expression (for API documents).
+pub const OBJECT_ID_PATTERN: &str = "^[0-9a-f]{24}$";
+
 /// Parses a canonical ObjectId (24 lowercase hex digits, the store's `parse_object_id`), the
 /// only id shape the API accepts, as a field error.
 pub fn object_id(field: &str, raw: &str) -> Result<ObjectId, FieldErrors> {
