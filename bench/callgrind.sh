@@ -10,7 +10,8 @@
 # created through the API. Each request kind is warmed up, then counted alone: instrumentation is
 # switched on, REQUESTS requests are sent (8 in flight over kept-alive connections), switched
 # off, and the dump's total is divided by REQUESTS (getData sends a quarter as many). The dumps
-# stay in target/callgrind/ for `callgrind_annotate --inclusive=yes FILE`.
+# stay in target/callgrind/ for `callgrind_annotate --inclusive=yes FILE`. KEEL_BIN=PATH measures
+# that binary instead of building one (to compare two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +29,10 @@ if ! command -v valgrind >/dev/null 2>&1; then
     $SUDO apt-get install -y -qq valgrind >/dev/null
 fi
 
-cargo build --release --quiet -p keel-cli
-TARGET="${CARGO_TARGET_DIR:-target}/release"
+if [ -z "${KEEL_BIN:-}" ]; then
+    cargo build --release --quiet -p keel-cli
+    KEEL_BIN="${CARGO_TARGET_DIR:-target}/release/keel"
+fi
 OUT_DIR="${CARGO_TARGET_DIR:-target}/callgrind"
 mkdir -p "$OUT_DIR"
 WORK="$(mktemp -d)"
@@ -48,7 +51,7 @@ KEEL_CONFIG_DIR="$PWD/config" KEEL_ENV=production \
     KEEL_SESSION__SECRET="callgrind-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
     KEEL_DATABASE__URL="embedded://$WORK/data" \
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT_DIR/callgrind.%p" \
-    "$TARGET/keel" serve --host 127.0.0.1 --port "$PORT" >/dev/null 2>"$WORK/server.err" &
+    "$KEEL_BIN" serve --host 127.0.0.1 --port "$PORT" >/dev/null 2>"$WORK/server.err" &
 SERVER_PID=$!
 BASE="http://127.0.0.1:$PORT"
 for _ in $(seq 1 600); do

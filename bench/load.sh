@@ -3,6 +3,7 @@
 # each request on each server, and the keel/baseline ratio (docs/performance.md).
 #
 # Usage: bench/load.sh [seconds] [threads] [connections]      (defaults: 10 1 64)
+#        KEEL_BIN=path/to/keel bench/load.sh …                 (load that build of keel)
 #
 # 1. The baseline (bench/baseline: hyper + rusqlite, no keel code, 1,000 items as ready JSON)
 #    is loaded on GET /api/health and POST /api/getData {"limit":100}.
@@ -30,8 +31,14 @@ if ! command -v wrk >/dev/null 2>&1; then
     $SUDO apt-get install -y -qq wrk >/dev/null
 fi
 
-cargo build --release --quiet -p keel-cli -p keel-baseline
 TARGET="${CARGO_TARGET_DIR:-target}/release"
+# KEEL_BIN=PATH loads that keel binary (to compare two builds) and builds only the baseline.
+if [ -n "${KEEL_BIN:-}" ]; then
+    cargo build --release --quiet -p keel-baseline
+else
+    cargo build --release --quiet -p keel-cli -p keel-baseline
+    KEEL_BIN="$TARGET/keel"
+fi
 WORK="$(mktemp -d)"
 OUT="$WORK/wrk.out"
 SERVER_PID=""
@@ -113,7 +120,7 @@ export KEEL_RATE_LIMIT__AUTH__LIMIT=1000000000 KEEL_RATE_LIMIT__API__LIMIT=10000
 KEEL_CONFIG_DIR="$PWD/config" KEEL_ENV=production \
     KEEL_SESSION__SECRET="load-test-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
     KEEL_DATABASE__URL="embedded://$WORK/data" \
-    "$TARGET/keel" serve --host 127.0.0.1 --port "$PORT" >/dev/null 2>"$WORK/server.err" &
+    "$KEEL_BIN" serve --host 127.0.0.1 --port "$PORT" >/dev/null 2>"$WORK/server.err" &
 SERVER_PID=$!
 wait_until_up "$PORT"
 BASE="http://127.0.0.1:$PORT"
