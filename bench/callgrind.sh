@@ -14,6 +14,8 @@
 # that binary instead of building one (to compare two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 WHAT="${1:-both}"
 REQUESTS="${2:-2000}"
@@ -45,8 +47,6 @@ stop_server() {
 }
 trap 'stop_server; rm -rf "$WORK"' EXIT
 
-export KEEL_RATE_LIMIT__AUTH__LIMIT=1000000000 KEEL_RATE_LIMIT__API__LIMIT=1000000000 \
-    KEEL_RATE_LIMIT__PUBLIC__LIMIT=1000000000
 KEEL_CONFIG_DIR="$PWD/config" KEEL_ENV=production \
     KEEL_SESSION__SECRET="callgrind-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
     KEEL_DATABASE__URL="embedded://$WORK/data" \
@@ -61,12 +61,8 @@ for _ in $(seq 1 600); do
 done
 # valgrind's pid is keel's: callgrind_control addresses it directly.
 
-COOKIE="$(curl -sS -o /dev/null -D - -H 'Content-Type: application/json' \
-    -d '{"email":"callgrind@example.com","password":"callgrind-password-1"}' \
-    "$BASE/api/auth/register" | awk -F'[=;]' 'tolower($1) ~ /^set-cookie: sessionid/ {print $2}')"
-[ -n "$COOKIE" ] || { echo "registering the user failed" >&2; exit 1; }
-curl -sS -o /dev/null -H 'Content-Type: application/json' -H "Cookie: sessionId=$COOKIE" \
-    -d '{"name":"Acme","active":true}' "$BASE/api/brands"
+register_user callgrind@example.com
+seed 1 1000
 
 # requests FILE KIND COUNT: a curl config of COUNT requests of KIND.
 requests() {
@@ -74,8 +70,6 @@ requests() {
     for i in $(seq 1 "$count"); do
         [ "$i" -eq 1 ] || echo next
         case "$kind" in
-        seed) printf 'url = "%s/api/items"\nheader = "Content-Type: application/json"\nheader = "Cookie: sessionId=%s"\ndata = "{\\"name\\":\\"item-%d\\",\\"brand\\":\\"Acme\\",\\"price\\":%d.%02d,\\"tags\\":[\\"load\\"]}"\n' \
-            "$BASE" "$COOKIE" "$i" "$((i % 500))" "$((i % 100))" ;;
         health) printf 'url = "%s/api/health"\n' "$BASE" ;;
         getData) printf 'url = "%s/api/getData"\nheader = "Content-Type: application/json"\nheader = "Cookie: sessionId=%s"\ndata = "{\\"limit\\":100}"\n' \
             "$BASE" "$COOKIE" ;;
@@ -88,9 +82,6 @@ send() {   # FILE COUNT: sends them, fails unless every answer is 2xx
     ok="$(curl -sS --no-progress-meter --parallel --parallel-max 8 -K "$1" | grep -c '^20[01]$' || true)"
     [ "$ok" -eq "$2" ] || { echo "$ok of $2 requests answered 2xx" >&2; exit 1; }
 }
-
-requests "$WORK/seed" seed 1000
-send "$WORK/seed" 1000
 
 measure() {   # KIND COUNT
     local kind="$1" count="$2" name

@@ -17,6 +17,8 @@
 # the "no growth" check. It fails if a load answers anything but 2xx.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 DURATION="${1:-10}"
 THREADS="${2:-1}"
@@ -115,8 +117,6 @@ load baseline "POST /api/getData limit 100" -s "$WORK/get_data.lua" "$BASE/api/g
 stop_server
 
 # --- keel, in production settings ---------------------------------------------------------
-export KEEL_RATE_LIMIT__AUTH__LIMIT=1000000000 KEEL_RATE_LIMIT__API__LIMIT=1000000000 \
-    KEEL_RATE_LIMIT__PUBLIC__LIMIT=1000000000
 KEEL_CONFIG_DIR="$PWD/config" KEEL_ENV=production \
     KEEL_SESSION__SECRET="load-test-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
     KEEL_DATABASE__URL="embedded://$WORK/data" \
@@ -125,27 +125,7 @@ SERVER_PID=$!
 wait_until_up "$PORT"
 BASE="http://127.0.0.1:$PORT"
 
-COOKIE="$(curl -sS -o /dev/null -D - -H 'Content-Type: application/json' \
-    -d '{"email":"load@example.com","password":"load-test-password-1"}' \
-    "$BASE/api/auth/register" | awk -F'[=;]' 'tolower($1) ~ /^set-cookie: sessionid/ {print $2}')"
-[ -n "$COOKIE" ] || { echo "registering the load-test user failed" >&2; exit 1; }
-curl -sS -o /dev/null -H 'Content-Type: application/json' -H "Cookie: sessionId=$COOKIE" \
-    -d '{"name":"Acme","active":true}' "$BASE/api/brands"
-
-# seed FROM TO: creates items FROM..TO through POST /api/items, 32 requests in flight.
-seed() {
-    local from="$1" to="$2" file="$WORK/seed.curl"
-    for i in $(seq "$from" "$to"); do
-        # `next` separates transfers; a trailing one would be an empty transfer (an error).
-        [ "$i" -eq "$from" ] || echo next
-        printf 'url = "%s/api/items"\nheader = "Content-Type: application/json"\nheader = "Cookie: sessionId=%s"\ndata = "{\\"name\\":\\"item-%d\\",\\"brand\\":\\"Acme\\",\\"price\\":%d.%02d,\\"tags\\":[\\"load\\"]}"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n' \
-            "$BASE" "$COOKIE" "$i" "$((i % 500))" "$((i % 100))"
-    done >"$file"
-    local created
-    created="$(curl -sS --no-progress-meter --parallel --parallel-max 32 -K "$file" | grep -c '^201$' || true)"
-    [ "$created" -eq "$((to - from + 1))" ] || {
-        echo "seeding created $created of $((to - from + 1)) items" >&2; exit 1; }
-}
+register_user load@example.com
 
 seed 1 1000
 load keel "GET /api/health" "$BASE/api/health"
