@@ -101,7 +101,7 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
     } else {
         std::env::current_exe().ok()
     };
-    let background = background::Background::new(&platform, &store, COMPONENTS, child_program);
+    let background = background::Background::new(&platform, COMPONENTS, child_program);
     background.start(&platform, roles);
     let state = AppState::new(platform, roles, background);
     let operators = keel::http::OperatorAccess::new(config.metrics.token.as_ref());
@@ -111,12 +111,7 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
         operators.clone(),
     ));
     if state.runs(Role::Api) {
-        let api = api::ApiState::new(
-            state.platform.clone(),
-            &store,
-            roles,
-            state.background.clone(),
-        );
+        let api = api::ApiState::new(state.platform.clone(), roles, state.background.clone());
         let (api_routes, document) = api::router(api, COMPONENTS);
         routes = routes.merge(api_routes);
         openapi = Some(document);

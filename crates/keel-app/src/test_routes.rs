@@ -78,7 +78,7 @@ async fn enqueue_sleep(
 ) -> Result<Data<Value>, ApiError> {
     let enqueued = state
         .background
-        .jobs
+        .jobs()
         .enqueue(NewJob::new(SLEEP_JOB_KIND, doc! { "ms": request.ms }).max_attempts(3))
         .await
         .map_err(ApiError::internal)?;

@@ -232,21 +232,27 @@ impl HttpMetrics {
         drop(known);
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
         let series = routes.entry(route.to_owned()).or_default();
-        if !series
+        let count = match series
             .counters
             .iter()
-            .any(|(m, s, _)| *m == method && *s == status)
+            .find(|(m, s, _)| *m == method && *s == status)
         {
-            let count = metrics::counter!("keel_http_requests_total", "method" => method, "route" => route.to_owned(), "status" => status.to_string());
-            series.counters.push((method, status, count));
-        }
-        if !series.durations.iter().any(|(m, _)| *m == method) {
-            let duration = metrics::histogram!("keel_http_request_duration_seconds", "method" => method, "route" => route.to_owned());
-            series.durations.push((method, duration));
-        }
-        series
-            .find(method, status)
-            .expect("both handles were just registered")
+            Some((_, _, count)) => count.clone(),
+            None => {
+                let count = metrics::counter!("keel_http_requests_total", "method" => method, "route" => route.to_owned(), "status" => status.to_string());
+                series.counters.push((method, status, count.clone()));
+                count
+            }
+        };
+        let duration = match series.durations.iter().find(|(m, _)| *m == method) {
+            Some((_, duration)) => duration.clone(),
+            None => {
+                let duration = metrics::histogram!("keel_http_request_duration_seconds", "method" => method, "route" => route.to_owned());
+                series.durations.push((method, duration.clone()));
+                duration
+            }
+        };
+        (count, duration)
     }
 }
 

@@ -42,7 +42,6 @@ impl std::ops::Deref for ApiState {
 
 pub struct ApiShared {
     pub platform: Platform,
-    pub store: Store,
     pub sessions: SessionManager,
     pub rate_limiter: Arc<RateLimiter>,
     pub idempotency_keys: IdempotencyKeys,
@@ -55,8 +54,9 @@ pub struct ApiShared {
 }
 
 impl ApiState {
-    pub fn new(platform: Platform, store: &Store, roles: &[Role], background: Background) -> Self {
+    pub fn new(platform: Platform, roles: &[Role], background: Background) -> Self {
         let config = platform.config();
+        let store = platform.store();
         // Development and test configs ship a secret; production refuses to start without one.
         let secret =
             config.session.secret.clone().unwrap_or_else(|| {
@@ -67,11 +67,15 @@ impl ApiState {
             rate_limiter: Arc::new(RateLimiter::new()),
             idempotency_keys: IdempotencyKeys::new(store),
             openapi: Default::default(),
-            store: store.clone(),
             roles: roles.into(),
             background,
             platform,
         }))
+    }
+
+    /// The platform's store, for the components' services.
+    pub fn store(&self) -> &Store {
+        self.platform.store()
     }
 
     /// Puts a route behind the rate limit of `tier` (documented: it can answer 429). `S`: the

@@ -110,7 +110,7 @@ fn refuse(parts: &Parts, state: &ApiState) -> ApiError {
             .map(|r| sanitize(&r.to_string()))
             .unwrap_or_default(),
     };
-    let failures = AuthFailureRepository::new(&state.store);
+    let failures = AuthFailureRepository::new(state.store());
     state
         .platform
         .shutdown()

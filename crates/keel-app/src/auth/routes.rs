@@ -39,7 +39,7 @@ type AuthApi = ComponentState<Services>;
 
 pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
     let services = Services {
-        auth: AuthService::new(&state.store, &state.platform.config().auth),
+        auth: AuthService::new(state.store(), &state.platform.config().auth),
         sessions: state.sessions.clone(),
     };
     OpenApiRouter::new()

@@ -15,7 +15,6 @@ use std::time::Duration;
 use keel::Platform;
 use keel::jobs::{JOBS_COLLECTION, JobHandlers, JobQueue, JobRunner};
 use keel::shutdown::Backoff;
-use keel::store::Store;
 use keel::store::migrate::IndexDecl;
 use keel::tasks::{Scheduler, TASK_RUNS_COLLECTION, TaskRegistry, TaskRunner};
 use keel::watchers::{WatcherHealth, WatcherRuntime};
@@ -98,7 +97,6 @@ pub fn index_declarations() -> Vec<IndexDecl> {
 #[derive(Clone)]
 pub struct Background {
     pub workers: Workers,
-    pub jobs: JobQueue,
     pub tasks: TaskRunner,
     pub watcher_health: WatcherHealth,
     components: Components,
@@ -110,16 +108,16 @@ impl Background {
     /// runs until `start`. `child_program` is the `keel` executable for isolated computations.
     pub fn new(
         platform: &Platform,
-        store: &Store,
         components: Components,
         child_program: Option<PathBuf>,
     ) -> Background {
         let config = platform.config();
+        let store = platform.store();
         let workers = Workers::start(&config.workers, computations(components), child_program);
         let jobs = JobQueue::new(store, config.jobs.clone());
         let context = BackgroundContext {
             store: store.clone(),
-            jobs: jobs.clone(),
+            jobs,
             config: config.clone(),
         };
         let tasks = TaskRunner::new(
@@ -147,12 +145,16 @@ impl Background {
             });
         Background {
             workers,
-            jobs,
             tasks,
             watcher_health: WatcherHealth::default(),
             components,
             context,
         }
+    }
+
+    /// The durable job queue.
+    pub fn jobs(&self) -> &JobQueue {
+        &self.context.jobs
     }
 
     /// What the components' background work is built from.
@@ -173,7 +175,7 @@ impl Background {
         if platform.config().env == keel::config::Environment::Test {
             crate::test_routes::register_test_jobs(&mut handlers, &self.context.store);
         }
-        JobRunner::new(self.jobs.clone(), handlers, self.workers.clone())
+        JobRunner::new(self.jobs().clone(), handlers, self.workers.clone())
     }
 
     /// Starts what `roles` ask for, each as a supervised loop owned by the platform's shutdown:

@@ -25,7 +25,7 @@ type BrandsApi = ComponentState<Services>;
 
 pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
     let services = Services {
-        brands: BrandService::new(&state.store),
+        brands: BrandService::new(state.store()),
     };
     OpenApiRouter::new()
         .routes(state.limited(Tier::Public, routes!(list_brands)))

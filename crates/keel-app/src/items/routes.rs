@@ -39,7 +39,7 @@ type ItemsApi = ComponentState<Services>;
 
 pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
     let services = Services {
-        items: ItemService::new(&state.store, BrandService::new(&state.store)),
+        items: ItemService::new(state.store(), BrandService::new(state.store())),
     };
     OpenApiRouter::new()
         .routes(state.limited(Tier::Public, routes!(list_items)))

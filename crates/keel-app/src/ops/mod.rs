@@ -69,7 +69,7 @@ impl crate::component::Component for Ops {
         &self,
         api: &crate::api::ApiState,
     ) -> utoipa_axum::router::OpenApiRouter<crate::api::ApiState> {
-        let ops = start(&api.platform, &api.store, &api.roles, &api.background);
+        let ops = start(&api.platform, api.store(), &api.roles, &api.background);
         routes::router(api, ops)
     }
 

@@ -35,7 +35,7 @@ pub type OpsApi = ComponentState<Services>;
 pub fn router(state: &ApiState, ops: OpsService) -> OpenApiRouter<ApiState> {
     let services = Services {
         ops,
-        users: AuthService::new(&state.store, &state.platform.config().auth),
+        users: AuthService::new(state.store(), &state.platform.config().auth),
     };
     let pages = super::pages::router(state);
     OpenApiRouter::new()

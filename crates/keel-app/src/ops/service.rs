@@ -178,7 +178,7 @@ impl OpsService {
     // Jobs
 
     pub async fn jobs(&self, status: Option<JobStatus>, limit: i64) -> Result<JobsView, OpsError> {
-        let queue = &self.background.jobs;
+        let queue = &self.background.jobs();
         let counts = queue.count_by_status().await?;
         let count = |s| counts.get(&s).copied().unwrap_or(0);
         let jobs = queue.list(status, limit.clamp(1, 200)).await?;
@@ -194,7 +194,7 @@ impl OpsService {
     }
 
     pub async fn job(&self, id: &str) -> Result<JobView, OpsError> {
-        let queue = &self.background.jobs;
+        let queue = &self.background.jobs();
         let job = queue
             .get(id)
             .await?
@@ -212,7 +212,7 @@ impl OpsService {
 
     /// Puts a dead job back in the queue (pending, fresh attempts); audited either way.
     pub async fn retry_job(&self, actor: &Actor, id: &str) -> Result<JobView, OpsError> {
-        let queue = &self.background.jobs;
+        let queue = &self.background.jobs();
         let result = queue.retry(id).await;
         let (outcome, detail) = match &result {
             Ok(()) => ("success", None),
@@ -229,7 +229,7 @@ impl OpsService {
         actor: &Actor,
         status: JobStatus,
     ) -> Result<PurgeView, OpsError> {
-        let queue = &self.background.jobs;
+        let queue = &self.background.jobs();
         let result = queue.purge(status).await;
         let (outcome, detail) = match &result {
             Ok(deleted) => ("success", Some(format!("{deleted} deleted"))),

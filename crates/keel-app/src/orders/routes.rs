@@ -34,8 +34,8 @@ type OrdersApi = ComponentState<Services>;
 pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
     let settings = state.platform.config().orders.clone();
     let services = Services {
-        orders: OrderService::new(&state.store, &settings),
-        process: ProcessOrders::new(&state.store, super::tax_rate(&settings)),
+        orders: OrderService::new(state.store(), &settings),
+        process: ProcessOrders::new(state.store(), super::tax_rate(&settings)),
     };
     OpenApiRouter::new()
         .routes(state.limited(Tier::Api, state.idempotent(routes!(create_order))))

@@ -28,7 +28,7 @@ type SurveysApi = ComponentState<Services>;
 
 pub fn router(state: &ApiState) -> OpenApiRouter<ApiState> {
     let services = Services {
-        surveys: SurveyService::new(&state.store),
+        surveys: SurveyService::new(state.store()),
     };
     OpenApiRouter::new()
         .routes(state.limited(Tier::Api, routes!(create_survey)))

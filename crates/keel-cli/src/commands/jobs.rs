@@ -32,7 +32,7 @@ pub enum JobsCommand {
 
 pub fn run(global: &Global, command: JobsCommand) -> ExitCode {
     super::offline::run(global, |_platform, background| async move {
-        let queue = &background.jobs;
+        let queue = &background.jobs();
         let outcome = match command {
             JobsCommand::List { status, limit } => {
                 let status = status.as_deref().map(JobStatus::parse).transpose();

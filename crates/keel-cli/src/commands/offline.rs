@@ -38,7 +38,7 @@ where
         let shutdown = Shutdown::new();
         let child_program = std::env::current_exe().ok();
         let platform = Platform::new(config, shutdown.clone(), store.clone());
-        let background = Background::new(&platform, &store, keel_app::COMPONENTS, child_program);
+        let background = Background::new(&platform, keel_app::COMPONENTS, child_program);
         let mut signals = Signals::install().context("installing signal handlers")?;
         let result = tokio::select! {
             result = command(platform, background) => result,
