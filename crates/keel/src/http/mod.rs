@@ -38,10 +38,13 @@ pub mod server;
 pub mod session;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::extract::{Request, State};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::Response;
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -84,23 +87,15 @@ fn build_chassis<S>(
 where
     S: Clone + Send + Sync + 'static,
 {
-    let trusted_proxies: Arc<[IpRange]> = config.server.trusted_proxies.clone().into();
+    let chassis = Arc::new(Chassis {
+        trusted_proxies: config.server.trusted_proxies.clone().into(),
+        request_timeout: config.server.request_timeout,
+        security_headers: protect::SecurityHeaders::for_config(config),
+        cors,
+    });
     let body_limit = usize::try_from(config.server.body_limit).unwrap_or(usize::MAX);
     let stack = ServiceBuilder::new()
-        .layer(from_fn(request_id::assign_request_id))
-        .layer(from_fn(observe::request_span))
-        .layer(from_fn_with_state(trusted_proxies, observe::log_request))
-        .layer(from_fn(protect::catch_panic))
-        .layer(from_fn(protect::error_envelope))
-        .layer(from_fn_with_state(
-            config.server.request_timeout,
-            protect::timeout,
-        ))
-        .layer(from_fn_with_state(
-            protect::SecurityHeaders::for_config(config),
-            protect::security_headers,
-        ))
-        .layer(from_fn_with_state(cors, reloadable::reloadable_cors))
+        .layer(from_fn_with_state(chassis, run_chassis))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(CompressionLayer::new());
     router
@@ -109,4 +104,45 @@ where
         // The chassis's own limit (step 9) replaces axum's 2 MB extractor default.
         .layer(DefaultBodyLimit::disable())
         .layer(stack)
+}
+
+/// The settings of steps 1–8 of the chassis.
+struct Chassis {
+    trusted_proxies: Arc<[IpRange]>,
+    request_timeout: Duration,
+    security_headers: protect::SecurityHeaders,
+    cors: reloadable::ReloadableCors,
+}
+
+/// Steps 1–8 of the chassis as one middleware: each step is an async function around the
+/// rest (`inner`), so a request passes them as one future. As eight `from_fn` layers each
+/// step cloned the whole stack below it and boxed its own future, on every request
+/// (`docs/performance.md`).
+async fn run_chassis(
+    State(chassis): State<Arc<Chassis>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let chassis = &*chassis;
+    request_id::assign_request_id(request, move |request| {
+        observe::request_span(request, move |request| {
+            observe::log_request(&chassis.trusted_proxies, request, move |request| {
+                protect::catch_panic(request, move |request| {
+                    protect::error_envelope(request, move |request| {
+                        protect::timeout(chassis.request_timeout, request, move |request| {
+                            protect::security_headers(
+                                &chassis.security_headers,
+                                request,
+                                move |request| async move {
+                                    let cors = chassis.cors.current();
+                                    cors.handle(request, |request| next.run(request)).await
+                                },
+                            )
+                        })
+                    })
+                })
+            })
+        })
+    })
+    .await
 }

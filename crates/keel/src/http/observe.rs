@@ -10,12 +10,10 @@
 //! query string is left out: it may carry tokens.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
@@ -42,7 +40,12 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-pub async fn request_span(request: Request, next: Next) -> Response {
+/// Opens the request's span and runs `inner` in it.
+pub async fn request_span<F, Fut>(request: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let request_id = request
         .extensions()
         .get::<RequestId>()
@@ -68,20 +71,25 @@ pub async fn request_span(request: Request, next: Next) -> Response {
     } else if remote.is_valid() {
         span.record("trace_id", remote.trace_id().to_string());
     }
-    next.run(request).instrument(span).await
+    inner(request).instrument(span).await
 }
 
-pub async fn log_request(
-    State(trusted_proxies): State<Arc<[IpRange]>>,
+/// Runs `inner` and logs the request's line when its response is ready.
+pub async fn log_request<F, Fut>(
+    trusted_proxies: &[IpRange],
     mut request: Request,
-    next: Next,
-) -> Response {
+    inner: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let started = Instant::now();
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
-    let ip = client_ip(peer, request.headers(), &trusted_proxies);
+    let ip = client_ip(peer, request.headers(), trusted_proxies);
     if let Some(ip) = ip {
         request.extensions_mut().insert(ClientIp(ip));
     }
@@ -92,7 +100,7 @@ pub async fn log_request(
         .unwrap_or("")
         .to_owned();
 
-    let response = next.run(request).await;
+    let response = inner(request).await;
 
     let status = response.status().as_u16();
     let duration_ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;

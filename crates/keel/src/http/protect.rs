@@ -1,13 +1,13 @@
-//! The protective layers of the chassis: catch panic, error envelope, timeout, security
-//! headers, CORS. Each is a small `axum::middleware::from_fn` so its behaviour is readable here.
+//! The protective steps of the chassis: catch panic, error envelope, timeout, security
+//! headers, CORS. Each is a small async function around the rest of the chassis (`inner`), so
+//! its behaviour is readable here; `http/mod.rs` composes them into one middleware.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
@@ -17,8 +17,15 @@ use crate::config::Config;
 
 /// A panicking handler answers 500 (with the request id) instead of dropping the connection;
 /// the panic is logged with the request's span, and the process keeps serving.
-pub async fn catch_panic(request: Request, next: Next) -> Response {
-    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+pub async fn catch_panic<F, Fut>(request: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    match AssertUnwindSafe(async move { inner(request).await })
+        .catch_unwind()
+        .await
+    {
         Ok(response) => response,
         Err(payload) => {
             let message = payload
@@ -39,8 +46,12 @@ pub struct KeepErrorBody;
 /// Responses that are errors but not JSON (axum extractor rejections, tower layers) are
 /// rewritten into the envelope, keeping their status. A 4xx's text is kept as the message;
 /// a 5xx's text is dropped (it may hold internals).
-pub async fn error_envelope(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+pub async fn error_envelope<F, Fut>(request: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let response = inner(request).await;
     let status = response.status();
     let is_json = response
         .headers()
@@ -72,8 +83,12 @@ pub async fn error_envelope(request: Request, next: Next) -> Response {
 }
 
 /// A request still running after `server.request_timeout` is abandoned: 503 `timeout`.
-pub async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
+pub async fn timeout<F, Fut>(limit: Duration, request: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    match tokio::time::timeout(limit, inner(request)).await {
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(timeout_ms = limit.as_millis() as u64, "request timed out");
@@ -128,12 +143,17 @@ impl SecurityHeaders {
     }
 }
 
-pub async fn security_headers(
-    State(policy): State<SecurityHeaders>,
+/// Runs `inner` and adds the policy's headers its response does not set itself.
+pub async fn security_headers<F, Fut>(
+    policy: &SecurityHeaders,
     request: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(request).await;
+    inner: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let mut response = inner(request).await;
     let headers = response.headers_mut();
     // One allocation for the dozen headers below instead of a regrowth every few inserts.
     headers.reserve(policy.0.len());

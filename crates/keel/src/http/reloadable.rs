@@ -1,13 +1,24 @@
 //! Middleware whose settings follow a configuration reload (SIGHUP) instead of being fixed
 //! when the router is built. Today: CORS (`server.cors_origins`). Each request reads the
-//! configuration in effect from the platform's `watch` channel; the CORS layer is rebuilt
+//! configuration in effect from the platform's `watch` channel; the CORS policy is rebuilt
 //! only when a new configuration was published, not per request.
+//!
+//! Most requests carry no `Origin` (same-origin pages, servers, probes, load balancers). For
+//! those, outside preflight, what tower-http's `Cors` adds to the response depends on the
+//! policy alone, not on the request: [`CorsPolicy`] records it once, by running that very
+//! layer on a request without `Origin`, and adds it the way the layer does (`Vary` appended,
+//! the others set), without building the layer's header map and futures per request (~7 k
+//! instructions, `docs/performance.md`). Requests with an `Origin`, and every `OPTIONS`, go
+//! through the layer itself.
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
 use tokio::sync::watch;
 use tower::{Layer, ServiceExt};
 use tower_http::cors::CorsLayer;
@@ -19,42 +30,106 @@ use crate::config::Config;
 #[derive(Clone)]
 pub struct ReloadableCors {
     config: watch::Receiver<Arc<Config>>,
-    /// The configuration the layer was built from, and the layer (shared, not cloned, by each
-    /// request: a `CorsLayer` holds several lists).
-    built: Arc<Mutex<(Arc<Config>, Arc<CorsLayer>)>>,
+    /// The configuration the policy was built from, and the policy (shared, not cloned, by
+    /// each request: a `CorsLayer` holds several lists).
+    built: Arc<Mutex<(Arc<Config>, Arc<CorsPolicy>)>>,
+}
+
+/// One configuration's CORS: tower-http's layer, and what it adds to a response to a request
+/// without `Origin` that is not a preflight.
+pub struct CorsPolicy {
+    layer: CorsLayer,
+    /// The headers in the order the layer adds them; `None` if the layer did not answer at
+    /// once (an asynchronous origin predicate), in which case every request goes through it.
+    without_origin: Option<Vec<(HeaderName, HeaderValue)>>,
+}
+
+impl CorsPolicy {
+    pub fn new(layer: CorsLayer) -> Self {
+        let without_origin = headers_without_origin(&layer);
+        Self {
+            layer,
+            without_origin,
+        }
+    }
+
+    /// Runs `inner` for `request` under this policy.
+    pub async fn handle<F, Fut>(&self, request: Request, inner: F) -> Response
+    where
+        F: FnOnce(Request) -> Fut,
+        Fut: Future<Output = Response>,
+    {
+        if let Some(added) = &self.without_origin
+            && request.method() != Method::OPTIONS
+            && !request.headers().contains_key(header::ORIGIN)
+        {
+            let mut response = inner(request).await;
+            add_as_the_layer_does(response.headers_mut(), added);
+            return response;
+        }
+        let mut inner = Some(inner);
+        let service = tower::service_fn(move |request: Request| {
+            let inner = inner
+                .take()
+                .expect("`oneshot` calls its service exactly once");
+            async move { Ok::<_, Infallible>(inner(request).await) }
+        });
+        match self.layer.layer(service).oneshot(request).await {
+            Ok(response) => response.into_response(),
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// What `layer` adds to the response of a non-preflight request without `Origin`, in order:
+/// read off the layer itself (answering an empty response to `GET /`), so it cannot drift
+/// from it.
+fn headers_without_origin(layer: &CorsLayer) -> Option<Vec<(HeaderName, HeaderValue)>> {
+    let service = layer.layer(tower::service_fn(|_: Request| async {
+        Ok::<_, Infallible>(Response::new(Body::empty()))
+    }));
+    let probe = Request::new(Body::empty());
+    let response = service.oneshot(probe).now_or_never()?.ok()?;
+    Some(
+        response
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+    )
+}
+
+/// tower-http's `Cors` response step: `Vary` is appended to the response's own, every other
+/// header replaces the response's.
+fn add_as_the_layer_does(headers: &mut HeaderMap, added: &[(HeaderName, HeaderValue)]) {
+    for (name, value) in added {
+        if name == header::VARY {
+            headers.append(name.clone(), value.clone());
+        } else {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
 }
 
 impl ReloadableCors {
     pub fn new(config: watch::Receiver<Arc<Config>>) -> Self {
         let current = config.borrow().clone();
-        let layer = Arc::new(protect::cors(&current));
+        let policy = Arc::new(CorsPolicy::new(protect::cors(&current)));
         Self {
             config,
-            built: Arc::new(Mutex::new((current, layer))),
+            built: Arc::new(Mutex::new((current, policy))),
         }
     }
 
-    fn current(&self) -> Arc<CorsLayer> {
+    /// The policy of the configuration in effect.
+    pub fn current(&self) -> Arc<CorsPolicy> {
         let config = self.config.borrow().clone();
         let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
         if !Arc::ptr_eq(&built.0, &config) {
-            let layer = Arc::new(protect::cors(&config));
-            *built = (config, layer);
+            let policy = Arc::new(CorsPolicy::new(protect::cors(&config)));
+            *built = (config, policy);
         }
         Arc::clone(&built.1)
-    }
-}
-
-/// `from_fn_with_state(ReloadableCors::new(..), reloadable_cors)`: tower-http's CORS with the
-/// policy of the moment.
-pub async fn reloadable_cors(
-    State(cors): State<ReloadableCors>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match cors.current().layer(next).oneshot(request).await {
-        Ok(response) => response.into_response(),
-        Err(never) => match never {},
     }
 }
 
@@ -62,10 +137,85 @@ pub async fn reloadable_cors(
 mod tests {
     use super::*;
     use axum::Router;
-    use axum::body::Body;
-    use axum::middleware::from_fn_with_state;
+    use axum::extract::State;
+    use axum::middleware::{Next, from_fn_with_state};
     use axum::routing::get;
-    use http::{Method, StatusCode, header};
+    use http::StatusCode;
+
+    async fn reloadable_cors(
+        State(cors): State<ReloadableCors>,
+        request: Request,
+        next: Next,
+    ) -> Response {
+        cors.current()
+            .handle(request, |request| next.run(request))
+            .await
+    }
+
+    /// A handler's response that already has a `Vary` and a header CORS also sets.
+    async fn answer(_: Request) -> Response {
+        let mut response = Response::new(Body::from("x"));
+        let headers = response.headers_mut();
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-own"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+
+    fn listed(headers: &HeaderMap) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn requests_without_origin_get_exactly_the_headers_of_the_layer() {
+        let configs: [&[&str]; 3] = [&[], &["https://app.example.com"], &["*"]];
+        for origins in configs {
+            let mut config = Config::default();
+            config.server.cors_origins = origins.iter().map(|o| (*o).to_owned()).collect();
+            let layer = protect::cors(&config);
+            let policy = CorsPolicy::new(layer.clone());
+            assert!(policy.without_origin.is_some(), "{origins:?}");
+            for method in [Method::GET, Method::POST, Method::DELETE, Method::OPTIONS] {
+                for origin in [
+                    None,
+                    Some("https://app.example.com"),
+                    Some("https://x.test"),
+                ] {
+                    let request = || {
+                        let mut builder = http::Request::builder().method(method.clone()).uri("/x");
+                        if let Some(origin) = origin {
+                            builder = builder.header(header::ORIGIN, origin);
+                        }
+                        builder.body(Body::empty()).unwrap()
+                    };
+                    let ours = policy.handle(request(), answer).await;
+                    let theirs = layer
+                        .layer(tower::service_fn(|r| async {
+                            Ok::<_, Infallible>(answer(r).await)
+                        }))
+                        .oneshot(request())
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        ours.status(),
+                        theirs.status(),
+                        "{origins:?} {method} {origin:?}"
+                    );
+                    assert_eq!(
+                        listed(ours.headers()),
+                        listed(theirs.headers()),
+                        "{origins:?} {method} {origin:?}"
+                    );
+                }
+            }
+        }
+    }
 
     async fn preflight(app: &Router, origin: &str) -> Option<String> {
         let request = http::Request::builder()

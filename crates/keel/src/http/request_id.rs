@@ -13,7 +13,6 @@ use std::sync::Arc;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -67,8 +66,12 @@ pub async fn scope<F: Future>(id: RequestId, future: F) -> F::Output {
     CURRENT.scope(id, future).await
 }
 
-/// Middleware: assigns the id (outermost layer of the chassis).
-pub async fn assign_request_id(mut request: Request, next: Next) -> Response {
+/// Assigns the id (the chassis's outermost step), then runs `inner`.
+pub async fn assign_request_id<F, Fut>(mut request: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let id = request
         .headers()
         .get(&X_REQUEST_ID)
@@ -79,7 +82,7 @@ pub async fn assign_request_id(mut request: Request, next: Next) -> Response {
         .expect("a RequestId holds only visible ASCII, always a valid header value");
     request.headers_mut().insert(X_REQUEST_ID, header.clone());
     request.extensions_mut().insert(id.clone());
-    let mut response = scope(id, next.run(request)).await;
+    let mut response = scope(id, inner(request)).await;
     response.headers_mut().insert(X_REQUEST_ID, header);
     response
 }

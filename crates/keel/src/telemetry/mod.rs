@@ -13,6 +13,7 @@
 
 mod evt;
 mod json;
+mod lines;
 
 use std::io::IsTerminal;
 
@@ -105,7 +106,8 @@ fn colour_wanted(stdout_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -
     stdout_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
-/// Installs the process-wide subscriber (logs to stdout) and, if configured, the OTLP exporter.
+/// Installs the process-wide subscriber (logs to stdout, a whole line per `write`:
+/// `lines.rs`) and, if configured, the OTLP exporter.
 pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
     let (filter, filter_handle) = reload::Layer::new(filter(config)?);
     let provider = match &config.telemetry.otlp_endpoint {
@@ -122,7 +124,7 @@ pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
                 tracing_subscriber::fmt::layer()
                     .fmt_fields(FlatFields)
                     .event_format(JsonLines::new(ProcessFields::from_config(config)))
-                    .with_writer(std::io::stdout),
+                    .with_writer(lines::Stdout),
             )
             .try_init(),
         LogFormat::Pretty => registry
@@ -132,7 +134,7 @@ pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
                         std::io::stdout().is_terminal(),
                         std::env::var_os("NO_COLOR").as_deref(),
                     ))
-                    .with_writer(std::io::stdout),
+                    .with_writer(lines::Stdout),
             )
             .try_init(),
     };
