@@ -244,6 +244,7 @@ fn mistyped(field: &str) -> StoreError {
 }
 
 /// The UTF-8 check `raw::fields` makes of every name and string, in its order.
+#[inline(always)]
 fn check_utf8(key: RawText<'_>, value: RawField<'_, RawText<'_>>) -> Result<(), StoreError> {
     key.check().map_err(corrupt)?;
     if let RawField::String(text) = value {

@@ -13,11 +13,12 @@
 //! 9. body limit (`server.body_limit` → 413 `payload_too_large`)
 //! 10. compression (gzip)
 //!
-//! then 404 and 405 answer through `ApiError` too. Session, rate-limit and auth layers (API
-//! issue) belong *inside* the chassis: add them to the application router before calling
-//! `chassis` (`router.layer(session)`; per-route ones with `route_layer`), so they run after
-//! compression in the list above and see the request id, span and client IP (`ClientIp`
-//! extension). Probes are mounted with `probes::routes`.
+//! Steps 1–8 are async functions around the rest of the chassis, composed by `run_chassis`
+//! into one middleware; 9 and 10 are tower-http layers. Then 404 and 405 answer through
+//! `ApiError` too. Session, rate-limit and auth layers belong *inside* the chassis: add them
+//! to the application router before calling `chassis` (`router.layer(session)`; per-route ones
+//! with `route_layer`), so they run after compression in the list above and see the request
+//! id, span and client IP (`ClientIp` extension). Probes are mounted with `probes::routes`.
 
 pub mod csrf;
 pub mod error;
