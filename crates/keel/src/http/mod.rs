@@ -115,9 +115,9 @@ struct Chassis {
     cors: reloadable::ReloadableCors,
 }
 
-/// Steps 1–8 of the chassis as one middleware: each step is an async function around the
-/// rest (`inner`), so a request passes them as one future. As eight `from_fn` layers each
-/// step cloned the whole stack below it and boxed its own future, on every request
+/// Steps 1–8 of the chassis as one middleware: each step is a function around the rest
+/// (`inner`), so a request passes them as one future. As eight `from_fn` layers each step
+/// cloned the whole stack below it and boxed its own future, on every request
 /// (`docs/performance.md`).
 async fn run_chassis(
     State(chassis): State<Arc<Chassis>>,
@@ -134,9 +134,9 @@ async fn run_chassis(
                             protect::security_headers(
                                 &chassis.security_headers,
                                 request,
-                                move |request| async move {
+                                move |request| {
                                     let cors = chassis.cors.current();
-                                    cors.handle(request, |request| next.run(request)).await
+                                    cors.handle(request, |request| next.run(request))
                                 },
                             )
                         })

@@ -15,6 +15,7 @@ use std::time::Instant;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
+use futures::FutureExt;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -40,8 +41,8 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// Opens the request's span and runs `inner` in it.
-pub async fn request_span<F, Fut>(request: Request, inner: F) -> Response
+/// Opens the request's span and runs `inner` in it (built in it, too).
+pub fn request_span<F, Fut>(request: Request, inner: F) -> tracing::instrument::Instrumented<Fut>
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
@@ -70,15 +71,16 @@ where
     } else if remote.is_valid() {
         span.record("trace_id", remote.trace_id().to_string());
     }
-    inner(request).instrument(span).await
+    let rest = span.in_scope(|| inner(request));
+    rest.instrument(span)
 }
 
 /// Runs `inner` and logs the request's line when its response is ready.
-pub async fn log_request<F, Fut>(
+pub fn log_request<F, Fut>(
     trusted_proxies: &[IpRange],
     mut request: Request,
     inner: F,
-) -> Response
+) -> impl Future<Output = Response>
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
@@ -98,9 +100,14 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    inner(request).map(move |response| {
+        log_line(&response, started, ip, &user_agent);
+        response
+    })
+}
 
-    let response = inner(request).await;
-
+/// The request's line, when its response is ready.
+fn log_line(response: &Response, started: Instant, ip: Option<IpAddr>, user_agent: &str) {
     let status = response.status().as_u16();
     let duration_ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
     let ip = ip.map(ip_text).unwrap_or_default();
@@ -114,7 +121,7 @@ where
                 status,
                 duration_ms,
                 ip = ip.as_str(),
-                user_agent = user_agent.as_str(),
+                user_agent,
                 "request completed"
             )
         };
@@ -124,7 +131,6 @@ where
         400..=499 => request_event!(WARN),
         _ => request_event!(INFO),
     }
-    response
 }
 
 /// `ip` as `Display` writes it; IPv4 digit by digit, without the formatting machinery (a

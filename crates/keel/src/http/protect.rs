@@ -10,6 +10,7 @@ use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
+use futures::future::Either;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use super::error::ApiError;
@@ -17,25 +18,29 @@ use crate::config::Config;
 
 /// A panicking handler answers 500 (with the request id) instead of dropping the connection;
 /// the panic is logged with the request's span, and the process keeps serving.
-pub async fn catch_panic<F, Fut>(request: Request, inner: F) -> Response
+pub fn catch_panic<F, Fut>(request: Request, inner: F) -> impl Future<Output = Response>
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    match AssertUnwindSafe(async move { inner(request).await })
-        .catch_unwind()
-        .await
-    {
-        Ok(response) => response,
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".to_owned());
-            ApiError::internal(format!("request handler panicked: {message}")).into_response()
-        }
+    // The rest of the chassis is built here and then polled: a panic in either is caught.
+    match std::panic::catch_unwind(AssertUnwindSafe(|| inner(request))) {
+        Ok(rest) => Either::Left(
+            AssertUnwindSafe(rest)
+                .catch_unwind()
+                .map(|outcome| outcome.unwrap_or_else(panicked)),
+        ),
+        Err(payload) => Either::Right(std::future::ready(panicked(payload))),
     }
+}
+
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> Response {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    ApiError::internal(format!("request handler panicked: {message}")).into_response()
 }
 
 /// A response extension that keeps an error response's own body: the HTML 401 and 403 pages
@@ -46,12 +51,15 @@ pub struct KeepErrorBody;
 /// Responses that are errors but not JSON (axum extractor rejections, tower layers) are
 /// rewritten into the envelope, keeping their status. A 4xx's text is kept as the message;
 /// a 5xx's text is dropped (it may hold internals).
-pub async fn error_envelope<F, Fut>(request: Request, inner: F) -> Response
+pub fn error_envelope<F, Fut>(request: Request, inner: F) -> impl Future<Output = Response>
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let response = inner(request).await;
+    inner(request).then(into_envelope)
+}
+
+async fn into_envelope(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
@@ -83,18 +91,21 @@ where
 }
 
 /// A request still running after `server.request_timeout` is abandoned: 503 `timeout`.
-pub async fn timeout<F, Fut>(limit: Duration, request: Request, inner: F) -> Response
+pub fn timeout<F, Fut>(
+    limit: Duration,
+    request: Request,
+    inner: F,
+) -> impl Future<Output = Response>
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    match tokio::time::timeout(limit, inner(request)).await {
-        Ok(response) => response,
-        Err(_) => {
+    tokio::time::timeout(limit, inner(request)).map(move |outcome| {
+        outcome.unwrap_or_else(|_| {
             tracing::warn!(timeout_ms = limit.as_millis() as u64, "request timed out");
             ApiError::Timeout.into_response()
-        }
-    }
+        })
+    })
 }
 
 /// The response headers of helmet's defaults, plus HSTS in production.
@@ -144,27 +155,28 @@ impl SecurityHeaders {
 }
 
 /// Runs `inner` and adds the policy's headers its response does not set itself.
-pub async fn security_headers<F, Fut>(
+pub fn security_headers<F, Fut>(
     policy: &SecurityHeaders,
     request: Request,
     inner: F,
-) -> Response
+) -> impl Future<Output = Response>
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let mut response = inner(request).await;
-    let headers = response.headers_mut();
-    // One allocation for the dozen headers below instead of a regrowth every few inserts, and
-    // one hash and probe per header (`entry`), not two (`contains_key`, then `insert`).
-    headers.reserve(policy.0.len());
-    for (name, value) in policy.0.iter() {
-        if let header::Entry::Vacant(vacant) = headers.entry(name) {
-            vacant.insert(value.clone());
+    inner(request).map(move |mut response| {
+        let headers = response.headers_mut();
+        // One allocation for the dozen headers below instead of a regrowth every few inserts,
+        // and one hash and probe per header (`entry`), not two (`contains_key`, `insert`).
+        headers.reserve(policy.0.len());
+        for (name, value) in policy.0.iter() {
+            if let header::Entry::Vacant(vacant) = headers.entry(name) {
+                vacant.insert(value.clone());
+            }
         }
-    }
-    headers.remove("x-powered-by");
-    response
+        headers.remove("x-powered-by");
+        response
+    })
 }
 
 /// CORS from `server.cors_origins`: none listed → no cross-origin access; `*` (development
@@ -208,4 +220,32 @@ pub fn cors(config: &Config) -> CorsLayer {
             HeaderName::from_static("x-request-id"),
             HeaderName::from_static("idempotency-key"),
         ])
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_while_the_rest_is_built_or_while_it_runs_is_a_500() {
+        let building = catch_panic(
+            Request::new(Body::empty()),
+            |_| -> std::future::Ready<Response> { panic!("the rest panicked while it was built") },
+        );
+        assert_eq!(building.await.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let running = catch_panic(Request::new(Body::empty()), |_| async {
+            if true {
+                panic!("the rest panicked while it ran");
+            }
+            Response::new(Body::empty())
+        });
+        assert_eq!(running.await.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let fine = catch_panic(Request::new(Body::empty()), |_| async {
+            Response::new(Body::empty())
+        });
+        assert_eq!(fine.await.status(), StatusCode::OK);
+    }
 }

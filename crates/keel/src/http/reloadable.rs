@@ -19,6 +19,7 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
+use futures::future::Either;
 use tokio::sync::watch;
 use tower::{Layer, ServiceExt};
 use tower_http::cors::CorsLayer;
@@ -53,19 +54,28 @@ impl CorsPolicy {
         }
     }
 
-    /// Runs `inner` for `request` under this policy.
-    pub async fn handle<F, Fut>(&self, request: Request, inner: F) -> Response
+    /// Runs `inner` for `request` under this policy. A request with an `Origin` (or a
+    /// preflight) goes through the layer, whose future is boxed: it is the rare case, and
+    /// its size would otherwise be in every request's future.
+    pub fn handle<F, Fut>(
+        self: Arc<Self>,
+        request: Request,
+        inner: F,
+    ) -> impl Future<Output = Response>
     where
         F: FnOnce(Request) -> Fut,
         Fut: Future<Output = Response>,
     {
-        if let Some(added) = &self.without_origin
+        let without_origin = self.without_origin.is_some()
             && request.method() != Method::OPTIONS
-            && !request.headers().contains_key(header::ORIGIN)
-        {
-            let mut response = inner(request).await;
-            add_as_the_layer_does(response.headers_mut(), added);
-            return response;
+            && !request.headers().contains_key(header::ORIGIN);
+        if without_origin {
+            return Either::Left(inner(request).map(move |mut response| {
+                if let Some(added) = &self.without_origin {
+                    add_as_the_layer_does(response.headers_mut(), added);
+                }
+                response
+            }));
         }
         let mut inner = Some(inner);
         let service = tower::service_fn(move |request: Request| {
@@ -74,10 +84,11 @@ impl CorsPolicy {
                 .expect("`oneshot` calls its service exactly once");
             async move { Ok::<_, Infallible>(inner(request).await) }
         });
-        match self.layer.layer(service).oneshot(request).await {
+        let through_layer = self.layer.layer(service).oneshot(request);
+        Either::Right(Box::pin(through_layer.map(|outcome| match outcome {
             Ok(response) => response.into_response(),
             Err(never) => match never {},
-        }
+        })))
     }
 }
 
@@ -179,7 +190,7 @@ mod tests {
             let mut config = Config::default();
             config.server.cors_origins = origins.iter().map(|o| (*o).to_owned()).collect();
             let layer = protect::cors(&config);
-            let policy = CorsPolicy::new(layer.clone());
+            let policy = Arc::new(CorsPolicy::new(layer.clone()));
             assert!(policy.without_origin.is_some(), "{origins:?}");
             for method in [Method::GET, Method::POST, Method::DELETE, Method::OPTIONS] {
                 for origin in [
@@ -194,7 +205,7 @@ mod tests {
                         }
                         builder.body(Body::empty()).unwrap()
                     };
-                    let ours = policy.handle(request(), answer).await;
+                    let ours = Arc::clone(&policy).handle(request(), answer).await;
                     let theirs = layer
                         .layer(tower::service_fn(|r| async {
                             Ok::<_, Infallible>(answer(r).await)

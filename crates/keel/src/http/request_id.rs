@@ -14,6 +14,7 @@ use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
+use futures::FutureExt;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -67,7 +68,14 @@ pub async fn scope<F: Future>(id: RequestId, future: F) -> F::Output {
 }
 
 /// Assigns the id (the chassis's outermost step), then runs `inner`.
-pub async fn assign_request_id<F, Fut>(mut request: Request, inner: F) -> Response
+///
+/// Each step of the chassis prepares synchronously, builds the rest (`inner(request)`), and
+/// returns the rest's future with its own work on the response mapped onto it. An `async fn`
+/// or block would keep its arguments (the request) and the future it awaits in slots of its
+/// own beside the awaited copy, doubling the size at every step: the one boxed future of the
+/// chassis would be tens of kilobytes, copied into the heap on every request
+/// (`docs/performance.md`).
+pub fn assign_request_id<F, Fut>(mut request: Request, inner: F) -> impl Future<Output = Response>
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
@@ -82,9 +90,12 @@ where
         .expect("a RequestId holds only visible ASCII, always a valid header value");
     request.headers_mut().insert(X_REQUEST_ID, header.clone());
     request.extensions_mut().insert(id.clone());
-    let mut response = scope(id, inner(request)).await;
-    response.headers_mut().insert(X_REQUEST_ID, header);
-    response
+    // The id is current while the rest is built and while it runs.
+    let rest = CURRENT.sync_scope(id.clone(), || inner(request));
+    CURRENT.scope(id, rest).map(move |mut response| {
+        response.headers_mut().insert(X_REQUEST_ID, header);
+        response
+    })
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
