@@ -38,27 +38,10 @@ fi
 OUT_DIR="${CARGO_TARGET_DIR:-target}/callgrind"
 mkdir -p "$OUT_DIR"
 WORK="$(mktemp -d)"
-SERVER_PID=""
-stop_server() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-}
 trap 'stop_server; rm -rf "$WORK"' EXIT
 
-KEEL_CONFIG_DIR="$PWD/config" KEEL_ENV=production \
-    KEEL_SESSION__SECRET="callgrind-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
-    KEEL_DATABASE__URL="embedded://$WORK/data" \
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT_DIR/callgrind.%p" \
-    "$KEEL_BIN" serve --host 127.0.0.1 --port "$PORT" >/dev/null 2>"$WORK/server.err" &
-SERVER_PID=$!
-BASE="http://127.0.0.1:$PORT"
-for _ in $(seq 1 600); do
-    if curl -fsS -o /dev/null "$BASE/api/health" 2>/dev/null; then break; fi
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.err" >&2; exit 1; }
-    sleep 0.2
-done
+start_keel "$KEEL_BIN" "$PORT" \
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT_DIR/callgrind.%p"
 # valgrind's pid is keel's: callgrind_control addresses it directly.
 
 register_user callgrind@example.com

@@ -1,5 +1,6 @@
-# Shared by bench/load.sh and bench/callgrind.sh (sourced): keel's data for a load, made through
-# the API as a user would. Both expect BASE (keel's URL) and WORK (a scratch directory).
+# Shared by bench/load.sh, bench/callgrind.sh and bench/ab.sh (sourced): keel started as in
+# production, and its data for a load, made through the API as a user would. They expect WORK
+# (a scratch directory); BASE is keel's URL once started.
 
 # The rate limits raised so the load is not refused (they still count every request).
 export KEEL_RATE_LIMIT__AUTH__LIMIT=1000000000 KEEL_RATE_LIMIT__API__LIMIT=1000000000 \
@@ -28,4 +29,33 @@ seed() {
     created="$(curl -sS --no-progress-meter --parallel --parallel-max 32 -K "$file" | grep -c '^201$' || true)"
     [ "$created" -eq "$((to - from + 1))" ] || {
         echo "seeding created $created of $((to - from + 1)) items" >&2; exit 1; }
+}
+
+# start_keel BINARY PORT [PREFIX…]: `BINARY serve` in the production settings (JSON log on
+# stdout, sent to /dev/null; a fresh data directory in WORK), run under PREFIX (valgrind) if
+# given. Sets SERVER_PID and BASE and returns once it answers /api/health.
+start_keel() {
+    local binary="$1" port="$2"; shift 2
+    rm -rf "$WORK/data"
+    KEEL_CONFIG_DIR="$PWD/config" KEEL_ENV=production \
+        KEEL_SESSION__SECRET="bench-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+        KEEL_DATABASE__URL="embedded://$WORK/data" \
+        "$@" "$binary" serve --host 127.0.0.1 --port "$port" >/dev/null 2>"$WORK/server.err" &
+    SERVER_PID=$!
+    BASE="http://127.0.0.1:$port"
+    for _ in $(seq 1 600); do
+        if curl -fsS -o /dev/null "$BASE/api/health" 2>/dev/null; then return 0; fi
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.err" >&2; exit 1; }
+        sleep 0.2
+    done
+    echo "keel did not answer on port $port" >&2; exit 1
+}
+
+# stop_server: stops the server started last (SIGTERM, then waits for it).
+stop_server() {
+    if [ -n "${SERVER_PID:-}" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    SERVER_PID=""
 }

@@ -43,14 +43,6 @@ else
 fi
 WORK="$(mktemp -d)"
 OUT="$WORK/wrk.out"
-SERVER_PID=""
-stop_server() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    SERVER_PID=""
-}
 trap 'stop_server; rm -rf "$WORK"' EXIT
 
 wait_until_up() {
@@ -117,13 +109,7 @@ load baseline "POST /api/getData limit 100" -s "$WORK/get_data.lua" "$BASE/api/g
 stop_server
 
 # --- keel, in production settings ---------------------------------------------------------
-KEEL_CONFIG_DIR="$PWD/config" KEEL_ENV=production \
-    KEEL_SESSION__SECRET="load-test-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
-    KEEL_DATABASE__URL="embedded://$WORK/data" \
-    "$KEEL_BIN" serve --host 127.0.0.1 --port "$PORT" >/dev/null 2>"$WORK/server.err" &
-SERVER_PID=$!
-wait_until_up "$PORT"
-BASE="http://127.0.0.1:$PORT"
+start_keel "$KEEL_BIN" "$PORT"
 
 register_user load@example.com
 

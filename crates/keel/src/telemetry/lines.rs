@@ -106,7 +106,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..300usize {
                         // Lengths from a few bytes to ~3 pipe buffers' worth of pages.
-                        let length = if i % 4 == 0 {
+                        let length = if i.is_multiple_of(4) {
                             9_000 + i * 37
                         } else {
                             10 + i % 90
@@ -135,7 +135,7 @@ mod tests {
             let i: usize = parts.next().unwrap().parse().unwrap();
             let body = parts.next().unwrap();
             let fill = char::from(b'a' + t);
-            let length = if i % 4 == 0 {
+            let length = if i.is_multiple_of(4) {
                 9_000 + i * 37
             } else {
                 10 + i % 90
