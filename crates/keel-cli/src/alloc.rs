@@ -6,21 +6,39 @@
 //! — argon2's 19 MiB per password hash, on a blocking thread that then idles — stayed resident
 //! (+16 MiB RSS after a single registration). Blocks of `LARGE` bytes and more are therefore
 //! mapped with `mmap` and returned with `munmap` the moment they are freed.
+//!
+//! Small blocks go to mimalloc's C functions directly. The `mimalloc` crate hands every block to
+//! `mi_malloc_aligned`, whose generic path over-allocates and realigns anything above 1 KiB:
+//! half of mimalloc's instructions in a health request (`docs/performance.md`). `mi_malloc`
+//! aligns every block to 16 bytes (`MI_MAX_ALIGN_SIZE`), or to its size below that, which is
+//! all a layout of alignment ≤ 16 asks for (a size is a multiple of its alignment); only more
+//! aligned layouts take the aligned functions.
 
 use std::alloc::{GlobalAlloc, Layout};
+use std::ffi::c_void;
 use std::ptr;
 
-use mimalloc::MiMalloc;
+use libmimalloc_sys::{
+    mi_free, mi_malloc, mi_malloc_aligned, mi_realloc, mi_realloc_aligned, mi_zalloc,
+    mi_zalloc_aligned,
+};
 
 /// Blocks at least this big are mapped from the kernel.
 const LARGE: usize = 1 << 20;
 /// `mmap` returns page-aligned memory; a block needing more alignment stays with mimalloc.
 const PAGE: usize = 4096;
+/// The alignment of every `mi_malloc` block of at least this size (`MI_MAX_ALIGN_SIZE`).
+const MI_ALIGN: usize = 16;
 
 pub struct KeelAllocator;
 
 fn is_large(layout: &Layout) -> bool {
     layout.size() >= LARGE && layout.align() <= PAGE
+}
+
+/// Whether `mi_malloc`'s own alignment is enough for `layout`.
+fn is_plain(layout: &Layout) -> bool {
+    layout.align() <= MI_ALIGN
 }
 
 /// Fresh zeroed pages for `size` bytes, or null.
@@ -52,8 +70,15 @@ unsafe impl GlobalAlloc for KeelAllocator {
         if is_large(&layout) {
             return map(layout.size());
         }
-        // SAFETY: forwarded with the caller's guarantees (non-zero size).
-        unsafe { MiMalloc.alloc(layout) }
+        // SAFETY: plain C allocation calls with a non-zero size (GlobalAlloc's contract); the
+        // block is aligned as `layout` asks (see the module comment).
+        unsafe {
+            if is_plain(&layout) {
+                mi_malloc(layout.size()).cast()
+            } else {
+                mi_malloc_aligned(layout.size(), layout.align()).cast()
+            }
+        }
     }
 
     // SAFETY: called under GlobalAlloc's contract (see the impl's comment).
@@ -61,8 +86,14 @@ unsafe impl GlobalAlloc for KeelAllocator {
         if is_large(&layout) {
             return map(layout.size()); // anonymous pages are zeroed by the kernel
         }
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { MiMalloc.alloc_zeroed(layout) }
+        // SAFETY: as in `alloc`.
+        unsafe {
+            if is_plain(&layout) {
+                mi_zalloc(layout.size()).cast()
+            } else {
+                mi_zalloc_aligned(layout.size(), layout.align()).cast()
+            }
+        }
     }
 
     // SAFETY: called under GlobalAlloc's contract (see the impl's comment).
@@ -73,8 +104,9 @@ unsafe impl GlobalAlloc for KeelAllocator {
             unsafe { libc::munmap(block.cast(), layout.size()) };
             return;
         }
-        // SAFETY: a small block of this layout came from mimalloc.
-        unsafe { MiMalloc.dealloc(block, layout) }
+        // SAFETY: a small block of this layout came from mimalloc (plain or aligned: `mi_free`
+        // takes both).
+        unsafe { mi_free(block.cast::<c_void>()) }
     }
 
     // SAFETY: called under GlobalAlloc's contract (see the impl's comment).
@@ -82,8 +114,15 @@ unsafe impl GlobalAlloc for KeelAllocator {
         // SAFETY: the caller guarantees `new_size`, rounded up to the alignment, fits an isize.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         match (is_large(&layout), is_large(&new_layout)) {
-            // SAFETY: a small block stays with mimalloc, which made it.
-            (false, false) => unsafe { MiMalloc.realloc(block, layout, new_size) },
+            // SAFETY: a small block stays with mimalloc, which made it; the moved block keeps
+            // the layout's alignment.
+            (false, false) => unsafe {
+                if is_plain(&layout) {
+                    mi_realloc(block.cast(), new_size).cast()
+                } else {
+                    mi_realloc_aligned(block.cast(), new_size, layout.align()).cast()
+                }
+            },
             (true, true) => {
                 // SAFETY: `block` is a mapping of `layout.size()` bytes made by `map`; the
                 // kernel moves or grows it, keeping its contents.
@@ -164,5 +203,30 @@ mod tests {
         assert!((0..layout.size()).all(|i| unsafe { *block.add(i) } == 0));
         // SAFETY: live, same layout.
         unsafe { allocator.dealloc(block, layout) };
+    }
+
+    #[test]
+    fn every_block_has_the_alignment_its_layout_asks_for() {
+        let allocator = KeelAllocator;
+        for align in [1, 2, 4, 8, 16, 32, 64, 128, 4096] {
+            for size in [1, 7, 8, 16, 24, 100, 1000, 1025, 5000, 70_000] {
+                let Ok(layout) = Layout::from_size_align(size.max(align), align) else {
+                    continue;
+                };
+                // SAFETY: non-zero sizes; each block is freed with the layout it has.
+                unsafe {
+                    let block = allocator.alloc(layout);
+                    let zeroed = allocator.alloc_zeroed(layout);
+                    assert_eq!(block as usize % align, 0, "alloc {layout:?}");
+                    assert_eq!(zeroed as usize % align, 0, "alloc_zeroed {layout:?}");
+                    assert!((0..layout.size()).all(|i| *zeroed.add(i) == 0));
+                    let grown = allocator.realloc(block, layout, layout.size() * 3);
+                    assert_eq!(grown as usize % align, 0, "realloc {layout:?}");
+                    let grown_layout = Layout::from_size_align(layout.size() * 3, align).unwrap();
+                    allocator.dealloc(grown, grown_layout);
+                    allocator.dealloc(zeroed, layout);
+                }
+            }
+        }
     }
 }

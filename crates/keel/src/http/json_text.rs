@@ -174,11 +174,86 @@ fn write_escape(out: &mut Vec<u8>, byte: u8, escape: u8) {
     }
 }
 
+/// `at` as `chrono` writes it with `to_rfc3339_opts(SecondsFormat::Millis, true)`
+/// (`2026-12-02T07:38:26.123Z`): the log's `timestamp` and health's, on every request, without
+/// chrono's formatting machinery and its `String`. Years outside 0–9999 and leap seconds are
+/// left to chrono.
+pub fn write_utc_millis(out: &mut Vec<u8>, at: chrono::DateTime<chrono::Utc>) {
+    use chrono::{Datelike, Timelike};
+    let year = at.year();
+    if !(0..=9999).contains(&year) || at.nanosecond() >= 1_000_000_000 {
+        let text = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    let two = |n: u32| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+    let year = year as u32;
+    let millis = at.nanosecond() / 1_000_000;
+    let mut text = [0u8; 24];
+    text[..4].copy_from_slice(&[
+        b'0' + (year / 1000) as u8,
+        b'0' + (year / 100 % 10) as u8,
+        b'0' + (year / 10 % 10) as u8,
+        b'0' + (year % 10) as u8,
+    ]);
+    text[4] = b'-';
+    text[5..7].copy_from_slice(&two(at.month()));
+    text[7] = b'-';
+    text[8..10].copy_from_slice(&two(at.day()));
+    text[10] = b'T';
+    text[11..13].copy_from_slice(&two(at.hour()));
+    text[13] = b':';
+    text[14..16].copy_from_slice(&two(at.minute()));
+    text[16] = b':';
+    text[17..19].copy_from_slice(&two(at.second()));
+    text[19] = b'.';
+    text[20..23].copy_from_slice(&[
+        b'0' + (millis / 100) as u8,
+        b'0' + (millis / 10 % 10) as u8,
+        b'0' + (millis % 10) as u8,
+    ]);
+    text[23] = b'Z';
+    out.extend_from_slice(&text);
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn utc_millis_are_chronos_rfc3339() {
+        use chrono::{DateTime, SecondsFormat, Utc};
+        let check = |at: DateTime<Utc>| {
+            let mut out = Vec::new();
+            write_utc_millis(&mut out, at);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                at.to_rfc3339_opts(SecondsFormat::Millis, true)
+            );
+        };
+        check(Utc::now());
+        for millis in [
+            0,
+            1,
+            999,
+            1_000,
+            -1,
+            951_782_400_000,
+            253_402_300_799_999,
+            -62_167_219_200_000,
+            -62_167_219_200_001,
+            253_402_300_800_000,
+        ] {
+            check(DateTime::from_timestamp_millis(millis).unwrap());
+        }
+        let mut millis: i64 = -62_167_219_200_000;
+        while millis < 253_402_300_799_999 {
+            check(DateTime::from_timestamp_millis(millis).unwrap());
+            millis += 1_234_567_890_123;
+        }
+    }
 
     fn written(text: &str) -> String {
         let mut out = Vec::new();

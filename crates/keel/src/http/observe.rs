@@ -42,11 +42,10 @@ impl Extractor for HeaderExtractor<'_> {
 }
 
 /// Opens the request's span and runs `inner` in it (built in it, too).
-pub fn request_span<F, Fut>(request: Request, inner: F) -> tracing::instrument::Instrumented<Fut>
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Response>,
-{
+pub fn request_span(
+    request: Request,
+    inner: impl AsyncFnOnce(Request) -> Response,
+) -> impl Future<Output = Response> {
     let request_id = request
         .extensions()
         .get::<RequestId>()
@@ -76,15 +75,11 @@ where
 }
 
 /// Runs `inner` and logs the request's line when its response is ready.
-pub fn log_request<F, Fut>(
+pub fn log_request(
     trusted_proxies: &[IpRange],
     mut request: Request,
-    inner: F,
-) -> impl Future<Output = Response>
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Response>,
-{
+    inner: impl AsyncFnOnce(Request) -> Response,
+) -> impl Future<Output = Response> {
     let started = Instant::now();
     let peer = request
         .extensions()

@@ -39,7 +39,11 @@ struct Health {
 async fn health() -> Json<Health> {
     Json(Health {
         status: "healthy",
-        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        timestamp: {
+            let mut text = Vec::with_capacity(24);
+            super::json_text::write_utc_millis(&mut text, chrono::Utc::now());
+            String::from_utf8(text).unwrap_or_default()
+        },
     })
 }
 

@@ -18,11 +18,10 @@ use crate::config::Config;
 
 /// A panicking handler answers 500 (with the request id) instead of dropping the connection;
 /// the panic is logged with the request's span, and the process keeps serving.
-pub fn catch_panic<F, Fut>(request: Request, inner: F) -> impl Future<Output = Response>
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Response>,
-{
+pub fn catch_panic(
+    request: Request,
+    inner: impl AsyncFnOnce(Request) -> Response,
+) -> impl Future<Output = Response> {
     // The rest of the chassis is built here and then polled: a panic in either is caught.
     match std::panic::catch_unwind(AssertUnwindSafe(|| inner(request))) {
         Ok(rest) => Either::Left(
@@ -51,11 +50,10 @@ pub struct KeepErrorBody;
 /// Responses that are errors but not JSON (axum extractor rejections, tower layers) are
 /// rewritten into the envelope, keeping their status. A 4xx's text is kept as the message;
 /// a 5xx's text is dropped (it may hold internals).
-pub fn error_envelope<F, Fut>(request: Request, inner: F) -> impl Future<Output = Response>
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Response>,
-{
+pub fn error_envelope(
+    request: Request,
+    inner: impl AsyncFnOnce(Request) -> Response,
+) -> impl Future<Output = Response> {
     inner(request).then(into_envelope)
 }
 
@@ -91,15 +89,11 @@ async fn into_envelope(response: Response) -> Response {
 }
 
 /// A request still running after `server.request_timeout` is abandoned: 503 `timeout`.
-pub fn timeout<F, Fut>(
+pub fn timeout(
     limit: Duration,
     request: Request,
-    inner: F,
-) -> impl Future<Output = Response>
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Response>,
-{
+    inner: impl AsyncFnOnce(Request) -> Response,
+) -> impl Future<Output = Response> {
     tokio::time::timeout(limit, inner(request)).map(move |outcome| {
         outcome.unwrap_or_else(|_| {
             tracing::warn!(timeout_ms = limit.as_millis() as u64, "request timed out");
@@ -155,15 +149,11 @@ impl SecurityHeaders {
 }
 
 /// Runs `inner` and adds the policy's headers its response does not set itself.
-pub fn security_headers<F, Fut>(
+pub fn security_headers(
     policy: &SecurityHeaders,
     request: Request,
-    inner: F,
-) -> impl Future<Output = Response>
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Response>,
-{
+    inner: impl AsyncFnOnce(Request) -> Response,
+) -> impl Future<Output = Response> {
     inner(request).map(move |mut response| {
         let headers = response.headers_mut();
         // One allocation for the dozen headers below instead of a regrowth every few inserts,

@@ -57,15 +57,11 @@ impl CorsPolicy {
     /// Runs `inner` for `request` under this policy. A request with an `Origin` (or a
     /// preflight) goes through the layer, whose future is boxed: it is the rare case, and
     /// its size would otherwise be in every request's future.
-    pub fn handle<F, Fut>(
+    pub fn handle(
         self: Arc<Self>,
         request: Request,
-        inner: F,
-    ) -> impl Future<Output = Response>
-    where
-        F: FnOnce(Request) -> Fut,
-        Fut: Future<Output = Response>,
-    {
+        inner: impl AsyncFnOnce(Request) -> Response,
+    ) -> impl Future<Output = Response> {
         let without_origin = self.without_origin.is_some()
             && request.method() != Method::OPTIONS
             && !request.headers().contains_key(header::ORIGIN);

@@ -75,11 +75,10 @@ pub async fn scope<F: Future>(id: RequestId, future: F) -> F::Output {
 /// own beside the awaited copy, doubling the size at every step: the one boxed future of the
 /// chassis would be tens of kilobytes, copied into the heap on every request
 /// (`docs/performance.md`).
-pub fn assign_request_id<F, Fut>(mut request: Request, inner: F) -> impl Future<Output = Response>
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Response>,
-{
+pub fn assign_request_id(
+    mut request: Request,
+    inner: impl AsyncFnOnce(Request) -> Response,
+) -> impl Future<Output = Response> {
     let id = request
         .headers()
         .get(&X_REQUEST_ID)

@@ -20,7 +20,9 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFi
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::Config;
-use crate::http::json_text::{StringContents, write_f64, write_i64, write_str, write_u64};
+use crate::http::json_text::{
+    StringContents, write_f64, write_i64, write_str, write_u64, write_utc_millis,
+};
 
 /// The fields that describe the process, the same on every line.
 #[derive(Debug, Clone)]
@@ -88,7 +90,11 @@ impl JsonLines {
         N: for<'a> FormatFields<'a> + 'static,
     {
         let meta = event.metadata();
-        line.push_str("timestamp", &timestamp());
+        line.push_encoded("timestamp".into(), false, |out| {
+            out.push(b'"');
+            write_utc_millis(out, chrono::Utc::now());
+            out.push(b'"');
+        });
         line.push_str("level", level_name(meta.level()));
         line.push_str("message", "");
         line.push_str("service", &self.process.service);
@@ -111,10 +117,6 @@ impl JsonLines {
         }
         event.record(&mut Encoder(line));
     }
-}
-
-fn timestamp() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn level_name(level: &tracing::Level) -> &'static str {
