@@ -1,6 +1,7 @@
 //! The protective steps of the chassis: catch panic, error envelope, timeout, security
-//! headers, CORS. Each is a small async function around the rest of the chassis (`inner`), so
-//! its behaviour is readable here; `http/mod.rs` composes them into one middleware.
+//! headers, CORS. Each is a small function around the rest of the chassis (`inner`) that maps
+//! its own work onto the rest's future (why not an `async fn`: `request_id::assign_request_id`),
+//! so its behaviour is readable here; `http/mod.rs` composes them into one middleware.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;

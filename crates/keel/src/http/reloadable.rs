@@ -5,7 +5,8 @@
 //!
 //! Most requests carry no `Origin` (same-origin pages, servers, probes, load balancers). For
 //! those, outside preflight, what tower-http's `Cors` adds to the response depends on the
-//! policy alone, not on the request: [`CorsPolicy`] records it once, by running that very
+//! policy alone, not on the request (keel's policies, `protect::cors`, use no predicates on
+//! the request): [`CorsPolicy`] records it once, by running that very
 //! layer on a request without `Origin`, and adds it the way the layer does (`Vary` appended,
 //! the others set), without building the layer's header map and futures per request (~7 k
 //! instructions, `docs/performance.md`). Requests with an `Origin`, and every `OPTIONS`, go
