@@ -12,7 +12,7 @@
 use bson::oid::ObjectId;
 use bson::{DateTime, RawDocumentBuf};
 use keel::http::JsonText;
-use keel::http::json_text::{write_f64, write_str, write_utf8};
+use keel::http::json_text::{write_date_time, write_f64, write_str, write_utf8};
 use keel::store::StoreError;
 use keel::store::raw::{self, RawField, RawText};
 
@@ -176,23 +176,17 @@ pub fn write_rfc3339(out: &mut Vec<u8>, at: DateTime) {
     let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
     let of_day = seconds.rem_euclid(86_400);
     let mut text = [0u8; 26];
-    let two = |n: i64| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
-    text[..4].copy_from_slice(&[
-        b'0' + (year / 1000) as u8,
-        b'0' + (year / 100 % 10) as u8,
-        b'0' + (year / 10 % 10) as u8,
-        b'0' + (year % 10) as u8,
-    ]);
-    text[4] = b'-';
-    text[5..7].copy_from_slice(&two(month));
-    text[7] = b'-';
-    text[8..10].copy_from_slice(&two(day));
-    text[10] = b'T';
-    text[11..13].copy_from_slice(&two(of_day / 3600));
-    text[13] = b':';
-    text[14..16].copy_from_slice(&two(of_day / 60 % 60));
-    text[16] = b':';
-    text[17..19].copy_from_slice(&two(of_day % 60));
+    // In range: four-digit years (checked above), days and seconds of day from `rem_euclid`.
+    let part = |n: i64| u32::try_from(n).unwrap_or_default();
+    write_date_time(
+        &mut text,
+        [part(year), part(month), part(day)],
+        [
+            part(of_day / 3600),
+            part(of_day / 60 % 60),
+            part(of_day % 60),
+        ],
+    );
     let mut end = 19;
     if fraction != 0 {
         text[19] = b'.';

@@ -174,6 +174,32 @@ fn write_escape(out: &mut Vec<u8>, byte: u8, escape: u8) {
     }
 }
 
+/// `YYYY-MM-DDTHH:MM:SS` into `text[..19]`, from a year below 10,000 and a valid date and time
+/// of day (the RFC 3339 writers of logs and stored dates share it).
+pub fn write_date_time(
+    text: &mut [u8],
+    [year, month, day]: [u32; 3],
+    [hour, minute, second]: [u32; 3],
+) {
+    let two = |n: u32| [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8];
+    text[..4].copy_from_slice(&[
+        b'0' + (year / 1000 % 10) as u8,
+        b'0' + (year / 100 % 10) as u8,
+        b'0' + (year / 10 % 10) as u8,
+        b'0' + (year % 10) as u8,
+    ]);
+    text[4] = b'-';
+    text[5..7].copy_from_slice(&two(month));
+    text[7] = b'-';
+    text[8..10].copy_from_slice(&two(day));
+    text[10] = b'T';
+    text[11..13].copy_from_slice(&two(hour));
+    text[13] = b':';
+    text[14..16].copy_from_slice(&two(minute));
+    text[16] = b':';
+    text[17..19].copy_from_slice(&two(second));
+}
+
 /// `at` as `chrono` writes it with `to_rfc3339_opts(SecondsFormat::Millis, true)`
 /// (`2026-12-02T07:38:26.123Z`): the log's `timestamp` and health's, on every request, without
 /// chrono's formatting machinery and its `String`. Years outside 0–9999 and leap seconds are
@@ -186,26 +212,13 @@ pub fn write_utc_millis(out: &mut Vec<u8>, at: chrono::DateTime<chrono::Utc>) {
         out.extend_from_slice(text.as_bytes());
         return;
     }
-    let two = |n: u32| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
-    let year = year as u32;
     let millis = at.nanosecond() / 1_000_000;
     let mut text = [0u8; 24];
-    text[..4].copy_from_slice(&[
-        b'0' + (year / 1000) as u8,
-        b'0' + (year / 100 % 10) as u8,
-        b'0' + (year / 10 % 10) as u8,
-        b'0' + (year % 10) as u8,
-    ]);
-    text[4] = b'-';
-    text[5..7].copy_from_slice(&two(at.month()));
-    text[7] = b'-';
-    text[8..10].copy_from_slice(&two(at.day()));
-    text[10] = b'T';
-    text[11..13].copy_from_slice(&two(at.hour()));
-    text[13] = b':';
-    text[14..16].copy_from_slice(&two(at.minute()));
-    text[16] = b':';
-    text[17..19].copy_from_slice(&two(at.second()));
+    write_date_time(
+        &mut text,
+        [year as u32, at.month(), at.day()],
+        [at.hour(), at.minute(), at.second()],
+    );
     text[19] = b'.';
     text[20..23].copy_from_slice(&[
         b'0' + (millis / 100) as u8,
