@@ -45,8 +45,7 @@ one() {   # LABEL BINARY
     start_keel "$2" "$PORT"
     register_user ab@example.com
     seed 1 1000
-    printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\nwrk.headers["Cookie"] = "sessionId=%s"\n' \
-        "'{\"limit\":100}'" "$COOKIE" >"$WORK/get_data.lua"
+    get_data_script "$COOKIE"
     wrk -t1 -c64 -d1s "$BASE/api/health" >/dev/null   # warm up
     printf '%s  health %s  getData %s\n' "$1" "$(measure "$BASE/api/health")" \
         "$(measure -s "$WORK/get_data.lua" "$BASE/api/getData")"

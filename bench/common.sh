@@ -43,12 +43,29 @@ start_keel() {
         "$@" "$binary" serve --host 127.0.0.1 --port "$port" >/dev/null 2>"$WORK/server.err" &
     SERVER_PID=$!
     BASE="http://127.0.0.1:$port"
+    wait_until_up "$BASE"
+}
+
+# wait_until_up URL: returns once URL/api/health answers; fails if SERVER_PID exits first.
+wait_until_up() {
     for _ in $(seq 1 600); do
-        if curl -fsS -o /dev/null "$BASE/api/health" 2>/dev/null; then return 0; fi
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.err" >&2; exit 1; }
+        if curl -fsS -o /dev/null "$1/api/health" 2>/dev/null; then return 0; fi
+        kill -0 "$SERVER_PID" 2>/dev/null || {
+            echo "the server exited during start-up:" >&2; cat "$WORK/server.err" >&2; exit 1; }
         sleep 0.2
     done
-    echo "keel did not answer on port $port" >&2; exit 1
+    echo "the server did not answer at $1" >&2; exit 1
+}
+
+# get_data_script COOKIE: $WORK/get_data.lua, a wrk script posting getData {"limit":100} with
+# the session cookie COOKIE.
+get_data_script() {
+    cat >"$WORK/get_data.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"limit":100}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Cookie"] = "sessionId=$1"
+LUA
 }
 
 # stop_server: stops the server started last (SIGTERM, then waits for it).

@@ -45,17 +45,6 @@ WORK="$(mktemp -d)"
 OUT="$WORK/wrk.out"
 trap 'stop_server; rm -rf "$WORK"' EXIT
 
-wait_until_up() {
-    for _ in $(seq 1 200); do
-        if curl -fsS -o /dev/null "http://127.0.0.1:$1/api/health" 2>/dev/null; then return 0; fi
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "the server exited during start-up:" >&2; cat "$WORK/server.err" >&2; exit 1
-        fi
-        sleep 0.1
-    done
-    echo "the server did not answer on port $1" >&2; exit 1
-}
-
 kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$SERVER_PID/status"; }
 
 # Results, one line per (server, request): name|rps|p50|p99|peak MiB|rss@10s MiB|rss@end MiB
@@ -89,19 +78,10 @@ load() {
         "$server" "$name" "$rps" "$p50" "$p99" "$((peak / 1024))"
 }
 
-get_data_script() {   # COOKIE → a wrk script posting getData {"limit":100} with the cookie
-    cat >"$WORK/get_data.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"limit":100}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Cookie"] = "sessionId=$1"
-LUA
-}
-
 # --- the baseline -------------------------------------------------------------------------
 "$TARGET/keel-baseline" "$BASELINE_PORT" "$WORK/baseline.db" 1000 >/dev/null 2>"$WORK/server.err" &
 SERVER_PID=$!
-wait_until_up "$BASELINE_PORT"
+wait_until_up "http://127.0.0.1:$BASELINE_PORT"
 BASE="http://127.0.0.1:$BASELINE_PORT"
 load baseline "GET /api/health" "$BASE/api/health"
 get_data_script "baseline-session"

@@ -33,18 +33,20 @@ fn reference<T: ToSchema>() -> RefOr<Schema> {
     Ref::from_schema_name(T::name()).into()
 }
 
+/// The envelope's `success`: a boolean that is always `value`.
+fn success_flag(value: bool) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Boolean)
+        .enum_values(Some([value]))
+}
+
 /// `{"data": …, "success": true, "total"?: N}`, no other field: what `response.rs` writes.
 fn envelope(data: RefOr<Schema>, with_total: bool) -> RefOr<Schema> {
     let mut object = ObjectBuilder::new()
         .schema_type(Type::Object)
         .property("data", data)
         .required("data")
-        .property(
-            "success",
-            ObjectBuilder::new()
-                .schema_type(Type::Boolean)
-                .enum_values(Some([true])),
-        )
+        .property("success", success_flag(true))
         .required("success")
         .additional_properties(Some(AdditionalProperties::FreeForm(false)));
     if with_total {
@@ -157,12 +159,7 @@ impl PartialSchema for ErrorBody {
             .additional_properties(Some(AdditionalProperties::FreeForm(false)));
         ObjectBuilder::new()
             .schema_type(Type::Object)
-            .property(
-                "success",
-                ObjectBuilder::new()
-                    .schema_type(Type::Boolean)
-                    .enum_values(Some([false])),
-            )
+            .property("success", success_flag(false))
             .required("success")
             .property("error", error)
             .required("error")

@@ -35,11 +35,7 @@ pub fn catch_panic(
 }
 
 fn panicked(payload: Box<dyn std::any::Any + Send>) -> Response {
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    let message = crate::shutdown::panic_message(&*payload);
     ApiError::internal(format!("request handler panicked: {message}")).into_response()
 }
 

@@ -181,12 +181,7 @@ fn tracer_provider(endpoint: &str, config: &Config) -> Result<SdkTracerProvider,
 /// thread and location; the catch-panic middleware and the supervisor add their own context.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic payload".to_owned());
+        let message = crate::shutdown::panic_message(info.payload());
         let location = info
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
