@@ -13,8 +13,9 @@ use clap::{Parser, Subcommand};
 
 use commands::Global;
 
-/// mimalloc for small blocks, the kernel for large ones (`alloc.rs`). Transparent huge pages
-/// are turned off for the process first thing in `main` (`lean_memory`).
+/// mimalloc for small blocks, the kernel for large ones (`alloc.rs`). mimalloc is built without
+/// transparent huge pages (its `no_thp` feature), and the process turns them off for every
+/// other mapping first thing in `main` (`lean_memory`).
 #[global_allocator]
 static ALLOCATOR: alloc::KeelAllocator = alloc::KeelAllocator;
 
@@ -58,10 +59,12 @@ enum Command {
     Version,
 }
 
-/// mimalloc asks for transparent huge pages, so each of its heaps grows resident memory in
-/// 2 MiB steps: 12 MiB before the first request, ~15 MiB more under load (measured in
-/// `docs/performance.md`). keel's heaps are small; 4 KiB pages keep its footprint near what it
-/// uses. The flag applies to every page the process faults in from here on.
+/// Transparent huge pages grow resident memory in 2 MiB steps: with them mimalloc held 12 MiB
+/// before the first request and ~15 MiB more under load (measured in `docs/performance.md`).
+/// keel's heaps are small; 4 KiB pages keep its footprint near what it uses. The flag applies
+/// to every page the process faults in from here on (on a kernel whose THP setting is
+/// `always`, glibc's heaps and thread stacks too); mimalloc's first arena, mapped before
+/// `main`, is kept off huge pages by its `no_thp` build feature.
 fn lean_memory() {
     // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes a flag of this
     // process; it touches no memory of ours. A kernel without it returns an error, ignored.

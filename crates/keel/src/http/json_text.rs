@@ -35,6 +35,11 @@ pub fn write_str_contents(out: &mut Vec<u8>, text: &str) {
 }
 
 fn write_contents(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Most strings need no escape at all: one scan of whole words, then one copy.
+    if !any_needs_escape(bytes) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     let mut at = 0;
     while at < bytes.len() {
@@ -127,6 +132,24 @@ pub fn write_i64(out: &mut Vec<u8>, value: i64) {
 
 const LOW_BITS: u64 = 0x0101_0101_0101_0101;
 const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// True if any byte of `bytes` is a control character, `"` or `\`: eight bytes at a time, the
+/// last few padded with a letter (a listing's names and brands are mostly under eight bytes,
+/// and a byte at a time was a tenth of its rendering).
+fn any_needs_escape(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        if needs_escape(u64::from_le_bytes(word)) {
+            return true;
+        }
+    }
+    let rest = words.remainder();
+    let mut word = [b'a'; 8];
+    word[..rest.len()].copy_from_slice(rest);
+    needs_escape(u64::from_le_bytes(word))
+}
 
 /// True if any of the eight bytes of `word` is a control character, `"` or `\`. Exact as a
 /// yes/no answer (the classic "has a byte less than n" / "has a zero byte" tricks); which byte
@@ -331,6 +354,21 @@ mod tests {
         }
         for clean in [*b"abcdefgh", *b"\x20\x7F\x80\xFF!#[]", [0xC3; 8], [0x21; 8]] {
             assert!(!needs_escape(u64::from_le_bytes(clean)), "{clean:?}");
+        }
+    }
+
+    #[test]
+    fn a_special_byte_is_found_at_every_place_of_any_length() {
+        for length in 0..=20 {
+            let clean: Vec<u8> = (0..length).map(|i| b"a\x7F\xC3 ~"[i % 5]).collect();
+            assert!(!any_needs_escape(&clean), "{clean:?}");
+            for special in [0u8, 0x1F, b'"', b'\\'] {
+                for position in 0..length {
+                    let mut text = clean.clone();
+                    text[position] = special;
+                    assert!(any_needs_escape(&text), "{text:?}");
+                }
+            }
         }
     }
 
