@@ -107,9 +107,22 @@ impl IndexMeta {
     }
 }
 
+/// SQLite's `unix-excl` VFS: the process takes one exclusive lock on the file when its first
+/// connection does, and its connections coordinate among themselves in memory, with the WAL
+/// index on the heap instead of a `-shm` file. One process per store is already the rule
+/// (`dirlock.rs`). With the default VFS every read transaction made `fcntl` calls while holding
+/// the process's shared-memory mutex, and two workers reading at once queued on that mutex
+/// (1.6 `fcntl` and 0.6 `futex` calls per getData request, `docs/performance.md`).
+///
+/// Every connection of the store must use it: a lock taken or dropped through another VFS (or
+/// a read-only open, which this VFS locks like the default one) would replace the process's
+/// lock. Readers therefore open read-write and are kept read-only with `query_only`.
+const VFS: &str = "unix-excl";
+
 /// Opens (creating if needed) the database file with the pragmas keel relies on.
 pub fn open_writer(path: &Path) -> StoreResult<Connection> {
-    let conn = Connection::open(path).map_err(|e| sql_error("opening the database", e))?;
+    let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), VFS)
+        .map_err(|e| sql_error("opening the database", e))?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
@@ -149,12 +162,13 @@ pub fn open_writer(path: &Path) -> StoreResult<Connection> {
     Ok(conn)
 }
 
-/// A read-only connection to the same file (the writer must have created it).
+/// A read-only connection to the same file (the writer must have created it): opened
+/// read-write for [`VFS`]'s sake, refusing every change (`query_only`).
 pub fn open_reader(path: &Path) -> StoreResult<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags_and_vfs(path, flags, VFS)
         .map_err(|e| sql_error("opening a read connection", e))?;
-    conn.execute_batch("PRAGMA busy_timeout = 5000;")
+    conn.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")
         .map_err(|e| sql_error("preparing a read connection", e))?;
     Ok(conn)
 }
@@ -385,6 +399,25 @@ mod tests {
             .ok()
             .flatten()
             .unwrap_or_else(|| panic!("valid index spec"))
+    }
+
+    /// Readers see the writer's commits through the in-memory WAL index (no `-shm` file is
+    /// made, so every connection is on `unix-excl`), and refuse to change anything.
+    #[test]
+    fn readers_share_the_writers_wal_in_memory_and_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.db");
+        let writer = open_writer(&path).unwrap();
+        let reader = open_reader(&path).unwrap();
+        writer
+            .execute("UPDATE keel_meta SET catalog_version = 7 WHERE id = 1", [])
+            .unwrap();
+        assert_eq!(catalog_version(&reader).unwrap(), 7);
+        assert!(path.with_extension("db-wal").exists());
+        assert!(!path.with_extension("db-shm").exists());
+        let refused = reader.execute("UPDATE keel_meta SET catalog_version = 8 WHERE id = 1", []);
+        assert!(refused.is_err(), "a reader changed the database");
+        assert_eq!(catalog_version(&writer).unwrap(), 7);
     }
 
     #[test]
