@@ -456,10 +456,8 @@ mod tests {
                     bytes.extend((0..length).map(|i| b'a' + (i % 26) as u8));
                     bytes.push(0);
                     bytes.extend(std::iter::repeat_n(0xFF, after));
-                    if let Some(bad) = bad_at {
-                        if start + bad < bytes.len() {
-                            bytes[start + bad] = 0xC3;
-                        }
+                    if let Some(bad) = bad_at.filter(|bad| start + bad < bytes.len()) {
+                        bytes[start + bad] = 0xC3;
                     }
                     let expected = bytes[start..].iter().position(|&b| b == 0);
                     match read_cstr(&bytes, start) {
