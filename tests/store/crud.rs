@@ -113,6 +113,48 @@ conformance!(count_counts_only_matching_documents, |store| {
 });
 
 conformance!(
+    a_whole_collection_count_follows_every_kind_of_write,
+    |store| {
+        // The embedded store remembers a whole-collection count per read connection until the
+        // data changes: each count is asked twice, so the second one is the remembered one.
+        let items = store.collection("items");
+        let counts = || async {
+            let first = items.count(doc! {}).await?;
+            let again = items.count(doc! {}).await?;
+            assert_eq!(first, again, "a count changed with no write in between");
+            Ok::<u64, StoreError>(first)
+        };
+        assert_eq!(counts().await?, 0);
+        items.insert_one(doc! {"_id": 1}).await?;
+        assert_eq!(counts().await?, 1);
+        items
+            .insert_many(vec![doc! {"_id": 2}, doc! {"_id": 3}, doc! {"_id": 4}])
+            .await?;
+        assert_eq!(counts().await?, 4);
+        let upsert = UpdateOptions { upsert: true };
+        items
+            .update_one(doc! {"_id": 5}, doc! {"$set": {"n": 5}}, upsert)
+            .await?;
+        assert_eq!(counts().await?, 5, "after an upsert");
+        items
+            .update_many(doc! {}, doc! {"$set": {"seen": true}}, Default::default())
+            .await?;
+        assert_eq!(counts().await?, 5, "an update adds nothing");
+        items.delete_one(doc! {"_id": 1}).await?;
+        assert_eq!(counts().await?, 4);
+        items.delete_many(doc! {"_id": {"$gte": 4}}).await?;
+        assert_eq!(counts().await?, 2);
+        // Many counts at once (several read connections), then a write: none is stale.
+        let many = futures::future::try_join_all((0..8).map(|_| items.count(doc! {}))).await?;
+        assert!(many.iter().all(|&n| n == 2), "{many:?}");
+        items.insert_one(doc! {"_id": 9}).await?;
+        let many = futures::future::try_join_all((0..8).map(|_| items.count(doc! {}))).await?;
+        assert!(many.iter().all(|&n| n == 3), "{many:?}");
+        Ok(())
+    }
+);
+
+conformance!(
     counting_a_whole_indexed_collection_counts_every_document,
     |store| {
         // The embedded store counts a whole collection from its smallest non-multikey index:

@@ -14,7 +14,9 @@
 //! published catalog is not that version (a commit landed in between), the catalog is read
 //! from the snapshot itself, so plans always match the data they scan.
 
-use std::ops::ControlFlow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ops::{ControlFlow, Deref};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,7 +32,7 @@ use super::schema::{self, Catalog, CollectionMeta};
 
 pub struct Readers {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Reader>>,
     permits: Arc<Semaphore>,
     catalog: Arc<RwLock<Arc<Catalog>>>,
     closed: AtomicBool,
@@ -72,7 +74,7 @@ impl Readers {
     pub async fn read<T: Send + 'static>(
         self: &Arc<Self>,
         size: ReadSize,
-        work: impl FnOnce(&Connection, &Catalog) -> StoreResult<T> + Send + 'static,
+        work: impl FnOnce(&Reader, &Catalog) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         if self.is_closed() {
             return Err(closed());
@@ -88,7 +90,7 @@ impl Readers {
             let _permit = permit;
             let conn = match readers.lock_idle().pop() {
                 Some(conn) => conn,
-                None => schema::open_reader(&readers.path)?,
+                None => Reader::new(schema::open_reader(&readers.path)?),
             };
             let result = readers.in_snapshot(&conn, work);
             if !readers.is_closed() {
@@ -110,7 +112,7 @@ impl Readers {
             .map_err(|e| StoreError::Backend(format!("a store read failed: {e}")))?
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Reader>> {
         self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -118,8 +120,8 @@ impl Readers {
 
     fn in_snapshot<T>(
         &self,
-        conn: &Connection,
-        work: impl FnOnce(&Connection, &Catalog) -> StoreResult<T>,
+        conn: &Reader,
+        work: impl FnOnce(&Reader, &Catalog) -> StoreResult<T>,
     ) -> StoreResult<T> {
         let statement = |sql: &str| {
             conn.prepare_cached(sql)
@@ -144,6 +146,64 @@ impl Readers {
             statement("COMMIT")?;
         }
         result
+    }
+}
+
+/// A pooled read connection, and the whole-collection counts it has read.
+///
+/// `GET /api/items` counts its collection on every page, and counting 10,000 documents walks
+/// every page of an index. SQLite's `PRAGMA data_version` is the same on a connection for as
+/// long as no other connection has committed (a checkpoint may change it too, which only costs
+/// a recount), and is read inside the snapshot, so a count read at the same version is the
+/// count of the same data. Readers never write.
+pub struct Reader {
+    conn: Connection,
+    /// By table: the `data_version` a count was read at, and the count.
+    counts: RefCell<HashMap<String, (i64, u64)>>,
+}
+
+/// Tables whose counts one connection remembers at most (the catalog bounds them anyway).
+const REMEMBERED_COUNTS: usize = 64;
+
+impl Reader {
+    fn new(conn: Connection) -> Reader {
+        Reader {
+            conn,
+            counts: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// `SELECT count(*) FROM table` in the current snapshot, remembered until the data changes.
+    fn count_rows(&self, table: &str) -> StoreResult<u64> {
+        let version = self
+            .conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0)))
+            .map_err(|e| super::sql_error("reading the data version", e))?;
+        let remembered = self.counts.borrow().get(table).copied();
+        if let Some((_, count)) = remembered.filter(|&(at, _)| at == version) {
+            return Ok(count);
+        }
+        let count = self
+            .conn
+            .prepare_cached(&format!("SELECT count(*) FROM {table}"))
+            .and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0)))
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| super::sql_error("counting documents", e))?;
+        let mut counts = self.counts.borrow_mut();
+        if counts.len() >= REMEMBERED_COUNTS && !counts.contains_key(table) {
+            counts.clear();
+        }
+        counts.insert(table.to_owned(), (version, count));
+        Ok(count)
+    }
+}
+
+impl Deref for Reader {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
     }
 }
 
@@ -327,7 +387,7 @@ pub fn find_raw(
 
 /// How many documents match.
 pub fn count(
-    conn: &Connection,
+    conn: &Reader,
     catalog: &Catalog,
     collection: &str,
     filter: &Filter,
@@ -344,11 +404,7 @@ pub fn count(
             .filter(|index| !index.multikey)
             .min_by_key(|index| index.fields.len())
             .map_or_else(|| meta.table(), |index| index.table());
-        return conn
-            .prepare_cached(&format!("SELECT count(*) FROM {table}"))
-            .and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0)))
-            .map(|n| n.max(0) as u64)
-            .map_err(|e| super::sql_error("counting documents", e));
+        return conn.count_rows(&table);
     }
     let mut count = 0u64;
     scan::scan(conn, meta, filter, |_, _| {
