@@ -42,8 +42,9 @@ pub struct RawError {
     pub problem: &'static str,
 }
 
-/// A field name or string value, bounds-checked but not yet checked to be UTF-8.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A field name or string value, bounds-checked but not yet checked to be UTF-8. Not
+/// comparable: `is_ascii` records what reading learned, not part of the text.
+#[derive(Debug, Clone, Copy)]
 pub struct RawText<'a> {
     bytes: &'a [u8],
     /// Where the name or the string's length prefix starts (for the error).
