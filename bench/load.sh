@@ -41,6 +41,19 @@ else
     cargo build --release --quiet -p keel-cli -p keel-baseline
     KEEL_BIN="$TARGET/keel"
 fi
+# The code layout (crates/keel-cli/build.rs) names functions by symbol; after a dependency
+# update most names change and resident code grows back by ~8 MiB until bench/layout.sh is rerun.
+ORDER=crates/keel-cli/symbol-order.txt
+if [ -f "$ORDER" ] && command -v nm >/dev/null 2>&1; then
+    # Rust's symbols only: the C ones (SQLite, mimalloc, libc's) keep their names.
+    listed="$(grep -c '^_ZN\|^_R' "$ORDER" || true)"
+    found="$(nm "$KEEL_BIN" 2>/dev/null |
+        awk 'NR == FNR { have[$3] = 1; next } /^_ZN|^_R/ && ($0 in have)' - "$ORDER" | wc -l)"
+    echo "code layout: $found of the $listed Rust functions $ORDER lists are in this build" >&2
+    if [ "$((found * 100))" -lt "$((listed * 95))" ]; then
+        echo "warning: the code layout is stale; bench/layout.sh remakes it (docs/performance.md)" >&2
+    fi
+fi
 WORK="$(mktemp -d)"
 OUT="$WORK/wrk.out"
 trap 'stop_server; rm -rf "$WORK"' EXIT
