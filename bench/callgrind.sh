@@ -24,12 +24,7 @@ case "$WHAT" in health | getData | both) ;; *)
     echo "usage: bench/callgrind.sh [health|getData|both] [requests]" >&2; exit 2 ;;
 esac
 
-if ! command -v valgrind >/dev/null 2>&1; then
-    echo "installing valgrind (Debian package)…" >&2
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq >/dev/null
-    $SUDO apt-get install -y -qq valgrind >/dev/null
-fi
+need_package valgrind valgrind
 
 if [ -z "${KEEL_BIN:-}" ]; then
     cargo build --release --quiet -p keel-cli
@@ -76,10 +71,7 @@ measure() {   # KIND COUNT
     callgrind_control -i off "$SERVER_PID" >/dev/null 2>&1
     name="$OUT_DIR/$kind"
     rm -f "$OUT_DIR/callgrind.$SERVER_PID".*
-    callgrind_control -d "$kind" "$SERVER_PID" >/dev/null 2>&1
-    # The dump lands as callgrind.PID.N (one per thread is merged by default).
-    local dump; dump="$(ls -t "$OUT_DIR/callgrind.$SERVER_PID".* | head -1)"
-    mv "$dump" "$name.out"
+    callgrind_dump "$kind" "$OUT_DIR" "$name.out"
     local total; total="$(awk '/^totals:/ {print $2}' "$name.out")"
     printf '%-8s %6d requests  %12d instructions  %10d per request   (%s)\n' \
         "$kind" "$count" "$total" "$((total / count))" "$name.out"

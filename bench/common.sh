@@ -2,6 +2,24 @@
 # production, and its data for a load, made through the API as a user would. They expect WORK
 # (a scratch directory); BASE is keel's URL once started.
 
+# need_package COMMAND PACKAGE: installs the Debian PACKAGE when COMMAND is missing.
+need_package() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    echo "installing $1 (Debian package $2)…" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >/dev/null
+    $sudo apt-get install -y -qq "$2" >/dev/null
+}
+
+# callgrind_dump LABEL DIR DEST: dumps the counts of the server started under callgrind (its
+# valgrind pid is SERVER_PID, its --callgrind-out-file in DIR) and moves the dump to DEST.
+# The dump lands as callgrind.PID.N (the threads merged, by default).
+callgrind_dump() {
+    callgrind_control -d "$1" "$SERVER_PID" >/dev/null 2>&1
+    mv "$(ls -t "$2/callgrind.$SERVER_PID".* | head -1)" "$3"
+}
+
 # The rate limits raised so the load is not refused (they still count every request).
 export KEEL_RATE_LIMIT__AUTH__LIMIT=1000000000 KEEL_RATE_LIMIT__API__LIMIT=1000000000 \
     KEEL_RATE_LIMIT__PUBLIC__LIMIT=1000000000

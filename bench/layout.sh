@@ -23,6 +23,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=bench/common.sh
 source bench/common.sh
 
+need_package valgrind valgrind
 PORT="${KEEL_BENCH_PORT:-38091}"
 ORDER="crates/keel-cli/symbol-order.txt"
 if [ -z "${KEEL_BIN:-}" ]; then
@@ -34,8 +35,7 @@ trap 'stop_server; rm -rf "$WORK"' EXIT
 
 start_keel "$KEEL_BIN" "$PORT" valgrind --tool=callgrind --demangle=no \
     --callgrind-out-file="$WORK/callgrind.%p"
-callgrind_control -d startup "$SERVER_PID" >/dev/null
-mv "$(ls -t "$WORK"/callgrind.*.* | head -1)" "$WORK/startup.out"
+callgrind_dump startup "$WORK" "$WORK/startup.out"
 
 register_user layout@example.com
 seed 1 200
@@ -45,8 +45,7 @@ for _ in $(seq 1 50); do
         -d '{"limit":100}' "$BASE/api/getData"
     curl -fsS -o /dev/null -H "Cookie: sessionId=$COOKIE" "$BASE/api/items?limit=100"
 done
-callgrind_control -d requests "$SERVER_PID" >/dev/null
-mv "$(ls -t "$WORK"/callgrind.*.* | head -1)" "$WORK/requests.out"
+callgrind_dump requests "$WORK" "$WORK/requests.out"
 stop_server
 
 # functions FILE: "instructions symbol" for every function a dump charges instructions to.

@@ -26,12 +26,7 @@ CONNECTIONS="${3:-64}"
 BASELINE_PORT="${KEEL_BENCH_BASELINE_PORT:-38081}"
 PORT="${KEEL_BENCH_PORT:-38080}"
 
-if ! command -v wrk >/dev/null 2>&1; then
-    echo "installing wrk (Debian package)…" >&2
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq >/dev/null
-    $SUDO apt-get install -y -qq wrk >/dev/null
-fi
+need_package wrk wrk
 
 TARGET="${CARGO_TARGET_DIR:-target}/release"
 # KEEL_BIN=PATH loads that keel binary (to compare two builds) and builds only the baseline.
