@@ -6,17 +6,18 @@
 //! nest: `evt.category = "task"` becomes `"evt":{"category":"task"}` (see `evt!`), and
 //! `evt.tags` (comma-joined) becomes an array.
 
-use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
+use std::io::Write;
 use std::ops::Range;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
-use tracing::span::Record;
+use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::Config;
@@ -46,67 +47,136 @@ impl ProcessFields {
     }
 }
 
-/// `tracing_subscriber` event formatter writing keel's JSON lines. Use it with
-/// `fmt_fields(FlatFields)`, the span field format it reads.
-#[derive(Debug, Clone)]
-pub struct JsonLines {
-    process: ProcessFields,
+/// The `tracing` layer writing keel's JSON lines to `W` (a whole line per `write_all`).
+///
+/// A layer of its own rather than `tracing_subscriber::fmt` with a custom format: a span's
+/// fields are kept as they were encoded (names and JSON values, [`SpanFields`]) instead of as
+/// text read back for every line, the process fields are encoded once, and each thread builds
+/// its lines in buffers it keeps, so a request's line allocates nothing (it was a fifth of a
+/// health request's instructions, `docs/performance.md`).
+pub struct JsonLayer<W> {
+    /// `service`, `env`, `version`, `hostname`, each value already JSON.
+    process: [(&'static str, Box<[u8]>); 4],
+    writer: W,
 }
 
-impl JsonLines {
-    pub fn new(process: ProcessFields) -> Self {
-        Self { process }
+impl<W> JsonLayer<W> {
+    pub fn new(process: ProcessFields, writer: W) -> Self {
+        let encoded = |value: &str| {
+            let mut out = Vec::with_capacity(value.len() + 2);
+            write_str(&mut out, value);
+            out.into_boxed_slice()
+        };
+        Self {
+            process: [
+                ("service", encoded(&process.service)),
+                ("env", encoded(&process.env)),
+                ("version", encoded(&process.version)),
+                ("hostname", encoded(&process.hostname)),
+            ],
+            writer,
+        }
     }
 }
 
-impl<S, N> FormatEvent<S, N> for JsonLines
+/// A thread's line buffers grown past this are dropped after the line (one huge event must
+/// not keep its memory on every thread that ever logged one).
+const KEPT_CAPACITY: usize = 64 * 1024;
+
+thread_local! {
+    static LINE: RefCell<FlatLine> = RefCell::new(FlatLine::default());
+}
+
+impl<S, W> Layer<S> for JsonLayer<W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
+    W: for<'w> MakeWriter<'w> + 'static,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let mut line = FlatLine::default();
-        self.collect(ctx, event, &mut line);
-        let text = if line.is_flat {
-            line.into_json()?
-        } else {
-            line.into_nested_json()?
-        };
-        writer.write_str(&text)?;
-        writer.write_char('\n')
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = SpanFields::default();
+        attrs.record(&mut Encoder(&mut fields));
+        span.extensions_mut().insert(fields);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut extensions = span.extensions_mut();
+        match extensions.get_mut::<SpanFields>() {
+            Some(fields) => values.record(&mut Encoder(fields)),
+            None => {
+                let mut fields = SpanFields::default();
+                values.record(&mut Encoder(&mut fields));
+                extensions.insert(fields);
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        // A field's `Display` that logs while the line is built finds the buffers taken and
+        // builds its own line in fresh ones.
+        let written = LINE.try_with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => {
+                let result = self.write_line(&mut line, event, &ctx);
+                if line.values.capacity() + line.out.capacity() > KEPT_CAPACITY {
+                    *line = FlatLine::default();
+                }
+                result
+            }
+            Err(_) => self.write_line(&mut FlatLine::default(), event, &ctx),
+        });
+        let result = written.unwrap_or_else(|_| {
+            // The thread is exiting and its buffers are gone.
+            self.write_line(&mut FlatLine::default(), event, &ctx)
+        });
+        if let Err(error) = result {
+            eprintln!("keel: cannot write a log line: {error}");
+        }
     }
 }
 
-impl JsonLines {
-    /// Every field of the line, flat, in the order a later one overrides an earlier one.
-    fn collect<S, N>(&self, ctx: &FmtContext<'_, S, N>, event: &Event<'_>, line: &mut FlatLine)
+impl<W> JsonLayer<W>
+where
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    fn write_line<S>(
+        &self,
+        line: &mut FlatLine,
+        event: &Event<'_>,
+        ctx: &Context<'_, S>,
+    ) -> std::io::Result<()>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
-        N: for<'a> FormatFields<'a> + 'static,
+    {
+        line.clear();
+        self.collect(ctx, event, line);
+        line.render();
+        self.writer
+            .make_writer_for(event.metadata())
+            .write_all(&line.out)
+    }
+
+    /// Every field of the line, flat, in the order a later one overrides an earlier one.
+    fn collect<S>(&self, ctx: &Context<'_, S>, event: &Event<'_>, line: &mut FlatLine)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let meta = event.metadata();
-        line.push_encoded("timestamp".into(), false, |out| {
+        line.push_encoded("timestamp", false, |out| {
             out.push(b'"');
             write_utc_millis(out, chrono::Utc::now());
             out.push(b'"');
         });
         line.push_str("level", level_name(meta.level()));
         line.push_str("message", "");
-        line.push_str("service", &self.process.service);
-        line.push_str("env", &self.process.env);
-        line.push_str("version", &self.process.version);
-        line.push_str("hostname", &self.process.hostname);
+        for (name, value) in &self.process {
+            line.push_encoded(name, false, |out| out.extend_from_slice(value));
+        }
         line.push_str("target", meta.target());
-        if let Some(scope) = ctx.event_scope() {
+        if let Some(scope) = ctx.event_scope(event) {
             let mut innermost = None;
             for span in scope.from_root() {
-                let extensions = span.extensions();
-                if let Some(fields) = extensions.get::<FormattedFields<N>>() {
+                if let Some(fields) = span.extensions().get::<SpanFields>() {
                     line.push_span_fields(fields);
                 }
                 innermost = Some(span.name());
@@ -130,22 +200,25 @@ fn level_name(level: &tracing::Level) -> &'static str {
 }
 
 /// The fields of one line, each value encoded once as JSON into `values`, in the order a later
-/// field overrides an earlier one (process fields, span fields outermost first, the event's).
+/// field overrides an earlier one (process fields, span fields outermost first, the event's),
+/// and the line rendered from them into `out`.
 ///
 /// A line whose recorded names are all plain (no dots, none reserved) — every request log line —
-/// is written without a `Value` tree (`into_json`): the fields sorted by name, the last of equal
-/// names kept, which are the bytes a sorted map would give. Otherwise (`evt.*` events) the
+/// is written without a `Value` tree (`render_flat`): the fields sorted by name, the last of
+/// equal names kept, which are the bytes a sorted map would give. Otherwise (`evt.*` events) the
 /// recorded fields go through `insert_field`, which nests dotted names and renames reserved ones
-/// (`into_nested_json`).
+/// (`render_nested`).
 struct FlatLine {
     fields: Vec<LineField>,
     values: Vec<u8>,
     /// False once a recorded name is dotted or reserved.
     is_flat: bool,
+    /// The rendered line, newline included.
+    out: Vec<u8>,
 }
 
 struct LineField {
-    name: Cow<'static, str>,
+    name: &'static str,
     /// The name's first eight bytes, big-endian, zero-padded: ordering by it and then by the
     /// name is ordering by the name, with most comparisons one integer compare (the sort was a
     /// tenth of a health request's instructions).
@@ -162,6 +235,7 @@ impl Default for FlatLine {
             fields: Vec::with_capacity(24),
             values: Vec::with_capacity(512),
             is_flat: true,
+            out: Vec::with_capacity(1024),
         }
     }
 }
@@ -176,13 +250,20 @@ const RESERVED: &[&str] = &[
 ];
 
 impl FlatLine {
+    fn clear(&mut self) {
+        self.fields.clear();
+        self.values.clear();
+        self.is_flat = true;
+        self.out.clear();
+    }
+
     fn push_encoded(
         &mut self,
-        name: Cow<'static, str>,
+        name: &'static str,
         is_recorded: bool,
         encode: impl FnOnce(&mut Vec<u8>),
     ) {
-        if is_recorded && (name.contains('.') || RESERVED.contains(&name.as_ref())) {
+        if is_recorded && (name.contains('.') || RESERVED.contains(&name)) {
             self.is_flat = false;
         }
         let start = self.values.len();
@@ -198,16 +279,16 @@ impl FlatLine {
         });
     }
 
-    /// A field the formatter sets (timestamp, level, process fields, span name).
+    /// A field the formatter sets (timestamp, level, message placeholder, target, span name).
     fn push_str(&mut self, name: &'static str, value: &str) {
-        self.push_encoded(name.into(), false, |out| write_str(out, value));
+        self.push_encoded(name, false, |out| write_str(out, value));
     }
 
-    /// A span's fields, stored by [`FlatFields`].
-    fn push_span_fields(&mut self, text: &str) {
-        for (name, json) in flat_pairs(text) {
-            self.push_encoded(name.to_owned().into(), true, |out| {
-                out.extend_from_slice(json.as_bytes())
+    /// A span's fields, as [`SpanFields`] keeps them.
+    fn push_span_fields(&mut self, span: &SpanFields) {
+        for (name, value) in &span.fields {
+            self.push_encoded(name, true, |out| {
+                out.extend_from_slice(&span.values[value.clone()])
             });
         }
     }
@@ -216,14 +297,25 @@ impl FlatLine {
         &self.values[field.value.clone()]
     }
 
-    fn into_json(mut self) -> Result<String, fmt::Error> {
+    /// Writes the line into `out`, newline included.
+    fn render(&mut self) {
+        if self.is_flat {
+            self.render_flat();
+        } else {
+            self.render_nested();
+        }
+        self.out.push(b'\n');
+    }
+
+    fn render_flat(&mut self) {
         // Stable: among equal names the last pushed comes last, and is the one kept below.
         self.fields.sort_by(|a, b| {
             a.name_prefix
                 .cmp(&b.name_prefix)
-                .then_with(|| a.name.cmp(&b.name))
+                .then_with(|| a.name.cmp(b.name))
         });
-        let mut out = Vec::with_capacity(self.values.len() + 16 * self.fields.len() + 2);
+        let mut out = std::mem::take(&mut self.out);
+        out.reserve(self.values.len() + 16 * self.fields.len() + 3);
         out.push(b'{');
         let mut first = true;
         for (i, field) in self.fields.iter().enumerate() {
@@ -238,27 +330,29 @@ impl FlatLine {
                 out.push(b',');
             }
             first = false;
-            write_str(&mut out, &field.name);
+            write_str(&mut out, field.name);
             out.push(b':');
             out.extend_from_slice(self.value(field));
         }
         out.push(b'}');
-        // Every piece is JSON text made from `str`s: always UTF-8.
-        String::from_utf8(out).map_err(|_| fmt::Error)
+        self.out = out;
     }
 
-    fn into_nested_json(self) -> Result<String, fmt::Error> {
+    fn render_nested(&mut self) {
         let mut line = Map::new();
         for field in &self.fields {
-            // Each value was written as JSON just above: it parses.
-            let value: Value = serde_json::from_slice(self.value(field)).map_err(|_| fmt::Error)?;
+            // Each value was written as JSON by `Encoder` or `write_str`: it parses.
+            let Ok(value) = serde_json::from_slice::<Value>(self.value(field)) else {
+                continue;
+            };
             if field.is_recorded {
-                insert_field(&mut line, &field.name, value);
+                insert_field(&mut line, field.name, value);
             } else {
-                line.insert(field.name.clone().into_owned(), value);
+                line.insert(field.name.to_owned(), value);
             }
         }
-        serde_json::to_string(&line).map_err(|_| fmt::Error)
+        // A map of `Value`s always serializes.
+        let _ = serde_json::to_writer(&mut self.out, &line);
     }
 }
 
@@ -269,7 +363,31 @@ trait FieldSink {
 
 impl FieldSink for FlatLine {
     fn push_field(&mut self, name: &'static str, encode: impl FnOnce(&mut Vec<u8>)) {
-        self.push_encoded(name.into(), true, encode);
+        self.push_encoded(name, true, encode);
+    }
+}
+
+/// A span's recorded fields, in its extensions: each name with its JSON value's range in
+/// `values`, in the order recorded (a field recorded again later is appended and wins).
+struct SpanFields {
+    fields: Vec<(&'static str, Range<usize>)>,
+    values: Vec<u8>,
+}
+
+impl Default for SpanFields {
+    fn default() -> Self {
+        SpanFields {
+            fields: Vec::with_capacity(8),
+            values: Vec::with_capacity(160),
+        }
+    }
+}
+
+impl FieldSink for SpanFields {
+    fn push_field(&mut self, name: &'static str, encode: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.values.len();
+        encode(&mut self.values);
+        self.fields.push((name, start..self.values.len()));
     }
 }
 
@@ -321,65 +439,6 @@ fn write_formatted(out: &mut Vec<u8>, args: fmt::Arguments<'_>) {
     out.push(b'"');
     let _ = fmt::Write::write_fmt(&mut StringContents(out), args);
     out.push(b'"');
-}
-
-/// Separators of [`FlatFields`]' pairs. JSON text never holds a raw control character, so
-/// neither occurs inside a value; names holding one lose it.
-const NAME_END: u8 = 0x1f;
-const FIELD_END: u8 = 0x1e;
-
-/// The span field format of [`JsonLines`]: each recorded field as `name 0x1F json 0x1E`,
-/// appended as the span records them. A line reads the pairs back without parsing JSON (with
-/// `JsonFields` every span was written as a JSON object and parsed again for every line).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FlatFields;
-
-#[derive(Default)]
-struct FlatPairs(Vec<u8>);
-
-impl FieldSink for FlatPairs {
-    fn push_field(&mut self, name: &'static str, encode: impl FnOnce(&mut Vec<u8>)) {
-        self.0
-            .extend(name.bytes().filter(|b| *b != NAME_END && *b != FIELD_END));
-        self.0.push(NAME_END);
-        encode(&mut self.0);
-        self.0.push(FIELD_END);
-    }
-}
-
-impl FlatPairs {
-    fn of(fields: impl FnOnce(&mut Encoder<'_, FlatPairs>)) -> Result<String, fmt::Error> {
-        let mut pairs = FlatPairs::default();
-        fields(&mut Encoder(&mut pairs));
-        String::from_utf8(pairs.0).map_err(|_| fmt::Error)
-    }
-}
-
-impl<'writer> FormatFields<'writer> for FlatFields {
-    fn format_fields<R: RecordFields>(
-        &self,
-        mut writer: Writer<'writer>,
-        fields: R,
-    ) -> fmt::Result {
-        writer.write_str(&FlatPairs::of(|encoder| fields.record(encoder))?)
-    }
-
-    fn add_fields(
-        &self,
-        current: &'writer mut FormattedFields<Self>,
-        fields: &Record<'_>,
-    ) -> fmt::Result {
-        current
-            .fields
-            .push_str(&FlatPairs::of(|encoder| fields.record(encoder))?);
-        Ok(())
-    }
-}
-
-/// The `(name, JSON value)` pairs of a span's [`FlatFields`] text.
-fn flat_pairs(text: &str) -> impl Iterator<Item = (&str, &str)> {
-    text.split(char::from(FIELD_END))
-        .filter_map(|pair| pair.split_once(char::from(NAME_END)))
 }
 
 /// Inserts `key` (nesting dotted names) without letting an event overwrite process fields.
@@ -466,12 +525,8 @@ mod tests {
             version: "1.2.3".into(),
             hostname: "host-a".into(),
         };
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .fmt_fields(FlatFields)
-                .event_format(JsonLines::new(process))
-                .with_writer(captured.clone()),
-        );
+        let subscriber =
+            tracing_subscriber::registry().with(JsonLayer::new(process, captured.clone()));
         tracing::subscriber::with_default(subscriber, body);
         String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
     }
@@ -571,6 +626,21 @@ mod tests {
             assert_eq!(line["user_id"], "u-1", "{line}");
         }
         assert_eq!(lines[1]["evt"]["name"], "checked");
+    }
+
+    #[test]
+    fn a_huge_line_is_written_whole_and_the_next_one_is_not_touched_by_it() {
+        let huge = "x".repeat(3 * KEPT_CAPACITY);
+        let lines = capture(|| {
+            tracing::info!(blob = huge.as_str(), "big");
+            tracing::info!("small");
+            tracing::info!(blob = "short", "small again");
+        });
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["blob"], huge.as_str());
+        assert_eq!(lines[1]["message"], "small");
+        assert!(lines[1].get("blob").is_none(), "{}", lines[1]);
+        assert_eq!(lines[2]["blob"], "short");
     }
 
     #[test]

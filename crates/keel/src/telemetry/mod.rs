@@ -12,6 +12,7 @@
 //! that must not be created or dropped inside the runtime.
 
 mod evt;
+mod filter;
 mod json;
 mod lines;
 
@@ -23,12 +24,11 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::{Config, LogFormat};
 
 pub use evt::join_tags;
-pub use json::{FlatFields, JsonLines, ProcessFields};
+pub use json::{JsonLayer, ProcessFields};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -38,8 +38,6 @@ pub enum TelemetryError {
     Exporter { endpoint: String, reason: String },
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
-    #[error("cannot replace the log filter: {0}")]
-    Reload(String),
 }
 
 /// Flushes exported spans when shut down or dropped.
@@ -51,15 +49,13 @@ pub struct TelemetryGuard {
 
 /// The installed log filter, replaceable while keel runs (SIGHUP reload of `log.level`).
 #[derive(Clone)]
-pub struct LogFilter(reload::Handle<EnvFilter, Registry>);
+pub struct LogFilter(filter::FilterHandle);
 
 impl LogFilter {
     /// Replaces the filter with the one `config` asks for (`RUST_LOG` still wins when set).
     pub fn apply(&self, config: &Config) -> Result<(), TelemetryError> {
-        let next = filter(config)?;
-        self.0
-            .reload(next)
-            .map_err(|e| TelemetryError::Reload(e.to_string()))
+        self.0.reload(directives(config)?);
+        Ok(())
     }
 }
 
@@ -89,14 +85,13 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// The filter in effect: `RUST_LOG` when set and non-empty, else `log.level`.
-pub fn filter(config: &Config) -> Result<EnvFilter, TelemetryError> {
+/// The filter in effect: `RUST_LOG` when set and non-empty, else `log.level` (`filter.rs`).
+fn directives(config: &Config) -> Result<filter::Directives, TelemetryError> {
     let directives = std::env::var("RUST_LOG")
         .ok()
         .filter(|value| !value.trim().is_empty())
         .unwrap_or_else(|| config.log.level.clone());
-    EnvFilter::builder()
-        .parse(&directives)
+    filter::Directives::parse(&directives)
         .map_err(|e| TelemetryError::Filter(format!("{directives}: {e}")))
 }
 
@@ -109,7 +104,7 @@ fn colour_wanted(stdout_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -
 /// Installs the process-wide subscriber (logs to stdout, a whole line per `write`:
 /// `lines.rs`) and, if configured, the OTLP exporter.
 pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
-    let (filter, filter_handle) = reload::Layer::new(filter(config)?);
+    let (filter, filter_handle) = filter::FilterLayer::new(directives(config)?);
     let provider = match &config.telemetry.otlp_endpoint {
         Some(endpoint) => Some(tracer_provider(endpoint, config)?),
         None => None,
@@ -120,12 +115,10 @@ pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     let installed = match config.log_format() {
         LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .fmt_fields(FlatFields)
-                    .event_format(JsonLines::new(ProcessFields::from_config(config)))
-                    .with_writer(lines::Stdout),
-            )
+            .with(JsonLayer::new(
+                ProcessFields::from_config(config),
+                lines::Stdout,
+            ))
             .try_init(),
         LogFormat::Pretty => registry
             .with(
