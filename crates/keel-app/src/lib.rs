@@ -123,10 +123,7 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
     if state.runs(Role::Api) && config.env == Environment::Test {
         routes = routes.merge(test_routes::router());
     }
-    routes = routes.layer(axum::middleware::from_fn_with_state(
-        keel::metrics::HttpMetrics::default(),
-        keel::metrics::track_http,
-    ));
+    routes = routes.layer(keel::metrics::HttpMetrics::default());
     routes = routes.merge(metrics_routes(&state.platform, operators));
     let router = keel::http::chassis_live(routes, &state.platform).with_state(state.clone());
     App {

@@ -20,13 +20,15 @@
 //! (see `runtime_health`).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -175,24 +177,103 @@ async fn render_metrics(
         .into_response()
 }
 
-/// Middleware (`from_fn_with_state(HttpMetrics::default(), track_http)`): counts every request
-/// by method, route and status, and times it. The route is the matched *pattern*
+/// The layer counting every request by method, route and status, and timing it
+/// (`router.layer(HttpMetrics::default())`). The route is the matched *pattern*
 /// (`/api/items/{id}`), never the raw path, so ids do not explode the number of series;
 /// unmatched requests share the label `unmatched`, and a method outside the standard nine
 /// (which no route declares) would be counted as `other`.
-pub async fn track_http(State(http): State<HttpMetrics>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let (count, duration) = http.series(method, route, response.status().as_u16());
-    count.increment(1);
-    duration.record(started.elapsed().as_secs_f64());
-    response
+///
+/// A service written out rather than `axum::middleware::from_fn`: `Router::layer` puts a copy
+/// on every route, and `from_fn` clones and boxes the route below it and boxes its own future
+/// on every request (`docs/performance.md`); this one wraps the route's future in place.
+impl<S> tower::Layer<S> for HttpMetrics {
+    type Service = TrackHttp<S>;
+
+    fn layer(&self, inner: S) -> TrackHttp<S> {
+        TrackHttp {
+            inner,
+            http: self.clone(),
+        }
+    }
 }
 
-/// `track_http`'s series handles, resolved once per (method, route, status): resolving a
+/// [`HttpMetrics`] around one route.
+#[derive(Clone)]
+pub struct TrackHttp<S> {
+    inner: S,
+    http: HttpMetrics,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for TrackHttp<S>
+where
+    S: tower::Service<http::Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TrackHttpFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let method = method_label(request.method());
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        TrackHttpFuture {
+            inner: self.inner.call(request),
+            finish: Some(Finish {
+                started,
+                method,
+                route,
+                http: self.http.clone(),
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A route's response future, counted and timed when it completes.
+    pub struct TrackHttpFuture<F> {
+        #[pin]
+        inner: F,
+        finish: Option<Finish>,
+    }
+}
+
+struct Finish {
+    started: Instant,
+    method: &'static str,
+    route: Option<MatchedPath>,
+    http: HttpMetrics,
+}
+
+impl<F, E> Future for TrackHttpFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(finish)) = (&result, this.finish.take()) {
+            let route = finish
+                .route
+                .as_ref()
+                .map_or("unmatched", MatchedPath::as_str);
+            let (count, duration) =
+                finish
+                    .http
+                    .series(finish.method, route, response.status().as_u16());
+            count.increment(1);
+            duration.record(finish.started.elapsed().as_secs_f64());
+        }
+        Poll::Ready(result)
+    }
+}
+
+/// The request metrics' series handles, resolved once per (method, route, status): resolving a
 /// labelled series in the recorder builds its key (three label strings) and hashes it, which
 /// was most of the middleware's cost per request. Bounded: routes are the declared patterns,
 /// methods and statuses are finite sets.
