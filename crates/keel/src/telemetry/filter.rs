@@ -27,6 +27,17 @@ pub enum Directives {
 }
 
 impl Directives {
+    /// The filter these directives are, as a layer of a subscriber `S`.
+    fn layer<S>(&self) -> &dyn Layer<S>
+    where
+        S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        match self {
+            Directives::Static(targets) => &**targets,
+            Directives::Dynamic(env) => &**env,
+        }
+    }
+
     /// Parses `text` as `EnvFilter` does (its errors are the ones reported). Text of plain
     /// `target=level`, `target` and `level` items only is read as `Targets`, which decides
     /// those the same way; anything else (spans, fields, spaces, empty items) stays `EnvFilter`.
@@ -113,26 +124,15 @@ where
     S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
-        match &*self.0.read() {
-            Directives::Static(targets) => {
-                <Targets as Layer<S>>::register_callsite(targets, metadata)
-            }
-            Directives::Dynamic(env) => <EnvFilter as Layer<S>>::register_callsite(env, metadata),
-        }
+        self.0.read().layer::<S>().register_callsite(metadata)
     }
 
     fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
-        match &*self.0.read() {
-            Directives::Static(targets) => <Targets as Layer<S>>::enabled(targets, metadata, ctx),
-            Directives::Dynamic(env) => <EnvFilter as Layer<S>>::enabled(env, metadata, ctx),
-        }
+        self.0.read().layer::<S>().enabled(metadata, ctx)
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        match &*self.0.read() {
-            Directives::Static(targets) => <Targets as Layer<S>>::max_level_hint(targets),
-            Directives::Dynamic(env) => <EnvFilter as Layer<S>>::max_level_hint(env),
-        }
+        self.0.read().layer::<S>().max_level_hint()
     }
 
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {

@@ -100,35 +100,30 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let mut extensions = span.extensions_mut();
-        match extensions.get_mut::<SpanFields>() {
-            Some(fields) => values.record(&mut Encoder(fields)),
-            None => {
-                let mut fields = SpanFields::default();
-                values.record(&mut Encoder(&mut fields));
-                extensions.insert(fields);
-            }
+        // Every span got its `SpanFields` from `on_new_span`.
+        if let Some(span) = ctx.span(id)
+            && let Some(fields) = span.extensions_mut().get_mut::<SpanFields>()
+        {
+            values.record(&mut Encoder(fields));
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        // A field's `Display` that logs while the line is built finds the buffers taken and
-        // builds its own line in fresh ones.
-        let written = LINE.try_with(|line| match line.try_borrow_mut() {
-            Ok(mut line) => {
-                let result = self.write_line(&mut line, event, &ctx);
-                if line.values.capacity() + line.out.capacity() > KEPT_CAPACITY {
-                    *line = FlatLine::default();
-                }
-                result
+        let write = |line: &mut FlatLine| self.write_line(line, event, &ctx);
+        let kept = LINE.try_with(|line| {
+            let mut line = line.try_borrow_mut().ok()?;
+            let result = write(&mut line);
+            if line.values.capacity() + line.out.capacity() > KEPT_CAPACITY {
+                *line = FlatLine::default();
             }
-            Err(_) => self.write_line(&mut FlatLine::default(), event, &ctx),
+            Some(result)
         });
-        let result = written.unwrap_or_else(|_| {
-            // The thread is exiting and its buffers are gone.
-            self.write_line(&mut FlatLine::default(), event, &ctx)
-        });
+        // The thread's buffers are taken (a field's `Display` that logs while the line is
+        // built) or gone (the thread is exiting): the line is built in fresh ones.
+        let result = kept
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| write(&mut FlatLine::default()));
         if let Err(error) = result {
             eprintln!("keel: cannot write a log line: {error}");
         }
