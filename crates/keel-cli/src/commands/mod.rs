@@ -63,6 +63,7 @@ pub fn start_process(
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crate::alloc::collect_retained)
         .build()
         .map_err(|e| {
             eprintln!("keel: cannot start the async runtime: {e}");
