@@ -18,8 +18,8 @@
 //! run as the thread parks, at most once per `COLLECT_EVERY`). A block freed by a thread other
 //! than the one that made it goes onto its page's list of remote frees, and mimalloc's ordinary
 //! housekeeping does not revisit pages it counts as full: with the metrics sampler's snapshots
-//! made on one worker and dropped on the other, an idle process grew ~0.8 MiB of anonymous
-//! memory a minute, without end, while its live heap (heaptrack, with the system allocator)
+//! made on one worker and dropped on the other, an idle process grew 0.6–1.8 MiB of
+//! anonymous memory a minute, without end, while its live heap (heaptrack, with the system allocator)
 //! stayed flat. A forced collection on each thread returns those pages (`docs/performance.md`).
 
 use std::alloc::{GlobalAlloc, Layout};
@@ -47,6 +47,7 @@ const COLLECT_EVERY: Duration = Duration::from_secs(1);
 
 // mimalloc's `mi_collect`, in the library `libmimalloc-sys` builds and links (its binding sits
 // behind the crate's `extended` feature, which would add a dependency for this one function).
+// SAFETY: the signature is mimalloc's own, `void mi_collect(bool force)` (`mimalloc.h`).
 unsafe extern "C" {
     /// Frees what the calling thread's heap holds and no block uses; `force` also visits full
     /// pages (collecting their remote frees) and purges freed memory at once.
