@@ -291,8 +291,9 @@ mod tests {
 
     #[test]
     fn blocks_freed_by_another_thread_survive_a_collection_of_their_owner() {
-        // Blocks made here and freed on another thread land on remote-free lists; a forced
-        // collection here takes them back while the blocks still in use keep their bytes.
+        // Blocks made here and freed on another thread land on remote-free lists, which the
+        // forced collection here walks; the blocks still in use on the same pages must keep
+        // their bytes. (How much memory it returns is measured, not tested: docs/performance.md.)
         let allocator = KeelAllocator;
         let layout = Layout::from_size_align(48, 8).unwrap();
         // SAFETY: non-zero size; each block is freed once, with its layout.
