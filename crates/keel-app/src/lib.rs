@@ -125,7 +125,7 @@ pub fn build(platform: Platform, roles: &[Role]) -> App {
     }
     routes = routes.layer(keel::metrics::HttpMetrics::default());
     routes = routes.merge(metrics_routes(&state.platform, operators));
-    let router = keel::http::chassis_live(routes, &state.platform).with_state(state.clone());
+    let router = keel::http::chassis_live(routes.with_state(state.clone()), &state.platform);
     App {
         state,
         router,

@@ -60,34 +60,26 @@ pub use server::{ConnectionLimits, serve};
 use crate::Platform;
 use crate::config::{Config, IpRange};
 
-/// Wraps `router` (all application routes, already merged) in keel's middleware stack, with
-/// the settings of `config` fixed for the router's life.
-pub fn chassis<S>(router: Router<S>, config: &Config) -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
+/// Wraps `router` (all application routes, already merged, their state given) in keel's
+/// middleware stack, with the settings of `config` fixed for the router's life.
+pub fn chassis(router: Router, config: &Config) -> Router {
     let (_, fixed) = tokio::sync::watch::channel(Arc::new(config.clone()));
     build_chassis(router, config, reloadable::ReloadableCors::new(fixed))
 }
 
 /// `chassis`, with the settings that reload on SIGHUP (CORS) following the configuration
 /// `platform` publishes. What `keel serve` runs.
-pub fn chassis_live<S>(router: Router<S>, platform: &Platform) -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
+pub fn chassis_live(router: Router, platform: &Platform) -> Router {
     let cors = reloadable::ReloadableCors::new(platform.watch_config());
     build_chassis(router, &platform.config(), cors)
 }
 
-fn build_chassis<S>(
-    router: Router<S>,
-    config: &Config,
-    cors: reloadable::ReloadableCors,
-) -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
+/// The stack wraps the routed router once, as one service, rather than being added with
+/// `Router::layer`: that applies a layer to every route separately, so a request cloned each
+/// layer's boxed service, recursively, and boxed each one's future again after routing
+/// (`docs/performance.md`, round 9). Nothing in the stack reads what routing adds (`MatchedPath`):
+/// the layers that do (metrics, sessions, rate limits) stay inside, on the router.
+fn build_chassis(router: Router, config: &Config, cors: reloadable::ReloadableCors) -> Router {
     let chassis = Arc::new(Chassis {
         trusted_proxies: config.server.trusted_proxies.clone().into(),
         request_timeout: config.server.request_timeout,
@@ -95,16 +87,17 @@ where
         cors,
     });
     let body_limit = usize::try_from(config.server.body_limit).unwrap_or(usize::MAX);
+    let routed = router
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     let stack = ServiceBuilder::new()
         .layer(from_fn_with_state(chassis, run_chassis))
         .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(CompressionLayer::new());
-    router
-        .fallback(|| async { ApiError::RouteNotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(CompressionLayer::new())
         // The chassis's own limit (step 9) replaces axum's 2 MB extractor default.
         .layer(DefaultBodyLimit::disable())
-        .layer(stack)
+        .service(routed);
+    Router::new().fallback_service(stack)
 }
 
 /// The settings of steps 1–8 of the chassis.
