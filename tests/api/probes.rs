@@ -9,15 +9,26 @@ use crate::support::eventually;
 #[tokio::test]
 async fn health_answers_healthy_with_a_timestamp() {
     let app = spawn_chassis().await;
+    let before = chrono::Utc::now();
     let response = app.get_health().await;
     assert_eq!(response.status(), StatusCode::OK);
-    let body = body(response).await;
-    assert_eq!(body["status"], "healthy");
-    let timestamp = body["timestamp"].as_str().expect("a timestamp string");
-    assert!(
-        chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(),
-        "{timestamp}"
+    assert_eq!(response.headers()["content-type"], "application/json");
+    // The bytes, not just the JSON: `{"status":…,"timestamp":…}` in this order, the time in
+    // milliseconds and UTC (`Z`), as the `json!` map and chrono's RFC 3339 wrote them.
+    let text = response.text().await.expect("a body");
+    let timestamp = text
+        .strip_prefix(r#"{"status":"healthy","timestamp":""#)
+        .and_then(|rest| rest.strip_suffix(r#""}"#))
+        .unwrap_or_else(|| panic!("{text}"));
+    let at = chrono::DateTime::parse_from_rfc3339(timestamp).expect("an RFC 3339 time");
+    assert_eq!(
+        at.to_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        timestamp
     );
+    let after = chrono::Utc::now();
+    let millis = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
+    assert!(millis(before) <= millis(at.to_utc()) && millis(at.to_utc()) <= millis(after));
 }
 
 #[tokio::test]

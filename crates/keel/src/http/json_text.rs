@@ -252,11 +252,122 @@ pub fn write_utc_millis(out: &mut Vec<u8>, at: chrono::DateTime<chrono::Utc>) {
     out.extend_from_slice(&text);
 }
 
+/// The current time as [`write_utc_millis`] writes it: the log's `timestamp` and health's.
+/// The date and time of day (`2026-12-02T07:38:26`) are worked out once a second per thread
+/// and then copied; only the milliseconds are new per call. Reads the clock as `Utc::now`
+/// does (`SystemTime`), without building a `DateTime` per call (the two were ~600
+/// instructions per timestamp, `docs/performance.md`).
+pub fn write_utc_millis_now(out: &mut Vec<u8>) {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => write_unix_millis(out, since.as_secs(), since.subsec_millis()),
+        // A clock before 1970: left to chrono, as every unusual instant.
+        Err(_) => write_utc_millis(out, chrono::Utc::now()),
+    }
+}
+
+/// `secs` seconds and `millis` milliseconds after the Unix epoch, as [`write_utc_millis`].
+fn write_unix_millis(out: &mut Vec<u8>, secs: u64, millis: u32) {
+    thread_local! {
+        /// The last second written on this thread, and its text up to the seconds.
+        static SECOND: std::cell::Cell<(u64, [u8; 19])> =
+            const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
+    let whole = |secs: u64| -> Option<[u8; 19]> {
+        use chrono::{Datelike, Timelike};
+        let at = chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, 0)?;
+        let year = u32::try_from(at.year()).ok().filter(|year| *year <= 9999)?;
+        let mut text = [0u8; 19];
+        write_date_time(
+            &mut text,
+            [year, at.month(), at.day()],
+            [at.hour(), at.minute(), at.second()],
+        );
+        Some(text)
+    };
+    let cached = SECOND
+        .try_with(|second| {
+            let (at, text) = second.get();
+            if at == secs {
+                return Some(text);
+            }
+            let text = whole(secs)?;
+            second.set((secs, text));
+            Some(text)
+        })
+        .ok()
+        .flatten()
+        .or_else(|| whole(secs));
+    let Some(text) = cached else {
+        // A year past 9999: left to chrono (its own range ends past year 262,000).
+        let at = i64::try_from(secs)
+            .ok()
+            .and_then(|secs| chrono::DateTime::from_timestamp(secs, millis * 1_000_000))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        write_utc_millis(out, at);
+        return;
+    };
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (millis / 100 % 10) as u8,
+        b'0' + (millis / 10 % 10) as u8,
+        b'0' + (millis % 10) as u8,
+        b'Z',
+    ]);
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn unix_millis_are_chronos_rfc3339_whether_the_second_is_cached_or_not() {
+        use chrono::{DateTime, SecondsFormat};
+        let expected = |secs: u64, millis: u32| {
+            DateTime::from_timestamp(secs as i64, millis * 1_000_000)
+                .unwrap()
+                .to_rfc3339_opts(SecondsFormat::Millis, true)
+        };
+        // The same second again (cached), the next one, one far back, a year past 9999.
+        let seconds = [
+            1_764_665_906,
+            1_764_665_906,
+            1_764_665_907,
+            0,
+            86_399,
+            253_402_300_799,
+            253_402_300_800,
+            1_764_665_907,
+        ];
+        for (i, secs) in seconds.into_iter().enumerate() {
+            for millis in [0, 7, 999] {
+                let mut out = Vec::new();
+                write_unix_millis(&mut out, secs, millis);
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    expected(secs, millis),
+                    "#{i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_time_now_is_between_the_clock_readings_around_it() {
+        use chrono::{DateTime, SecondsFormat, Utc};
+        let truncated = |at: DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::Millis, true);
+        for _ in 0..1000 {
+            let before = truncated(Utc::now());
+            let mut out = Vec::new();
+            write_utc_millis_now(&mut out);
+            let after = truncated(Utc::now());
+            let now = String::from_utf8(out).unwrap();
+            // Same-width RFC 3339 texts order as the instants they name.
+            assert!(before <= now && now <= after, "{before} {now} {after}");
+        }
+    }
 
     #[test]
     fn utc_millis_are_chronos_rfc3339() {

@@ -22,7 +22,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::Config;
 use crate::http::json_text::{
-    StringContents, write_f64, write_i64, write_str, write_u64, write_utc_millis,
+    StringContents, write_f64, write_i64, write_str, write_u64, write_utc_millis_now,
 };
 
 /// The fields that describe the process, the same on every line.
@@ -159,7 +159,7 @@ where
         let meta = event.metadata();
         line.push_encoded("timestamp", false, |out| {
             out.push(b'"');
-            write_utc_millis(out, chrono::Utc::now());
+            write_utc_millis_now(out);
             out.push(b'"');
         });
         line.push_str("level", level_name(meta.level()));
@@ -210,6 +210,11 @@ struct FlatLine {
     is_flat: bool,
     /// The rendered line, newline included.
     out: Vec<u8>,
+    /// The indices of `fields` in name order (`render_flat`), kept with the names they were
+    /// sorted for: a thread's next line of the same kind (the same names, in the same order —
+    /// every request's line) reuses the order instead of sorting again.
+    order: Vec<usize>,
+    order_names: Vec<&'static str>,
 }
 
 struct LineField {
@@ -231,6 +236,8 @@ impl Default for FlatLine {
             values: Vec::with_capacity(512),
             is_flat: true,
             out: Vec::with_capacity(1024),
+            order: Vec::with_capacity(24),
+            order_names: Vec::with_capacity(24),
         }
     }
 }
@@ -303,21 +310,17 @@ impl FlatLine {
     }
 
     fn render_flat(&mut self) {
-        // Stable: among equal names the last pushed comes last, and is the one kept below.
-        self.fields.sort_by(|a, b| {
-            a.name_prefix
-                .cmp(&b.name_prefix)
-                .then_with(|| a.name.cmp(b.name))
-        });
+        self.sort_order();
         let mut out = std::mem::take(&mut self.out);
         out.reserve(self.values.len() + 16 * self.fields.len() + 3);
         out.push(b'{');
         let mut first = true;
-        for (i, field) in self.fields.iter().enumerate() {
+        for (at, &index) in self.order.iter().enumerate() {
+            let field = &self.fields[index];
             if self
-                .fields
-                .get(i + 1)
-                .is_some_and(|next| next.name == field.name)
+                .order
+                .get(at + 1)
+                .is_some_and(|&next| self.fields[next].name == field.name)
             {
                 continue;
             }
@@ -331,6 +334,34 @@ impl FlatLine {
         }
         out.push(b'}');
         self.out = out;
+    }
+
+    /// Sets `order` to the indices of `fields` sorted by name, stably: among equal names the
+    /// last pushed comes last, and is the one `render_flat` keeps. The order depends on the
+    /// names and their order alone, so it is reused while they repeat (the same `&'static str`s;
+    /// equal text elsewhere only sorts again).
+    fn sort_order(&mut self) {
+        let same_names = self.order_names.len() == self.fields.len()
+            && self
+                .order_names
+                .iter()
+                .zip(&self.fields)
+                .all(|(name, field)| std::ptr::eq(*name, field.name));
+        if same_names {
+            return;
+        }
+        self.order_names.clear();
+        self.order_names
+            .extend(self.fields.iter().map(|field| field.name));
+        self.order.clear();
+        self.order.extend(0..self.fields.len());
+        let fields = &self.fields;
+        self.order.sort_by(|&a, &b| {
+            let (a, b) = (&fields[a], &fields[b]);
+            a.name_prefix
+                .cmp(&b.name_prefix)
+                .then_with(|| a.name.cmp(b.name))
+        });
     }
 
     fn render_nested(&mut self) {
@@ -561,6 +592,52 @@ mod tests {
         assert_eq!(map["n"], 3);
         assert_eq!(map["span"], "http.request");
         assert_eq!(map["message"], "done");
+    }
+
+    #[test]
+    fn repeated_lines_reuse_the_order_and_still_write_the_sorted_map() {
+        // The same kind of line again (its order reused), another kind in between, a span
+        // field recorded later (one more name: a new order), and the first kind once more.
+        let text = capture_text(|| {
+            let span = tracing::info_span!(
+                "http.request",
+                request_id = "r-1",
+                user_id = tracing::field::Empty
+            );
+            let _entered = span.enter();
+            for status in [200u64, 404, 200] {
+                tracing::info!(status, zeta = "z", alpha = status, "request completed");
+            }
+            tracing::warn!(other = true, "something else");
+            span.record("user_id", "u-1");
+            tracing::info!(
+                status = 201u64,
+                zeta = "z",
+                alpha = 1u64,
+                "request completed"
+            );
+            tracing::info!(
+                status = 202u64,
+                zeta = "y",
+                alpha = 2u64,
+                "request completed"
+            );
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6);
+        for line in &lines {
+            let map: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(
+                *line,
+                serde_json::to_string(&map).unwrap(),
+                "sorted, each key once"
+            );
+        }
+        let status = |i: usize| serde_json::from_str::<Value>(lines[i]).unwrap()["status"].clone();
+        assert_eq!([status(0), status(1), status(2)], [200, 404, 200]);
+        assert!(lines[3].contains(r#""other":true"#));
+        assert!(lines[4].contains(r#""status":201"#) && lines[4].contains(r#""user_id":"u-1""#));
+        assert!(lines[5].contains(r#""status":202"#) && lines[5].contains(r#""zeta":"y""#));
     }
 
     #[test]
