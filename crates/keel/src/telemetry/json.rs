@@ -210,11 +210,13 @@ struct FlatLine {
     is_flat: bool,
     /// The rendered line, newline included.
     out: Vec<u8>,
-    /// The indices of `fields` in name order (`render_flat`), kept with the names they were
-    /// sorted for: a thread's next line of the same kind (the same names, in the same order —
-    /// every request's line) reuses the order instead of sorting again.
-    order: Vec<usize>,
-    order_names: Vec<&'static str>,
+    /// How `render_flat` writes a line with the names `plan_names` (in push order): for each
+    /// field kept, in name order, its index in `fields` and its key's text in `keys`
+    /// (`"name":`, after a comma but for the first). Made by sorting once, then reused while
+    /// a thread's lines have the same names in the same order (every request's line).
+    plan: Vec<(usize, Range<usize>)>,
+    keys: Vec<u8>,
+    plan_names: Vec<&'static str>,
 }
 
 struct LineField {
@@ -236,8 +238,9 @@ impl Default for FlatLine {
             values: Vec::with_capacity(512),
             is_flat: true,
             out: Vec::with_capacity(1024),
-            order: Vec::with_capacity(24),
-            order_names: Vec::with_capacity(24),
+            plan: Vec::with_capacity(24),
+            keys: Vec::with_capacity(256),
+            plan_names: Vec::with_capacity(24),
         }
     }
 }
@@ -310,58 +313,61 @@ impl FlatLine {
     }
 
     fn render_flat(&mut self) {
-        self.sort_order();
+        self.plan();
         let mut out = std::mem::take(&mut self.out);
-        out.reserve(self.values.len() + 16 * self.fields.len() + 3);
+        out.reserve(self.values.len() + self.keys.len() + 2);
         out.push(b'{');
-        let mut first = true;
-        for (at, &index) in self.order.iter().enumerate() {
-            let field = &self.fields[index];
-            if self
-                .order
-                .get(at + 1)
-                .is_some_and(|&next| self.fields[next].name == field.name)
-            {
-                continue;
-            }
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            write_str(&mut out, field.name);
-            out.push(b':');
-            out.extend_from_slice(self.value(field));
+        for (index, key) in &self.plan {
+            out.extend_from_slice(&self.keys[key.clone()]);
+            out.extend_from_slice(self.value(&self.fields[*index]));
         }
         out.push(b'}');
         self.out = out;
     }
 
-    /// Sets `order` to the indices of `fields` sorted by name, stably: among equal names the
-    /// last pushed comes last, and is the one `render_flat` keeps. The order depends on the
-    /// names and their order alone, so it is reused while they repeat (the same `&'static str`s;
-    /// equal text elsewhere only sorts again).
-    fn sort_order(&mut self) {
-        let same_names = self.order_names.len() == self.fields.len()
+    /// Makes `plan` for the names of `fields`, unless it was made for the same ones (the same
+    /// `&'static str`s in the same order; equal text elsewhere only plans again). The fields
+    /// are sorted by name, stably: among equal names the last pushed comes last, and is the
+    /// one kept — the bytes a sorted map would give.
+    fn plan(&mut self) {
+        let same_names = self.plan_names.len() == self.fields.len()
             && self
-                .order_names
+                .plan_names
                 .iter()
                 .zip(&self.fields)
                 .all(|(name, field)| std::ptr::eq(*name, field.name));
         if same_names {
             return;
         }
-        self.order_names.clear();
-        self.order_names
+        self.plan_names.clear();
+        self.plan_names
             .extend(self.fields.iter().map(|field| field.name));
-        self.order.clear();
-        self.order.extend(0..self.fields.len());
+        let mut order: Vec<usize> = (0..self.fields.len()).collect();
         let fields = &self.fields;
-        self.order.sort_by(|&a, &b| {
+        order.sort_by(|&a, &b| {
             let (a, b) = (&fields[a], &fields[b]);
             a.name_prefix
                 .cmp(&b.name_prefix)
                 .then_with(|| a.name.cmp(b.name))
         });
+        self.plan.clear();
+        self.keys.clear();
+        for (at, &index) in order.iter().enumerate() {
+            let name = fields[index].name;
+            if order
+                .get(at + 1)
+                .is_some_and(|&next| fields[next].name == name)
+            {
+                continue;
+            }
+            let start = self.keys.len();
+            if !self.plan.is_empty() {
+                self.keys.push(b',');
+            }
+            write_str(&mut self.keys, name);
+            self.keys.push(b':');
+            self.plan.push((index, start..self.keys.len()));
+        }
     }
 
     fn render_nested(&mut self) {
@@ -595,9 +601,9 @@ mod tests {
     }
 
     #[test]
-    fn repeated_lines_reuse_the_order_and_still_write_the_sorted_map() {
-        // The same kind of line again (its order reused), another kind in between, a span
-        // field recorded later (one more name: a new order), and the first kind once more.
+    fn repeated_lines_reuse_the_plan_and_still_write_the_sorted_map() {
+        // The same kind of line again (its plan reused), another kind in between, a span
+        // field recorded later (one more name: a new plan), and the first kind once more.
         let text = capture_text(|| {
             let span = tracing::info_span!(
                 "http.request",
