@@ -224,39 +224,27 @@ pub fn write_date_time(
 }
 
 /// `at` as `chrono` writes it with `to_rfc3339_opts(SecondsFormat::Millis, true)`
-/// (`2026-12-02T07:38:26.123Z`): the log's `timestamp` and health's, on every request, without
-/// chrono's formatting machinery and its `String`. Years outside 0–9999 and leap seconds are
-/// left to chrono.
+/// (`2026-12-02T07:38:26.123Z`), without chrono's formatting machinery and its `String`. Years
+/// outside 0–9999 and leap seconds are left to chrono.
 pub fn write_utc_millis(out: &mut Vec<u8>, at: chrono::DateTime<chrono::Utc>) {
-    use chrono::{Datelike, Timelike};
-    let year = at.year();
-    if !(0..=9999).contains(&year) || at.nanosecond() >= 1_000_000_000 {
-        let text = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        out.extend_from_slice(text.as_bytes());
-        return;
+    use chrono::Timelike;
+    match second_text(&at) {
+        Some(text) if at.nanosecond() < 1_000_000_000 => {
+            out.extend_from_slice(&text);
+            write_millis_z(out, at.nanosecond() / 1_000_000);
+        }
+        _ => {
+            let text = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            out.extend_from_slice(text.as_bytes());
+        }
     }
-    let millis = at.nanosecond() / 1_000_000;
-    let mut text = [0u8; 24];
-    write_date_time(
-        &mut text,
-        [year as u32, at.month(), at.day()],
-        [at.hour(), at.minute(), at.second()],
-    );
-    text[19] = b'.';
-    text[20..23].copy_from_slice(&[
-        b'0' + (millis / 100) as u8,
-        b'0' + (millis / 10 % 10) as u8,
-        b'0' + (millis % 10) as u8,
-    ]);
-    text[23] = b'Z';
-    out.extend_from_slice(&text);
 }
 
-/// The current time as [`write_utc_millis`] writes it: the log's `timestamp` and health's.
-/// The date and time of day (`2026-12-02T07:38:26`) are worked out once a second per thread
-/// and then copied; only the milliseconds are new per call. Reads the clock as `Utc::now`
-/// does (`SystemTime`), without building a `DateTime` per call (the two were ~600
-/// instructions per timestamp, `docs/performance.md`).
+/// The current time as [`write_utc_millis`] writes it: the log's `timestamp` and health's, on
+/// every request. The text up to the seconds is worked out once a second per thread and then
+/// copied; only the milliseconds are new per call. Reads the clock as `Utc::now` does
+/// (`SystemTime`), without building a `DateTime` per call (the two were ~600 instructions
+/// per timestamp, `docs/performance.md`).
 pub fn write_utc_millis_now(out: &mut Vec<u8>) {
     match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         Ok(since) => write_unix_millis(out, since.as_secs(), since.subsec_millis()),
@@ -272,41 +260,48 @@ fn write_unix_millis(out: &mut Vec<u8>, secs: u64, millis: u32) {
         static SECOND: std::cell::Cell<(u64, [u8; 19])> =
             const { std::cell::Cell::new((u64::MAX, [0; 19])) };
     }
-    let whole = |secs: u64| -> Option<[u8; 19]> {
-        use chrono::{Datelike, Timelike};
-        let at = chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, 0)?;
-        let year = u32::try_from(at.year()).ok().filter(|year| *year <= 9999)?;
-        let mut text = [0u8; 19];
-        write_date_time(
-            &mut text,
-            [year, at.month(), at.day()],
-            [at.hour(), at.minute(), at.second()],
-        );
-        Some(text)
-    };
     let cached = SECOND
         .try_with(|second| {
             let (at, text) = second.get();
-            if at == secs {
-                return Some(text);
-            }
-            let text = whole(secs)?;
-            second.set((secs, text));
-            Some(text)
+            (at == secs).then_some(text)
         })
         .ok()
-        .flatten()
-        .or_else(|| whole(secs));
-    let Some(text) = cached else {
-        // A year past 9999: left to chrono (its own range ends past year 262,000).
-        let at = i64::try_from(secs)
-            .ok()
-            .and_then(|secs| chrono::DateTime::from_timestamp(secs, millis * 1_000_000))
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
-        write_utc_millis(out, at);
-        return;
+        .flatten();
+    let text = match cached {
+        Some(text) => text,
+        None => {
+            // Past chrono's range (year 262,143) only if the clock is: it saturates there.
+            let at = i64::try_from(secs)
+                .ok()
+                .and_then(|secs| chrono::DateTime::from_timestamp(secs, millis * 1_000_000))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+            let Some(text) = second_text(&at) else {
+                return write_utc_millis(out, at);
+            };
+            // A thread being torn down has no cache: the text is used once.
+            let _ = SECOND.try_with(|second| second.set((secs, text)));
+            text
+        }
     };
     out.extend_from_slice(&text);
+    write_millis_z(out, millis);
+}
+
+/// `at` up to its seconds (`2026-12-02T07:38:26`); `None` for a year outside 0–9999.
+fn second_text(at: &chrono::DateTime<chrono::Utc>) -> Option<[u8; 19]> {
+    use chrono::{Datelike, Timelike};
+    let year = u32::try_from(at.year()).ok().filter(|year| *year <= 9999)?;
+    let mut text = [0u8; 19];
+    write_date_time(
+        &mut text,
+        [year, at.month(), at.day()],
+        [at.hour(), at.minute(), at.second()],
+    );
+    Some(text)
+}
+
+/// `.123Z`: the milliseconds (below 1,000) and the UTC designator.
+fn write_millis_z(out: &mut Vec<u8>, millis: u32) {
     out.extend_from_slice(&[
         b'.',
         b'0' + (millis / 100 % 10) as u8,

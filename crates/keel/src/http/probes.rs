@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -39,12 +38,7 @@ async fn health() -> Response {
     body.extend_from_slice(br#"{"status":"healthy","timestamp":""#);
     super::json_text::write_utc_millis_now(&mut body);
     body.extend_from_slice(br#""}"#);
-    let mut response = Response::new(Body::from(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    super::response::json_bytes(StatusCode::OK, body)
 }
 
 async fn ready(

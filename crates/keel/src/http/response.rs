@@ -13,6 +13,7 @@
 
 use std::marker::PhantomData;
 
+use axum::body::Body;
 use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
@@ -135,7 +136,13 @@ fn text_response(data: JsonText, total: Option<u64>) -> Response {
         super::json_text::write_u64(&mut bytes, total);
     }
     bytes.push(b'}');
-    let mut response = (StatusCode::OK, bytes).into_response();
+    json_bytes(StatusCode::OK, bytes)
+}
+
+/// `bytes`, JSON text already, as an `application/json` response with `status`.
+pub(crate) fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -191,11 +198,7 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
             .unwrap_or_default(),
         "a response view declares its fields out of sorted order (see http/response.rs)"
     );
-    let mut response = (status, bytes).into_response();
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    json_bytes(status, bytes)
 }
 
 #[cfg(test)]

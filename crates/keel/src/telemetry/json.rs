@@ -616,18 +616,9 @@ mod tests {
             }
             tracing::warn!(other = true, "something else");
             span.record("user_id", "u-1");
-            tracing::info!(
-                status = 201u64,
-                zeta = "z",
-                alpha = 1u64,
-                "request completed"
-            );
-            tracing::info!(
-                status = 202u64,
-                zeta = "y",
-                alpha = 2u64,
-                "request completed"
-            );
+            for (status, zeta, alpha) in [(201u64, "z", 1u64), (202, "y", 2)] {
+                tracing::info!(status, zeta, alpha, "request completed");
+            }
         });
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 6);
