@@ -69,7 +69,23 @@ fn lean_memory() {
     // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes a flag of this
     // process; it touches no memory of ours. A kernel without it returns an error, ignored.
     let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    one_glibc_arena();
 }
+
+/// glibc's malloc serves SQLite only (Rust's blocks go to mimalloc), yet it gives each thread
+/// that allocates its own arena, up to eight per core: the threads a scheduled task's reads
+/// start (`block_in_place`) each left a new arena behind, 1.3 MiB of a getData load's resident
+/// memory (docs/performance.md, round 10). SQLite allocates little per read (its page cache
+/// and lookaside are per connection), so one arena shared by all threads costs nothing seen.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn one_glibc_arena() {
+    // SAFETY: mallopt changes a setting of glibc's allocator; called before any thread starts.
+    // A value it refuses returns 0, ignored: the default arenas stay.
+    let _ = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn one_glibc_arena() {}
 
 fn main() -> ExitCode {
     lean_memory();

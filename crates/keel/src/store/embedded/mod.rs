@@ -106,6 +106,7 @@ impl EmbeddedStore {
         let file = directory.join(DATABASE_FILE);
         let opened = {
             let file = file.clone();
+            let read_connections = config.read_connections.max(1);
             tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&directory).map_err(|e| {
                     StoreError::Backend(format!("cannot create {}: {e}", directory.display()))
@@ -114,12 +115,18 @@ impl EmbeddedStore {
                 let conn = schema::open_writer(&file)?;
                 let catalog = schema::load_catalog(&conn)?;
                 let last_seq = changes::last_seq(&conn)?;
-                Ok::<_, StoreError>((lock, conn, catalog, last_seq))
+                // Every read connection now, not on the first busy moment: each holds its own
+                // schema and page cache, and one opened minutes into a load (when a scheduled
+                // task's read met two requests' reads) was a step in resident memory.
+                let idle = (0..read_connections)
+                    .map(|_| schema::open_reader(&file))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                Ok::<_, StoreError>((lock, conn, catalog, last_seq, idle))
             })
             .await
             .map_err(|e| StoreError::Backend(format!("opening the store failed: {e}")))??
         };
-        let (lock, conn, catalog, last_seq) = opened;
+        let (lock, conn, catalog, last_seq, idle) = opened;
         let published_catalog = Arc::new(RwLock::new(Arc::new(catalog.clone())));
         let (high_water_sender, high_water) = watch::channel(last_seq);
         let writer = writer::spawn(
@@ -131,11 +138,7 @@ impl EmbeddedStore {
                 high_water: high_water_sender,
             },
         )?;
-        let readers = Arc::new(Readers::new(
-            file,
-            config.read_connections,
-            Arc::clone(&published_catalog),
-        ));
+        let readers = Arc::new(Readers::new(file, idle, Arc::clone(&published_catalog)));
         let inner = Arc::new(Inner {
             writer,
             readers,

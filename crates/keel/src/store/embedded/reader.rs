@@ -6,8 +6,10 @@
 //! CPU on pages SQLite has cached, less than any handoff to another thread costs (a handoff
 //! wakes a thread and moves the runtime's other tasks; it was a large share of a request's time
 //! in the profiles of `docs/performance.md`). Any other read may examine a whole collection, so
-//! on a multi-threaded runtime it runs in `block_in_place` (the worker's other tasks move to
-//! another thread while this one reads), and on a current-thread runtime in `spawn_blocking`.
+//! it runs in `spawn_blocking`, off the async workers. (`block_in_place` saved the handoff, a
+//! few tens of microseconds beside a scan's hundreds, but handed the worker's role to another
+//! thread, whose allocator heap then filled again: a scheduled task's reads in the middle of a
+//! load were a 4 MiB step in resident memory, `docs/performance.md`, round 10.)
 //!
 //! WAL lets readers run beside the writer, each in its own snapshot. Every read runs in a
 //! read transaction and first checks the catalog version its snapshot holds: when the
@@ -45,11 +47,18 @@ fn closed() -> StoreError {
 }
 
 impl Readers {
-    pub fn new(path: PathBuf, connections: u32, catalog: Arc<RwLock<Arc<Catalog>>>) -> Readers {
+    /// A pool of the connections `idle` (opened with the store, `schema::open_reader`): as
+    /// many reads run at once as there are connections. One dropped by a read that panicked is opened again
+    /// on demand.
+    pub fn new(
+        path: PathBuf,
+        idle: Vec<Connection>,
+        catalog: Arc<RwLock<Arc<Catalog>>>,
+    ) -> Readers {
         Readers {
             path,
-            idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(connections.max(1) as usize)),
+            permits: Arc::new(Semaphore::new(idle.len().max(1))),
+            idle: Mutex::new(idle.into_iter().map(Reader::new).collect()),
             catalog,
             closed: AtomicBool::new(false),
         }
@@ -101,13 +110,9 @@ impl Readers {
         if size == ReadSize::Bounded {
             return run();
         }
-        let flavor = tokio::runtime::Handle::try_current()
+        tokio::runtime::Handle::try_current()
             .map_err(|_| StoreError::Backend("the store is used outside a tokio runtime".into()))?
-            .runtime_flavor();
-        if flavor == tokio::runtime::RuntimeFlavor::MultiThread {
-            return tokio::task::block_in_place(run);
-        }
-        tokio::task::spawn_blocking(run)
+            .spawn_blocking(run)
             .await
             .map_err(|e| StoreError::Backend(format!("a store read failed: {e}")))?
     }
