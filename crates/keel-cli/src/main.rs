@@ -74,8 +74,8 @@ fn lean_memory() {
 
 /// glibc's malloc serves SQLite only (Rust's blocks go to mimalloc), yet it gives each thread
 /// that allocates its own arena, up to eight per core: the threads a scheduled task's reads
-/// start (`block_in_place`) each left a new arena behind, 1.3 MiB of a getData load's resident
-/// memory (docs/performance.md, round 10). SQLite allocates little per read (its page cache
+/// started in the middle of a load each left a new arena behind, 1.3 MiB of a getData load's
+/// resident memory (docs/performance.md, round 10). SQLite allocates little per read (its page cache
 /// and lookaside are per connection), so one arena shared by all threads costs nothing seen.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn one_glibc_arena() {

@@ -48,8 +48,8 @@ fn closed() -> StoreError {
 
 impl Readers {
     /// A pool of the connections `idle` (opened with the store, `schema::open_reader`): as
-    /// many reads run at once as there are connections. One dropped by a read that panicked is opened again
-    /// on demand.
+    /// many reads run at once as there are connections. One dropped by a read that panicked
+    /// is opened again on demand.
     pub fn new(
         path: PathBuf,
         idle: Vec<Connection>,
@@ -417,4 +417,60 @@ pub fn count(
         Ok(std::ops::ControlFlow::Continue(()))
     })?;
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// The pool holds the connections the store opened, and reads that may scan run at once,
+    /// one per connection, off the async runtime: each waits (with a deadline) until all three
+    /// have started, which a scan run on the calling thread — this test's, or its one worker's
+    /// — would never see. No connection is opened later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn scans_run_at_once_on_the_connections_opened_with_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.db");
+        let writer = schema::open_writer(&path).unwrap();
+        let catalog = schema::load_catalog(&writer).unwrap();
+        let idle = (0..3)
+            .map(|_| schema::open_reader(&path).unwrap())
+            .collect();
+        let readers = Arc::new(Readers::new(
+            path,
+            idle,
+            Arc::new(RwLock::new(Arc::new(catalog))),
+        ));
+        assert_eq!(readers.lock_idle().len(), 3);
+
+        let started = Arc::new(AtomicUsize::new(0));
+        let scans = (0..3).map(|_| {
+            let started = Arc::clone(&started);
+            readers.read(ReadSize::Unbounded, move |conn, _| {
+                started.fetch_add(1, Ordering::SeqCst);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while started.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+                    std::thread::yield_now();
+                }
+                Ok((
+                    started.load(Ordering::SeqCst),
+                    schema::catalog_version(conn)?,
+                ))
+            })
+        });
+        let seen = futures::future::try_join_all(scans).await.unwrap();
+        assert_eq!(
+            seen,
+            [(3, 0), (3, 0), (3, 0)],
+            "the scans did not run at once"
+        );
+        assert_eq!(
+            readers.lock_idle().len(),
+            3,
+            "a connection was opened or lost"
+        );
+    }
 }
