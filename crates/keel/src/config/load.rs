@@ -121,7 +121,9 @@ pub fn load(options: &LoadOptions) -> Result<Config, ConfigError> {
         let path = dir.join(format!("{name}.toml"));
         builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(false));
     }
+    let file_tasks = task_names(&builder);
     for (key, value) in environment_layer(&options.env_vars, &mut problems) {
+        let key = with_file_task_name(key, &file_tasks);
         builder = set(builder, &key, value, &mut problems);
     }
     for (key, value) in &options.overrides {
@@ -226,6 +228,39 @@ fn environment_layer(
         layer.push((key, value, name.clone()));
     }
     layer.into_iter().map(|(k, v, _)| (k, v)).collect()
+}
+
+/// The task tables the files name (`process-data`); none if the files do not load (the full
+/// build reports why).
+fn task_names(files: &config::ConfigBuilder<config::builder::DefaultState>) -> Vec<String> {
+    files
+        .build_cloned()
+        .ok()
+        .and_then(|files| files.get_table("tasks").ok())
+        .map(|tasks| tasks.into_keys().collect())
+        .unwrap_or_default()
+}
+
+/// An environment variable's name cannot hold a `-`: `KEEL_TASKS__PROCESS_DATA__SCHEDULE`
+/// gives `tasks.process_data.schedule`, which is renamed to the files' `tasks.process-data`
+/// so that it overrides that table's key (as every environment variable overrides the files)
+/// instead of making a table of its own, which the task would never read.
+fn with_file_task_name(key: String, file_tasks: &[String]) -> String {
+    let Some(rest) = key.strip_prefix("tasks.") else {
+        return key;
+    };
+    let (name, field) = rest.split_once('.').unwrap_or((rest, ""));
+    if file_tasks.iter().any(|task| task == name) {
+        return key;
+    }
+    match file_tasks
+        .iter()
+        .find(|task| task.replace('-', "_") == name)
+    {
+        Some(task) if field.is_empty() => format!("tasks.{task}"),
+        Some(task) => format!("tasks.{task}.{field}"),
+        None => key,
+    }
 }
 
 /// A Docker/Swarm secret file: its content minus the trailing newline editors add.

@@ -243,3 +243,31 @@ fn task_tables_are_named_by_the_operator_and_checked_each() {
         ["tasks.hourly.schedule"]
     );
 }
+
+/// A task's environment variable (no `-` possible in its name) overrides the key of the
+/// files' table for that task, and makes no second table.
+#[test]
+fn a_task_variable_overrides_its_hyphenated_table() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "default.toml",
+        "[tasks.process-data]\nschedule = \"0 */5 * * * *\"\nbatch_size = 100\n",
+    );
+    let vars = [
+        ("KEEL_TASKS__PROCESS_DATA__SCHEDULE", "*/2 * * * * *"),
+        ("KEEL_TASKS__PROCESS_DATA__ENABLED", "false"),
+        ("KEEL_TASKS__NIGHTLY__SCHEDULE", "0 0 3 * * *"),
+    ];
+    let config = load(&options(dir.path(), &vars)).unwrap();
+    let task = &config.tasks["process-data"];
+    assert_eq!(task.schedule.as_deref(), Some("*/2 * * * * *"));
+    assert!(!task.enabled);
+    assert_eq!(task.settings["batch_size"], serde_json::json!(100));
+    assert!(!config.tasks.contains_key("process_data"));
+    // A task no file names keeps the variable's own name (`config_for` reads `a_b` for `a-b`).
+    assert_eq!(
+        config.tasks["nightly"].schedule.as_deref(),
+        Some("0 0 3 * * *")
+    );
+}
