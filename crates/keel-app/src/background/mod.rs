@@ -127,11 +127,7 @@ impl Background {
             platform.shutdown().token(),
         );
         for name in config.tasks.keys() {
-            let known = tasks.registry().names();
-            if !known
-                .iter()
-                .any(|t| t == name || t.replace('-', "_") == *name)
-            {
+            if !tasks.registry().configures(name) {
                 tracing::warn!(task = %name, "[tasks.{name}] configures a task that does not exist");
             }
         }

@@ -97,14 +97,7 @@ async fn list(
     let unknown: Vec<&String> = config
         .tasks
         .keys()
-        .filter(|name| {
-            background.tasks.registry().get(name).is_none()
-                && background
-                    .tasks
-                    .registry()
-                    .get(&name.replace('_', "-"))
-                    .is_none()
-        })
+        .filter(|name| !background.tasks.registry().configures(name))
         .collect();
     if !unknown.is_empty() {
         eprintln!("warning: configured but not registered: {unknown:?}");

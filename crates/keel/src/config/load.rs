@@ -16,6 +16,7 @@ use super::{Config, Environment};
 
 /// Keys whose value is a secret: readable from `KEEL_X__Y_FILE`, never echoed in an error.
 use crate::secrets::startup::SECRET_KEYS;
+use crate::tasks::env_spelling;
 /// Tables keyed by names the operator chooses (`[tasks.NAME]`): each entry is checked as one
 /// value, since no default lists the names.
 const OPEN_TABLES: &[&str] = &["tasks"];
@@ -121,8 +122,13 @@ pub fn load(options: &LoadOptions) -> Result<Config, ConfigError> {
         let path = dir.join(format!("{name}.toml"));
         builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(false));
     }
-    let file_tasks = task_names(&builder);
-    for (key, value) in environment_layer(&options.env_vars, &mut problems) {
+    let environment = environment_layer(&options.env_vars, &mut problems);
+    let file_tasks = if environment.iter().any(|(key, _)| key.starts_with("tasks.")) {
+        task_names(&builder)
+    } else {
+        Vec::new()
+    };
+    for (key, value) in environment {
         let key = with_file_task_name(key, &file_tasks);
         builder = set(builder, &key, value, &mut problems);
     }
@@ -231,7 +237,8 @@ fn environment_layer(
 }
 
 /// The task tables the files name (`process-data`); none if the files do not load (the full
-/// build reports why).
+/// build reports why). The files are read a second time for it, so only when a `KEEL_TASKS__`
+/// variable is set.
 fn task_names(files: &config::ConfigBuilder<config::builder::DefaultState>) -> Vec<String> {
     files
         .build_cloned()
@@ -241,10 +248,10 @@ fn task_names(files: &config::ConfigBuilder<config::builder::DefaultState>) -> V
         .unwrap_or_default()
 }
 
-/// An environment variable's name cannot hold a `-`: `KEEL_TASKS__PROCESS_DATA__SCHEDULE`
-/// gives `tasks.process_data.schedule`, which is renamed to the files' `tasks.process-data`
-/// so that it overrides that table's key (as every environment variable overrides the files)
-/// instead of making a table of its own, which the task would never read.
+/// `KEEL_TASKS__PROCESS_DATA__SCHEDULE` gives `tasks.process_data.schedule` (the task's
+/// [`env_spelling`]), which is renamed to the files' `tasks.process-data` so that it overrides
+/// that table's key (as every environment variable overrides the files) instead of making a
+/// table of its own, which the runner would not read while the files' table exists.
 fn with_file_task_name(key: String, file_tasks: &[String]) -> String {
     let Some(rest) = key.strip_prefix("tasks.") else {
         return key;
@@ -253,10 +260,7 @@ fn with_file_task_name(key: String, file_tasks: &[String]) -> String {
     if file_tasks.iter().any(|task| task == name) {
         return key;
     }
-    match file_tasks
-        .iter()
-        .find(|task| task.replace('-', "_") == name)
-    {
+    match file_tasks.iter().find(|task| env_spelling(task) == name) {
         Some(task) if field.is_empty() => format!("tasks.{task}"),
         Some(task) => format!("tasks.{task}.{field}"),
         None => key,

@@ -18,6 +18,12 @@ use crate::config::Problem;
 /// The `[tasks]` table: one entry per task name.
 pub type TasksConfig = BTreeMap<String, TaskConfig>;
 
+/// The name a task's table takes from an environment variable, whose name cannot hold a `-`:
+/// `KEEL_TASKS__PROCESS_DATA__ENABLED` configures `process-data` as `process_data`.
+pub fn env_spelling(task: &str) -> String {
+    task.replace('-', "_")
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TaskConfig {

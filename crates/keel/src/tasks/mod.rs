@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{TaskConfig, TasksConfig, parse_schedule};
+pub use config::{TaskConfig, TasksConfig, env_spelling, parse_schedule};
 pub use progress::Progress;
 pub use runner::{RunOutcome, RunRequest, TASK_RUNS_COLLECTION, TaskRunner, Trigger};
 pub use scheduler::Scheduler;
@@ -179,5 +179,51 @@ impl TaskRegistry {
 
     pub fn names(&self) -> Vec<String> {
         self.tasks.keys().cloned().collect()
+    }
+
+    /// Whether `[tasks.ENTRY]` configures a registered task: by its name, or as an environment
+    /// variable spells it ([`env_spelling`]).
+    pub fn configures(&self, entry: &str) -> bool {
+        self.tasks
+            .keys()
+            .any(|task| task == entry || env_spelling(task) == entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    struct Named(&'static str);
+
+    impl Task for Named {
+        fn name(&self) -> &str {
+            self.0
+        }
+
+        fn description(&self) -> &str {
+            "a task that does nothing"
+        }
+
+        fn run<'a>(&'a self, _: &'a TaskContext) -> BoxFuture<'a, Result<TaskSummary, TaskError>> {
+            async { Ok(TaskSummary::default()) }.boxed()
+        }
+    }
+
+    /// A `[tasks]` entry names a task by its name or by the spelling an environment variable
+    /// gives it; anything else configures nothing.
+    #[test]
+    fn an_entry_configures_a_task_by_its_name_or_its_environment_spelling() {
+        let mut registry = TaskRegistry::new();
+        registry
+            .register(Named("process-data"))
+            .register(Named("nightly"));
+        assert!(registry.configures("process-data"));
+        assert!(registry.configures("process_data"));
+        assert!(registry.configures("nightly"));
+        assert!(!registry.configures("process-date"));
+        assert!(!registry.configures("process"));
     }
 }

@@ -165,7 +165,7 @@ impl TaskRunner {
         let config = self.config.borrow();
         config
             .get(name)
-            .or_else(|| config.get(&name.replace('-', "_")))
+            .or_else(|| config.get(&super::env_spelling(name)))
             .cloned()
             .unwrap_or_default()
     }
