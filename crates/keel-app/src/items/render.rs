@@ -8,6 +8,12 @@
 //! The bytes are `ItemView`'s through serde_json, keys in sorted order; `ItemView::from_raw`
 //! reads through the same [`StoredItem`], so a stored item of the wrong shape is the same error
 //! on both paths. Debug builds render every listing both ways and compare (`service.rs`).
+//!
+//! Each thread remembers the items it rendered lately by their stored bytes ([`Memo`]): a page
+//! read again and again is copied, not walked and written anew.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use bson::oid::ObjectId;
 use bson::{DateTime, RawDocumentBuf};
@@ -134,20 +140,110 @@ fn write_checked(out: &mut Vec<u8>, text: RawText<'_>) {
 }
 
 /// Stored items as the JSON array of their views. A stored item of the wrong shape is an
-/// error for the whole listing, as it is for `ItemView::from_raw`.
+/// error for the whole listing, as it is for `ItemView::from_raw`. Items this thread rendered
+/// lately are copied from its [`Memo`].
 pub fn item_array(items: &[RawDocumentBuf]) -> Result<JsonText, StoreError> {
     let stored_bytes: usize = items.iter().map(|item| item.as_bytes().len()).sum();
     JsonText::render(stored_bytes + 64 * items.len() + 2, |out| {
-        out.push(b'[');
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            StoredItem::read(item.as_bytes())?.write_json(out)?;
-        }
-        out.push(b']');
-        Ok(())
+        // Without the memo only while this thread is being torn down.
+        MEMO.try_with(|memo| write_items(items, out, Some(&mut memo.borrow_mut())))
+            .unwrap_or_else(|_| write_items(items, out, None))
     })
+}
+
+fn write_items(
+    items: &[RawDocumentBuf],
+    out: &mut Vec<u8>,
+    mut memo: Option<&mut Memo>,
+) -> Result<(), StoreError> {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match memo.as_deref_mut() {
+            Some(memo) => memo.write(item.as_bytes(), out)?,
+            None => StoredItem::read(item.as_bytes())?.write_json(out)?,
+        }
+    }
+    out.push(b']');
+    Ok(())
+}
+
+thread_local! {
+    static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
+}
+
+/// What one generation of a thread's [`Memo`] may hold: stored and rendered bytes plus
+/// [`ENTRY_OVERHEAD`] per item. A thread holds at most two generations, so the worker threads
+/// that render listings hold at most ~512 KiB each (~1 MiB on a two-core machine).
+const GENERATION_BYTES: usize = 256 * 1024;
+/// The memo's own cost per item beyond its bytes: the two allocations and the table's slot.
+const ENTRY_OVERHEAD: usize = 64;
+/// Items larger than this (stored plus rendered) are rendered every time: a few large items
+/// must not push out the many small ones a listing shows.
+const LARGEST_REMEMBERED: usize = GENERATION_BYTES / 64;
+
+/// Items one thread has rendered lately, keyed by their whole stored document. Rendering is a
+/// function of those bytes alone, so a remembered rendering is exactly what rendering them again
+/// would write: a changed item is a different key (a miss), never a stale answer, and an item
+/// another replica or process changed is no different. Only successful renderings are kept;
+/// a stored item of the wrong shape fails every time.
+///
+/// Bounded by two generations: new items go into the current one; when it would exceed
+/// [`GENERATION_BYTES`] it becomes the previous one and the old previous is dropped. An item
+/// found in the previous generation moves to the current one, so the items read again and
+/// again stay while those read once age out. Per thread, so no lock is taken; the hasher is
+/// randomly seeded per generation, and the bound holds whatever the stored bytes are.
+#[derive(Default)]
+struct Memo {
+    current: Generation,
+    previous: Generation,
+}
+
+#[derive(Default)]
+struct Generation {
+    items: HashMap<Box<[u8]>, Box<[u8]>, foldhash::fast::RandomState>,
+    bytes: usize,
+}
+
+impl Generation {
+    fn size(stored: &[u8], rendered: &[u8]) -> usize {
+        stored.len() + rendered.len() + ENTRY_OVERHEAD
+    }
+}
+
+impl Memo {
+    /// Writes the stored item's JSON, from the memo when this thread rendered these bytes
+    /// lately.
+    fn write(&mut self, stored: &[u8], out: &mut Vec<u8>) -> Result<(), StoreError> {
+        if let Some(rendered) = self.current.items.get(stored) {
+            out.extend_from_slice(rendered);
+            return Ok(());
+        }
+        if let Some((key, rendered)) = self.previous.items.remove_entry(stored) {
+            self.previous.bytes -= Generation::size(&key, &rendered);
+            out.extend_from_slice(&rendered);
+            self.keep(key, rendered);
+            return Ok(());
+        }
+        let start = out.len();
+        StoredItem::read(stored)?.write_json(out)?;
+        let rendered = &out[start..];
+        if stored.len() + rendered.len() <= LARGEST_REMEMBERED {
+            self.keep(stored.into(), rendered.into());
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self, stored: Box<[u8]>, rendered: Box<[u8]>) {
+        let size = Generation::size(&stored, &rendered);
+        if self.current.bytes + size > GENERATION_BYTES {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.bytes += size;
+        self.current.items.insert(stored, rendered);
+    }
 }
 
 fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -448,7 +544,104 @@ mod tests {
         }
     }
 
+    /// One item through `memo`, and the same item rendered without it.
+    fn through(memo: &mut Memo, item: &RawDocumentBuf) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        memo.write(item.as_bytes(), &mut out)?;
+        Ok(out)
+    }
+
+    fn written(item: &RawDocumentBuf) -> Vec<u8> {
+        let mut out = Vec::new();
+        let read = StoredItem::read(item.as_bytes()).unwrap();
+        read.write_json(&mut out).unwrap();
+        out
+    }
+
+    fn remembers(memo: &Memo, item: &RawDocumentBuf) -> bool {
+        [&memo.current, &memo.previous]
+            .iter()
+            .any(|generation| generation.items.contains_key(item.as_bytes()))
+    }
+
+    #[test]
+    fn a_remembered_item_is_what_rendering_it_again_writes_and_a_changed_one_is_not_remembered() {
+        let mut memo = Memo::default();
+        let original = item("Anvil", 19.99, 1_764_628_996_500);
+        let first = stored(original.clone());
+        assert_eq!(through(&mut memo, &first).unwrap(), written(&first));
+        assert!(remembers(&memo, &first));
+        assert_eq!(through(&mut memo, &first).unwrap(), written(&first));
+
+        // The same item (same `_id`) after an update: its own bytes, not the remembered ones.
+        let mut updated = original;
+        updated.insert("price", 21.5);
+        let second = stored(updated);
+        assert_ne!(written(&second), written(&first));
+        assert_eq!(through(&mut memo, &second).unwrap(), written(&second));
+        assert_eq!(through(&mut memo, &first).unwrap(), written(&first));
+    }
+
+    #[test]
+    fn the_memo_holds_two_generations_at_most_and_keeps_what_is_read_again() {
+        let mut memo = Memo::default();
+        let hot = stored(item("read on every page", 1.0, 0));
+        let first_cold = stored(item("read once", 1.0, 0));
+        through(&mut memo, &first_cold).unwrap();
+        for n in 0..5_000 {
+            let cold = stored(item(&format!("cold {n}"), f64::from(n), i64::from(n)));
+            assert_eq!(through(&mut memo, &cold).unwrap(), written(&cold));
+            if n % 200 == 0 {
+                assert_eq!(through(&mut memo, &hot).unwrap(), written(&hot));
+            }
+            assert!(memo.current.bytes <= GENERATION_BYTES);
+            assert!(memo.previous.bytes <= GENERATION_BYTES);
+        }
+        let held: usize = [&memo.current, &memo.previous]
+            .iter()
+            .flat_map(|generation| generation.items.iter())
+            .map(|(stored, rendered)| Generation::size(stored, rendered))
+            .sum();
+        assert_eq!(held, memo.current.bytes + memo.previous.bytes);
+        // 5,000 items of ~400 bytes are several generations: the first is long gone, the one
+        // read every 200 items is still there.
+        assert!(!remembers(&memo, &first_cold));
+        assert!(remembers(&memo, &hot));
+    }
+
+    #[test]
+    fn large_items_and_items_of_another_shape_are_not_remembered() {
+        let mut memo = Memo::default();
+        let mut large = item("large", 1.0, 0);
+        large.insert("description", "x".repeat(LARGEST_REMEMBERED));
+        let large = stored(large);
+        assert_eq!(through(&mut memo, &large).unwrap(), written(&large));
+        let broken = stored(doc! {"_id": ObjectId::new(), "name": "n", "brand": "b"});
+        for _ in 0..2 {
+            assert!(through(&mut memo, &broken).is_err());
+        }
+        assert!(memo.current.items.is_empty() && memo.previous.items.is_empty());
+        assert_eq!(memo.current.bytes, 0);
+    }
+
     proptest! {
+        #[test]
+        fn any_sequence_of_items_is_written_as_without_the_memo(
+            names in proptest::collection::vec(any::<String>(), 1..6),
+            picks in proptest::collection::vec(any::<proptest::sample::Index>(), 0..40),
+        ) {
+            let items: Vec<_> = names
+                .iter()
+                .enumerate()
+                .map(|(n, name)| stored(item(name, n as f64, n as i64)))
+                .collect();
+            let mut memo = Memo::default();
+            for pick in picks {
+                let item = &items[pick.index(items.len())];
+                prop_assert_eq!(through(&mut memo, item).unwrap(), written(item));
+            }
+        }
+
         #[test]
         fn any_date_is_written_as_bson_writes_it(millis in -70_000_000_000_000i64..260_000_000_000_000) {
             let at = DateTime::from_millis(millis);
