@@ -159,18 +159,32 @@ pub fn scan(
             Some(document) => document,
             None => decode(bytes)?,
         };
-        visit(id.to_vec(), document)
+        visit(id.bytes()?.to_vec(), document)
     })
 }
 
-/// `scan` over the stored bytes: `visit` gets each matching document's id and BSON, and the
-/// decoded document when matching needed it. An empty filter matches without decoding, so a
-/// caller that wants bytes (a typed read, a listing) never builds a `Document`.
+/// A scanned row's `_id` key, read out of SQLite only when asked for: a typed read of the
+/// stored bytes never needs it, and reading a column is a few hundred instructions a row.
+pub struct RowId<'r, 's>(&'r Row<'s>);
+
+impl<'r> RowId<'r, '_> {
+    pub fn bytes(&self) -> StoreResult<&'r [u8]> {
+        self.0
+            .get_ref(0)
+            .and_then(|v| Ok(v.as_blob()?))
+            .map_err(|e| sql_error("scanning a collection", e))
+    }
+}
+
+/// `scan` over the stored bytes: `visit` gets each matching document's id (read when asked
+/// for) and BSON, and the decoded document when matching needed it. An empty filter matches
+/// without decoding, so a caller that wants bytes (a typed read, a listing) never builds a
+/// `Document`.
 pub fn scan_raw(
     conn: &Connection,
     meta: &CollectionMeta,
     filter: &Filter,
-    mut visit: impl FnMut(&[u8], &[u8], Option<Document>) -> StoreResult<ControlFlow<()>>,
+    mut visit: impl FnMut(&RowId<'_, '_>, &[u8], Option<Document>) -> StoreResult<ControlFlow<()>>,
 ) -> StoreResult<()> {
     let table = meta.table();
     let plan = plan(meta, filter);
@@ -178,11 +192,8 @@ pub fn scan_raw(
     let matches_everything = filter.is_empty();
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut on_row = |row: &Row<'_>, dedup: bool| -> StoreResult<ControlFlow<()>> {
-        let id = row
-            .get_ref(0)
-            .and_then(|v| Ok(v.as_blob()?))
-            .map_err(context)?;
-        if dedup && !seen.insert(id.to_vec()) {
+        let id = RowId(row);
+        if dedup && !seen.insert(id.bytes()?.to_vec()) {
             return Ok(ControlFlow::Continue(()));
         }
         let bytes = row
@@ -190,11 +201,11 @@ pub fn scan_raw(
             .and_then(|v| Ok(v.as_blob()?))
             .map_err(context)?;
         if matches_everything {
-            return visit(id, bytes, None);
+            return visit(&id, bytes, None);
         }
         let document = decode(bytes)?;
         if filter.matches(&document) {
-            visit(id, bytes, Some(document))
+            visit(&id, bytes, Some(document))
         } else {
             Ok(ControlFlow::Continue(()))
         }
