@@ -175,8 +175,8 @@ thread_local! {
 }
 
 /// What one generation of a thread's [`Memo`] may hold: stored and rendered bytes plus
-/// [`ENTRY_OVERHEAD`] per item. A thread holds at most two generations, so the worker threads
-/// that render listings hold at most ~512 KiB each (~1 MiB on a two-core machine).
+/// [`ENTRY_OVERHEAD`] per item. A thread holds at most two generations, so the async worker
+/// threads that render listings (one per core) hold at most ~512 KiB each.
 const GENERATION_BYTES: usize = 256 * 1024;
 /// The memo's own cost per item beyond its bytes: the two allocations and the table's slot.
 const ENTRY_OVERHEAD: usize = 64;
@@ -187,8 +187,9 @@ const LARGEST_REMEMBERED: usize = GENERATION_BYTES / 64;
 /// Items one thread has rendered lately, keyed by their whole stored document. Rendering is a
 /// function of those bytes alone, so a remembered rendering is exactly what rendering them again
 /// would write: a changed item is a different key (a miss), never a stale answer, and an item
-/// another replica or process changed is no different. Only successful renderings are kept;
-/// a stored item of the wrong shape fails every time.
+/// another replica or process changed is no different. A response never carries more than
+/// its query returned: the memo only replaces rendering an item the query returned. Only
+/// successful renderings are kept; a stored item of the wrong shape fails every time.
 ///
 /// Bounded by two generations: new items go into the current one; when it would exceed
 /// [`GENERATION_BYTES`] it becomes the previous one and the old previous is dropped. An item
