@@ -75,8 +75,9 @@ fn lean_memory() {
 /// glibc's malloc serves SQLite only (Rust's blocks go to mimalloc), yet it gives each thread
 /// that allocates its own arena, up to eight per core: the threads a scheduled task's reads
 /// started in the middle of a load each left a new arena behind, 1.3 MiB of a getData load's
-/// resident memory (docs/performance.md, round 10). SQLite allocates little per read (its page cache
-/// and lookaside are per connection), so one arena shared by all threads costs nothing seen.
+/// resident memory (docs/performance.md, round 10). SQLite allocates little per read (its page
+/// cache and lookaside are per connection), so one arena shared by all threads costs nothing
+/// seen.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn one_glibc_arena() {
     // SAFETY: mallopt changes a setting of glibc's allocator; called before any thread starts.

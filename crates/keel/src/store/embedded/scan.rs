@@ -169,11 +169,15 @@ pub struct RowId<'r, 's>(&'r Row<'s>);
 
 impl<'r> RowId<'r, '_> {
     pub fn bytes(&self) -> StoreResult<&'r [u8]> {
-        self.0
-            .get_ref(0)
-            .and_then(|v| Ok(v.as_blob()?))
-            .map_err(|e| sql_error("scanning a collection", e))
+        blob(self.0, 0, "scanning a collection")
     }
+}
+
+/// Column `column` of `row` as the blob it must be (an `id` or a `doc`), borrowed from SQLite.
+fn blob<'r>(row: &'r Row<'_>, column: usize, doing: &str) -> StoreResult<&'r [u8]> {
+    row.get_ref(column)
+        .and_then(|v| Ok(v.as_blob()?))
+        .map_err(|e| sql_error(doing, e))
 }
 
 /// `scan` over the stored bytes: `visit` gets each matching document's id (read when asked
@@ -196,10 +200,7 @@ pub fn scan_raw(
         if dedup && !seen.insert(id.bytes()?.to_vec()) {
             return Ok(ControlFlow::Continue(()));
         }
-        let bytes = row
-            .get_ref(1)
-            .and_then(|v| Ok(v.as_blob()?))
-            .map_err(context)?;
+        let bytes = blob(row, 1, "scanning a collection")?;
         if matches_everything {
             return visit(&id, bytes, None);
         }
@@ -292,13 +293,7 @@ pub fn fetch(conn: &Connection, meta: &CollectionMeta, id: &[u8]) -> StoreResult
     let mut statement = conn.prepare_cached(&sql).map_err(context)?;
     let mut rows = statement.query([id]).map_err(context)?;
     match rows.next().map_err(context)? {
-        Some(row) => {
-            let bytes = row
-                .get_ref(0)
-                .and_then(|v| Ok(v.as_blob()?))
-                .map_err(context)?;
-            decode(bytes).map(Some)
-        }
+        Some(row) => decode(blob(row, 0, "reading a document")?).map(Some),
         None => Ok(None),
     }
 }
