@@ -97,6 +97,69 @@ conformance!(find_sorts_skips_limits_and_projects, |store| {
     Ok(())
 });
 
+conformance!(
+    find_each_visits_what_find_returns_and_stops_at_the_visitors_error,
+    |store| {
+        let items = store.collection("items");
+        for n in 0..30 {
+            items
+                .insert_one(doc! {"_id": n, "n": n, "third": n % 3, "tag": "x"})
+                .await?;
+        }
+        // Bounded reads the embedded store runs on the calling thread (no filter in table
+        // order, a point) and reads it runs off the async workers (a filter, a sort, a
+        // projection).
+        let queries = [
+            (doc! {}, FindOptions::default().limit(10)),
+            (doc! {}, FindOptions::default().skip(25).limit(10)),
+            (doc! {"_id": 7}, FindOptions::default()),
+            (doc! {"_id": 99}, FindOptions::default()),
+            (doc! {"third": 1}, FindOptions::default().limit(4)),
+            (
+                doc! {"n": {"$gte": 5}},
+                FindOptions::default().sort(doc! {"n": -1}).skip(2).limit(3),
+            ),
+            (
+                doc! {"third": 2},
+                FindOptions::default().projection(doc! {"n": 1, "_id": 0}),
+            ),
+        ];
+        for (filter, options) in queries {
+            let found = items.find(filter.clone(), options.clone()).await?;
+            let mut visited = Vec::new();
+            items
+                .find_each(filter.clone(), options, |raw| {
+                    visited.push(bson::Document::try_from(raw).map_err(|e| {
+                        keel::store::StoreError::Backend(format!("undecodable: {e}"))
+                    })?);
+                    Ok(())
+                })
+                .await?;
+            assert_eq!(visited, found, "find_each and find disagree on {filter}");
+        }
+
+        // On the calling thread (limit 10) and off it (no limit).
+        for options in [FindOptions::default().limit(10), FindOptions::default()] {
+            let mut visits = 0;
+            let stopped = items
+                .find_each(doc! {}, options, |_| {
+                    visits += 1;
+                    if visits == 3 {
+                        return Err(StoreError::invalid("the visitor stops here"));
+                    }
+                    Ok(())
+                })
+                .await;
+            assert!(
+                matches!(&stopped, Err(StoreError::InvalidQuery { reason }) if reason == "the visitor stops here"),
+                "{stopped:?}"
+            );
+            assert_eq!(visits, 3, "the read ends at the visitor's error");
+        }
+        Ok(())
+    }
+);
+
 conformance!(count_counts_only_matching_documents, |store| {
     let items = store.collection("items");
     assert_eq!(

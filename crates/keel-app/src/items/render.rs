@@ -16,9 +16,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use bson::oid::ObjectId;
-use bson::{DateTime, RawDocumentBuf};
-use keel::http::JsonText;
+use bson::{DateTime, RawDocument};
 use keel::http::json_text::{write_date_time, write_f64, write_str, write_utf8};
+use keel::http::{JsonText, JsonTextWriter};
 use keel::store::StoreError;
 use keel::store::raw::{self, RawField, RawText};
 
@@ -139,35 +139,98 @@ fn write_checked(out: &mut Vec<u8>, text: RawText<'_>) {
     write_utf8(out, text.bytes());
 }
 
-/// Stored items as the JSON array of their views. A stored item of the wrong shape is an
-/// error for the whole listing, as it is for `ItemView::from_raw`. Items this thread rendered
-/// lately are copied from its [`Memo`].
-pub fn item_array(items: &[RawDocumentBuf]) -> Result<JsonText, StoreError> {
-    let stored_bytes: usize = items.iter().map(|item| item.as_bytes().len()).sum();
-    JsonText::render(stored_bytes + 64 * items.len() + 2, |out| {
-        // Without the memo only while this thread is being torn down.
-        MEMO.try_with(|memo| write_items(items, out, Some(&mut memo.borrow_mut())))
-            .unwrap_or_else(|_| write_items(items, out, None))
-    })
+/// Stored items written as the JSON array of their views, one at a time as the store reads
+/// them (`Collection::find_each`, which hands over the bytes SQLite holds: no copy). A stored
+/// item of the wrong shape is an error for the whole listing, as it is for
+/// `ItemView::from_raw`. Items this thread rendered lately are copied from its [`Memo`].
+///
+/// Debug builds also keep every item and check, item by item and in `finish`, that building
+/// the views and serializing them through serde_json's `Value` (the path this replaced) gives
+/// the same bytes or the same error. The integration suites run against debug builds, so every
+/// listing they fetch checks it.
+pub struct ItemArray {
+    writer: JsonTextWriter,
+    items: usize,
+    #[cfg(debug_assertions)]
+    stored: Vec<bson::RawDocumentBuf>,
 }
 
-fn write_items(
-    items: &[RawDocumentBuf],
-    out: &mut Vec<u8>,
-    mut memo: Option<&mut Memo>,
-) -> Result<(), StoreError> {
-    out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        match memo.as_deref_mut() {
-            Some(memo) => memo.write(item.as_bytes(), out)?,
-            None => StoredItem::read(item.as_bytes())?.write_json(out)?,
+/// About the size of one item's JSON (~130 bytes for the load script's items), to size the
+/// buffer once for a page.
+const RENDERED_ITEM_GUESS: usize = 160;
+
+impl ItemArray {
+    /// An empty array with room for about `expected` items (a page's limit).
+    pub fn new(expected: usize) -> ItemArray {
+        ItemArray {
+            writer: JsonTextWriter::new(expected.min(1000) * RENDERED_ITEM_GUESS + 2),
+            items: 0,
+            #[cfg(debug_assertions)]
+            stored: Vec::new(),
         }
     }
-    out.push(b']');
-    Ok(())
+
+    /// Writes the next item.
+    pub fn push(&mut self, stored: &RawDocument) -> Result<(), StoreError> {
+        let out = self.writer.out();
+        out.push(if self.items == 0 { b'[' } else { b',' });
+        self.items += 1;
+        let bytes = stored.as_bytes();
+        // Without the memo only while this thread is being torn down.
+        let written = MEMO
+            .try_with(|memo| memo.borrow_mut().write(bytes, out))
+            .unwrap_or_else(|_| StoredItem::read(bytes)?.write_json(out));
+        #[cfg(debug_assertions)]
+        {
+            match (&written, super::model::ItemView::from_raw(stored)) {
+                (Ok(()), Ok(_)) => {}
+                (Err(e), Err(expected)) => assert_eq!(e.to_string(), expected.to_string()),
+                (written, viewed) => {
+                    panic!(
+                        "an item rendered from stored bytes and its view disagree: {written:?} vs {viewed:?}"
+                    )
+                }
+            }
+            self.stored.push(stored.to_owned());
+        }
+        written
+    }
+
+    /// The array, closed.
+    pub fn finish(mut self) -> JsonText {
+        if self.items == 0 {
+            self.writer.out().push(b'[');
+        }
+        self.writer.out().push(b']');
+        #[cfg(debug_assertions)]
+        {
+            let views = self
+                .stored
+                .iter()
+                .map(|raw| super::model::ItemView::from_raw(raw))
+                .collect::<Result<Vec<_>, _>>()
+                .expect("every item pushed was checked");
+            let expected = serde_json::to_value(views)
+                .and_then(|v| serde_json::to_vec(&v))
+                .expect("views serialize");
+            assert_eq!(
+                String::from_utf8_lossy(self.writer.written()),
+                String::from_utf8_lossy(&expected),
+                "a listing rendered from stored bytes differs from its views"
+            );
+        }
+        self.writer.finish()
+    }
+}
+
+/// `items` as a listing, as [`ItemArray`] writes them.
+#[cfg(test)]
+pub fn item_array(items: &[bson::RawDocumentBuf]) -> Result<JsonText, StoreError> {
+    let mut array = ItemArray::new(items.len());
+    for item in items {
+        array.push(item)?;
+    }
+    Ok(array.finish())
 }
 
 thread_local! {
@@ -376,6 +439,7 @@ fn string_array<'a>(value: RawField<'a, RawText<'a>>) -> Result<&'a [u8], StoreE
 
 #[cfg(test)]
 mod tests {
+    use bson::RawDocumentBuf;
     use bson::{Bson, doc};
     use proptest::prelude::*;
 

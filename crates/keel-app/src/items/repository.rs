@@ -1,11 +1,12 @@
 //! `items`: the only code that turns an item query or a getData filter into a store query.
 //!
-//! Listings return the stored BSON (`find_raw`): the routes turn it straight into views.
+//! Listings hand each stored item to the caller as the store reads it (`find_each`): the
+//! service writes it straight into the response.
 //!
 //! Client text only ever becomes a *value* in the documents built here (never a key, never an
 //! operator); search text is regex-escaped before it becomes a `$regex`.
 
-use bson::{Bson, Document, RawDocumentBuf, doc};
+use bson::{Bson, Document, RawDocument, doc};
 use keel::lock::{Fence, fenced};
 use keel::store::{Collection, FindOptions, IndexSpec, Store, StoreResult, UpdateOptions};
 use keel::validation::escape_regex;
@@ -53,31 +54,37 @@ impl ItemRepository {
             .await
     }
 
-    /// One page of a listing, as stored, and the number of items matching it.
-    pub async fn list(&self, query: &ItemQuery) -> StoreResult<(Vec<RawDocumentBuf>, u64)> {
+    /// One page of a listing, each item handed to `visit` as stored, and the number of items
+    /// matching it.
+    pub async fn list(
+        &self,
+        query: &ItemQuery,
+        visit: impl FnMut(&RawDocument) -> StoreResult<()> + Send,
+    ) -> StoreResult<u64> {
         let filter = list_filter(query);
         let options = FindOptions::default()
             .sort(sort_document(query.sort))
             .skip(u64::from(query.skip.get()))
             .limit(i64::from(query.limit.get()));
-        let (items, total) = futures::try_join!(
-            self.items.find_raw(filter.clone(), options),
+        let ((), total) = futures::try_join!(
+            self.items.find_each(filter.clone(), options, visit),
             self.items.count(filter)
         )?;
-        Ok((items, total))
+        Ok(total)
     }
 
-    /// getData: the typed filter, at most `limit` items, in the store's natural order — the
-    /// guides' `[{$match: filter}, {$limit: limit}]`. No sort and no count, so the scan stops
-    /// after `limit` matches.
+    /// getData: the typed filter, at most `limit` items, each handed to `visit` as stored, in
+    /// the store's natural order — the guides' `[{$match: filter}, {$limit: limit}]`. No sort
+    /// and no count, so the scan stops after `limit` matches.
     pub async fn find_matching(
         &self,
         filter: &DataFilter,
         limit: Limit,
-    ) -> StoreResult<Vec<RawDocumentBuf>> {
+        visit: impl FnMut(&RawDocument) -> StoreResult<()> + Send,
+    ) -> StoreResult<()> {
         let options = FindOptions::default().limit(i64::from(limit.get()));
         self.items
-            .find_raw(data_filter_document(filter), options)
+            .find_each(data_filter_document(filter), options, visit)
             .await
     }
 }

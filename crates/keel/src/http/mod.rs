@@ -54,7 +54,7 @@ pub use error::{ApiError, FieldError};
 pub use observe::ClientIp;
 pub use operator::OperatorAccess;
 pub use request_id::RequestId;
-pub use response::{Created, Data, DataText, JsonText, List, ListText};
+pub use response::{Created, Data, DataText, JsonText, JsonTextWriter, List, ListText};
 pub use server::{ConnectionLimits, serve};
 
 use crate::Platform;

@@ -52,10 +52,9 @@ impl JsonText {
         capacity: usize,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<JsonText, E> {
-        let mut bytes = Vec::with_capacity(DATA_OPENING.len() + capacity + 48);
-        bytes.extend_from_slice(DATA_OPENING);
-        write(&mut bytes)?;
-        Ok(JsonText(bytes))
+        let mut writer = JsonTextWriter::new(capacity);
+        write(writer.out())?;
+        Ok(writer.finish())
     }
 
     /// `bytes` must be one complete JSON value, objects with their keys in sorted order.
@@ -73,6 +72,35 @@ impl JsonText {
     /// The value's JSON text.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0[DATA_OPENING.len()..]
+    }
+}
+
+/// A [`JsonText`] written piece by piece, for a value written as its parts arrive (a listing
+/// written as the store reads its items). What is written owes what [`JsonText::render`]'s
+/// closure owes: one complete JSON value, objects with their keys in sorted order.
+#[derive(Debug)]
+pub struct JsonTextWriter(Vec<u8>);
+
+impl JsonTextWriter {
+    /// A writer with room for about `capacity` bytes.
+    pub fn new(capacity: usize) -> JsonTextWriter {
+        let mut bytes = Vec::with_capacity(DATA_OPENING.len() + capacity + 48);
+        bytes.extend_from_slice(DATA_OPENING);
+        JsonTextWriter(bytes)
+    }
+
+    /// The buffer to write the value's next part into.
+    pub fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+
+    /// The value written so far.
+    pub fn written(&self) -> &[u8] {
+        &self.0[DATA_OPENING.len()..]
+    }
+
+    pub fn finish(self) -> JsonText {
+        JsonText(self.0)
     }
 }
 

@@ -260,6 +260,21 @@ impl Collection {
         dispatch!(self.find_raw(filter, options))
     }
 
+    /// `find_raw` without collecting: `visit` gets each stored document on the calling thread
+    /// as it is read, for a caller that writes documents into its output as they come (a
+    /// listing). On the embedded store a bounded read (a point lookup, or at most 1,000
+    /// documents in table order) hands over the bytes SQLite holds, with no copy; MongoDB's
+    /// documents come from the cursor, batch by batch. An error from `visit` ends the read and
+    /// is returned.
+    pub async fn find_each(
+        &self,
+        filter: Document,
+        options: FindOptions,
+        visit: impl FnMut(&RawDocument) -> StoreResult<()> + Send,
+    ) -> StoreResult<()> {
+        dispatch!(self.find_each(filter, options, visit))
+    }
+
     /// `find`, each document decoded into `T` straight from its stored bytes.
     pub async fn find_as<T: DeserializeOwned>(
         &self,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use bson::{Bson, Document, RawDocumentBuf};
+use bson::{Bson, Document, RawDocument, RawDocumentBuf};
 
 use super::super::engine::{Filter, Pipeline, Projection, Sort, Update};
 use super::super::{
@@ -83,6 +83,33 @@ impl EmbeddedCollection {
         options: FindOptions,
     ) -> StoreResult<Vec<RawDocumentBuf>> {
         self.run_find(filter, options, reader::find_raw).await
+    }
+
+    /// `find_raw`, each document handed to `visit` on the calling thread as it is read. A
+    /// bounded read (`ReadSize`) runs right here, so `visit` gets the bytes SQLite holds for
+    /// the row; any other read runs off the async workers and `visit` gets its result.
+    pub async fn find_each(
+        &self,
+        filter: Document,
+        options: FindOptions,
+        mut visit: impl FnMut(&RawDocument) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let query = find_query(&filter, options)?;
+        let readers = &self.inner.readers;
+        if query.size(&self.inner.published_catalog(), &self.name) == ReadSize::Bounded {
+            return readers
+                .read_here(|conn, catalog| {
+                    reader::each_raw(conn, catalog, &self.name, &query, &mut visit)
+                })
+                .await;
+        }
+        let name = Arc::clone(&self.name);
+        let found = readers
+            .read(ReadSize::Unbounded, move |conn, catalog| {
+                reader::find_raw(conn, catalog, &name, &query)
+            })
+            .await?;
+        found.iter().try_for_each(|document| visit(document))
     }
 
     /// Parses a find and runs `find` on a reader, on the calling thread when it is bounded.

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use bson::{Document, RawDocumentBuf};
+use bson::{Document, RawDocument, RawDocumentBuf};
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
@@ -85,6 +85,9 @@ impl Readers {
         size: ReadSize,
         work: impl FnOnce(&Reader, &Catalog) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        if size == ReadSize::Bounded {
+            return self.read_here(work).await;
+        }
         if self.is_closed() {
             return Err(closed());
         }
@@ -95,26 +98,44 @@ impl Readers {
             .await
             .map_err(|_| closed())?;
         let readers = Arc::clone(self);
-        let run = move || {
-            let _permit = permit;
-            let conn = match readers.lock_idle().pop() {
-                Some(conn) => conn,
-                None => Reader::new(schema::open_reader(&readers.path)?),
-            };
-            let result = readers.in_snapshot(&conn, work);
-            if !readers.is_closed() {
-                readers.lock_idle().push(conn);
-            }
-            result
-        };
-        if size == ReadSize::Bounded {
-            return run();
-        }
         tokio::runtime::Handle::try_current()
             .map_err(|_| StoreError::Backend("the store is used outside a tokio runtime".into()))?
-            .spawn_blocking(run)
+            .spawn_blocking(move || {
+                let _permit = permit;
+                readers.with_reader(work)
+            })
             .await
             .map_err(|e| StoreError::Backend(format!("a store read failed: {e}")))?
+    }
+
+    /// Runs `work` on a pooled connection inside one read snapshot, on the calling thread: only
+    /// for a `Bounded` read (see the module comment). `work` may borrow from the caller, so
+    /// what it reads can go straight into the caller's output while SQLite still holds it.
+    pub async fn read_here<T>(
+        &self,
+        work: impl FnOnce(&Reader, &Catalog) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        if self.is_closed() {
+            return Err(closed());
+        }
+        let _permit = self.permits.acquire().await.map_err(|_| closed())?;
+        self.with_reader(work)
+    }
+
+    /// `work` on an idle connection (one dropped by a read that panicked is opened again).
+    fn with_reader<T>(
+        &self,
+        work: impl FnOnce(&Reader, &Catalog) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let conn = match self.lock_idle().pop() {
+            Some(conn) => conn,
+            None => Reader::new(schema::open_reader(&self.path)?),
+        };
+        let result = self.in_snapshot(&conn, work);
+        if !self.is_closed() {
+            self.lock_idle().push(conn);
+        }
+        result
     }
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Reader>> {
@@ -355,39 +376,55 @@ pub fn find_raw(
     collection: &str,
     query: &Query,
 ) -> StoreResult<Vec<RawDocumentBuf>> {
+    let mut found = Vec::new();
+    each_raw(conn, catalog, collection, query, |document| {
+        found.push(document.to_owned());
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+/// `find_raw`, each document handed to `visit` as it is read: in scan order, the stored bytes
+/// SQLite holds for the row (no copy); otherwise each document `find` returns, encoded.
+pub fn each_raw(
+    conn: &Connection,
+    catalog: &Catalog,
+    collection: &str,
+    query: &Query,
+    mut visit: impl FnMut(&RawDocument) -> StoreResult<()>,
+) -> StoreResult<()> {
     let Some(meta) = catalog.collections.get(collection) else {
-        return Ok(Vec::new());
+        return Ok(());
     };
     if query.projection.is_some() || !is_in_scan_order(meta, query) {
-        return find(conn, catalog, collection, query)?
-            .iter()
-            .map(|document| {
-                RawDocumentBuf::try_from(document)
-                    .map_err(|e| StoreError::Backend(format!("cannot encode a document: {e}")))
-            })
-            .collect();
+        for document in find(conn, catalog, collection, query)? {
+            let raw = RawDocumentBuf::try_from(&document)
+                .map_err(|e| StoreError::Backend(format!("cannot encode a document: {e}")))?;
+            visit(&raw)?;
+        }
+        return Ok(());
     }
     let limit = query.limit.unwrap_or(usize::MAX);
     let mut to_skip = query.skip;
-    let mut found = Vec::new();
+    let mut taken = 0;
     if limit == 0 {
-        return Ok(found);
+        return Ok(());
     }
     scan::scan_raw(conn, meta, &query.filter, |_, bytes, _| {
         if to_skip > 0 {
             to_skip -= 1;
             return Ok(ControlFlow::Continue(()));
         }
-        let document = RawDocumentBuf::from_bytes(bytes.to_vec())
+        let document = RawDocument::from_bytes(bytes)
             .map_err(|e| StoreError::Backend(format!("a stored document is corrupt: {e}")))?;
-        found.push(document);
-        Ok(if found.len() >= limit {
+        visit(document)?;
+        taken += 1;
+        Ok(if taken >= limit {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         })
-    })?;
-    Ok(found)
+    })
 }
 
 /// How many documents match.

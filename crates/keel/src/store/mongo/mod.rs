@@ -13,7 +13,7 @@ mod watch;
 
 use std::sync::Arc;
 
-use bson::{Bson, Document, RawDocumentBuf, doc};
+use bson::{Bson, Document, RawDocument, RawDocumentBuf, doc};
 use futures::TryStreamExt;
 use mongodb::{Client, Database};
 
@@ -152,6 +152,31 @@ impl MongoCollection {
         options: FindOptions,
     ) -> StoreResult<Vec<RawDocumentBuf>> {
         self.find_as_type(filter, options).await
+    }
+
+    /// `find_raw`, each document handed to `visit` as the cursor yields it.
+    pub async fn find_each(
+        &self,
+        filter: Document,
+        options: FindOptions,
+        mut visit: impl FnMut(&RawDocument) -> StoreResult<()> + Send,
+    ) -> StoreResult<()> {
+        let context = || self.context("find");
+        let mut cursor = self
+            .inner
+            .clone_with_type::<RawDocumentBuf>()
+            .find(filter)
+            .with_options(options::find_options(options))
+            .await
+            .map_err(|e| store_error(&context(), e))?;
+        while let Some(document) = cursor
+            .try_next()
+            .await
+            .map_err(|e| store_error(&context(), e))?
+        {
+            visit(&document)?;
+        }
+        Ok(())
     }
 
     /// `find`, each document as the driver decodes it into `T`.
