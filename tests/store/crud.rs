@@ -106,10 +106,22 @@ conformance!(
                 .insert_one(doc! {"_id": n, "n": n, "third": n % 3, "tag": "x"})
                 .await?;
         }
+        items
+            .create_index(IndexSpec::new(doc! {"third": 1}))
+            .await?;
         // Bounded reads the embedded store runs on the calling thread (no filter in table
-        // order, a point) and reads it runs off the async workers (a filter, a sort, a
-        // projection).
+        // order, a point) and reads it runs off the async workers (an `_id` range, an index's
+        // keys, a filter, a sort, a projection).
         let queries = [
+            (
+                doc! {"_id": {"$gte": 10, "$lt": 14}},
+                FindOptions::default(),
+            ),
+            (
+                doc! {"third": {"$in": [0, 2]}, "n": {"$lt": 12}},
+                FindOptions::default(),
+            ),
+            (doc! {"tag": "x", "n": {"$gt": 26}}, FindOptions::default()),
             (doc! {}, FindOptions::default().limit(10)),
             (doc! {}, FindOptions::default().skip(25).limit(10)),
             (doc! {"_id": 7}, FindOptions::default()),

@@ -29,7 +29,7 @@ use tokio::sync::Semaphore;
 
 use super::super::engine::{Filter, Projection, Sort};
 use super::super::{StoreError, StoreResult};
-use super::scan;
+use super::scan::{self, Columns};
 use super::schema::{self, Catalog, CollectionMeta};
 
 pub struct Readers {
@@ -410,21 +410,27 @@ pub fn each_raw(
     if limit == 0 {
         return Ok(());
     }
-    scan::scan_raw(conn, meta, &query.filter, |_, bytes, _| {
-        if to_skip > 0 {
-            to_skip -= 1;
-            return Ok(ControlFlow::Continue(()));
-        }
-        let document = RawDocument::from_bytes(bytes)
-            .map_err(|e| StoreError::Backend(format!("a stored document is corrupt: {e}")))?;
-        visit(document)?;
-        taken += 1;
-        Ok(if taken >= limit {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        })
-    })
+    scan::scan_raw(
+        conn,
+        meta,
+        &query.filter,
+        Columns::Document,
+        |_, bytes, _| {
+            if to_skip > 0 {
+                to_skip -= 1;
+                return Ok(ControlFlow::Continue(()));
+            }
+            let document = RawDocument::from_bytes(bytes)
+                .map_err(|e| StoreError::Backend(format!("a stored document is corrupt: {e}")))?;
+            visit(document)?;
+            taken += 1;
+            Ok(if taken >= limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        },
+    )
 }
 
 /// How many documents match.
