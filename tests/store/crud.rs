@@ -229,6 +229,89 @@ conformance!(
     }
 );
 
+conformance!(a_page_read_again_follows_every_kind_of_write, |store| {
+    // The embedded store remembers a page in table order with no filter per read connection
+    // until the data changes: each page is read twice (the second one remembered, on the same
+    // connection or another) and must be what `find`, which never remembers, returns.
+    let items = store.collection("items");
+    let page = |skip: u64, limit: i64| {
+        let items = items.clone();
+        async move {
+            let options = FindOptions::default().skip(skip).limit(limit);
+            let expected = items.find(doc! {}, options.clone()).await?;
+            for _ in 0..2 {
+                let mut visited = Vec::new();
+                items
+                    .find_each(doc! {}, options.clone(), |raw| {
+                        visited.push(
+                            bson::Document::try_from(raw)
+                                .map_err(|e| StoreError::Backend(format!("undecodable: {e}")))?,
+                        );
+                        Ok(())
+                    })
+                    .await?;
+                assert_eq!(visited, expected, "page skip {skip} limit {limit}");
+                let typed: Vec<bson::Document> = items.find_as(doc! {}, options.clone()).await?;
+                assert_eq!(typed, expected, "typed page skip {skip} limit {limit}");
+            }
+            Ok::<Vec<bson::Document>, anyhow::Error>(expected)
+        }
+    };
+    let ids = |page: Vec<bson::Document>| -> Vec<i32> {
+        page.iter()
+            .map(|d| d.get_i32("_id").unwrap_or(-1))
+            .collect()
+    };
+    assert!(page(0, 3).await?.is_empty());
+    items
+        .insert_many((1..=6).map(|n| doc! {"_id": n, "v": n}).collect())
+        .await?;
+    assert_eq!(ids(page(0, 3).await?), [1, 2, 3]);
+    assert_eq!(
+        ids(page(3, 3).await?),
+        [4, 5, 6],
+        "another page is another key"
+    );
+    assert_eq!(
+        ids(page(0, 2).await?),
+        [1, 2],
+        "another limit is another key"
+    );
+    items
+        .update_one(
+            doc! {"_id": 2},
+            doc! {"$set": {"v": 20}},
+            Default::default(),
+        )
+        .await?;
+    let updated = page(0, 3).await?;
+    assert_eq!(updated[1], doc! {"_id": 2, "v": 20}, "after an update");
+    items.delete_one(doc! {"_id": 1}).await?;
+    assert_eq!(ids(page(0, 3).await?), [2, 3, 4], "after a delete");
+    items.insert_one(doc! {"_id": 0, "v": 0}).await?;
+    assert_eq!(
+        ids(page(0, 3).await?),
+        [0, 2, 3],
+        "after an insert before the page"
+    );
+    items
+        .update_many(doc! {}, doc! {"$set": {"seen": true}}, Default::default())
+        .await?;
+    assert!(
+        page(0, 3)
+            .await?
+            .iter()
+            .all(|d| d.get_bool("seen").is_ok_and(|seen| seen))
+    );
+    // Many reads at once (several read connections), then a write: none is stale.
+    let many = futures::future::try_join_all((0..8).map(|_| page(0, 3))).await?;
+    assert!(many.iter().all(|p| ids(p.clone()) == [0, 2, 3]));
+    items.delete_many(doc! {"_id": {"$lte": 2}}).await?;
+    let many = futures::future::try_join_all((0..8).map(|_| page(0, 3))).await?;
+    assert!(many.iter().all(|p| ids(p.clone()) == [3, 4, 5]), "{many:?}");
+    Ok(())
+});
+
 conformance!(
     counting_a_whole_indexed_collection_counts_every_document,
     |store| {

@@ -73,7 +73,10 @@ impl EmbeddedCollection {
     }
 
     pub async fn find(&self, filter: Document, options: FindOptions) -> StoreResult<Vec<Document>> {
-        self.run_find(filter, options, reader::find).await
+        self.run_find(filter, options, |conn, catalog, name, query| {
+            reader::find(conn, catalog, name, query)
+        })
+        .await
     }
 
     /// `find` as the stored bytes (typed reads decode them without building a `Document`).
@@ -117,7 +120,7 @@ impl EmbeddedCollection {
         &self,
         filter: Document,
         options: FindOptions,
-        find: fn(&rusqlite::Connection, &schema::Catalog, &str, &Query) -> StoreResult<Vec<T>>,
+        find: fn(&reader::Reader, &schema::Catalog, &str, &Query) -> StoreResult<Vec<T>>,
     ) -> StoreResult<Vec<T>> {
         let query = find_query(&filter, options)?;
         let size = query.size(&self.inner.published_catalog(), &self.name);

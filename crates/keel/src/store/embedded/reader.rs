@@ -17,7 +17,7 @@
 //! from the snapshot itself, so plans always match the data they scan.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::{ControlFlow, Deref};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -175,17 +175,20 @@ impl Readers {
     }
 }
 
-/// A pooled read connection, and the whole-collection counts it has read.
+/// A pooled read connection, and what it remembers of the data it read: whole-collection
+/// counts and pages in table order.
 ///
 /// `GET /api/items` counts its collection on every page, and counting 10,000 documents walks
-/// every page of an index. SQLite's `PRAGMA data_version` is the same on a connection for as
+/// every page of an index; getData and a listing's first pages read the same documents again
+/// and again between writes. SQLite's `PRAGMA data_version` is the same on a connection for as
 /// long as no other connection has committed (a checkpoint may change it too, which only costs
-/// a recount), and is read inside the snapshot, so a count read at the same version is the
-/// count of the same data. Readers never write.
+/// a read), and is read inside the snapshot, so what was read at the same version is what
+/// reading the same data again gives. Readers never write.
 pub struct Reader {
     conn: Connection,
     /// By table: the `data_version` a count was read at, and the count.
     counts: RefCell<HashMap<String, (i64, u64)>>,
+    pages: RefCell<Pages>,
 }
 
 /// Tables whose counts one connection remembers at most (the catalog bounds them anyway).
@@ -196,16 +199,21 @@ impl Reader {
         Reader {
             conn,
             counts: RefCell::new(HashMap::new()),
+            pages: RefCell::new(Pages::default()),
         }
+    }
+
+    /// SQLite's `PRAGMA data_version` in the current snapshot.
+    fn data_version(&self) -> StoreResult<i64> {
+        self.conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0)))
+            .map_err(|e| super::sql_error("reading the data version", e))
     }
 
     /// `SELECT count(*) FROM table` in the current snapshot, remembered until the data changes.
     fn count_rows(&self, table: &str) -> StoreResult<u64> {
-        let version = self
-            .conn
-            .prepare_cached("PRAGMA data_version")
-            .and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0)))
-            .map_err(|e| super::sql_error("reading the data version", e))?;
+        let version = self.data_version()?;
         let remembered = self.counts.borrow().get(table).copied();
         if let Some((_, count)) = remembered.filter(|&(at, _)| at == version) {
             return Ok(count);
@@ -222,6 +230,81 @@ impl Reader {
         }
         counts.insert(table.to_owned(), (version, count));
         Ok(count)
+    }
+}
+
+/// What the pages one connection remembers may hold (their documents' bytes plus
+/// [`PAGE_OVERHEAD`] each): with the pool's 4 connections, ~1 MiB whatever the documents are.
+/// A page larger than this is read every time.
+const REMEMBERED_PAGE_BYTES: usize = 256 * 1024;
+/// The most pages one connection remembers (each read looks through them).
+const REMEMBERED_PAGES: usize = 16;
+/// A page's own cost beyond its documents' bytes: its key and where each document ends.
+const PAGE_OVERHEAD: usize = 128;
+
+/// Pages of a collection in table order with no filter (getData's page, a listing's page in
+/// `_id` order) that one connection read lately, each with the `data_version` it was read at.
+#[derive(Default)]
+struct Pages {
+    /// Oldest first.
+    pages: VecDeque<Page>,
+    bytes: usize,
+}
+
+/// The documents `skip`..`skip + limit` of `table` in table order, one after another in
+/// `bytes`, each ending where `ends` says.
+struct Page {
+    table: String,
+    skip: usize,
+    limit: usize,
+    version: i64,
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Page {
+    fn documents(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.bytes[start..end])
+    }
+
+    fn size(&self) -> usize {
+        self.bytes.len() + self.ends.len() * size_of::<usize>() + self.table.len() + PAGE_OVERHEAD
+    }
+
+    fn is_for(&self, table: &str, skip: usize, limit: usize) -> bool {
+        self.skip == skip && self.limit == limit && self.table == table
+    }
+}
+
+impl Pages {
+    fn find(&self, table: &str, skip: usize, limit: usize, version: i64) -> Option<&Page> {
+        self.pages
+            .iter()
+            .find(|page| page.version == version && page.is_for(table, skip, limit))
+    }
+
+    /// Keeps `page`, dropping every page read at another version (stale) or for the same
+    /// query, then the oldest ones until it fits.
+    fn keep(&mut self, page: Page) {
+        let size = page.size();
+        if size > REMEMBERED_PAGE_BYTES {
+            return;
+        }
+        self.pages.retain(|kept| {
+            kept.version == page.version && !kept.is_for(&page.table, page.skip, page.limit)
+        });
+        self.bytes = self.pages.iter().map(Page::size).sum();
+        while self.pages.len() >= REMEMBERED_PAGES || self.bytes + size > REMEMBERED_PAGE_BYTES {
+            match self.pages.pop_front() {
+                Some(oldest) => self.bytes -= oldest.size(),
+                None => break,
+            }
+        }
+        self.bytes += size;
+        self.pages.push_back(page);
     }
 }
 
@@ -371,7 +454,7 @@ pub fn count_size(catalog: &Catalog, collection: &str, filter: &Filter) -> ReadS
 /// `find` as stored BSON, for typed reads: in scan order without a projection the bytes are
 /// copied out of SQLite as they are, with no `Document` built (see `scan::scan_raw`).
 pub fn find_raw(
-    conn: &Connection,
+    conn: &Reader,
     catalog: &Catalog,
     collection: &str,
     query: &Query,
@@ -385,9 +468,11 @@ pub fn find_raw(
 }
 
 /// `find_raw`, each document handed to `visit` as it is read: in scan order, the stored bytes
-/// SQLite holds for the row (no copy); otherwise each document `find` returns, encoded.
+/// SQLite holds for the row (no copy); otherwise each document `find` returns, encoded. A page
+/// in table order with no filter is remembered by the connection until the data changes
+/// ([`Reader`]): read again, its documents come from the copy.
 pub fn each_raw(
-    conn: &Connection,
+    conn: &Reader,
     catalog: &Catalog,
     collection: &str,
     query: &Query,
@@ -405,11 +490,36 @@ pub fn each_raw(
         return Ok(());
     }
     let limit = query.limit.unwrap_or(usize::MAX);
-    let mut to_skip = query.skip;
-    let mut taken = 0;
     if limit == 0 {
         return Ok(());
     }
+    let corrupt =
+        |e: bson::error::Error| StoreError::Backend(format!("a stored document is corrupt: {e}"));
+    // A page worth remembering: the same at the same data version, and at most
+    // `INLINE_MAX_DOCUMENTS` documents.
+    let remembered =
+        query.filter.is_empty() && limit.saturating_add(query.skip) <= INLINE_MAX_DOCUMENTS;
+    let mut page = None;
+    if remembered {
+        let version = conn.data_version()?;
+        let table = meta.table();
+        if let Some(found) = conn.pages.borrow().find(&table, query.skip, limit, version) {
+            for bytes in found.documents() {
+                visit(RawDocument::from_bytes(bytes).map_err(corrupt)?)?;
+            }
+            return Ok(());
+        }
+        page = Some(Page {
+            table,
+            skip: query.skip,
+            limit,
+            version,
+            bytes: Vec::new(),
+            ends: Vec::new(),
+        });
+    }
+    let mut to_skip = query.skip;
+    let mut taken = 0;
     scan::scan_raw(
         conn,
         meta,
@@ -420,9 +530,15 @@ pub fn each_raw(
                 to_skip -= 1;
                 return Ok(ControlFlow::Continue(()));
             }
-            let document = RawDocument::from_bytes(bytes)
-                .map_err(|e| StoreError::Backend(format!("a stored document is corrupt: {e}")))?;
-            visit(document)?;
+            visit(RawDocument::from_bytes(bytes).map_err(corrupt)?)?;
+            if let Some(kept) = &mut page {
+                if kept.size() + bytes.len() <= REMEMBERED_PAGE_BYTES {
+                    kept.bytes.extend_from_slice(bytes);
+                    kept.ends.push(kept.bytes.len());
+                } else {
+                    page = None;
+                }
+            }
             taken += 1;
             Ok(if taken >= limit {
                 ControlFlow::Break(())
@@ -430,7 +546,11 @@ pub fn each_raw(
                 ControlFlow::Continue(())
             })
         },
-    )
+    )?;
+    if let Some(page) = page {
+        conn.pages.borrow_mut().keep(page);
+    }
+    Ok(())
 }
 
 /// How many documents match.
@@ -468,6 +588,75 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    fn page(table: &str, skip: usize, version: i64, documents: &[usize]) -> Page {
+        let mut page = Page {
+            table: table.to_owned(),
+            skip,
+            limit: 100,
+            version,
+            bytes: Vec::new(),
+            ends: Vec::new(),
+        };
+        for &len in documents {
+            page.bytes.extend(std::iter::repeat_n(7u8, len));
+            page.ends.push(page.bytes.len());
+        }
+        page
+    }
+
+    #[test]
+    fn a_page_gives_back_its_documents_in_order() {
+        let kept = page("t", 0, 1, &[5, 0, 3]);
+        let lens: Vec<usize> = kept.documents().map(<[u8]>::len).collect();
+        assert_eq!(lens, [5, 0, 3]);
+        assert_eq!(page("t", 0, 1, &[]).documents().count(), 0);
+    }
+
+    #[test]
+    fn remembered_pages_stay_within_their_bounds_and_their_version() {
+        let mut pages = Pages::default();
+        // More pages than the count bound: the oldest go.
+        for skip in 0..40 {
+            pages.keep(page("t", skip, 1, &[10]));
+            assert!(pages.pages.len() <= REMEMBERED_PAGES);
+        }
+        assert!(
+            pages.find("t", 39, 100, 1).is_some(),
+            "the newest page is kept"
+        );
+        assert!(
+            pages.find("t", 0, 100, 1).is_none(),
+            "the oldest page is dropped"
+        );
+        assert!(
+            pages.find("t", 39, 100, 2).is_none(),
+            "another version is a miss"
+        );
+        assert!(
+            pages.find("u", 39, 100, 1).is_none(),
+            "another table is a miss"
+        );
+        // Large pages: the bytes bound holds and is counted exactly.
+        for skip in 0..10 {
+            pages.keep(page("t", skip, 1, &[REMEMBERED_PAGE_BYTES / 4; 1]));
+            assert!(pages.bytes <= REMEMBERED_PAGE_BYTES, "{}", pages.bytes);
+            assert_eq!(
+                pages.bytes,
+                pages.pages.iter().map(Page::size).sum::<usize>()
+            );
+        }
+        // A page over the bound is not kept; one at a new version drops the stale ones.
+        pages.keep(page("t", 500, 1, &[REMEMBERED_PAGE_BYTES]));
+        assert!(pages.find("t", 500, 100, 1).is_none());
+        pages.keep(page("t", 0, 2, &[10]));
+        assert_eq!(pages.pages.len(), 1);
+        assert!(pages.find("t", 0, 100, 2).is_some());
+        // The same query read again replaces its page.
+        pages.keep(page("t", 0, 2, &[20]));
+        assert_eq!(pages.pages.len(), 1);
+        assert_eq!(pages.find("t", 0, 100, 2).map(|p| p.bytes.len()), Some(20));
+    }
 
     /// The pool holds the connections the store opened, and reads that may scan run at once,
     /// one per connection, off the async runtime: each waits (with a deadline) until all three
