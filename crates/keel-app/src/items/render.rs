@@ -144,15 +144,14 @@ fn write_checked(out: &mut Vec<u8>, text: RawText<'_>) {
 /// item of the wrong shape is an error for the whole listing, as it is for
 /// `ItemView::from_raw`. Items this thread rendered lately are copied from its [`Memo`].
 ///
-/// Debug builds also keep every item and check, item by item and in `finish`, that building
-/// the views and serializing them through serde_json's `Value` (the path this replaced) gives
-/// the same bytes or the same error. The integration suites run against debug builds, so every
-/// listing they fetch checks it.
+/// Debug builds also build each item's view (the path this replaced): an item that fails must
+/// fail the same way there, and `finish` insists that serializing the views through
+/// serde_json's `Value` gives the same bytes. The integration suites run against debug builds,
+/// so every listing they fetch checks it.
 pub struct ItemArray {
     writer: JsonTextWriter,
-    items: usize,
     #[cfg(debug_assertions)]
-    stored: Vec<bson::RawDocumentBuf>,
+    views: Vec<super::model::ItemView>,
 }
 
 /// About the size of one item's JSON (~130 bytes for the load script's items), to size the
@@ -164,17 +163,16 @@ impl ItemArray {
     pub fn new(expected: usize) -> ItemArray {
         ItemArray {
             writer: JsonTextWriter::new(expected.min(1000) * RENDERED_ITEM_GUESS + 2),
-            items: 0,
             #[cfg(debug_assertions)]
-            stored: Vec::new(),
+            views: Vec::new(),
         }
     }
 
     /// Writes the next item.
     pub fn push(&mut self, stored: &RawDocument) -> Result<(), StoreError> {
+        let first = self.writer.written().is_empty();
         let out = self.writer.out();
-        out.push(if self.items == 0 { b'[' } else { b',' });
-        self.items += 1;
+        out.push(if first { b'[' } else { b',' });
         let bytes = stored.as_bytes();
         // Without the memo only while this thread is being torn down.
         let written = MEMO
@@ -183,7 +181,7 @@ impl ItemArray {
         #[cfg(debug_assertions)]
         {
             match (&written, super::model::ItemView::from_raw(stored)) {
-                (Ok(()), Ok(_)) => {}
+                (Ok(()), Ok(view)) => self.views.push(view),
                 (Err(e), Err(expected)) => assert_eq!(e.to_string(), expected.to_string()),
                 (written, viewed) => {
                     panic!(
@@ -191,26 +189,19 @@ impl ItemArray {
                     )
                 }
             }
-            self.stored.push(stored.to_owned());
         }
         written
     }
 
     /// The array, closed.
     pub fn finish(mut self) -> JsonText {
-        if self.items == 0 {
+        if self.writer.written().is_empty() {
             self.writer.out().push(b'[');
         }
         self.writer.out().push(b']');
         #[cfg(debug_assertions)]
         {
-            let views = self
-                .stored
-                .iter()
-                .map(|raw| super::model::ItemView::from_raw(raw))
-                .collect::<Result<Vec<_>, _>>()
-                .expect("every item pushed was checked");
-            let expected = serde_json::to_value(views)
+            let expected = serde_json::to_value(&self.views)
                 .and_then(|v| serde_json::to_vec(&v))
                 .expect("views serialize");
             assert_eq!(
