@@ -77,10 +77,10 @@ impl Role {
     }
 }
 
-/// The running application: its state and its fully layered router.
+/// The running application: its state and its routes inside keel's middleware stack.
 pub struct App {
     pub state: AppState,
-    pub router: Router,
+    pub router: keel::http::Chassis,
     /// The OpenAPI document the router serves at `/api/openapi.json` (with `Role::Api`).
     pub openapi: Option<std::sync::Arc<utoipa::openapi::OpenApi>>,
 }

@@ -203,10 +203,11 @@ async fn serve_app(
     let (router, contract) = match &app.openapi {
         Some(document) => {
             let document = serde_json::to_value(&**document).expect("the document is JSON");
-            let (router, contract) = contract::checked(app.router, document);
+            let router = axum::Router::new().fallback_service(app.router);
+            let (router, contract) = contract::checked(router, document);
             (router, Some(contract))
         }
-        None => (app.router, None),
+        None => (axum::Router::new().fallback_service(app.router), None),
     };
     let listener = TcpListener::bind("127.0.0.1:0")
         .await

@@ -13,8 +13,9 @@
 //! 9. body limit (`server.body_limit` → 413 `payload_too_large`)
 //! 10. compression (gzip)
 //!
-//! Steps 1–8 are async functions around the rest of the chassis, composed by `run_chassis`
-//! into one middleware; 9 and 10 are tower-http layers. Then 404 and 405 answer through
+//! Steps 1–8 are async functions around the rest of the chassis, composed by `run_chassis`;
+//! 9 and 10 are tower-http layers; all of it is one service, `Chassis`, which `serve` runs.
+//! Then 404 and 405 answer through
 //! `ApiError` too. Session, rate-limit and auth layers belong *inside* the chassis: add them
 //! to the application router before calling `chassis` (`router.layer(session)`; per-route ones
 //! with `route_layer`), so they run after compression in the list above and see the request
@@ -38,15 +39,18 @@ pub mod response;
 pub mod server;
 pub mod session;
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::{Request, State};
-use axum::middleware::{Next, from_fn_with_state};
-use axum::response::Response;
-use tower::ServiceBuilder;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -62,25 +66,53 @@ use crate::config::{Config, IpRange};
 
 /// Wraps `router` (all application routes, already merged, their state given) in keel's
 /// middleware stack, with the settings of `config` fixed for the router's life.
-pub fn chassis(router: Router, config: &Config) -> Router {
+pub fn chassis(router: Router, config: &Config) -> Chassis {
     let (_, fixed) = tokio::sync::watch::channel(Arc::new(config.clone()));
     build_chassis(router, config, reloadable::ReloadableCors::new(fixed))
 }
 
 /// `chassis`, with the settings that reload on SIGHUP (CORS) following the configuration
 /// `platform` publishes. What `keel serve` runs.
-pub fn chassis_live(router: Router, platform: &Platform) -> Router {
+pub fn chassis_live(router: Router, platform: &Platform) -> Chassis {
     let cors = reloadable::ReloadableCors::new(platform.watch_config());
     build_chassis(router, &platform.config(), cors)
 }
 
-/// The stack wraps the routed router once, as one service, rather than being added with
-/// `Router::layer`: that applies a layer to every route separately, so a request cloned each
-/// layer's boxed service, recursively, and boxed each one's future again after routing
-/// (`docs/performance.md`, round 9). Nothing in the stack reads what routing adds (`MatchedPath`):
-/// the layers that do (metrics, sessions, rate limits) stay inside, on the router.
-fn build_chassis(router: Router, config: &Config, cors: reloadable::ReloadableCors) -> Router {
-    let chassis = Arc::new(Chassis {
+/// An application router inside keel's middleware stack: the service `serve` runs. To add a
+/// layer outside the whole stack, make it a router: `Router::new().fallback_service(chassis)`.
+///
+/// The stack is a service of its own rather than layers on a `Router`: `Router::layer`
+/// applies a layer to every route separately, so a request cloned each layer's boxed service,
+/// recursively, and boxed each one's future again after routing (`docs/performance.md`, round
+/// 9); and as an axum `from_fn` middleware inside an outer router, each request was routed
+/// twice, cloned and boxed the stack below the middleware, and boxed three futures (round 14).
+/// Here a request costs one boxed future. Nothing in the stack reads what routing adds
+/// (`MatchedPath`): the layers that do (metrics, sessions, rate limits) stay inside, on the
+/// router.
+#[derive(Clone)]
+pub struct Chassis {
+    run: Arc<dyn Fn(Request) -> BoxFuture<'static, Response> + Send + Sync>,
+}
+
+impl Service<Request> for Chassis {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures::future::Map<
+        BoxFuture<'static, Response>,
+        fn(Response) -> Result<Response, Infallible>,
+    >;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        (self.run)(request).map(Ok)
+    }
+}
+
+fn build_chassis(router: Router, config: &Config, cors: reloadable::ReloadableCors) -> Chassis {
+    let settings = Arc::new(Settings {
         trusted_proxies: config.server.trusted_proxies.clone().into(),
         request_timeout: config.server.request_timeout,
         security_headers: protect::SecurityHeaders::for_config(config),
@@ -90,46 +122,60 @@ fn build_chassis(router: Router, config: &Config, cors: reloadable::ReloadableCo
     let routed = router
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
-    let stack = ServiceBuilder::new()
-        .layer(from_fn_with_state(chassis, run_chassis))
+    let inner = ServiceBuilder::new()
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(CompressionLayer::new())
         // The chassis's own limit (step 9) replaces axum's 2 MB extractor default.
         .layer(DefaultBodyLimit::disable())
         .service(routed);
-    Router::new().fallback_service(stack)
+    Chassis {
+        run: Arc::new(move |request| {
+            let (settings, inner) = (settings.clone(), inner.clone());
+            Box::pin(async move {
+                run_chassis(&settings, request, async move |request| {
+                    // Boxed, the steps' futures above stay small: each is built by value
+                    // and moved into place, and with the stack's futures inline those copies
+                    // cost more than the allocation (callgrind, round 14).
+                    match Box::pin(inner.oneshot(request)).await {
+                        Ok(response) => response.into_response(),
+                        Err(infallible) => match infallible {},
+                    }
+                })
+                .await
+            })
+        }),
+    }
 }
 
 /// The settings of steps 1–8 of the chassis.
-struct Chassis {
+struct Settings {
     trusted_proxies: Arc<[IpRange]>,
     request_timeout: Duration,
     security_headers: protect::SecurityHeaders,
     cors: reloadable::ReloadableCors,
 }
 
-/// Steps 1–8 of the chassis as one middleware: each step is a function around the rest
-/// (`inner`), so a request passes them as one future. As eight `from_fn` layers each step
-/// cloned the whole stack below it and boxed its own future, on every request
-/// (`docs/performance.md`).
+/// Steps 1–8 of the chassis around `next` (steps 9 and 10, then the router): each step is a
+/// function around the rest (`inner`), so a request passes them as one future. As eight
+/// `from_fn` layers each step cloned the whole stack below it and boxed its own future, on
+/// every request (`docs/performance.md`).
 async fn run_chassis(
-    State(chassis): State<Arc<Chassis>>,
+    settings: &Settings,
     request: Request,
-    next: Next,
+    next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
-    let chassis = &*chassis;
     request_id::assign_request_id(request, move |request| {
         observe::request_span(request, move |request| {
-            observe::log_request(&chassis.trusted_proxies, request, move |request| {
+            observe::log_request(&settings.trusted_proxies, request, move |request| {
                 protect::catch_panic(request, move |request| {
                     protect::error_envelope(request, move |request| {
-                        protect::timeout(chassis.request_timeout, request, move |request| {
+                        protect::timeout(settings.request_timeout, request, move |request| {
                             protect::security_headers(
-                                &chassis.security_headers,
+                                &settings.security_headers,
                                 request,
                                 move |request| {
-                                    let cors = chassis.cors.current();
-                                    cors.handle(request, |request| next.run(request))
+                                    let cors = settings.cors.current();
+                                    cors.handle(request, next)
                                 },
                             )
                         })

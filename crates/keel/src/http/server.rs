@@ -10,9 +10,11 @@
 //! - **Maximum connections** (`server.max_connections`): past it keel stops accepting, so
 //!   further clients wait in the kernel's listen queue instead of costing memory here.
 //!
-//! Each connection is served by hyper directly with the router as its service; the peer
-//! address reaches handlers as axum's `ConnectInfo<SocketAddr>`, as with `axum::serve`.
+//! Each connection is served by hyper directly with the application (the chassis, or any
+//! router) as its service; the peer address reaches handlers as axum's
+//! `ConnectInfo<SocketAddr>`, as with `axum::serve`.
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
@@ -21,9 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -32,7 +34,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use crate::config::ServerConfig;
 use crate::shutdown::Shutdown;
@@ -59,13 +61,17 @@ impl From<&ServerConfig> for ConnectionLimits {
 /// closes, new connections are refused), closes idle keep-alive connections and lets in-flight
 /// requests finish for at most `drain_timeout`. Returns when all connections are done or the
 /// deadline passed.
-pub async fn serve(
+pub async fn serve<App>(
     listener: TcpListener,
-    app: Router,
+    app: App,
     shutdown: Shutdown,
     drain_timeout: Duration,
     limits: ConnectionLimits,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    App: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    App::Future: Send + 'static,
+{
     let token = shutdown.token();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -126,14 +132,17 @@ async fn accept_failed(error: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-async fn serve_connection(
+async fn serve_connection<App>(
     http: &hyper::server::conn::http1::Builder,
     stream: TcpStream,
     peer: SocketAddr,
-    app: Router,
+    app: App,
     shutdown: CancellationToken,
     idle_timeout: Duration,
-) {
+) where
+    App: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    App::Future: Send + 'static,
+{
     let started = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(Watched {
