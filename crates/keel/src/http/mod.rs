@@ -15,11 +15,11 @@
 //!
 //! Steps 1–8 are async functions around the rest of the chassis, composed by `run_chassis`;
 //! 9 and 10 are tower-http layers; all of it is one service, `Chassis`, which `serve` runs.
-//! Then 404 and 405 answer through
-//! `ApiError` too. Session, rate-limit and auth layers belong *inside* the chassis: add them
-//! to the application router before calling `chassis` (`router.layer(session)`; per-route ones
-//! with `route_layer`), so they run after compression in the list above and see the request
-//! id, span and client IP (`ClientIp` extension). Probes are mounted with `probes::routes`.
+//! Then 404 and 405 answer through `ApiError` too. Session, rate-limit and auth layers belong
+//! *inside* the chassis: add them to the application router before calling `chassis`
+//! (`router.layer(session)`; per-route ones with `route_layer`), so they run after compression
+//! in the list above and see the request id, span and client IP (`ClientIp` extension). Probes
+//! are mounted with `probes::routes`.
 
 pub mod csrf;
 pub mod error;
