@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::Response;
 use futures::FutureExt;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
@@ -150,6 +150,9 @@ fn ip_text(ip: IpAddr) -> String {
     text
 }
 
+/// A `HeaderName` rather than a `&str`, which the map would parse on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// The client's address: the peer's, unless the peer is a trusted proxy, in which case the
 /// right-most `X-Forwarded-For` entry that is not itself a trusted proxy. Entries left of the
 /// first untrusted one are whatever the client chose to send, so they are never believed.
@@ -160,7 +163,7 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpRange])
         return Some(peer);
     }
     let forwarded: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
