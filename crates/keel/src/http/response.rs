@@ -180,7 +180,8 @@ pub(crate) fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
     response
 }
 
-/// Headers a keel API response carries, at most, with everything the chassis adds.
+/// About the headers a keel API response carries with everything the chassis adds (a getData
+/// response: 21); a response with more regrows its map once.
 const RESPONSE_HEADERS: usize = 24;
 
 /// The envelope, fields in sorted order (see the module comment).

@@ -250,10 +250,10 @@ struct Pages {
     pages: VecDeque<Page>,
 }
 
-/// The documents `skip`..`skip + limit` of `table` in table order, one after another in
-/// `bytes`, each ending where `ends` says.
+/// The documents `skip`..`skip + limit` of a collection (by its number, the catalog's key for
+/// its table) in table order, one after another in `bytes`, each ending where `ends` says.
 struct Page {
-    table: String,
+    collection: i64,
     skip: usize,
     limit: usize,
     version: i64,
@@ -270,19 +270,19 @@ impl Page {
     }
 
     fn size(&self) -> usize {
-        self.bytes.len() + self.ends.len() * size_of::<usize>() + self.table.len() + PAGE_OVERHEAD
+        self.bytes.len() + self.ends.len() * size_of::<usize>() + PAGE_OVERHEAD
     }
 
-    fn is_for(&self, table: &str, skip: usize, limit: usize) -> bool {
-        self.skip == skip && self.limit == limit && self.table == table
+    fn is_for(&self, collection: i64, skip: usize, limit: usize) -> bool {
+        self.collection == collection && self.skip == skip && self.limit == limit
     }
 }
 
 impl Pages {
-    fn find(&self, table: &str, skip: usize, limit: usize, version: i64) -> Option<&Page> {
+    fn find(&self, collection: i64, skip: usize, limit: usize, version: i64) -> Option<&Page> {
         self.pages
             .iter()
-            .find(|page| page.version == version && page.is_for(table, skip, limit))
+            .find(|page| page.version == version && page.is_for(collection, skip, limit))
     }
 
     /// Keeps `page`, dropping every page read at another version (stale) or for the same
@@ -293,7 +293,7 @@ impl Pages {
             return;
         }
         self.pages.retain(|kept| {
-            kept.version == page.version && !kept.is_for(&page.table, page.skip, page.limit)
+            kept.version == page.version && !kept.is_for(page.collection, page.skip, page.limit)
         });
         while self.pages.len() >= REMEMBERED_PAGES || self.bytes() + size > REMEMBERED_PAGE_BYTES {
             self.pages.pop_front();
@@ -492,8 +492,6 @@ pub fn each_raw(
     if limit == 0 {
         return Ok(());
     }
-    let corrupt =
-        |e: bson::error::Error| StoreError::Backend(format!("a stored document is corrupt: {e}"));
     // A page worth remembering: the same at the same data version, and at most
     // `INLINE_MAX_DOCUMENTS` documents.
     let rememberable =
@@ -501,15 +499,18 @@ pub fn each_raw(
     let mut page = None;
     if rememberable {
         let version = conn.data_version()?;
-        let table = meta.table();
-        if let Some(found) = conn.pages.borrow().find(&table, query.skip, limit, version) {
+        if let Some(found) = conn
+            .pages
+            .borrow()
+            .find(meta.number, query.skip, limit, version)
+        {
             for bytes in found.documents() {
-                visit(RawDocument::from_bytes(bytes).map_err(corrupt)?)?;
+                visit(RawDocument::from_bytes(bytes).map_err(scan::corrupt)?)?;
             }
             return Ok(());
         }
         page = Some(Page {
-            table,
+            collection: meta.number,
             skip: query.skip,
             limit,
             version,
@@ -529,7 +530,7 @@ pub fn each_raw(
                 to_skip -= 1;
                 return Ok(ControlFlow::Continue(()));
             }
-            visit(RawDocument::from_bytes(bytes).map_err(corrupt)?)?;
+            visit(RawDocument::from_bytes(bytes).map_err(scan::corrupt)?)?;
             if let Some(kept) = &mut page {
                 if kept.size() + bytes.len() <= REMEMBERED_PAGE_BYTES {
                     kept.bytes.extend_from_slice(bytes);
@@ -588,9 +589,9 @@ mod tests {
 
     use super::*;
 
-    fn page(table: &str, skip: usize, version: i64, documents: &[usize]) -> Page {
+    fn page(collection: i64, skip: usize, version: i64, documents: &[usize]) -> Page {
         let mut page = Page {
-            table: table.to_owned(),
+            collection,
             skip,
             limit: 100,
             version,
@@ -606,10 +607,10 @@ mod tests {
 
     #[test]
     fn a_page_gives_back_its_documents_in_order() {
-        let kept = page("t", 0, 1, &[5, 0, 3]);
+        let kept = page(1, 0, 1, &[5, 0, 3]);
         let lens: Vec<usize> = kept.documents().map(<[u8]>::len).collect();
         assert_eq!(lens, [5, 0, 3]);
-        assert_eq!(page("t", 0, 1, &[]).documents().count(), 0);
+        assert_eq!(page(1, 0, 1, &[]).documents().count(), 0);
     }
 
     #[test]
@@ -617,42 +618,42 @@ mod tests {
         let mut pages = Pages::default();
         // More pages than the count bound: the oldest go.
         for skip in 0..40 {
-            pages.keep(page("t", skip, 1, &[10]));
+            pages.keep(page(1, skip, 1, &[10]));
             assert!(pages.pages.len() <= REMEMBERED_PAGES);
         }
         assert!(
-            pages.find("t", 39, 100, 1).is_some(),
+            pages.find(1, 39, 100, 1).is_some(),
             "the newest page is kept"
         );
         assert!(
-            pages.find("t", 0, 100, 1).is_none(),
+            pages.find(1, 0, 100, 1).is_none(),
             "the oldest page is dropped"
         );
         assert!(
-            pages.find("t", 39, 100, 2).is_none(),
+            pages.find(1, 39, 100, 2).is_none(),
             "another version is a miss"
         );
         assert!(
-            pages.find("u", 39, 100, 1).is_none(),
-            "another table is a miss"
+            pages.find(2, 39, 100, 1).is_none(),
+            "another collection is a miss"
         );
         // Large pages: the bytes bound holds, each page's overhead counted (four quarters of
         // the bound and their overhead do not fit: three are kept).
         for skip in 0..10 {
-            pages.keep(page("t", skip, 1, &[REMEMBERED_PAGE_BYTES / 4; 1]));
+            pages.keep(page(1, skip, 1, &[REMEMBERED_PAGE_BYTES / 4; 1]));
             assert!(pages.bytes() <= REMEMBERED_PAGE_BYTES, "{}", pages.bytes());
         }
         assert_eq!(pages.pages.len(), 3);
         // A page over the bound is not kept; one at a new version drops the stale ones.
-        pages.keep(page("t", 500, 1, &[REMEMBERED_PAGE_BYTES]));
-        assert!(pages.find("t", 500, 100, 1).is_none());
-        pages.keep(page("t", 0, 2, &[10]));
+        pages.keep(page(1, 500, 1, &[REMEMBERED_PAGE_BYTES]));
+        assert!(pages.find(1, 500, 100, 1).is_none());
+        pages.keep(page(1, 0, 2, &[10]));
         assert_eq!(pages.pages.len(), 1);
-        assert!(pages.find("t", 0, 100, 2).is_some());
+        assert!(pages.find(1, 0, 100, 2).is_some());
         // The same query read again replaces its page.
-        pages.keep(page("t", 0, 2, &[20]));
+        pages.keep(page(1, 0, 2, &[20]));
         assert_eq!(pages.pages.len(), 1);
-        assert_eq!(pages.find("t", 0, 100, 2).map(|p| p.bytes.len()), Some(20));
+        assert_eq!(pages.find(1, 0, 100, 2).map(|p| p.bytes.len()), Some(20));
     }
 
     /// The pool holds the connections the store opened, and reads that may scan run at once,

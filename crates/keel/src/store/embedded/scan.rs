@@ -142,8 +142,12 @@ pub fn is_point_lookup(meta: &CollectionMeta, filter: &Filter) -> bool {
 }
 
 fn decode(bytes: &[u8]) -> StoreResult<Document> {
-    Document::from_reader(bytes)
-        .map_err(|e| StoreError::Backend(format!("a stored document is corrupt: {e}")))
+    Document::from_reader(bytes).map_err(corrupt)
+}
+
+/// A stored document that does not decode.
+pub(super) fn corrupt(e: bson::error::Error) -> StoreError {
+    StoreError::Backend(format!("a stored document is corrupt: {e}"))
 }
 
 /// Calls `visit` with every document of the collection that matches `filter` (in key order of
