@@ -12,6 +12,10 @@
 #    session loaded and checked on every request. A user registers; 1,000 items are created
 #    through POST /api/items; health and getData are loaded like the baseline; 9,000 more
 #    items are created and GET /api/items?limit=100 (with its `total` over 10,000) is loaded.
+# 3. The baseline is loaded on health once more, sending every header keel's health response
+#    carries (captured from keel with curl; `x-request-id` fresh per response): that ratio
+#    separates what keel's response bytes cost (the load generator parses them too) from what
+#    keel's own work costs.
 # Peak RSS is the server's VmHWM, reset before each load (so seeding does not count). The
 # script also prints keel's RSS 10 s into each load and at its end: with seconds ≥ 60 that is
 # the "no growth" check. It fails if a load answers anything but 2xx.
@@ -108,6 +112,16 @@ load keel "POST /api/getData limit 100" -s "$WORK/get_data.lua" "$BASE/api/getDa
 seed 1001 10000
 load keel "GET /api/items?limit=100 (10,000)" -H "Cookie: sessionId=$COOKIE" \
     "$BASE/api/items?limit=100"
+curl -sS -D "$WORK/health.head" -o /dev/null "$BASE/api/health"
+stop_server
+
+# --- the baseline, sending keel's health headers ------------------------------------------
+"$TARGET/keel-baseline" "$BASELINE_PORT" "$WORK/baseline.db" 1000 "$WORK/health.head" \
+    >/dev/null 2>"$WORK/server.err" &
+SERVER_PID=$!
+wait_until_up "http://127.0.0.1:$BASELINE_PORT"
+BASE="http://127.0.0.1:$BASELINE_PORT"
+load baseline+h "GET /api/health" "$BASE/api/health"
 stop_server
 
 # --- the comparison -----------------------------------------------------------------------
@@ -116,7 +130,8 @@ echo "bench/load.sh $DURATION $THREADS $CONNECTIONS — wrk -t$THREADS -c$CONNEC
 awk -F'|' '
     function ms(t) { if (t ~ /us$/) return t / 1000; if (t ~ /ms$/) return t + 0; if (t ~ /s$/) return t * 1000; return t }
     $1 == "baseline" { base[$2] = $3 }
-    $1 == "keel" { rows[++n] = $0 }
+    $1 == "baseline+h" { headed[$2] = $3 }
+    $1 == "keel" { rows[++n] = $0; rps[$2] = $3 }
     END {
         printf "%-34s %10s %10s %7s %9s %9s %6s %8s %8s\n", "keel request", "req/s", "baseline", "ratio", "p50 ms", "p99 ms", "peak", "RSS@10s", "RSS@end"
         for (i = 1; i <= n; i++) {
@@ -125,4 +140,8 @@ awk -F'|' '
             b = (f[2] in base) ? base[f[2]] : base["POST /api/getData limit 100"]
             printf "%-34s %10.0f %10.0f %6.2fx %9.2f %9.2f %4s MiB %4s MiB %4s MiB\n", f[2], f[3], b, f[3] / b, ms(f[4]), ms(f[5]), f[6], f[7], f[8]
         }
-    }' "$RESULTS"
+        h = "GET /api/health"
+        if ((h in headed) && (h in base) && (h in rps)) {
+            printf "\nhealth, the baseline sending keel'"'"'s %d-byte response head: %.0f req/s (%.2fx the bare baseline); keel %.2fx of it\n", head, headed[h], headed[h] / base[h], rps[h] / headed[h]
+        }
+    }' head="$(wc -c <"$WORK/health.head")" "$RESULTS"
