@@ -2,8 +2,12 @@
 # keel against a bare baseline, on loopback, in one run: requests/s, p50, p99 and peak RSS of
 # each request on each server, and the keel/baseline ratio (docs/performance.md).
 #
-# Usage: bench/load.sh [seconds] [threads] [connections]      (defaults: 10 1 64)
-#        KEEL_BIN=path/to/keel bench/load.sh …                 (load that build of keel)
+# Usage: bench/load.sh [seconds] [threads] [connections] [runs]   (defaults: 10 1 64 1)
+#        KEEL_BIN=path/to/keel bench/load.sh …                     (load that build of keel)
+#
+# With runs > 1 the whole sequence below is repeated and the table gives, per request, the
+# median of the runs (ratio, req/s, p50, p99, RSS) and the largest peak, with each run's ratio
+# after it: on a shared machine one run's ratio moves by ±0.1.
 #
 # 1. The baseline (bench/baseline: hyper + rusqlite, no keel code, 1,000 items as ready JSON)
 #    is loaded on GET /api/health and POST /api/getData {"limit":100}.
@@ -27,6 +31,8 @@ source bench/common.sh
 DURATION="${1:-10}"
 THREADS="${2:-1}"
 CONNECTIONS="${3:-64}"
+RUNS="${4:-1}"
+case "$RUNS" in '' | *[!0-9]* | 0) echo "runs must be a whole number ≥ 1, not '$RUNS'" >&2; exit 2 ;; esac
 BASELINE_PORT="${KEEL_BENCH_BASELINE_PORT:-38081}"
 PORT="${KEEL_BENCH_PORT:-38080}"
 
@@ -59,7 +65,7 @@ trap 'stop_server; rm -rf "$WORK"' EXIT
 
 kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$SERVER_PID/status"; }
 
-# Results, one line per (server, request): name|rps|p50|p99|peak MiB|rss@10s MiB|rss@end MiB
+# Results, one line per (run, server, request): run|server|name|rps|p50|p99|peak MiB|rss@10s MiB|rss@end MiB
 RESULTS="$WORK/results"
 : >"$RESULTS"
 
@@ -84,64 +90,102 @@ load() {
     if [ -n "$bad" ] && [ "$bad" != 0 ]; then
         echo "$server $name: $bad responses were not 2xx" >&2; cat "$OUT" >&2; exit 1
     fi
-    printf '%s|%s|%s|%s|%s|%s|%s|%s\n' "$server" "$name" "$rps" "$p50" "$p99" \
+    printf '%s|%s|%s|%s|%s|%s|%s|%s|%s\n' "$RUN" "$server" "$name" "$rps" "$p50" "$p99" \
         "$((peak / 1024))" "${rss10:+$((rss10 / 1024))}" "$((rss_end / 1024))" >>"$RESULTS"
     printf '%-9s %-34s %10s req/s  p50 %8s  p99 %8s  peak RSS %4s MiB\n' \
         "$server" "$name" "$rps" "$p50" "$p99" "$((peak / 1024))"
 }
 
-# --- the baseline -------------------------------------------------------------------------
-"$TARGET/keel-baseline" "$BASELINE_PORT" "$WORK/baseline.db" 1000 >/dev/null 2>"$WORK/server.err" &
-SERVER_PID=$!
-wait_until_up "http://127.0.0.1:$BASELINE_PORT"
-BASE="http://127.0.0.1:$BASELINE_PORT"
-load baseline "GET /api/health" "$BASE/api/health"
-get_data_script "baseline-session"
-load baseline "POST /api/getData limit 100" -s "$WORK/get_data.lua" "$BASE/api/getData"
-stop_server
+for RUN in $(seq 1 "$RUNS"); do
+[ "$RUNS" -eq 1 ] || echo "--- run $RUN of $RUNS" >&2
+    # --- the baseline -------------------------------------------------------------------------
+    "$TARGET/keel-baseline" "$BASELINE_PORT" "$WORK/baseline.db" 1000 >/dev/null 2>"$WORK/server.err" &
+    SERVER_PID=$!
+    wait_until_up "http://127.0.0.1:$BASELINE_PORT"
+    BASE="http://127.0.0.1:$BASELINE_PORT"
+    load baseline "GET /api/health" "$BASE/api/health"
+    get_data_script "baseline-session"
+    load baseline "POST /api/getData limit 100" -s "$WORK/get_data.lua" "$BASE/api/getData"
+    stop_server
 
-# --- keel, in production settings ---------------------------------------------------------
-start_keel "$KEEL_BIN" "$PORT"
+    # --- keel, in production settings ---------------------------------------------------------
+    start_keel "$KEEL_BIN" "$PORT"
 
-register_user load@example.com
+    register_user load@example.com
 
-seed 1 1000
-load keel "GET /api/health" "$BASE/api/health"
-get_data_script "$COOKIE"
-load keel "POST /api/getData limit 100" -s "$WORK/get_data.lua" "$BASE/api/getData"
-seed 1001 10000
-load keel "GET /api/items?limit=100 (10,000)" -H "Cookie: sessionId=$COOKIE" \
-    "$BASE/api/items?limit=100"
-curl -sS -D "$WORK/health.head" -o /dev/null "$BASE/api/health"
-stop_server
+    seed 1 1000
+    load keel "GET /api/health" "$BASE/api/health"
+    get_data_script "$COOKIE"
+    load keel "POST /api/getData limit 100" -s "$WORK/get_data.lua" "$BASE/api/getData"
+    seed 1001 10000
+    load keel "GET /api/items?limit=100 (10,000)" -H "Cookie: sessionId=$COOKIE" \
+        "$BASE/api/items?limit=100"
+    curl -sS -D "$WORK/health.head" -o /dev/null "$BASE/api/health"
+    stop_server
 
-# --- the baseline, sending keel's health headers ------------------------------------------
-"$TARGET/keel-baseline" "$BASELINE_PORT" "$WORK/baseline.db" 1000 "$WORK/health.head" \
-    >/dev/null 2>"$WORK/server.err" &
-SERVER_PID=$!
-wait_until_up "http://127.0.0.1:$BASELINE_PORT"
-BASE="http://127.0.0.1:$BASELINE_PORT"
-load baseline+h "GET /api/health" "$BASE/api/health"
-stop_server
+    # --- the baseline, sending keel's health headers ------------------------------------------
+    "$TARGET/keel-baseline" "$BASELINE_PORT" "$WORK/baseline.db" 1000 "$WORK/health.head" \
+        >/dev/null 2>"$WORK/server.err" &
+    SERVER_PID=$!
+    wait_until_up "http://127.0.0.1:$BASELINE_PORT"
+    BASE="http://127.0.0.1:$BASELINE_PORT"
+    load baseline+h "GET /api/health" "$BASE/api/health"
+    stop_server
+done
 
 # --- the comparison -----------------------------------------------------------------------
 echo
-echo "bench/load.sh $DURATION $THREADS $CONNECTIONS — wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, loopback"
+echo "bench/load.sh $DURATION $THREADS $CONNECTIONS $RUNS — wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, loopback, $RUNS run(s)"
 awk -F'|' '
+    function dash(v) { return v == "" ? "-" : v }
     function ms(t) { if (t ~ /us$/) return t / 1000; if (t ~ /ms$/) return t + 0; if (t ~ /s$/) return t * 1000; return t }
-    $1 == "baseline" { base[$2] = $3 }
-    $1 == "baseline+h" { headed[$2] = $3 }
-    $1 == "keel" { rows[++n] = $0; rps[$2] = $3 }
+    # median of the n values in a[1..n] (sorted in place; the mean of the middle two if n is even)
+    function median(a, n,    i, j, t) {
+        if (n == 0) return 0
+        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+        return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    # med(key, column): the median over the runs of that column of the rows named key
+    # (empty fields — RSS at 10 s of a shorter load — are skipped; "" if every one is)
+    function med(key, col,    r, a, n, f) {
+        n = 0
+        for (r = 1; r <= runs; r++) {
+            if (!((r SUBSEP key) in row)) continue
+            split(row[r, key], f, "|")
+            if (f[col] != "") a[++n] = (col == 5 || col == 6) ? ms(f[col]) : f[col]
+        }
+        return n ? median(a, n) : ""
+    }
+    {
+        row[$1, $2 "|" $3] = $0
+        if ($2 == "keel" && !(($3) in seen)) { seen[$3] = 1; names[++n] = $3 }
+    }
     END {
-        printf "%-34s %10s %10s %7s %9s %9s %6s %8s %8s\n", "keel request", "req/s", "baseline", "ratio", "p50 ms", "p99 ms", "peak", "RSS@10s", "RSS@end"
+        printf "%-34s %10s %10s %7s %9s %9s %6s %8s %8s", "keel request", "req/s", "baseline", "ratio", "p50 ms", "p99 ms", "peak", "RSS@10s", "RSS@end"
+        if (runs > 1) printf "  %s", "ratio of each run"
+        printf "\n"
+        getdata = "POST /api/getData limit 100"
         for (i = 1; i <= n; i++) {
-            split(rows[i], f, "|")
+            name = names[i]
             # The listing is compared with the baseline getData (it has no listing of its own).
-            b = (f[2] in base) ? base[f[2]] : base["POST /api/getData limit 100"]
-            printf "%-34s %10.0f %10.0f %6.2fx %9.2f %9.2f %4s MiB %4s MiB %4s MiB\n", f[2], f[3], b, f[3] / b, ms(f[4]), ms(f[5]), f[6], f[7], f[8]
+            bname = ((1 SUBSEP "baseline|" name) in row) ? name : getdata
+            delete ratios; m = 0; peak = 0; each = ""
+            for (r = 1; r <= runs; r++) {
+                if (!((r SUBSEP "keel|" name) in row) || !((r SUBSEP "baseline|" bname) in row)) continue
+                split(row[r, "keel|" name], k, "|"); split(row[r, "baseline|" bname], b, "|")
+                ratios[++m] = k[4] / b[4]; each = each sprintf(" %.2f", k[4] / b[4])
+                if (k[7] + 0 > peak) peak = k[7] + 0
+            }
+            printf "%-34s %10.0f %10.0f %6.2fx %9.2f %9.2f %4s MiB %4s MiB %4s MiB", name, med("keel|" name, 4), med("baseline|" bname, 4), median(ratios, m), med("keel|" name, 5), med("keel|" name, 6), peak, dash(med("keel|" name, 8)), dash(med("keel|" name, 9))
+            if (runs > 1) printf " %s", each
+            printf "\n"
         }
         h = "GET /api/health"
-        if ((h in headed) && (h in base) && (h in rps)) {
-            printf "\nhealth, the baseline sending keel'"'"'s %d-byte response head: %.0f req/s (%.2fx the bare baseline); keel %.2fx of it\n", head, headed[h], headed[h] / base[h], rps[h] / headed[h]
+        delete hb; delete kh; m = 0
+        for (r = 1; r <= runs; r++) {
+            if (!((r SUBSEP "baseline+h|" h) in row)) continue
+            split(row[r, "baseline+h|" h], x, "|"); split(row[r, "baseline|" h], b, "|"); split(row[r, "keel|" h], k, "|")
+            hb[++m] = x[4] / b[4]; kh[m] = k[4] / x[4]
         }
-    }' head="$(wc -c <"$WORK/health.head")" "$RESULTS"
+        if (m > 0) printf "\nhealth, the baseline sending keel'"'"'s %d-byte response head: %.0f req/s, %.2fx the bare baseline; keel %.2fx of it\n", head, med("baseline+h|" h, 4), median(hb, m), median(kh, m)
+    }' runs="$RUNS" head="$(wc -c <"$WORK/health.head")" "$RESULTS"
