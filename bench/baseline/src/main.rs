@@ -108,8 +108,9 @@ fn read_headers(file: &Path) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
         };
         let name = name.trim().to_ascii_lowercase();
         let value = value.trim();
-        if HeaderName::from_bytes(name.as_bytes()).is_err() || HeaderValue::from_str(value).is_err()
-        {
+        // Visible ASCII (and tabs) only: what `HeaderValue::from_static` takes without panicking.
+        let is_visible = |b: u8| b == b'\t' || (b' '..=b'~').contains(&b);
+        if HeaderName::from_bytes(name.as_bytes()).is_err() || !value.bytes().all(is_visible) {
             return Err(format!("{}: not a valid header: {line:?}", file.display()));
         }
         if matches!(name.as_str(), "date" | "content-length" | "content-type") {
@@ -308,12 +309,15 @@ mod tests {
                 .unwrap_err()
                 .contains("not a `name: value` line")
         );
-        std::fs::write(&file, "bad name: x\r\n").unwrap();
-        assert!(
-            read_headers(&file)
-                .unwrap_err()
-                .contains("not a valid header")
-        );
+        for bad in [
+            "bad name: x\r\n",
+            "x-obs-text: caf\u{e9}\r\n",
+            "x-nul: a\0b\r\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let error = read_headers(&file).unwrap_err();
+            assert!(error.contains("not a valid header"), "{bad:?}: {error}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
