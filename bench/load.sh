@@ -97,7 +97,7 @@ load() {
 }
 
 for RUN in $(seq 1 "$RUNS"); do
-[ "$RUNS" -eq 1 ] || echo "--- run $RUN of $RUNS" >&2
+    [ "$RUNS" -eq 1 ] || echo "--- run $RUN of $RUNS" >&2
     # --- the baseline -------------------------------------------------------------------------
     "$TARGET/keel-baseline" "$BASELINE_PORT" "$WORK/baseline.db" 1000 >/dev/null 2>"$WORK/server.err" &
     SERVER_PID=$!
@@ -152,11 +152,12 @@ awk -F'|' '
         for (r = 1; r <= runs; r++) {
             if (!((r SUBSEP key) in row)) continue
             split(row[r, key], f, "|")
-            if (f[col] != "") a[++n] = (col == 5 || col == 6) ? ms(f[col]) : f[col]
+            if (f[col] != "") a[++n] = f[col]
         }
         return n ? median(a, n) : ""
     }
     {
+        $5 = ms($5); $6 = ms($6)   # p50 and p99 in milliseconds
         row[$1, $2 "|" $3] = $0
         if ($2 == "keel" && !(($3) in seen)) { seen[$3] = 1; names[++n] = $3 }
     }
@@ -188,4 +189,4 @@ awk -F'|' '
             hb[++m] = x[4] / b[4]; kh[m] = k[4] / x[4]
         }
         if (m > 0) printf "\nhealth, the baseline sending keel'"'"'s %d-byte response head: %.0f req/s, %.2fx the bare baseline; keel %.2fx of it\n", head, med("baseline+h|" h, 4), median(hb, m), median(kh, m)
-    }' runs="$RUNS" head="$(wc -c <"$WORK/health.head")" "$RESULTS"
+    }' OFS='|' runs="$RUNS" head="$(wc -c <"$WORK/health.head")" "$RESULTS"

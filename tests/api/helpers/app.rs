@@ -200,14 +200,14 @@ async fn serve_app(
 ) -> (SocketAddr, Background) {
     let app = keel_app::build(platform.clone(), roles);
     // With the API role, every response is checked against the OpenAPI document it serves.
+    let router = axum::Router::new().fallback_service(app.router);
     let (router, contract) = match &app.openapi {
         Some(document) => {
             let document = serde_json::to_value(&**document).expect("the document is JSON");
-            let router = axum::Router::new().fallback_service(app.router);
             let (router, contract) = contract::checked(router, document);
             (router, Some(contract))
         }
-        None => (axum::Router::new().fallback_service(app.router), None),
+        None => (router, None),
     };
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
