@@ -28,6 +28,9 @@ use super::writer::Txn;
 
 /// Events read from the log per round trip.
 const PAGE: i64 = 512;
+/// A page of one collection's events after a position.
+const READ_PAGE: &str = "SELECT seq, op, id, doc, time_ms FROM keel_changes
+                         WHERE collection = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
 /// Log entries deleted per trimming transaction (keeps each one short).
 const TRIM_CHUNK: i64 = 20_000;
 
@@ -280,12 +283,7 @@ async fn read_page(cursor: &Cursor) -> StoreResult<(Vec<ChangeEvent>, Option<i64
                 return Err(StoreError::ResumeTokenExpired);
             }
             let context = |e| sql_error("reading the change log", e);
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT seq, op, id, doc, time_ms FROM keel_changes
-                     WHERE collection = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                )
-                .map_err(context)?;
+            let mut statement = conn.prepare_cached(READ_PAGE).map_err(context)?;
             let mut rows = statement
                 .query(params![&*collection, position, PAGE])
                 .map_err(context)?;
@@ -363,6 +361,53 @@ mod tests {
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         assert_eq!(left, vec![8, 9, 10]);
         assert_eq!(last_seq(&conn)?, 10, "sequence numbers are never reused");
+        Ok(())
+    }
+
+    #[test]
+    fn reading_the_log_again_does_not_prepare_its_statement_again() -> StoreResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Backend(e.to_string()))?;
+        let path = dir.path().join("keel.db");
+        let writer = schema::open_writer(&path)?;
+        let mut catalog = load_catalog(&writer)?;
+        let mut txn = Txn {
+            conn: &writer,
+            catalog: &mut catalog,
+            last_seq: 0,
+        };
+        for n in 0..10 {
+            append(&mut txn, "items", ChangeOp::Insert, &Bson::Int32(n), None)?;
+        }
+        let backend = |e: rusqlite::Error| StoreError::Backend(e.to_string());
+        for conn in [&writer, &schema::open_reader(&path)?] {
+            let mut read = Vec::new();
+            for (collection, position, limit) in [
+                ("items", 0, PAGE),
+                ("items", 7, PAGE),
+                ("items", 300, 2),
+                ("orders", 300, 2),
+                ("items", 2, 2),
+            ] {
+                let mut statement = conn.prepare_cached(READ_PAGE).map_err(backend)?;
+                let seqs: Vec<i64> = statement
+                    .query_map(params![collection, position, limit], |row| row.get(0))
+                    .and_then(|rows| rows.collect())
+                    .map_err(backend)?;
+                read.push(seqs);
+                // SQLite counts each time it prepared the statement again (for a schema
+                // change, or new values of parameters its plan looked at).
+                let again = statement.get_status(rusqlite::StatementStatus::RePrepare);
+                assert_eq!(again, 0, "{collection} after {position}, {limit} at most");
+            }
+            let expected: [&[i64]; 5] = [
+                &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+                &[8, 9, 10],
+                &[],
+                &[],
+                &[3, 4],
+            ];
+            assert_eq!(read, expected);
+        }
         Ok(())
     }
 

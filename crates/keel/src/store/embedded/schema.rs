@@ -19,6 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bson::{Bson, Document};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::super::engine;
@@ -159,7 +160,20 @@ pub fn open_writer(path: &Path) -> StoreResult<Connection> {
          CREATE INDEX IF NOT EXISTS keel_changes_by_collection ON keel_changes (collection, seq);",
     )
     .map_err(|e| sql_error("preparing the database", e))?;
+    plan_once(&conn)?;
     Ok(conn)
+}
+
+/// Each statement is planned once, when it is prepared, not again for the values bound to it.
+/// Without this SQLite re-prepares a statement whose plan looked at a parameter's value — a
+/// `LIMIT ?`, a range with `ORDER BY … LIMIT` — every time new values are bound: a parse and a
+/// plan on each read of the change log and each index range read (docs/performance.md, round
+/// 16). Plans cannot depend on values here anyway: keel never gathers statistics (`ANALYZE`)
+/// and never uses `LIKE`.
+fn plan_once(conn: &Connection) -> StoreResult<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map(|_| ())
+        .map_err(|e| sql_error("configuring the query planner", e))
 }
 
 /// A read-only connection to the same file (the writer must have created it): opened
@@ -170,6 +184,7 @@ pub fn open_reader(path: &Path) -> StoreResult<Connection> {
         .map_err(|e| sql_error("opening a read connection", e))?;
     conn.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")
         .map_err(|e| sql_error("preparing a read connection", e))?;
+    plan_once(&conn)?;
     Ok(conn)
 }
 
