@@ -240,9 +240,17 @@ async fn keel_task_run_processes_the_items_and_exits_0() {
         .insert_one(doc! { "name": "Broken", "price": "n/a" })
         .await
         .expect("insert");
+    for n in 1..=5 {
+        items
+            .insert_one(doc! { "name": format!("Item {n}"), "price": f64::from(n) })
+            .await
+            .expect("insert");
+    }
     store.close().await.expect("closing the store");
 
+    // Batches of two: each batch starts after the last item of the one before.
     let output = keel_command(&["task", "run", "process-data"], &work_dir)
+        .env("KEEL_TASKS__PROCESS_DATA__BATCH_SIZE", "2")
         .output()
         .await
         .expect("running keel task run");
@@ -254,7 +262,7 @@ async fn keel_task_run_processes_the_items_and_exits_0() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains("success, 1 processed, 1 rejected"),
+        stdout.contains("success, 6 processed, 1 rejected"),
         "{stdout}"
     );
 
@@ -267,6 +275,9 @@ async fn keel_task_run_processes_the_items_and_exits_0() {
         .expect("item");
     assert_eq!(anvil.get_str("slug").ok(), Some("acme-anvil"));
     assert_eq!(anvil.get_i64("priceCents").ok(), Some(1999));
+    let items = store.collection("items");
+    assert_eq!(items.count(doc! { "processed": true }).await.ok(), Some(6));
+    assert_eq!(items.count(doc! { "processed": false }).await.ok(), Some(1));
     let run = store
         .collection("task_runs")
         .find_one(doc! { "task": "process-data" }, FindOptions::default())

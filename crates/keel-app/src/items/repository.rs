@@ -156,11 +156,20 @@ fn bson_value(value: &FilterValue) -> Bson {
 
 /// The background work's queries on items (`items/task.rs`, process-data).
 impl ItemRepository {
-    pub async fn unprocessed_items(&self, limit: i64) -> StoreResult<Vec<Document>> {
+    /// Up to `limit` unprocessed items in `_id` order, after the `_id` `after` if given: a run
+    /// goes on from where its last batch ended instead of reading past every item it already
+    /// marked, which made a run over n items read ~n²/(2 × limit) documents.
+    pub async fn unprocessed_items(
+        &self,
+        limit: i64,
+        after: Option<&Bson>,
+    ) -> StoreResult<Vec<Document>> {
         let options = FindOptions::default().sort(doc! { "_id": 1 }).limit(limit);
-        self.items
-            .find(doc! { "processed": { "$exists": false } }, options)
-            .await
+        let mut filter = doc! { "processed": { "$exists": false } };
+        if let Some(after) = after {
+            filter.insert("_id", doc! { "$gt": after.clone() });
+        }
+        self.items.find(filter, options).await
     }
 
     /// Marks an item processed with its enrichment, unless a concurrent run already did or a

@@ -6,6 +6,10 @@
 //! so a re-run (or a run racing a `--force` one) never processes an item twice. An item that
 //! cannot be enriched (no name, a bad price) is set aside with `processed: false, processError`
 //! instead of failing the run or being picked up forever.
+//!
+//! A run walks the unprocessed items in `_id` order, each batch starting after the last `_id` of
+//! the one before, so it reads each item once however many it has already marked; an item
+//! inserted meanwhile with a smaller `_id` (another replica's clock) waits for the next run.
 
 use bson::{Bson, Document};
 use futures::FutureExt;
@@ -46,12 +50,17 @@ impl Task for ProcessData {
                 .unwrap_or(DEFAULT_BATCH_SIZE)
                 .clamp(1, 10_000);
             let mut summary = TaskSummary::default();
+            let mut after: Option<Bson> = None;
             loop {
                 ctx.check_cancelled()?;
-                let batch = self.repository.unprocessed_items(batch_size).await?;
+                let batch = self
+                    .repository
+                    .unprocessed_items(batch_size, after.as_ref())
+                    .await?;
                 if batch.is_empty() {
                     return Ok(summary);
                 }
+                after = batch.last().and_then(|item| item.get("_id")).cloned();
                 for item in &batch {
                     ctx.check_cancelled()?;
                     let Some(id) = item.get("_id") else { continue };

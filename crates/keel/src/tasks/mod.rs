@@ -143,7 +143,7 @@ impl TaskContext {
             .settings
             .get(key)
             .map(|value| {
-                serde_json::from_value(value.clone()).map_err(|e| TaskError::Setting {
+                setting_value(value).map_err(|e| TaskError::Setting {
                     task: self.name.clone(),
                     key: key.to_owned(),
                     reason: e.to_string(),
@@ -190,6 +190,16 @@ impl TaskRegistry {
     }
 }
 
+/// A setting as `T`. Environment variables give every setting as text, so text that is not a
+/// `T` is read once more as the JSON it spells: `KEEL_TASKS__PROCESS_DATA__BATCH_SIZE=50` is
+/// the number 50, as `batch_size = 50` in a file is.
+fn setting_value<T: DeserializeOwned>(value: &serde_json::Value) -> serde_json::Result<T> {
+    serde_json::from_value(value.clone()).or_else(|error| match value {
+        serde_json::Value::String(text) => serde_json::from_str(text).map_err(|_| error),
+        _ => Err(error),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use futures::FutureExt;
@@ -210,6 +220,22 @@ mod tests {
         fn run<'a>(&'a self, _: &'a TaskContext) -> BoxFuture<'a, Result<TaskSummary, TaskError>> {
             async { Ok(TaskSummary::default()) }.boxed()
         }
+    }
+
+    #[test]
+    fn settings_given_as_text_are_read_as_what_the_text_spells() {
+        use serde_json::json;
+        assert_eq!(setting_value::<i64>(&json!(50)).ok(), Some(50));
+        assert_eq!(setting_value::<i64>(&json!("50")).ok(), Some(50));
+        assert_eq!(setting_value::<bool>(&json!("true")).ok(), Some(true));
+        assert_eq!(
+            setting_value::<String>(&json!("50")).ok().as_deref(),
+            Some("50")
+        );
+        let wrong = setting_value::<i64>(&json!("fifty")).unwrap_err();
+        assert!(wrong.to_string().contains("string \"fifty\""), "{wrong}");
+        assert!(setting_value::<i64>(&json!("1.5")).is_err());
+        assert!(setting_value::<i64>(&json!([1])).is_err());
     }
 
     /// A `[tasks]` entry names a task by its name or by the spelling an environment variable
