@@ -199,3 +199,95 @@ conformance!(index_follows_updates_and_deletes, |store| {
     );
     Ok(())
 });
+
+async fn page_ids(
+    collection: &Collection,
+    filter: &Document,
+    sort: &Document,
+    skip: u64,
+    limit: i64,
+) -> anyhow::Result<Vec<i32>> {
+    let options = FindOptions::default()
+        .sort(sort.clone())
+        .skip(skip)
+        .limit(limit);
+    let found = collection.find(filter.clone(), options).await?;
+    Ok(found.iter().filter_map(|d| d.get_i32("_id").ok()).collect())
+}
+
+// A sorted page read along an index in the sort's order (the embedded store stops at the page's
+// end) is the page sorting every match gives: the same documents as a collection without the
+// index, for values of every kind, equal values of different types, missing fields, both
+// directions, filters the index narrows and filters it does not, and after the index has
+// become multikey.
+conformance!(a_sorted_page_along_an_index_is_the_sorted_page, |store| {
+    let indexed = store.collection("ordered");
+    let plain = store.collection("unordered");
+    indexed
+        .create_index(IndexSpec::new(doc! {"a": 1, "_id": 1}))
+        .await?;
+    let values: Vec<Option<Bson>> = vec![
+        Some(Bson::Int32(2)),
+        Some(Bson::Double(2.0)),
+        Some(Bson::Int64(-7)),
+        Some(Bson::Double(2.5)),
+        Some(Bson::String("b".into())),
+        Some(Bson::String("a".into())),
+        Some(Bson::String("b".into())),
+        Some(Bson::Null),
+        None,
+        Some(Bson::Boolean(false)),
+        Some(Bson::Document(doc! {"x": 1})),
+        Some(Bson::DateTime(bson::DateTime::from_millis(5))),
+        Some(Bson::Int32(1)),
+        None,
+        Some(Bson::Int32(2)),
+    ];
+    let documents: Vec<Document> = values
+        .iter()
+        .enumerate()
+        .map(|(n, value)| {
+            let mut document = doc! {"_id": (n as i32 * 7) % 15, "c": n as i32 % 3};
+            if let Some(value) = value {
+                document.insert("a", value.clone());
+            }
+            document
+        })
+        .collect();
+    indexed.insert_many(documents.clone()).await?;
+    plain.insert_many(documents).await?;
+    let filters = [
+        doc! {},
+        doc! {"a": {"$gte": 2}},
+        doc! {"a": {"$gt": "a"}},
+        doc! {"a": {"$in": [1, "b", Bson::Null]}},
+        doc! {"a": 2},
+        doc! {"c": 1},
+        doc! {"a": {"$lt": 3}, "c": {"$ne": 0}},
+    ];
+    let sorts = [doc! {"a": 1, "_id": 1}, doc! {"a": -1, "_id": -1}];
+    let pages = [(0, 1), (0, 5), (3, 4), (0, 100), (14, 5), (20, 5)];
+    let (filters, sorts, indexed_ref, plain_ref) = (&filters, &sorts, &indexed, &plain);
+    let check = |label: &'static str| async move {
+        let (indexed, plain) = (indexed_ref, plain_ref);
+        for filter in filters {
+            for sort in sorts {
+                for (skip, limit) in pages {
+                    let along = page_ids(indexed, filter, sort, skip, limit).await?;
+                    let sorted = page_ids(plain, filter, sort, skip, limit).await?;
+                    assert_eq!(
+                        along, sorted,
+                        "{label}: {filter} sorted by {sort}, skip {skip} limit {limit}"
+                    );
+                }
+            }
+        }
+        anyhow::Ok(())
+    };
+    check("scalar values").await?;
+    let array = doc! {"_id": 100, "a": [3, "c"], "c": 1};
+    indexed.insert_one(array.clone()).await?;
+    plain.insert_one(array).await?;
+    check("an array among them").await?;
+    Ok(())
+});

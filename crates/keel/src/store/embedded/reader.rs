@@ -345,51 +345,61 @@ pub fn find(
     let Some(meta) = catalog.collections.get(collection) else {
         return Ok(Vec::new());
     };
-    let mut documents: Vec<Document> = match &query.sort {
-        None => {
-            let wanted = query.limit.map(|limit| limit.saturating_add(query.skip));
-            scan::collect(conn, meta, &query.filter, wanted)?
-                .into_iter()
-                .map(|(_, document)| document)
-                .collect()
-        }
-        Some(_) if is_in_scan_order(meta, query) => {
-            let wanted = query.limit.map(|limit| limit.saturating_add(query.skip));
-            scan::collect(conn, meta, &query.filter, wanted)?
-                .into_iter()
-                .map(|(_, document)| document)
-                .collect()
-        }
-        // A sorted page: the best skip+limit by their sort keys and ids only, then the page's
-        // documents read again by id. Memory follows the page, not the number of matches.
-        Some(sort) if query.limit.is_some() => {
-            let limit = query.limit.unwrap_or(usize::MAX);
-            let mut top = sort.top_k(limit.saturating_add(query.skip));
-            scan::scan(conn, meta, &query.filter, |id, document| {
-                top.push(sort.keys_of(&document), id);
-                Ok(std::ops::ControlFlow::Continue(()))
-            })?;
-            let mut page = Vec::new();
-            for id in top.finish().into_iter().skip(query.skip) {
-                // Gone between the scan and now cannot happen: both run on this connection
-                // inside one read.
-                if let Some(document) = scan::fetch(conn, meta, &id)? {
-                    page.push(document);
-                }
+    // A sorted page along an index in the sort's order: read until the page is full.
+    let ordered = match (&query.sort, query.limit) {
+        (Some(sort), Some(limit)) => scan::ordered_plan(meta, sort, &query.filter)
+            .map(|(plan, descending)| (plan, descending, limit.saturating_add(query.skip))),
+        _ => None,
+    };
+    let mut documents: Vec<Document> = if let Some((plan, descending, wanted)) = &ordered {
+        first_in_order(conn, meta, plan, *descending, &query.filter, *wanted)?
+    } else {
+        match &query.sort {
+            None => {
+                let wanted = query.limit.map(|limit| limit.saturating_add(query.skip));
+                scan::collect(conn, meta, &query.filter, wanted)?
+                    .into_iter()
+                    .map(|(_, document)| document)
+                    .collect()
             }
-            return Ok(match &query.projection {
-                Some(projection) => page.iter().map(|d| projection.apply(d)).collect(),
-                None => page,
-            });
-        }
-        // No limit: the caller asked for every match, sorted.
-        Some(sort) => {
-            let mut all: Vec<Document> = scan::collect(conn, meta, &query.filter, None)?
-                .into_iter()
-                .map(|(_, document)| document)
-                .collect();
-            sort.sort(&mut all);
-            all
+            Some(_) if is_in_scan_order(meta, query) => {
+                let wanted = query.limit.map(|limit| limit.saturating_add(query.skip));
+                scan::collect(conn, meta, &query.filter, wanted)?
+                    .into_iter()
+                    .map(|(_, document)| document)
+                    .collect()
+            }
+            // A sorted page: the best skip+limit by their sort keys and ids only, then the page's
+            // documents read again by id. Memory follows the page, not the number of matches.
+            Some(sort) if query.limit.is_some() => {
+                let limit = query.limit.unwrap_or(usize::MAX);
+                let mut top = sort.top_k(limit.saturating_add(query.skip));
+                scan::scan(conn, meta, &query.filter, |id, document| {
+                    top.push(sort.keys_of(&document), id);
+                    Ok(std::ops::ControlFlow::Continue(()))
+                })?;
+                let mut page = Vec::new();
+                for id in top.finish().into_iter().skip(query.skip) {
+                    // Gone between the scan and now cannot happen: both run on this connection
+                    // inside one read.
+                    if let Some(document) = scan::fetch(conn, meta, &id)? {
+                        page.push(document);
+                    }
+                }
+                return Ok(match &query.projection {
+                    Some(projection) => page.iter().map(|d| projection.apply(d)).collect(),
+                    None => page,
+                });
+            }
+            // No limit: the caller asked for every match, sorted.
+            Some(sort) => {
+                let mut all: Vec<Document> = scan::collect(conn, meta, &query.filter, None)?
+                    .into_iter()
+                    .map(|(_, document)| document)
+                    .collect();
+                sort.sort(&mut all);
+                all
+            }
         }
     };
     let documents: Vec<Document> = documents
@@ -401,6 +411,41 @@ pub fn find(
         Some(projection) => documents.iter().map(|d| projection.apply(d)).collect(),
         None => documents,
     })
+}
+
+/// The first `wanted` documents matching `filter` along `plan` (`scan::ordered_plan`).
+fn first_in_order(
+    conn: &Connection,
+    meta: &CollectionMeta,
+    plan: &scan::Plan,
+    descending: bool,
+    filter: &Filter,
+    wanted: usize,
+) -> StoreResult<Vec<Document>> {
+    let mut page = Vec::new();
+    if wanted == 0 {
+        return Ok(page);
+    }
+    scan::scan_plan_raw(
+        conn,
+        meta,
+        plan,
+        descending,
+        filter,
+        scan::Columns::Document,
+        |_, bytes, decoded| {
+            page.push(match decoded {
+                Some(document) => document,
+                None => scan::decode(bytes)?,
+            });
+            Ok(if page.len() < wanted {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            })
+        },
+    )?;
+    Ok(page)
 }
 
 /// `{_id: 1}` over the table's own order (any plan but a secondary index) is already sorted:
@@ -417,7 +462,8 @@ fn is_in_scan_order(meta: &CollectionMeta, query: &Query) -> bool {
 
 impl Query {
     /// Bounded when it is a point lookup (`scan::is_point_lookup`), or when it has no filter
-    /// and takes at most `INLINE_MAX_DOCUMENTS` in scan order (every row read is returned).
+    /// and takes at most `INLINE_MAX_DOCUMENTS` in scan order or along an index in its sort's
+    /// order (every row read is returned).
     pub fn size(&self, catalog: &Catalog, collection: &str) -> ReadSize {
         let Some(meta) = catalog.collections.get(collection) else {
             return ReadSize::Bounded;
@@ -428,7 +474,12 @@ impl Query {
         let few = self
             .limit
             .is_some_and(|limit| limit.saturating_add(self.skip) <= INLINE_MAX_DOCUMENTS);
-        if few && self.filter.is_empty() && is_in_scan_order(meta, self) {
+        let in_order = is_in_scan_order(meta, self)
+            || self
+                .sort
+                .as_ref()
+                .is_some_and(|sort| scan::ordered_plan(meta, sort, &self.filter).is_some());
+        if few && self.filter.is_empty() && in_order {
             ReadSize::Bounded
         } else {
             ReadSize::Unbounded
@@ -480,6 +531,37 @@ pub fn each_raw(
     let Some(meta) = catalog.collections.get(collection) else {
         return Ok(());
     };
+    if query.projection.is_none()
+        && let (Some(sort), Some(limit)) = (&query.sort, query.limit)
+        && let Some((plan, descending)) = scan::ordered_plan(meta, sort, &query.filter)
+    {
+        // Along an index in the sort's order: the stored bytes as read, as in scan order.
+        let (mut to_skip, mut to_take) = (query.skip, limit);
+        if to_take == 0 {
+            return Ok(());
+        }
+        return scan::scan_plan_raw(
+            conn,
+            meta,
+            &plan,
+            descending,
+            &query.filter,
+            Columns::Document,
+            |_, bytes, _| {
+                if to_skip > 0 {
+                    to_skip -= 1;
+                    return Ok(ControlFlow::Continue(()));
+                }
+                visit(RawDocument::from_bytes(bytes).map_err(scan::corrupt)?)?;
+                to_take -= 1;
+                Ok(if to_take > 0 {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                })
+            },
+        );
+    }
     if query.projection.is_some() || !is_in_scan_order(meta, query) {
         for document in find(conn, catalog, collection, query)? {
             let raw = RawDocumentBuf::try_from(&document)

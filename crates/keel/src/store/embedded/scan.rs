@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 use bson::Document;
 use rusqlite::{Connection, Row};
 
-use super::super::engine::{self, Filter, IndexScan};
+use super::super::engine::{self, Filter, IndexScan, Sort};
 use super::super::{StoreError, StoreResult};
 use super::schema::{CollectionMeta, IndexMeta};
 use super::sql_error;
@@ -122,6 +122,40 @@ pub fn plan(meta: &CollectionMeta, filter: &Filter) -> Plan {
     scans.first().map(index_plan).unwrap_or(Plan::FullScan)
 }
 
+/// A plan that reads the documents in `sort`'s order, so a sorted page can stop after its
+/// last document instead of reading every match: an index on exactly the sorted paths, all in
+/// one direction (`descending`: read backwards), ending with `_id`. Its keys then order the
+/// documents as the sort does, with no ties (`engine::encode_key` orders as `compare_values`,
+/// a missing field is `null` in both). Not for a multikey index (an array sorts by its
+/// smallest or largest element, and a document has a key per element), and only when the
+/// filter has no index of its own or narrows by the sorted index's first field (those ranges
+/// are walked instead); `None` otherwise.
+pub fn ordered_plan(meta: &CollectionMeta, sort: &Sort, filter: &Filter) -> Option<(Plan, bool)> {
+    let (paths, descending) = sort.uniform_paths()?;
+    if paths.last().map(String::as_str) != Some("_id") {
+        return None;
+    }
+    let index = meta
+        .indexes
+        .iter()
+        .find(|index| !index.multikey && index.fields == paths)?;
+    let ranges = match plan(meta, filter) {
+        Plan::FullScan => vec![KeyRange {
+            lower: Vec::new(),
+            upper: None,
+        }],
+        Plan::Index { .. } => ranges(&filter.index_scan_for(&index.fields[0], false)?),
+        Plan::IdPoint(_) | Plan::IdRanges(_) => return None,
+    };
+    Some((
+        Plan::Index {
+            table: index.table(),
+            ranges,
+        },
+        descending,
+    ))
+}
+
 /// Whether `filter` reads at most a few documents whatever the collection holds: an `_id`
 /// point, or a few exact keys of a single-field unique index (a session, a user by email, a
 /// brand by name).
@@ -141,7 +175,7 @@ pub fn is_point_lookup(meta: &CollectionMeta, filter: &Filter) -> bool {
         })
 }
 
-fn decode(bytes: &[u8]) -> StoreResult<Document> {
+pub fn decode(bytes: &[u8]) -> StoreResult<Document> {
     Document::from_reader(bytes).map_err(corrupt)
 }
 
@@ -199,10 +233,23 @@ pub fn scan_raw(
     meta: &CollectionMeta,
     filter: &Filter,
     columns: Columns,
+    visit: impl FnMut(Option<&[u8]>, &[u8], Option<Document>) -> StoreResult<ControlFlow<()>>,
+) -> StoreResult<()> {
+    let plan = plan(meta, filter);
+    scan_plan_raw(conn, meta, &plan, false, filter, columns, visit)
+}
+
+/// `scan_raw` along a given plan; `descending` reads its ranges backwards (`ordered_plan`).
+pub fn scan_plan_raw(
+    conn: &Connection,
+    meta: &CollectionMeta,
+    plan: &Plan,
+    descending: bool,
+    filter: &Filter,
+    columns: Columns,
     mut visit: impl FnMut(Option<&[u8]>, &[u8], Option<Document>) -> StoreResult<ControlFlow<()>>,
 ) -> StoreResult<()> {
     let table = meta.table();
-    let plan = plan(meta, filter);
     let context = |e| sql_error("scanning a collection", e);
     let matches_everything = filter.is_empty();
     // An index's ranges may overlap: its rows are told apart by their `_id`.
@@ -240,6 +287,7 @@ pub fn scan_raw(
         }
         Ok::<_, StoreError>(ControlFlow::Continue(()))
     };
+    let order = if descending { "DESC" } else { "ASC" };
     match plan {
         Plan::IdPoint(key) => {
             let _ = run(
@@ -248,19 +296,25 @@ pub fn scan_raw(
             )?;
         }
         Plan::FullScan => {
-            let _ = run(&format!("SELECT {selected} FROM {table} ORDER BY id"), &[])?;
+            let _ = run(
+                &format!("SELECT {selected} FROM {table} ORDER BY id {order}"),
+                &[],
+            )?;
         }
         Plan::IdRanges(ranges) => {
-            for range in ranges {
+            for range in in_order(ranges, descending) {
                 let flow = match &range.upper {
                     Some(upper) => run(
                         &format!(
-                            "SELECT {selected} FROM {table} WHERE id >= ?1 AND id < ?2 ORDER BY id"
+                            "SELECT {selected} FROM {table} WHERE id >= ?1 AND id < ?2 \
+                             ORDER BY id {order}"
                         ),
                         &[&range.lower, upper],
                     )?,
                     None => run(
-                        &format!("SELECT {selected} FROM {table} WHERE id >= ?1 ORDER BY id"),
+                        &format!(
+                            "SELECT {selected} FROM {table} WHERE id >= ?1 ORDER BY id {order}"
+                        ),
                         &[&range.lower],
                     )?,
                 };
@@ -276,14 +330,16 @@ pub fn scan_raw(
             let select = format!(
                 "SELECT d.id, d.doc FROM {index_table} AS k JOIN {table} AS d ON d.id = k.id"
             );
-            for range in ranges {
+            for range in in_order(ranges, descending) {
                 let flow = match &range.upper {
                     Some(upper) => run(
-                        &format!("{select} WHERE k.key >= ?1 AND k.key < ?2 ORDER BY k.key"),
+                        &format!(
+                            "{select} WHERE k.key >= ?1 AND k.key < ?2 ORDER BY k.key {order}"
+                        ),
                         &[&range.lower, upper],
                     )?,
                     None => run(
-                        &format!("{select} WHERE k.key >= ?1 ORDER BY k.key"),
+                        &format!("{select} WHERE k.key >= ?1 ORDER BY k.key {order}"),
                         &[&range.lower],
                     )?,
                 };
@@ -294,6 +350,15 @@ pub fn scan_raw(
         }
     }
     Ok(())
+}
+
+/// A plan's ranges (sorted and disjoint) in reading order.
+fn in_order(ranges: &[KeyRange], descending: bool) -> Box<dyn Iterator<Item = &KeyRange> + '_> {
+    if descending {
+        Box::new(ranges.iter().rev())
+    } else {
+        Box::new(ranges.iter())
+    }
 }
 
 /// The document stored under `id`, if any.

@@ -33,6 +33,22 @@ impl Sort {
         matches!(self.keys.as_slice(), [key] if key.parts == ["_id"] && !key.is_descending)
     }
 
+    /// The sorted paths (`a.b` spelled with dots) when every key has the same direction, and
+    /// whether that direction is descending: the order of an index on exactly those paths,
+    /// read forwards or backwards.
+    pub fn uniform_paths(&self) -> Option<(Vec<String>, bool)> {
+        let is_descending = self.keys.first()?.is_descending;
+        self.keys
+            .iter()
+            .all(|key| key.is_descending == is_descending)
+            .then(|| {
+                (
+                    self.keys.iter().map(|key| key.parts.join(".")).collect(),
+                    is_descending,
+                )
+            })
+    }
+
     pub fn parse(sort: &Document) -> StoreResult<Sort> {
         let keys = sort
             .iter()
