@@ -218,14 +218,15 @@ async fn page_ids(
 // A sorted page read along an index in the sort's order (the embedded store stops at the page's
 // end) is the page sorting every match gives: the same documents as a collection without the
 // index, for values of every kind, equal values of different types, missing fields, both
-// directions, filters the index narrows and filters it does not, and after the index has
-// become multikey.
+// directions, filters the index narrows and filters it does not, an `_id` order within one key
+// of another index, and after the index has become multikey.
 conformance!(a_sorted_page_along_an_index_is_the_sorted_page, |store| {
     let indexed = store.collection("ordered");
     let plain = store.collection("unordered");
     indexed
         .create_index(IndexSpec::new(doc! {"a": 1, "_id": 1}))
         .await?;
+    indexed.create_index(IndexSpec::new(doc! {"c": 1})).await?;
     let values: Vec<Option<Bson>> = vec![
         Some(Bson::Int32(2)),
         Some(Bson::Double(2.0)),
@@ -263,9 +264,15 @@ conformance!(a_sorted_page_along_an_index_is_the_sorted_page, |store| {
         doc! {"a": {"$in": [1, "b", Bson::Null]}},
         doc! {"a": 2},
         doc! {"c": 1},
+        doc! {"c": {"$in": [0, 2]}},
         doc! {"a": {"$lt": 3}, "c": {"$ne": 0}},
     ];
-    let sorts = [doc! {"a": 1, "_id": 1}, doc! {"a": -1, "_id": -1}];
+    let sorts = [
+        doc! {"a": 1, "_id": 1},
+        doc! {"a": -1, "_id": -1},
+        doc! {"_id": 1},
+        doc! {"_id": -1},
+    ];
     let pages = [(0, 1), (0, 5), (3, 4), (0, 100), (14, 5), (20, 5)];
     let (filters, sorts, indexed_ref, plain_ref) = (&filters, &sorts, &indexed, &plain);
     let check = |label: &'static str| async move {
@@ -289,5 +296,72 @@ conformance!(a_sorted_page_along_an_index_is_the_sorted_page, |store| {
     indexed.insert_one(array.clone()).await?;
     plain.insert_one(array).await?;
     check("an array among them").await?;
+    Ok(())
+});
+
+// A count of `{field: value}` or `{field: {$in: […]}}` over an index on the field (the embedded
+// store counts index keys, reading no document) is the count without the index: for equal
+// numbers of different types, `null` and missing fields, strings, dates and booleans, and
+// after an array made the index multikey (then documents are tested again).
+conformance!(an_equality_count_over_an_index_is_the_count, |store| {
+    let indexed = store.collection("counted");
+    let plain = store.collection("uncounted");
+    indexed.create_index(IndexSpec::new(doc! {"a": 1})).await?;
+    let values: Vec<Option<Bson>> = vec![
+        Some(Bson::Int32(2)),
+        Some(Bson::Double(2.0)),
+        Some(Bson::Int64(2)),
+        Some(Bson::Double(2.5)),
+        Some(Bson::String("b".into())),
+        Some(Bson::String("b".into())),
+        Some(Bson::String("bb".into())),
+        Some(Bson::Null),
+        None,
+        Some(Bson::Boolean(false)),
+        Some(Bson::DateTime(bson::DateTime::from_millis(5))),
+        Some(Bson::Document(doc! {"b": 2})),
+    ];
+    let documents: Vec<Document> = values
+        .iter()
+        .enumerate()
+        .map(|(n, value)| {
+            let mut document = doc! {"_id": n as i32};
+            if let Some(value) = value {
+                document.insert("a", value.clone());
+            }
+            document
+        })
+        .collect();
+    indexed.insert_many(documents.clone()).await?;
+    plain.insert_many(documents).await?;
+    let filters = [
+        doc! {"a": 2},
+        doc! {"a": 2.0},
+        doc! {"a": {"$eq": 2.5}},
+        doc! {"a": "b"},
+        doc! {"a": Bson::Null},
+        doc! {"a": false},
+        doc! {"a": bson::DateTime::from_millis(5)},
+        doc! {"a": {"$in": [2, "bb", Bson::Null]}},
+        doc! {"a": {"$in": []}},
+        doc! {"a": "nothing"},
+    ];
+    for label in ["scalar values", "an array among them"] {
+        for filter in &filters {
+            let counted = indexed.count(filter.clone()).await?;
+            let tested = plain.count(filter.clone()).await?;
+            assert_eq!(counted, tested, "{label}: {filter}");
+        }
+        if label == "scalar values" {
+            let array = doc! {"_id": 100, "a": [2, "b", Bson::Null]};
+            indexed.insert_one(array.clone()).await?;
+            plain.insert_one(array).await?;
+        }
+    }
+    assert_eq!(
+        indexed.count(doc! {"a": 2}).await?,
+        4,
+        "2, 2.0, 2i64 and the array"
+    );
     Ok(())
 });

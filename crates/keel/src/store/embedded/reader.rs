@@ -656,6 +656,15 @@ pub fn count(
             .map_or_else(|| meta.table(), |index| index.table());
         return conn.count_rows(&table);
     }
+    if let Some((field, values)) = filter.exact_keys()
+        && let Some(index) = meta
+            .indexes
+            .iter()
+            .find(|index| !index.multikey && index.fields.first().is_some_and(|f| f == field))
+    {
+        // One key per document, and the keys equal to the values are the matches.
+        return scan::count_keys(conn, index, &values);
+    }
     let mut count = 0u64;
     scan::scan(conn, meta, filter, |_, _| {
         count += 1;

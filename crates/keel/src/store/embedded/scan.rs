@@ -129,11 +129,14 @@ pub fn plan(meta: &CollectionMeta, filter: &Filter) -> Plan {
 /// a missing field is `null` in both). Not for a multikey index (an array sorts by its
 /// smallest or largest element, and a document has a key per element), and only when the
 /// filter has no index of its own or narrows by the sorted index's first field (those ranges
-/// are walked instead); `None` otherwise.
+/// are walked instead). `{_id: ±1}` alone: see `by_id_within_one_key`. `None` otherwise.
 pub fn ordered_plan(meta: &CollectionMeta, sort: &Sort, filter: &Filter) -> Option<(Plan, bool)> {
     let (paths, descending) = sort.uniform_paths()?;
     if paths.last().map(String::as_str) != Some("_id") {
         return None;
+    }
+    if paths.len() == 1 {
+        return by_id_within_one_key(meta, filter).map(|plan| (plan, descending));
     }
     let index = meta
         .indexes
@@ -154,6 +157,50 @@ pub fn ordered_plan(meta: &CollectionMeta, sort: &Sort, filter: &Filter) -> Opti
         },
         descending,
     ))
+}
+
+/// `{_id: ±1}` when the filter's plan is one exact key of a single-field index that is not
+/// multikey (`?brand=` sorted by insertion): the index's entries for one key are ordered by
+/// `_id` (its rows are ordered by key, then id), so the page can stop early there too.
+fn by_id_within_one_key(meta: &CollectionMeta, filter: &Filter) -> Option<Plan> {
+    let plan @ Plan::Index { .. } = plan(meta, filter) else {
+        return None;
+    };
+    let Plan::Index { table, .. } = &plan else {
+        return None;
+    };
+    let index = meta.indexes.iter().find(|index| index.table() == *table)?;
+    let one_key = matches!(
+        filter.index_scan_for(&index.fields[0], index.multikey),
+        Some(IndexScan::Keys(keys)) if keys.len() == 1
+    );
+    (one_key && index.fields.len() == 1 && !index.multikey).then_some(plan)
+}
+
+/// How many entries of `index` have a key whose first field equals one of `values` (each
+/// value's prefix range, counted in the index table without reading a document).
+pub fn count_keys(conn: &Connection, index: &IndexMeta, values: &[bson::Bson]) -> StoreResult<u64> {
+    let sql = format!(
+        "SELECT count(*) FROM {} WHERE key >= ?1 AND key < ?2",
+        index.table()
+    );
+    let unbounded = format!("SELECT count(*) FROM {} WHERE key >= ?1", index.table());
+    let mut total = 0u64;
+    for range in ranges(&IndexScan::Keys(values.to_vec())) {
+        let counted = match &range.upper {
+            Some(upper) => conn.prepare_cached(&sql).and_then(|mut s| {
+                s.query_row(rusqlite::params![range.lower, upper], |r| {
+                    r.get::<_, i64>(0)
+                })
+            }),
+            None => conn.prepare_cached(&unbounded).and_then(|mut s| {
+                s.query_row(rusqlite::params![range.lower], |r| r.get::<_, i64>(0))
+            }),
+        }
+        .map_err(|e| sql_error("counting index keys", e))?;
+        total += counted.max(0) as u64;
+    }
+    Ok(total)
 }
 
 /// Whether `filter` reads at most a few documents whatever the collection holds: an `_id`
@@ -334,12 +381,13 @@ pub fn scan_plan_raw(
                 let flow = match &range.upper {
                     Some(upper) => run(
                         &format!(
-                            "{select} WHERE k.key >= ?1 AND k.key < ?2 ORDER BY k.key {order}"
+                            "{select} WHERE k.key >= ?1 AND k.key < ?2 \
+                             ORDER BY k.key {order}, k.id {order}"
                         ),
                         &[&range.lower, upper],
                     )?,
                     None => run(
-                        &format!("{select} WHERE k.key >= ?1 ORDER BY k.key {order}"),
+                        &format!("{select} WHERE k.key >= ?1 ORDER BY k.key {order}, k.id {order}"),
                         &[&range.lower],
                     )?,
                 };

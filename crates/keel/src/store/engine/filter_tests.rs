@@ -295,3 +295,35 @@ fn index_scan_uses_equality_in_and_one_range() {
         assert_eq!(scan(unusable.clone(), true), None, "{unusable}");
     }
 }
+
+#[test]
+fn exact_keys_only_for_one_field_equal_to_plain_values() {
+    let exact = |filter: Document| {
+        Filter::parse(&filter)
+            .unwrap()
+            .exact_keys()
+            .map(|(field, values)| (field.to_owned(), values))
+    };
+    assert_eq!(
+        exact(doc! {"f": 3}),
+        Some(("f".into(), vec![Bson::Int32(3)]))
+    );
+    assert_eq!(
+        exact(doc! {"$and": [{"f": {"$in": ["a", Bson::Null]}}]}),
+        Some(("f".into(), vec![Bson::String("a".into()), Bson::Null]))
+    );
+    for inexact in [
+        doc! {},
+        doc! {"f": 3, "g": 1},
+        doc! {"f": {"$eq": 3, "$ne": 4}},
+        doc! {"f": {"$gt": 3}},
+        doc! {"f": [3]},
+        doc! {"f": {"x": 1}},
+        doc! {"f": f64::NAN},
+        doc! {"f": {"$in": [1, [2]]}},
+        doc! {"f": {"$regex": "a"}},
+        doc! {"$or": [{"f": 1}, {"f": 2}]},
+    ] {
+        assert_eq!(exact(inexact.clone()), None, "{inexact}");
+    }
+}

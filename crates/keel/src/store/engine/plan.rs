@@ -78,6 +78,46 @@ impl Filter {
         scan_conditions(&self.conditions, field, multikey)
     }
 
+    /// The field and values when this filter is exactly `{field: v}`, `{field: {$eq: v}}` or
+    /// `{field: {$in: [v, …]}}` with plain values (numbers but NaN, strings, ObjectIds,
+    /// booleans, dates, `null`): then, on an index on `field` that holds no arrays, the
+    /// documents it matches are exactly those with a key equal to one of the values
+    /// (`encode_key` gives equal values equal bytes; a missing field is indexed as `null`,
+    /// which `{field: null}` matches), so counting keys counts matches.
+    pub fn exact_keys(&self) -> Option<(&str, Vec<Bson>)> {
+        let [
+            Expr::Field {
+                path, conditions, ..
+            },
+        ] = and_ed(&self.conditions).as_slice()
+        else {
+            return None;
+        };
+        let values: Vec<Bson> = match conditions.as_slice() {
+            [Cond::Eq(value)] => vec![value.clone()],
+            [Cond::In(items)] => items
+                .iter()
+                .map(|item| match item {
+                    InItem::Value(value) => Some(value.clone()),
+                    InItem::Regex(_) => None,
+                })
+                .collect::<Option<_>>()?,
+            _ => return None,
+        };
+        let plain = |value: &Bson| match value {
+            Bson::Double(f) => !f.is_nan(),
+            Bson::Int32(_)
+            | Bson::Int64(_)
+            | Bson::String(_)
+            | Bson::ObjectId(_)
+            | Bson::Boolean(_)
+            | Bson::DateTime(_)
+            | Bson::Null => true,
+            _ => false,
+        };
+        values.iter().all(plain).then_some((path.as_str(), values))
+    }
+
     /// The document an upsert starts from: the filter's equality conditions (`{f: v}`,
     /// `{f: {$eq: v}}`, and-ed), dotted paths expanded into embedded documents. Operators other
     /// than `$eq` contribute nothing, as in MongoDB.
