@@ -200,6 +200,20 @@ conformance!(index_follows_updates_and_deletes, |store| {
     Ok(())
 });
 
+/// A document per value: `base(n)` with `a` set to the nth value (left out for `None`).
+fn with_a(values: &[Option<Bson>], base: impl Fn(i32) -> Document) -> Vec<Document> {
+    (0..)
+        .zip(values)
+        .map(|(n, value)| {
+            let mut document = base(n);
+            if let Some(value) = value {
+                document.insert("a", value.clone());
+            }
+            document
+        })
+        .collect()
+}
+
 async fn page_ids(
     collection: &Collection,
     filter: &Document,
@@ -244,17 +258,7 @@ conformance!(a_sorted_page_along_an_index_is_the_sorted_page, |store| {
         None,
         Some(Bson::Int32(2)),
     ];
-    let documents: Vec<Document> = values
-        .iter()
-        .enumerate()
-        .map(|(n, value)| {
-            let mut document = doc! {"_id": (n as i32 * 7) % 15, "c": n as i32 % 3};
-            if let Some(value) = value {
-                document.insert("a", value.clone());
-            }
-            document
-        })
-        .collect();
+    let documents = with_a(&values, |n| doc! {"_id": (n * 7) % 15, "c": n % 3});
     indexed.insert_many(documents.clone()).await?;
     plain.insert_many(documents).await?;
     let filters = [
@@ -321,17 +325,7 @@ conformance!(an_equality_count_over_an_index_is_the_count, |store| {
         Some(Bson::DateTime(bson::DateTime::from_millis(5))),
         Some(Bson::Document(doc! {"b": 2})),
     ];
-    let documents: Vec<Document> = values
-        .iter()
-        .enumerate()
-        .map(|(n, value)| {
-            let mut document = doc! {"_id": n as i32};
-            if let Some(value) = value {
-                document.insert("a", value.clone());
-            }
-            document
-        })
-        .collect();
+    let documents = with_a(&values, |n| doc! {"_id": n});
     indexed.insert_many(documents.clone()).await?;
     plain.insert_many(documents).await?;
     let filters = [
