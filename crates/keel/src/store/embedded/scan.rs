@@ -163,9 +163,7 @@ pub fn ordered_plan(meta: &CollectionMeta, sort: &Sort, filter: &Filter) -> Opti
 /// multikey (`?brand=` sorted by insertion): the index's entries for one key are ordered by
 /// `_id` (its rows are ordered by key, then id), so the page can stop early there too.
 fn by_id_within_one_key(meta: &CollectionMeta, filter: &Filter) -> Option<Plan> {
-    let plan @ Plan::Index { .. } = plan(meta, filter) else {
-        return None;
-    };
+    let plan = plan(meta, filter);
     let Plan::Index { table, .. } = &plan else {
         return None;
     };
