@@ -345,61 +345,45 @@ pub fn find(
     let Some(meta) = catalog.collections.get(collection) else {
         return Ok(Vec::new());
     };
-    // A sorted page along an index in the sort's order: read until the page is full.
-    let ordered = match (&query.sort, query.limit) {
-        (Some(sort), Some(limit)) => scan::ordered_plan(meta, sort, &query.filter)
-            .map(|(plan, descending)| (plan, descending, limit.saturating_add(query.skip))),
-        _ => None,
-    };
-    let mut documents: Vec<Document> = if let Some((plan, descending, wanted)) = &ordered {
-        first_in_order(conn, meta, plan, *descending, &query.filter, *wanted)?
-    } else {
-        match &query.sort {
-            None => {
-                let wanted = query.limit.map(|limit| limit.saturating_add(query.skip));
-                scan::collect(conn, meta, &query.filter, wanted)?
-                    .into_iter()
-                    .map(|(_, document)| document)
-                    .collect()
-            }
-            Some(_) if is_in_scan_order(meta, query) => {
-                let wanted = query.limit.map(|limit| limit.saturating_add(query.skip));
-                scan::collect(conn, meta, &query.filter, wanted)?
-                    .into_iter()
-                    .map(|(_, document)| document)
-                    .collect()
-            }
-            // A sorted page: the best skip+limit by their sort keys and ids only, then the page's
-            // documents read again by id. Memory follows the page, not the number of matches.
-            Some(sort) if query.limit.is_some() => {
-                let limit = query.limit.unwrap_or(usize::MAX);
-                let mut top = sort.top_k(limit.saturating_add(query.skip));
-                scan::scan(conn, meta, &query.filter, |id, document| {
-                    top.push(sort.keys_of(&document), id);
-                    Ok(std::ops::ControlFlow::Continue(()))
-                })?;
-                let mut page = Vec::new();
-                for id in top.finish().into_iter().skip(query.skip) {
-                    // Gone between the scan and now cannot happen: both run on this connection
-                    // inside one read.
-                    if let Some(document) = scan::fetch(conn, meta, &id)? {
-                        page.push(document);
-                    }
+    let wanted = query.limit.map(|limit| limit.saturating_add(query.skip));
+    let mut documents: Vec<Document> = match (walk(meta, query), &query.sort) {
+        (Some((plan, descending)), _) => {
+            scan::collect_along(conn, meta, &plan, descending, &query.filter, wanted)?
+                .into_iter()
+                .map(|(_, document)| document)
+                .collect()
+        }
+        // A sorted page: the best skip+limit by their sort keys and ids only, then the page's
+        // documents read again by id. Memory follows the page, not the number of matches.
+        (None, Some(sort)) if query.limit.is_some() => {
+            let mut top = sort.top_k(wanted.unwrap_or(usize::MAX));
+            scan::scan(conn, meta, &query.filter, |id, document| {
+                top.push(sort.keys_of(&document), id);
+                Ok(std::ops::ControlFlow::Continue(()))
+            })?;
+            let mut page = Vec::new();
+            for id in top.finish().into_iter().skip(query.skip) {
+                // Gone between the scan and now cannot happen: both run on this connection
+                // inside one read.
+                if let Some(document) = scan::fetch(conn, meta, &id)? {
+                    page.push(document);
                 }
-                return Ok(match &query.projection {
-                    Some(projection) => page.iter().map(|d| projection.apply(d)).collect(),
-                    None => page,
-                });
             }
-            // No limit: the caller asked for every match, sorted.
-            Some(sort) => {
-                let mut all: Vec<Document> = scan::collect(conn, meta, &query.filter, None)?
-                    .into_iter()
-                    .map(|(_, document)| document)
-                    .collect();
+            return Ok(match &query.projection {
+                Some(projection) => page.iter().map(|d| projection.apply(d)).collect(),
+                None => page,
+            });
+        }
+        // No limit: the caller asked for every match, sorted.
+        (None, sort) => {
+            let mut all: Vec<Document> = scan::collect(conn, meta, &query.filter, None)?
+                .into_iter()
+                .map(|(_, document)| document)
+                .collect();
+            if let Some(sort) = sort {
                 sort.sort(&mut all);
-                all
             }
+            all
         }
     };
     let documents: Vec<Document> = documents
@@ -413,50 +397,23 @@ pub fn find(
     })
 }
 
-/// The first `wanted` documents matching `filter` along `plan` (`scan::ordered_plan`).
-fn first_in_order(
-    conn: &Connection,
-    meta: &CollectionMeta,
-    plan: &scan::Plan,
-    descending: bool,
-    filter: &Filter,
-    wanted: usize,
-) -> StoreResult<Vec<Document>> {
-    let mut page = Vec::new();
-    if wanted == 0 {
-        return Ok(page);
+/// The plan that gives the query's matches in its order, so a read can stop after `skip +
+/// limit` of them, and whether it is read backwards. In table order — no sort, or `{_id: 1}`
+/// over any plan but a secondary index — that is the filter's own plan; a sorted page may have
+/// an index in its sort's order (`scan::ordered_plan`). `None` when every match must be read
+/// and sorted.
+fn walk(meta: &CollectionMeta, query: &Query) -> Option<(scan::Plan, bool)> {
+    let plan = scan::plan(meta, &query.filter);
+    let in_table_order = query
+        .sort
+        .as_ref()
+        .is_none_or(|sort| sort.is_id_ascending() && !matches!(plan, scan::Plan::Index { .. }));
+    if in_table_order {
+        return Some((plan, false));
     }
-    scan::scan_plan_raw(
-        conn,
-        meta,
-        plan,
-        descending,
-        filter,
-        scan::Columns::Document,
-        |_, bytes, decoded| {
-            page.push(match decoded {
-                Some(document) => document,
-                None => scan::decode(bytes)?,
-            });
-            Ok(if page.len() < wanted {
-                ControlFlow::Continue(())
-            } else {
-                ControlFlow::Break(())
-            })
-        },
-    )?;
-    Ok(page)
-}
-
-/// `{_id: 1}` over the table's own order (any plan but a secondary index) is already sorted:
-/// such a query takes the early-stopping path instead of reading and sorting every match.
-fn is_in_scan_order(meta: &CollectionMeta, query: &Query) -> bool {
-    match &query.sort {
-        None => true,
-        Some(sort) => {
-            sort.is_id_ascending()
-                && !matches!(scan::plan(meta, &query.filter), scan::Plan::Index { .. })
-        }
+    match (&query.sort, query.limit) {
+        (Some(sort), Some(_)) => scan::ordered_plan(meta, sort, &query.filter),
+        _ => None,
     }
 }
 
@@ -474,12 +431,7 @@ impl Query {
         let few = self
             .limit
             .is_some_and(|limit| limit.saturating_add(self.skip) <= INLINE_MAX_DOCUMENTS);
-        let in_order = is_in_scan_order(meta, self)
-            || self
-                .sort
-                .as_ref()
-                .is_some_and(|sort| scan::ordered_plan(meta, sort, &self.filter).is_some());
-        if few && self.filter.is_empty() && in_order {
+        if few && self.filter.is_empty() && walk(meta, self).is_some() {
             ReadSize::Bounded
         } else {
             ReadSize::Unbounded
@@ -517,8 +469,9 @@ pub fn find_raw(
     Ok(found)
 }
 
-/// `find_raw`, each document handed to `visit` as it is read: in scan order, the stored bytes
-/// SQLite holds for the row (no copy); otherwise each document `find` returns, encoded. A page
+/// `find_raw`, each document handed to `visit` as it is read: in scan order or along an index
+/// in the sort's order (`walk`), the stored bytes SQLite holds for the row (no copy); otherwise
+/// each document `find` returns, encoded. A page
 /// in table order with no filter is remembered by the connection until the data changes
 /// ([`Reader`]): read again, its documents come from the copy.
 pub fn each_raw(
@@ -531,53 +484,28 @@ pub fn each_raw(
     let Some(meta) = catalog.collections.get(collection) else {
         return Ok(());
     };
-    if query.projection.is_none()
-        && let (Some(sort), Some(limit)) = (&query.sort, query.limit)
-        && let Some((plan, descending)) = scan::ordered_plan(meta, sort, &query.filter)
-    {
-        // Along an index in the sort's order: the stored bytes as read, as in scan order.
-        let (mut to_skip, mut to_take) = (query.skip, limit);
-        if to_take == 0 {
-            return Ok(());
-        }
-        return scan::scan_plan_raw(
-            conn,
-            meta,
-            &plan,
-            descending,
-            &query.filter,
-            Columns::Document,
-            |_, bytes, _| {
-                if to_skip > 0 {
-                    to_skip -= 1;
-                    return Ok(ControlFlow::Continue(()));
-                }
-                visit(RawDocument::from_bytes(bytes).map_err(scan::corrupt)?)?;
-                to_take -= 1;
-                Ok(if to_take > 0 {
-                    ControlFlow::Continue(())
-                } else {
-                    ControlFlow::Break(())
-                })
-            },
-        );
-    }
-    if query.projection.is_some() || !is_in_scan_order(meta, query) {
+    let walk = match query.projection {
+        None => walk(meta, query),
+        Some(_) => None,
+    };
+    let Some((plan, descending)) = walk else {
         for document in find(conn, catalog, collection, query)? {
             let raw = RawDocumentBuf::try_from(&document)
                 .map_err(|e| StoreError::Backend(format!("cannot encode a document: {e}")))?;
             visit(&raw)?;
         }
         return Ok(());
-    }
+    };
     let limit = query.limit.unwrap_or(usize::MAX);
     if limit == 0 {
         return Ok(());
     }
-    // A page worth remembering: the same at the same data version, and at most
-    // `INLINE_MAX_DOCUMENTS` documents.
-    let rememberable =
-        query.filter.is_empty() && limit.saturating_add(query.skip) <= INLINE_MAX_DOCUMENTS;
+    // A page worth remembering: the same at the same data version, at most
+    // `INLINE_MAX_DOCUMENTS` documents, in table order (with no filter the plan is the whole
+    // table, so no sort but `{_id: 1}`; the pages are not told apart by their sort).
+    let rememberable = query.filter.is_empty()
+        && limit.saturating_add(query.skip) <= INLINE_MAX_DOCUMENTS
+        && query.sort.as_ref().is_none_or(Sort::is_id_ascending);
     let mut page = None;
     if rememberable {
         let version = conn.data_version()?;
@@ -605,6 +533,8 @@ pub fn each_raw(
     scan::scan_raw(
         conn,
         meta,
+        &plan,
+        descending,
         &query.filter,
         Columns::Document,
         |_, bytes, _| {

@@ -235,11 +235,25 @@ pub fn scan(
     conn: &Connection,
     meta: &CollectionMeta,
     filter: &Filter,
+    visit: impl FnMut(Vec<u8>, Document) -> StoreResult<ControlFlow<()>>,
+) -> StoreResult<()> {
+    scan_along(conn, meta, &plan(meta, filter), false, filter, visit)
+}
+
+/// `scan` along a given plan; `descending` reads its ranges backwards (`ordered_plan`).
+fn scan_along(
+    conn: &Connection,
+    meta: &CollectionMeta,
+    plan: &Plan,
+    descending: bool,
+    filter: &Filter,
     mut visit: impl FnMut(Vec<u8>, Document) -> StoreResult<ControlFlow<()>>,
 ) -> StoreResult<()> {
     scan_raw(
         conn,
         meta,
+        plan,
+        descending,
         filter,
         Columns::IdAndDocument,
         |id, bytes, decoded| {
@@ -272,20 +286,9 @@ fn blob<'r>(row: &'r Row<'_>, column: usize, doing: &str) -> StoreResult<&'r [u8
 /// `scan` over the stored bytes: `visit` gets each matching document's `_id` key (when
 /// `columns` asks for it, or the plan reads it anyway to skip duplicates), its BSON, and the
 /// decoded document when matching needed it. An empty filter matches without decoding, so a
-/// caller that wants bytes (a typed read, a listing) never builds a `Document`.
+/// caller that wants bytes (a typed read, a listing) never builds a `Document`. The rows come
+/// in `plan`'s key order, backwards when `descending` (`ordered_plan`).
 pub fn scan_raw(
-    conn: &Connection,
-    meta: &CollectionMeta,
-    filter: &Filter,
-    columns: Columns,
-    visit: impl FnMut(Option<&[u8]>, &[u8], Option<Document>) -> StoreResult<ControlFlow<()>>,
-) -> StoreResult<()> {
-    let plan = plan(meta, filter);
-    scan_plan_raw(conn, meta, &plan, false, filter, columns, visit)
-}
-
-/// `scan_raw` along a given plan; `descending` reads its ranges backwards (`ordered_plan`).
-pub fn scan_plan_raw(
     conn: &Connection,
     meta: &CollectionMeta,
     plan: &Plan,
@@ -426,11 +429,23 @@ pub fn collect(
     filter: &Filter,
     limit: Option<usize>,
 ) -> StoreResult<Vec<(Vec<u8>, Document)>> {
+    collect_along(conn, meta, &plan(meta, filter), false, filter, limit)
+}
+
+/// `collect` along a given plan, read backwards when `descending` (`ordered_plan`).
+pub fn collect_along(
+    conn: &Connection,
+    meta: &CollectionMeta,
+    plan: &Plan,
+    descending: bool,
+    filter: &Filter,
+    limit: Option<usize>,
+) -> StoreResult<Vec<(Vec<u8>, Document)>> {
     let mut found = Vec::new();
     if limit == Some(0) {
         return Ok(found);
     }
-    scan(conn, meta, filter, |id, document| {
+    scan_along(conn, meta, plan, descending, filter, |id, document| {
         found.push((id, document));
         Ok(if limit.is_some_and(|limit| found.len() >= limit) {
             ControlFlow::Break(())
