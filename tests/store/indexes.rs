@@ -303,11 +303,12 @@ conformance!(a_sorted_page_along_an_index_is_the_sorted_page, |store| {
     Ok(())
 });
 
-// A count of `{field: value}` or `{field: {$in: […]}}` over an index on the field (the embedded
-// store counts index keys, reading no document) is the count without the index: for equal
-// numbers of different types, `null` and missing fields, strings, dates and booleans, and
-// after an array made the index multikey (then documents are tested again).
-conformance!(an_equality_count_over_an_index_is_the_count, |store| {
+// A count of `{field: value}`, `{field: {$in: […]}}` or a range of one type bracket over an index
+// on the field (the embedded store counts index keys, reading no document) is the count without
+// the index: for equal numbers of different types, NaN, infinities, -0.0 and integers beyond
+// 2^53, `null` and missing fields, strings, dates, booleans and ObjectIds, and after an array
+// made the index multikey (then documents are tested again).
+conformance!(a_count_over_an_index_is_the_count, |store| {
     let indexed = store.collection("counted");
     let plain = store.collection("uncounted");
     indexed.create_index(IndexSpec::new(doc! {"a": 1})).await?;
@@ -324,6 +325,17 @@ conformance!(an_equality_count_over_an_index_is_the_count, |store| {
         Some(Bson::Boolean(false)),
         Some(Bson::DateTime(bson::DateTime::from_millis(5))),
         Some(Bson::Document(doc! {"b": 2})),
+        Some(Bson::Double(f64::NAN)),
+        Some(Bson::Double(f64::INFINITY)),
+        Some(Bson::Double(f64::NEG_INFINITY)),
+        Some(Bson::Double(-0.0)),
+        Some(Bson::Int32(0)),
+        Some(Bson::Int64(i64::MAX)),
+        Some(Bson::Int64(9_007_199_254_740_993)),
+        Some(Bson::String(String::new())),
+        Some(Bson::DateTime(bson::DateTime::from_millis(-5))),
+        Some(Bson::Boolean(true)),
+        Some(Bson::ObjectId(bson::oid::ObjectId::from_bytes([7; 12]))),
     ];
     let documents = with_a(&values, |n| doc! {"_id": n});
     indexed.insert_many(documents.clone()).await?;
@@ -339,6 +351,22 @@ conformance!(an_equality_count_over_an_index_is_the_count, |store| {
         doc! {"a": {"$in": [2, "bb", Bson::Null]}},
         doc! {"a": {"$in": []}},
         doc! {"a": "nothing"},
+        doc! {"a": {"$gt": 2}},
+        doc! {"a": {"$gte": 2, "$lt": 3}},
+        doc! {"a": {"$gt": 2.0, "$gte": 2}},
+        doc! {"a": {"$lt": 0}},
+        doc! {"a": {"$lte": 0}},
+        doc! {"a": {"$gte": f64::NEG_INFINITY}},
+        doc! {"a": {"$lte": f64::INFINITY, "$gt": 0}},
+        doc! {"a": {"$gt": 9_007_199_254_740_992_i64}},
+        doc! {"a": {"$gt": 5, "$lt": 3}},
+        doc! {"a": {"$gte": ""}},
+        doc! {"a": {"$lt": "bb"}},
+        doc! {"a": {"$gt": "b"}},
+        doc! {"a": {"$gte": bson::DateTime::from_millis(0)}},
+        doc! {"a": {"$lt": true}},
+        doc! {"a": {"$gte": false}},
+        doc! {"a": {"$gt": bson::oid::ObjectId::from_bytes([0; 12])}},
     ];
     for label in ["scalar values", "an array among them"] {
         for filter in &filters {

@@ -586,14 +586,14 @@ pub fn count(
             .map_or_else(|| meta.table(), |index| index.table());
         return conn.count_rows(&table);
     }
-    if let Some((field, values)) = filter.exact_keys()
+    if let Some((field, scan)) = filter.exact_scan()
         && let Some(index) = meta
             .indexes
             .iter()
             .find(|index| !index.multikey && index.fields.first().is_some_and(|f| f == field))
     {
-        // One key per document, and the keys equal to the values are the matches.
-        return scan::count_keys(conn, index, &values);
+        // One key per document, and the keys the scan covers are the matches.
+        return scan::count_keys(conn, index, &scan);
     }
     let mut count = 0u64;
     scan::scan(conn, meta, filter, |_, _| {

@@ -175,16 +175,16 @@ fn by_id_within_one_key(meta: &CollectionMeta, filter: &Filter) -> Option<Plan> 
     (one_key && index.fields.len() == 1 && !index.multikey).then_some(plan)
 }
 
-/// How many entries of `index` have a key whose first field equals one of `values` (each
-/// value's prefix range, counted in the index table without reading a document).
-pub fn count_keys(conn: &Connection, index: &IndexMeta, values: &[bson::Bson]) -> StoreResult<u64> {
+/// How many entries of `index` have a key whose first field lies in `scan` (its byte
+/// ranges, counted in the index table without reading a document).
+pub fn count_keys(conn: &Connection, index: &IndexMeta, scan: &IndexScan) -> StoreResult<u64> {
     let sql = format!(
         "SELECT count(*) FROM {} WHERE key >= ?1 AND key < ?2",
         index.table()
     );
     let unbounded = format!("SELECT count(*) FROM {} WHERE key >= ?1", index.table());
     let mut total = 0u64;
-    for range in ranges(&IndexScan::Keys(values.to_vec())) {
+    for range in ranges(scan) {
         let counted = match &range.upper {
             Some(upper) => conn.prepare_cached(&sql).and_then(|mut s| {
                 s.query_row(rusqlite::params![range.lower, upper], |r| {

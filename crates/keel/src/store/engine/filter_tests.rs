@@ -297,26 +297,55 @@ fn index_scan_uses_equality_in_and_one_range() {
 }
 
 #[test]
-fn exact_keys_only_for_one_field_equal_to_plain_values() {
+fn exact_scans_only_for_one_field_equal_to_plain_values_or_in_one_bracket() {
     let exact = |filter: Document| {
         Filter::parse(&filter)
             .unwrap()
-            .exact_keys()
-            .map(|(field, values)| (field.to_owned(), values))
+            .exact_scan()
+            .map(|(field, scan)| (field.to_owned(), scan))
     };
     assert_eq!(
         exact(doc! {"f": 3}),
-        Some(("f".into(), vec![Bson::Int32(3)]))
+        Some(("f".into(), IndexScan::Keys(vec![Bson::Int32(3)])))
     );
     assert_eq!(
         exact(doc! {"$and": [{"f": {"$in": ["a", Bson::Null]}}]}),
-        Some(("f".into(), vec![Bson::String("a".into()), Bson::Null]))
+        Some((
+            "f".into(),
+            IndexScan::Keys(vec![Bson::String("a".into()), Bson::Null])
+        ))
+    );
+    assert_eq!(
+        exact(doc! {"f": {"$gt": 3, "$lte": 9.5}}),
+        Some((
+            "f".into(),
+            IndexScan::Range {
+                lower: Some((Bson::Int32(3), false)),
+                upper: Some((Bson::Double(9.5), true)),
+            }
+        ))
+    );
+    assert_eq!(
+        exact(doc! {"f": {"$gte": "m"}}),
+        Some((
+            "f".into(),
+            IndexScan::Range {
+                lower: Some((Bson::String("m".into()), true)),
+                upper: Some((Bson::Document(doc! {}), false)),
+            }
+        ))
     );
     for inexact in [
         doc! {},
         doc! {"f": 3, "g": 1},
         doc! {"f": {"$eq": 3, "$ne": 4}},
-        doc! {"f": {"$gt": 3}},
+        doc! {"f": {"$gt": 3, "$ne": 4}},
+        doc! {"f": {"$gt": 3, "$lt": "z"}},
+        doc! {"f": {"$gt": f64::NAN}},
+        doc! {"f": {"$gte": Bson::Null}},
+        doc! {"f": {"$lt": [3]}},
+        doc! {"f": {"$gt": {"x": 1}}},
+        doc! {"f": {"$gt": 3}, "g": {"$gt": 3}},
         doc! {"f": [3]},
         doc! {"f": {"x": 1}},
         doc! {"f": f64::NAN},

@@ -78,13 +78,17 @@ impl Filter {
         scan_conditions(&self.conditions, field, multikey)
     }
 
-    /// The field and values when this filter is exactly `{field: v}`, `{field: {$eq: v}}` or
-    /// `{field: {$in: [v, …]}}` with plain values (numbers but NaN, strings, ObjectIds,
-    /// booleans, dates, `null`): then, on an index on `field` that holds no arrays, the
-    /// documents it matches are exactly those with a key equal to one of the values
-    /// (`encode_key` gives equal values equal bytes; a missing field is indexed as `null`,
-    /// which `{field: null}` matches), so counting keys counts matches.
-    pub fn exact_keys(&self) -> Option<(&str, Vec<Bson>)> {
+    /// The field and the index scan whose keys are exactly this filter's matches, when the
+    /// filter is one field's `{field: v}`, `{field: {$eq: v}}` or `{field: {$in: [v, …]}}` with
+    /// plain values (numbers but NaN, strings, ObjectIds, booleans, dates, `null`), or range
+    /// conditions (`$gt`, `$gte`, `$lt`, `$lte`) whose bounds are plain values of one type
+    /// bracket (not `null`). Then, on an index on `field` that holds no arrays, the documents it
+    /// matches are exactly those whose key lies in the scan: `encode_key` gives equal values
+    /// equal bytes and orders them as `compare_values` does; a missing field is indexed as
+    /// `null`, which `{field: null}` matches and no range does; NaN sorts below every number,
+    /// outside every numeric range; a range stays within its bracket, as the matcher's
+    /// comparisons do. So counting the scan's keys counts the matches.
+    pub fn exact_scan(&self) -> Option<(&str, IndexScan)> {
         let [
             Expr::Field {
                 path, conditions, ..
@@ -92,17 +96,6 @@ impl Filter {
         ] = and_ed(&self.conditions).as_slice()
         else {
             return None;
-        };
-        let values: Vec<Bson> = match conditions.as_slice() {
-            [Cond::Eq(value)] => vec![value.clone()],
-            [Cond::In(items)] => items
-                .iter()
-                .map(|item| match item {
-                    InItem::Value(value) => Some(value.clone()),
-                    InItem::Regex(_) => None,
-                })
-                .collect::<Option<_>>()?,
-            _ => return None,
         };
         let plain = |value: &Bson| match value {
             Bson::Double(f) => !f.is_nan(),
@@ -115,7 +108,35 @@ impl Filter {
             | Bson::Null => true,
             _ => false,
         };
-        values.iter().all(plain).then_some((path.as_str(), values))
+        let values: Vec<Bson> = match conditions.as_slice() {
+            [Cond::Eq(value)] => vec![value.clone()],
+            [Cond::In(items)] => items
+                .iter()
+                .map(|item| match item {
+                    InItem::Value(value) => Some(value.clone()),
+                    InItem::Regex(_) => None,
+                })
+                .collect::<Option<_>>()?,
+            [Cond::Cmp(_, first), ..] => {
+                let one_bracket = conditions.iter().all(|condition| {
+                    matches!(condition, Cond::Cmp(_, bound)
+                        if plain(bound)
+                            && !matches!(bound, Bson::Null)
+                            && type_rank(bound) == type_rank(first))
+                });
+                // Non-multikey: the conditions' ranges are intersected, as one value must
+                // satisfy them all.
+                return one_bracket
+                    .then(|| field_scan(conditions, false))
+                    .flatten()
+                    .map(|scan| (path.as_str(), scan));
+            }
+            _ => return None,
+        };
+        values
+            .iter()
+            .all(plain)
+            .then(|| (path.as_str(), IndexScan::Keys(values)))
     }
 
     /// The document an upsert starts from: the filter's equality conditions (`{f: v}`,
