@@ -303,6 +303,47 @@ conformance!(a_sorted_page_along_an_index_is_the_sorted_page, |store| {
     Ok(())
 });
 
+// A page sorted by `_id` under a range an index narrows (the embedded store reads the table in
+// `_id` order when the matches are dense, and the index when they are sparse or not where the
+// table starts) is the page without the index: matches spread evenly, gathered at the end,
+// sparse, mixed with strings and missing fields, both directions, several pages.
+conformance!(a_page_in_id_order_under_a_range_is_the_page, |store| {
+    let indexed = store.collection("ranged");
+    let plain = store.collection("unranged");
+    indexed.create_index(IndexSpec::new(doc! {"a": 1})).await?;
+    let values: Vec<Option<Bson>> = (0..400)
+        .map(|n| match n {
+            n if n < 200 && n % 17 == 0 => None,
+            n if n < 200 && n % 13 == 0 => Some(Bson::String(format!("s{n}"))),
+            n if n < 200 => Some(Bson::Int32(n % 10)),
+            n => Some(Bson::Double(f64::from(1000 + n))),
+        })
+        .collect();
+    let documents = with_a(&values, |n| doc! {"_id": n});
+    indexed.insert_many(documents.clone()).await?;
+    plain.insert_many(documents).await?;
+    let filters = [
+        doc! {"a": {"$gte": 5}},
+        doc! {"a": {"$gte": 1000}},
+        doc! {"a": {"$gte": 9, "$lt": 10}},
+        doc! {"a": {"$lt": 3}},
+        doc! {"a": {"$gt": "s"}},
+    ];
+    for filter in &filters {
+        for sort in [doc! {"_id": 1}, doc! {"_id": -1}] {
+            for (skip, limit) in [(0, 1), (2, 5), (0, 20), (150, 30), (390, 20)] {
+                let ranged = page_ids(&indexed, filter, &sort, skip, limit).await?;
+                let unranged = page_ids(&plain, filter, &sort, skip, limit).await?;
+                assert_eq!(
+                    ranged, unranged,
+                    "{filter} sorted by {sort}, skip {skip} limit {limit}"
+                );
+            }
+        }
+    }
+    Ok(())
+});
+
 // A count of `{field: value}`, `{field: {$in: […]}}` or a range of one type bracket over an index
 // on the field (the embedded store counts index keys, reading no document) is the count without
 // the index: for equal numbers of different types, NaN, infinities, -0.0 and integers beyond

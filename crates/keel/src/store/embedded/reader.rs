@@ -27,10 +27,10 @@ use bson::{Document, RawDocument, RawDocumentBuf};
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-use super::super::engine::{Filter, Projection, Sort};
+use super::super::engine::{Filter, IndexScan, Projection, Sort};
 use super::super::{StoreError, StoreResult};
 use super::scan::{self, Columns};
-use super::schema::{self, Catalog, CollectionMeta};
+use super::schema::{self, Catalog, CollectionMeta, IndexMeta};
 
 pub struct Readers {
     path: PathBuf,
@@ -337,7 +337,7 @@ pub struct Query {
 
 /// Runs a query on one connection: candidates, sort, skip, limit, projection.
 pub fn find(
-    conn: &Connection,
+    conn: &Reader,
     catalog: &Catalog,
     collection: &str,
     query: &Query,
@@ -345,6 +345,13 @@ pub fn find(
     let Some(meta) = catalog.collections.get(collection) else {
         return Ok(Vec::new());
     };
+    if let Some(page) = page_in_id_order(conn, meta, query)? {
+        let page = page.iter().map(|bytes| scan::decode(bytes));
+        return match &query.projection {
+            Some(projection) => page.map(|d| Ok(projection.apply(&d?))).collect(),
+            None => page.collect(),
+        };
+    }
     let wanted = query.limit.map(|limit| limit.saturating_add(query.skip));
     let mut documents: Vec<Document> = match (walk(meta, query), &query.sort) {
         (Some((plan, descending)), _) => {
@@ -417,6 +424,99 @@ fn walk(meta: &CollectionMeta, query: &Query) -> Option<(scan::Plan, bool)> {
     }
 }
 
+/// How many documents the collection holds, remembered until the data changes. A non-multikey
+/// index holds exactly one entry per document (`Null` for a missing field) in rows a fraction
+/// of a document's size: counting one reads far fewer pages.
+fn whole_count(conn: &Reader, meta: &CollectionMeta) -> StoreResult<u64> {
+    let table = meta
+        .indexes
+        .iter()
+        .filter(|index| !index.multikey)
+        .min_by_key(|index| index.fields.len())
+        .map_or_else(|| meta.table(), |index| index.table());
+    conn.count_rows(&table)
+}
+
+/// An index on the field of a filter `Filter::exact_scan` accepts, holding no arrays, and the
+/// scan whose keys in it are exactly the filter's matches (one key per document).
+fn exact_index<'m>(
+    meta: &'m CollectionMeta,
+    filter: &Filter,
+) -> Option<(&'m IndexMeta, IndexScan)> {
+    let (field, scan) = filter.exact_scan()?;
+    let index = meta
+        .indexes
+        .iter()
+        .find(|index| !index.multikey && index.fields.first().is_some_and(|f| f == field))?;
+    Some((index, scan))
+}
+
+/// A page sorted by `_id` whose filter an index narrows (`?minPrice=` in insertion order): the
+/// index gives the matches in its key order, so `walk` has no plan for it and every match is
+/// read for a top-k. When the matches are dense — `matches² ≥ 8 · wanted · documents`, both
+/// counted from indexes — the table read in `_id` order holds the page within about `wanted ·
+/// documents / matches` rows. Twice as many rows (and `wanted` more) are tried: the page if it
+/// filled, `None` if not (the matches sit elsewhere in `_id` order), and then the index is read
+/// as before, after at most 3/8 as many rows as it reads (`matches ≥ 8 · wanted` there).
+/// MongoDB's planner tries plans against each other the same way.
+fn page_in_id_order(
+    conn: &Reader,
+    meta: &CollectionMeta,
+    query: &Query,
+) -> StoreResult<Option<Vec<Vec<u8>>>> {
+    let Some((paths, descending)) = query.sort.as_ref().and_then(Sort::uniform_paths) else {
+        return Ok(None);
+    };
+    let Some(limit) = query.limit.filter(|&limit| limit > 0) else {
+        return Ok(None);
+    };
+    let wanted = limit.saturating_add(query.skip);
+    if paths != ["_id"] || wanted > INLINE_MAX_DOCUMENTS {
+        return Ok(None);
+    }
+    let Some((index, exact)) = exact_index(meta, &query.filter) else {
+        return Ok(None);
+    };
+    if !matches!(scan::plan(meta, &query.filter), scan::Plan::Index { .. }) {
+        return Ok(None);
+    }
+    let matches = u128::from(scan::count_keys(conn, index, &exact)?);
+    let documents = u128::from(whole_count(conn, meta)?);
+    let wanted = wanted as u128;
+    if matches == 0 || matches * matches < 8 * wanted * documents {
+        return Ok(None);
+    }
+    let rows = i64::try_from(2 * wanted * documents / matches + wanted).unwrap_or(i64::MAX);
+    let order = if descending { "DESC" } else { "ASC" };
+    let sql = format!(
+        "SELECT doc FROM {} ORDER BY id {order} LIMIT ?1",
+        meta.table()
+    );
+    let context = |e| super::sql_error("reading a page in _id order", e);
+    let mut statement = conn.prepare_cached(&sql).map_err(context)?;
+    let mut found = statement.query([rows]).map_err(context)?;
+    let mut page = Vec::new();
+    let mut to_skip = query.skip;
+    while let Some(row) = found.next().map_err(context)? {
+        let bytes = row
+            .get_ref(0)
+            .and_then(|v| Ok(v.as_blob()?))
+            .map_err(context)?;
+        if !query.filter.matches(&scan::decode(bytes)?) {
+            continue;
+        }
+        if to_skip > 0 {
+            to_skip -= 1;
+            continue;
+        }
+        page.push(bytes.to_vec());
+        if page.len() == limit {
+            return Ok(Some(page));
+        }
+    }
+    Ok(None)
+}
+
 impl Query {
     /// Bounded when it is a point lookup (`scan::is_point_lookup`), or when it has no filter
     /// and takes at most `INLINE_MAX_DOCUMENTS` in scan order or along an index in its sort's
@@ -484,6 +584,14 @@ pub fn each_raw(
     let Some(meta) = catalog.collections.get(collection) else {
         return Ok(());
     };
+    if query.projection.is_none()
+        && let Some(page) = page_in_id_order(conn, meta, query)?
+    {
+        for bytes in &page {
+            visit(RawDocument::from_bytes(bytes).map_err(scan::corrupt)?)?;
+        }
+        return Ok(());
+    }
     let walk = match query.projection {
         None => walk(meta, query),
         Some(_) => None,
@@ -576,22 +684,9 @@ pub fn count(
         return Ok(0);
     };
     if filter.is_empty() {
-        // A non-multikey index holds exactly one entry per document (`Null` for a missing
-        // field) in rows a fraction of a document's size: counting one reads far fewer pages.
-        let table = meta
-            .indexes
-            .iter()
-            .filter(|index| !index.multikey)
-            .min_by_key(|index| index.fields.len())
-            .map_or_else(|| meta.table(), |index| index.table());
-        return conn.count_rows(&table);
+        return whole_count(conn, meta);
     }
-    if let Some((field, scan)) = filter.exact_scan()
-        && let Some(index) = meta
-            .indexes
-            .iter()
-            .find(|index| !index.multikey && index.fields.first().is_some_and(|f| f == field))
-    {
+    if let Some((index, scan)) = exact_index(meta, filter) {
         // One key per document, and the keys the scan covers are the matches.
         return scan::count_keys(conn, index, &scan);
     }
@@ -723,5 +818,70 @@ mod tests {
             3,
             "a connection was opened or lost"
         );
+    }
+
+    /// A page in `_id` order under a dense range is read from the table in `_id` order when
+    /// its rows are where the counts say (forwards over matches spread evenly, backwards over
+    /// matches at the end), and left to the index when they are not (forwards to matches at
+    /// the end) or the range is sparse. Which plan ran does not change the page: the
+    /// conformance case `a_page_in_id_order_under_a_range_is_the_page` compares the pages.
+    #[tokio::test]
+    async fn a_page_in_id_order_is_read_from_the_table_only_where_its_matches_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::store::DatabaseConfig::default();
+        let store = super::super::EmbeddedStore::open(dir.path().to_str().unwrap(), &config)
+            .await
+            .unwrap();
+        let collection = store.collection("c");
+        collection
+            .create_index(crate::store::IndexSpec::new(bson::doc! {"a": 1}))
+            .await
+            .unwrap();
+        // `a` cycles through 0..10 over the first 200 documents, then counts up from 1,200.
+        let documents = (0..400)
+            .map(|n| bson::doc! {"_id": n, "a": if n < 200 { n % 10 } else { 1000 + n }})
+            .collect();
+        collection.insert_many(documents).await.unwrap();
+        let tried = |filter: bson::Document, descending: bool| {
+            let query = Query {
+                filter: Filter::parse(&filter).unwrap(),
+                sort: Some(
+                    Sort::parse(&bson::doc! {"_id": if descending { -1 } else { 1 }}).unwrap(),
+                ),
+                skip: 2,
+                limit: Some(5),
+                projection: None,
+            };
+            let readers = Arc::clone(&store.inner.readers);
+            async move {
+                readers
+                    .read(ReadSize::Bounded, move |conn, catalog| {
+                        let meta = &catalog.collections["c"];
+                        let page = page_in_id_order(conn, meta, &query)?;
+                        Ok(page.map(|page| {
+                            page.iter()
+                                .map(|bytes| scan::decode(bytes).unwrap().get_i32("_id").unwrap())
+                                .collect::<Vec<_>>()
+                        }))
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(
+            tried(bson::doc! {"a": {"$gte": 5}}, false).await,
+            Some(vec![7, 8, 9, 15, 16])
+        );
+        assert_eq!(
+            tried(bson::doc! {"a": {"$gte": 1000}}, true).await,
+            Some(vec![397, 396, 395, 394, 393])
+        );
+        assert_eq!(tried(bson::doc! {"a": {"$gte": 1000}}, false).await, None);
+        assert_eq!(
+            tried(bson::doc! {"a": {"$gte": 9, "$lt": 10}}, false).await,
+            None,
+            "20 matches of 400"
+        );
+        store.close().await.unwrap();
     }
 }
