@@ -345,15 +345,28 @@ pub fn find(
     let Some(meta) = catalog.collections.get(collection) else {
         return Ok(Vec::new());
     };
-    if let Some(page) = page_in_id_order(conn, meta, query)? {
+    let walk = walk(meta, query);
+    if walk.is_none()
+        && let Some(page) = page_in_id_order(conn, meta, query)?
+    {
         let page = page.iter().map(|bytes| scan::decode(bytes));
         return match &query.projection {
             Some(projection) => page.map(|d| Ok(projection.apply(&d?))).collect(),
             None => page.collect(),
         };
     }
+    find_along(conn, meta, query, walk)
+}
+
+/// `find` once the read's plan is known (`walk`).
+fn find_along(
+    conn: &Reader,
+    meta: &CollectionMeta,
+    query: &Query,
+    walk: Option<(scan::Plan, bool)>,
+) -> StoreResult<Vec<Document>> {
     let wanted = query.limit.map(|limit| limit.saturating_add(query.skip));
-    let mut documents: Vec<Document> = match (walk(meta, query), &query.sort) {
+    let mut documents: Vec<Document> = match (walk, &query.sort) {
         (Some((plan, descending)), _) => {
             scan::collect_along(conn, meta, &plan, descending, &query.filter, wanted)?
                 .into_iter()
@@ -455,10 +468,11 @@ fn exact_index<'m>(
 /// index gives the matches in its key order, so `walk` has no plan for it and every match is
 /// read for a top-k. When the matches are dense — `matches² ≥ 8 · wanted · documents`, both
 /// counted from indexes — the table read in `_id` order holds the page within about `wanted ·
-/// documents / matches` rows. Twice as many rows (and `wanted` more) are tried: the page if it
-/// filled, `None` if not (the matches sit elsewhere in `_id` order), and then the index is read
-/// as before, after at most 3/8 as many rows as it reads (`matches ≥ 8 · wanted` there).
-/// MongoDB's planner tries plans against each other the same way.
+/// documents / matches` rows, at most an eighth of the matches. A quarter of the matches (and
+/// `wanted` more) are tried, so matches gathered unevenly in `_id` order are still found: the
+/// page if it filled, `None` if not (the matches sit elsewhere), and then the index is read as
+/// before, after at most 3/8 as many rows as it reads (`matches ≥ 8 · wanted` there). MongoDB's
+/// planner tries plans against each other the same way. Only for a read `walk` has no plan for.
 fn page_in_id_order(
     conn: &Reader,
     meta: &CollectionMeta,
@@ -486,7 +500,7 @@ fn page_in_id_order(
     if matches == 0 || matches * matches < 8 * wanted * documents {
         return Ok(None);
     }
-    let rows = i64::try_from(2 * wanted * documents / matches + wanted).unwrap_or(i64::MAX);
+    let rows = i64::try_from(matches / 4 + wanted).unwrap_or(i64::MAX);
     let order = if descending { "DESC" } else { "ASC" };
     let sql = format!(
         "SELECT doc FROM {} ORDER BY id {order} LIMIT ?1",
@@ -569,9 +583,15 @@ pub fn find_raw(
     Ok(found)
 }
 
+fn encode(document: &Document) -> StoreResult<RawDocumentBuf> {
+    RawDocumentBuf::try_from(document)
+        .map_err(|e| StoreError::Backend(format!("cannot encode a document: {e}")))
+}
+
 /// `find_raw`, each document handed to `visit` as it is read: in scan order or along an index
-/// in the sort's order (`walk`), the stored bytes SQLite holds for the row (no copy); otherwise
-/// each document `find` returns, encoded. A page
+/// in the sort's order (`walk`), the stored bytes SQLite holds for the row (no copy); a page
+/// read from the table in `_id` order (`page_in_id_order`), its copied bytes; otherwise each
+/// document `find` returns, encoded. A page
 /// in table order with no filter is remembered by the connection until the data changes
 /// ([`Reader`]): read again, its documents come from the copy.
 pub fn each_raw(
@@ -584,25 +604,21 @@ pub fn each_raw(
     let Some(meta) = catalog.collections.get(collection) else {
         return Ok(());
     };
-    if query.projection.is_none()
-        && let Some(page) = page_in_id_order(conn, meta, query)?
-    {
-        for bytes in &page {
-            visit(RawDocument::from_bytes(bytes).map_err(scan::corrupt)?)?;
-        }
-        return Ok(());
+    if query.projection.is_some() {
+        return find(conn, catalog, collection, query)?
+            .iter()
+            .try_for_each(|document| visit(&encode(document)?));
     }
-    let walk = match query.projection {
-        None => walk(meta, query),
-        Some(_) => None,
-    };
-    let Some((plan, descending)) = walk else {
-        for document in find(conn, catalog, collection, query)? {
-            let raw = RawDocumentBuf::try_from(&document)
-                .map_err(|e| StoreError::Backend(format!("cannot encode a document: {e}")))?;
-            visit(&raw)?;
+    let Some((plan, descending)) = walk(meta, query) else {
+        if let Some(page) = page_in_id_order(conn, meta, query)? {
+            for bytes in &page {
+                visit(RawDocument::from_bytes(bytes).map_err(scan::corrupt)?)?;
+            }
+            return Ok(());
         }
-        return Ok(());
+        return find_along(conn, meta, query, None)?
+            .iter()
+            .try_for_each(|document| visit(&encode(document)?));
     };
     let limit = query.limit.unwrap_or(usize::MAX);
     if limit == 0 {
