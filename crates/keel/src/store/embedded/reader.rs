@@ -516,7 +516,7 @@ fn page_in_id_order(
             .get_ref(0)
             .and_then(|v| Ok(v.as_blob()?))
             .map_err(context)?;
-        if !query.filter.matches(&scan::decode(bytes)?) {
+        if !scan::matches_stored(&query.filter, bytes)?.0 {
             continue;
         }
         if to_skip > 0 {

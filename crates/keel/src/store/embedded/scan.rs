@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
-use bson::Document;
+use bson::{Document, RawDocument};
 use rusqlite::{Connection, Row};
 
 use super::super::engine::{self, Filter, IndexScan, Sort};
@@ -220,6 +220,19 @@ pub fn is_point_lookup(meta: &CollectionMeta, filter: &Filter) -> bool {
         })
 }
 
+/// Whether the stored document `bytes` matches `filter`: read from the bytes where the filter
+/// allows it (`Filter::matches_raw`: conditions on top-level fields), else decoded, and then
+/// the document is handed back so that it is decoded once.
+pub fn matches_stored(filter: &Filter, bytes: &[u8]) -> StoreResult<(bool, Option<Document>)> {
+    if let Ok(raw) = RawDocument::from_bytes(bytes)
+        && let Some(matched) = filter.matches_raw(raw)
+    {
+        return Ok((matched, None));
+    }
+    let document = decode(bytes)?;
+    Ok((filter.matches(&document), Some(document)))
+}
+
 pub fn decode(bytes: &[u8]) -> StoreResult<Document> {
     Document::from_reader(bytes).map_err(corrupt)
 }
@@ -285,8 +298,9 @@ fn blob<'r>(row: &'r Row<'_>, column: usize, doing: &str) -> StoreResult<&'r [u8
 
 /// `scan` over the stored bytes: `visit` gets each matching document's `_id` key (when
 /// `columns` asks for it, or the plan reads it anyway to skip duplicates), its BSON, and the
-/// decoded document when matching needed it. An empty filter matches without decoding, so a
-/// caller that wants bytes (a typed read, a listing) never builds a `Document`. The rows come
+/// decoded document when matching needed it. An empty filter matches without decoding, and
+/// so does one on top-level fields (`matches_stored`), so a caller that wants bytes (a typed
+/// read, a listing) builds a `Document` only for other filters. The rows come
 /// in `plan`'s key order, backwards when `descending` (`ordered_plan`).
 pub fn scan_raw(
     conn: &Connection,
@@ -318,11 +332,9 @@ pub fn scan_raw(
         if matches_everything {
             return visit(id, bytes, None);
         }
-        let document = decode(bytes)?;
-        if filter.matches(&document) {
-            visit(id, bytes, Some(document))
-        } else {
-            Ok(ControlFlow::Continue(()))
+        match matches_stored(filter, bytes)? {
+            (true, document) => visit(id, bytes, document),
+            (false, _) => Ok(ControlFlow::Continue(())),
         }
     };
     let mut run = |sql: &str, params: &[&dyn rusqlite::ToSql]| {

@@ -356,3 +356,29 @@ fn exact_scans_only_for_one_field_equal_to_plain_values_or_in_one_bracket() {
         assert_eq!(exact(inexact.clone()), None, "{inexact}");
     }
 }
+
+#[test]
+fn stored_bytes_are_matched_for_top_level_fields_only() {
+    let stored = |document: Document| bson::RawDocumentBuf::try_from(&document).unwrap();
+    let item = stored(doc! {"_id": 1, "brand": "Acme", "price": 12.5, "tags": ["a", "b"]});
+    let raw = |filter: Document| Filter::parse(&filter).unwrap().matches_raw(&item);
+    assert_eq!(raw(doc! {"price": {"$gte": 10, "$lte": 200}}), Some(true));
+    assert_eq!(raw(doc! {"price": {"$gt": 12.5}}), Some(false));
+    assert_eq!(raw(doc! {"brand": "Acme", "tags": "b"}), Some(true));
+    assert_eq!(raw(doc! {"brand": "Acme", "tags": "c"}), Some(false));
+    assert_eq!(raw(doc! {"processed": {"$exists": false}}), Some(true));
+    assert_eq!(raw(doc! {"processed": Bson::Null}), Some(true));
+    assert_eq!(raw(doc! {}), Some(true));
+    assert_eq!(raw(doc! {"tags.0": "a"}), None, "a dotted path");
+    assert_eq!(
+        raw(doc! {"$or": [{"brand": "Acme"}]}),
+        None,
+        "a logical operator"
+    );
+    // A field stored twice (not by keel, which writes documents it encoded itself).
+    let mut twice = bson::RawDocumentBuf::new();
+    twice.append(bson::raw::cstr!("price"), 1);
+    twice.append(bson::raw::cstr!("price"), 300);
+    let filter = Filter::parse(&doc! {"price": {"$gt": 100}}).unwrap();
+    assert_eq!(filter.matches_raw(&twice), None);
+}

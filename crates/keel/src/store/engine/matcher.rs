@@ -12,11 +12,68 @@
 
 use std::cmp::Ordering;
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawBsonRef, RawDocument};
 
 use super::compare::{Number, compare_values, type_rank, values_equal};
-use super::filter::{CmpOp, Cond, Expr, InItem};
+use super::filter::{CmpOp, Cond, Expr, Filter, InItem};
 use super::path::{Reached, resolve};
+
+/// The most top-level fields `Filter::matches_raw` looks up in one pass.
+const RAW_FIELDS: usize = 8;
+
+impl Filter {
+    /// `matches` read from a stored document's bytes without building the document, when
+    /// every condition is on a top-level field (`{price: {$gte: 10, $lte: 200}}`, `{brand:
+    /// "Acme"}`, `{processed: {$exists: false}}`): one pass over the fields, and only the
+    /// values those conditions name are decoded. A top-level path reaches the field's value or
+    /// nothing (missing), exactly what `resolve` finds there, and the same `Cond::holds`
+    /// decides. `None` when it cannot tell — a dotted path, a logical operator, more than
+    /// `RAW_FIELDS` conditions, a field stored twice (a decoded document keeps one of them),
+    /// bytes that do not parse — and then the caller decodes the document and asks `matches`.
+    pub fn matches_raw(&self, document: &RawDocument) -> Option<bool> {
+        let exprs = &self.conditions;
+        if exprs.len() > RAW_FIELDS {
+            return None;
+        }
+        let mut names = [""; RAW_FIELDS];
+        for (name, expr) in names.iter_mut().zip(exprs) {
+            match expr {
+                Expr::Field { parts, .. } if parts.len() == 1 => *name = &parts[0],
+                _ => return None,
+            }
+        }
+        let names = &names[..exprs.len()];
+        let mut found: [Option<RawBsonRef<'_>>; RAW_FIELDS] = [None; RAW_FIELDS];
+        for element in document {
+            let (key, value) = element.ok()?;
+            for (name, slot) in names.iter().zip(found.iter_mut()) {
+                if *name == key.as_str() {
+                    if slot.is_some() {
+                        return None;
+                    }
+                    *slot = Some(value);
+                }
+            }
+        }
+        for (expr, value) in exprs.iter().zip(found) {
+            let Expr::Field { conditions, .. } = expr else {
+                return None;
+            };
+            let value = match value {
+                Some(raw) => Some(Bson::try_from(raw).ok()?),
+                None => None,
+            };
+            let reached = Reached {
+                values: value.iter().collect(),
+                missing: value.is_none(),
+            };
+            if !conditions.iter().all(|c| c.holds(&reached)) {
+                return Some(false);
+            }
+        }
+        Some(true)
+    }
+}
 
 impl Expr {
     pub(super) fn matches(&self, document: &Document) -> bool {

@@ -7,7 +7,7 @@
 
 use std::cmp::Ordering;
 
-use bson::{Bson, Document, doc};
+use bson::{Bson, Document, RawDocumentBuf, doc};
 use proptest::prelude::*;
 
 use super::{Filter, compare_values, encode_key};
@@ -309,6 +309,27 @@ proptest! {
         let parsed = Filter::parse(&filter).map_err(|e| TestCaseError::fail(format!("{filter}: {e}")))?;
         prop_assert_eq!(parsed.matches(&document), reference(&filter, &document),
             "filter {} on {}", filter, document);
+    }
+
+    /// Matching stored bytes decides as matching the decoded document does, for top-level
+    /// fields and-ed (a listing's filter) and for nested logical filters, whenever it decides.
+    #[test]
+    fn matching_stored_bytes_agrees_with_matching_the_document(
+        leaves in prop::collection::vec(leaf_filter(), 1..4),
+        nested in filter(),
+        document in document(),
+    ) {
+        let mut top = Document::new();
+        for leaf in leaves {
+            top.extend(leaf);
+        }
+        let raw = RawDocumentBuf::try_from(&document).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for filter in [top, nested] {
+            let parsed = Filter::parse(&filter).map_err(|e| TestCaseError::fail(format!("{filter}: {e}")))?;
+            if let Some(matched) = parsed.matches_raw(&raw) {
+                prop_assert_eq!(matched, parsed.matches(&document), "filter {} on {}", filter, document);
+            }
+        }
     }
 
     #[test]
