@@ -707,10 +707,19 @@ pub fn count(
         return scan::count_keys(conn, index, &scan);
     }
     let mut count = 0u64;
-    scan::scan(conn, meta, filter, |_, _| {
-        count += 1;
-        Ok(std::ops::ControlFlow::Continue(()))
-    })?;
+    let plan = scan::plan(meta, filter);
+    scan::scan_raw(
+        conn,
+        meta,
+        &plan,
+        false,
+        filter,
+        Columns::Document,
+        |_, _, _| {
+            count += 1;
+            Ok(ControlFlow::Continue(()))
+        },
+    )?;
     Ok(count)
 }
 

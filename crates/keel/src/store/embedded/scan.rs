@@ -280,12 +280,16 @@ fn scan_along(
     )
 }
 
-/// What a scan reads of each row. A typed read needs only the stored document: not selecting
-/// the `_id` key saves SQLite decoding and copying it (~100 instructions a row) and rusqlite
-/// fetching it (~135 more).
+/// What a scan reads of each row and hands on. A typed read needs only the stored document:
+/// not selecting the `_id` key saves SQLite decoding and copying it (~100 instructions a row)
+/// and rusqlite fetching it (~135 more).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Columns {
+    /// The `_id` key and the decoded document (`scan`): a filter is matched on the decoded
+    /// document, which is handed on, as every match is decoded anyway.
     IdAndDocument,
+    /// The stored bytes (typed reads, counts): a filter on top-level fields is matched on the
+    /// bytes (`matches_stored`), so a row is decoded only for other filters.
     Document,
 }
 
@@ -299,8 +303,9 @@ fn blob<'r>(row: &'r Row<'_>, column: usize, doing: &str) -> StoreResult<&'r [u8
 /// `scan` over the stored bytes: `visit` gets each matching document's `_id` key (when
 /// `columns` asks for it, or the plan reads it anyway to skip duplicates), its BSON, and the
 /// decoded document when matching needed it. An empty filter matches without decoding, and
-/// so does one on top-level fields (`matches_stored`), so a caller that wants bytes (a typed
-/// read, a listing) builds a `Document` only for other filters. The rows come
+/// with `Columns::Document` so does one on top-level fields (`matches_stored`), so a caller
+/// that wants bytes (a typed read, a listing, a count) builds a `Document` only for other
+/// filters. The rows come
 /// in `plan`'s key order, backwards when `descending` (`ordered_plan`).
 pub fn scan_raw(
     conn: &Connection,
@@ -332,9 +337,16 @@ pub fn scan_raw(
         if matches_everything {
             return visit(id, bytes, None);
         }
-        match matches_stored(filter, bytes)? {
-            (true, document) => visit(id, bytes, document),
-            (false, _) => Ok(ControlFlow::Continue(())),
+        let (matched, document) = if columns == Columns::Document {
+            matches_stored(filter, bytes)?
+        } else {
+            let document = decode(bytes)?;
+            (filter.matches(&document), Some(document))
+        };
+        if matched {
+            visit(id, bytes, document)
+        } else {
+            Ok(ControlFlow::Continue(()))
         }
     };
     let mut run = |sql: &str, params: &[&dyn rusqlite::ToSql]| {
