@@ -305,8 +305,7 @@ fn blob<'r>(row: &'r Row<'_>, column: usize, doing: &str) -> StoreResult<&'r [u8
 /// decoded document when matching needed it. An empty filter matches without decoding, and
 /// with `Columns::Document` so does one on top-level fields (`matches_stored`), so a caller
 /// that wants bytes (a typed read, a listing, a count) builds a `Document` only for other
-/// filters. The rows come
-/// in `plan`'s key order, backwards when `descending` (`ordered_plan`).
+/// filters. The rows come in `plan`'s key order, backwards when `descending` (`ordered_plan`).
 pub fn scan_raw(
     conn: &Connection,
     meta: &CollectionMeta,
