@@ -512,10 +512,7 @@ fn page_in_id_order(
     let mut page = Vec::new();
     let mut to_skip = query.skip;
     while let Some(row) = found.next().map_err(context)? {
-        let bytes = row
-            .get_ref(0)
-            .and_then(|v| Ok(v.as_blob()?))
-            .map_err(context)?;
+        let bytes = scan::blob(row, 0, "reading a page in _id order")?;
         if !scan::matches_stored(&query.filter, bytes)?.0 {
             continue;
         }

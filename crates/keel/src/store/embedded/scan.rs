@@ -294,7 +294,7 @@ pub enum Columns {
 }
 
 /// Column `column` of `row` as the blob it must be (an `id` or a `doc`), borrowed from SQLite.
-fn blob<'r>(row: &'r Row<'_>, column: usize, doing: &str) -> StoreResult<&'r [u8]> {
+pub(super) fn blob<'r>(row: &'r Row<'_>, column: usize, doing: &str) -> StoreResult<&'r [u8]> {
     row.get_ref(column)
         .and_then(|v| Ok(v.as_blob()?))
         .map_err(|e| sql_error(doing, e))

@@ -35,18 +35,20 @@ impl Filter {
         if exprs.len() > RAW_FIELDS {
             return None;
         }
-        let mut names = [""; RAW_FIELDS];
-        for (name, expr) in names.iter_mut().zip(exprs) {
+        let mut fields: [(&str, &[Cond]); RAW_FIELDS] = [("", &[]); RAW_FIELDS];
+        for (field, expr) in fields.iter_mut().zip(exprs) {
             match expr {
-                Expr::Field { parts, .. } if parts.len() == 1 => *name = &parts[0],
+                Expr::Field {
+                    parts, conditions, ..
+                } if parts.len() == 1 => *field = (&parts[0], conditions),
                 _ => return None,
             }
         }
-        let names = &names[..exprs.len()];
+        let fields = &fields[..exprs.len()];
         let mut found: [Option<RawBsonRef<'_>>; RAW_FIELDS] = [None; RAW_FIELDS];
         for element in document {
             let (key, value) = element.ok()?;
-            for (name, slot) in names.iter().zip(found.iter_mut()) {
+            for ((name, _), slot) in fields.iter().zip(found.iter_mut()) {
                 if *name == key.as_str() {
                     if slot.is_some() {
                         return None;
@@ -55,10 +57,7 @@ impl Filter {
                 }
             }
         }
-        for (expr, value) in exprs.iter().zip(found) {
-            let Expr::Field { conditions, .. } = expr else {
-                return None;
-            };
+        for ((_, conditions), value) in fields.iter().zip(found) {
             let value = match value {
                 Some(raw) => Some(Bson::try_from(raw).ok()?),
                 None => None,
