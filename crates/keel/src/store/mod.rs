@@ -114,6 +114,16 @@ impl Store {
         }
     }
 
+    /// Hands back the memory a large job made the store hold (`Runner` calls it after every
+    /// task run): the embedded store's page caches and the C heap's free memory. The MongoDB
+    /// driver keeps no such cache; there it does nothing.
+    pub async fn release_memory(&self) -> StoreResult<()> {
+        match &self.backend {
+            Backend::Embedded(s) => s.release_memory().await,
+            Backend::Mongo(_) => Ok(()),
+        }
+    }
+
     /// Flushes and closes; later operations fail with `Unavailable`.
     pub async fn close(&self) -> StoreResult<()> {
         match &self.backend {

@@ -182,6 +182,29 @@ impl EmbeddedStore {
 
     /// Commits every queued write, stops the writer and the sweeper; later operations fail
     /// with `Unavailable`.
+    /// Hands back what a large job (a background task over a whole collection) made the store
+    /// hold: the page caches of the writer and of the idle read connections, each up to SQLite's
+    /// 2 MiB, and then the C heap's free memory, which glibc otherwise keeps (`malloc_trim`).
+    /// Pages read again afterwards come from the OS's file cache.
+    pub async fn release_memory(&self) -> StoreResult<()> {
+        self.inner
+            .writer
+            .run(|txn| {
+                txn.conn
+                    .release_memory()
+                    .map_err(|e| sql_error("releasing the writer's page cache", e))
+            })
+            .await?;
+        self.inner.readers.release_memory();
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: glibc's `malloc_trim` only returns free memory of its heaps to the kernel;
+        // it is thread-safe and touches no live block.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) -> StoreResult<()> {
         self.inner.stop_sweeper();
         self.inner.writer.close().await?;

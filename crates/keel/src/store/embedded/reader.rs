@@ -138,6 +138,17 @@ impl Readers {
         result
     }
 
+    /// Hands back the page caches of the idle connections (SQLite's
+    /// `sqlite3_db_release_memory`); a connection in use keeps its cache. What a read needs
+    /// again is read again from the file, which the OS caches.
+    pub fn release_memory(&self) {
+        for reader in self.lock_idle().iter() {
+            if let Err(error) = reader.conn.release_memory() {
+                tracing::debug!(%error, "a read connection kept its page cache");
+            }
+        }
+    }
+
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Reader>> {
         self.idle
             .lock()
@@ -839,6 +850,87 @@ mod tests {
             readers.lock_idle().len(),
             3,
             "a connection was opened or lost"
+        );
+    }
+
+    /// The bytes of SQLite's page cache on `conn` (`SQLITE_DBSTATUS_CACHE_USED`).
+    fn cache_used(conn: &Connection) -> i64 {
+        let (mut current, mut highest) = (0, 0);
+        // SAFETY: the handle is `conn`'s own and open; the two out-pointers are live locals.
+        let status = unsafe {
+            rusqlite::ffi::sqlite3_db_status(
+                conn.handle(),
+                rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
+                &mut current,
+                &mut highest,
+                0,
+            )
+        };
+        assert_eq!(status, rusqlite::ffi::SQLITE_OK);
+        i64::from(current)
+    }
+
+    /// A whole-collection read and a write over every document fill the page caches of a read
+    /// connection and of the writer; `release_memory` (run after every task) empties them,
+    /// and what is read afterwards is read again from the file, whole.
+    #[tokio::test]
+    async fn released_page_caches_are_emptied_and_the_data_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::store::DatabaseConfig::default();
+        let store = super::super::EmbeddedStore::open(dir.path().to_str().unwrap(), &config)
+            .await
+            .unwrap();
+        let collection = store.collection("c");
+        let filler = "x".repeat(400);
+        let documents = (0..3000)
+            .map(|n| bson::doc! {"_id": n, "filler": &filler})
+            .collect();
+        collection.insert_many(documents).await.unwrap();
+        let everything = || collection.find(bson::doc! {}, crate::store::FindOptions::default());
+        assert_eq!(everything().await.unwrap().len(), 3000);
+        collection
+            .update_many(
+                bson::doc! {},
+                bson::doc! {"$set": {"seen": true}},
+                crate::store::UpdateOptions::default(),
+            )
+            .await
+            .unwrap();
+        let caches = || async {
+            let readers: i64 = store
+                .inner
+                .readers
+                .lock_idle()
+                .iter()
+                .map(|reader| cache_used(&reader.conn))
+                .sum();
+            let writer = store
+                .inner
+                .writer
+                .run(|txn| Ok(cache_used(txn.conn)))
+                .await
+                .unwrap();
+            (readers, writer)
+        };
+        let (readers, writer) = caches().await;
+        assert!(
+            readers > 1_000_000 && writer > 1_000_000,
+            "the reads and writes did not fill the caches: {readers} / {writer} bytes"
+        );
+
+        store.release_memory().await.unwrap();
+        let (readers_after, writer_after) = caches().await;
+        assert!(
+            readers_after < readers / 10 && writer_after < writer / 10,
+            "caches not released: readers {readers} -> {readers_after}, \
+             writer {writer} -> {writer_after} bytes"
+        );
+        let read_again = everything().await.unwrap();
+        assert_eq!(read_again.len(), 3000);
+        assert!(
+            read_again
+                .iter()
+                .all(|d| d.get_bool("seen").unwrap_or(false))
         );
     }
 
