@@ -54,7 +54,8 @@ unsafe extern "C" {
     fn mi_collect(force: bool);
 }
 
-/// Run by every async runtime thread as it parks (`start_process`): a forced mimalloc
+/// Run by every async runtime thread as it parks (`start_process`), and by the store's writer
+/// and blocking read threads as they fall idle (`keel::memory`): a forced mimalloc
 /// collection of this thread's heap, at most once per `COLLECT_EVERY`. A parking thread has
 /// nothing to run; a task that becomes ready during the collection (a walk over the thread's
 /// pages, and `madvise` for what it frees) waits for it. Between collections a park costs a

@@ -70,6 +70,7 @@ fn lean_memory() {
     // process; it touches no memory of ours. A kernel without it returns an error, ignored.
     let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     one_glibc_arena();
+    keel::memory::set_thread_collector(alloc::collect_retained);
 }
 
 /// glibc's malloc serves SQLite only (Rust's blocks go to mimalloc), yet it gives each thread

@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod jobs;
 pub mod lock;
+pub mod memory;
 pub mod metrics;
 pub mod platform;
 pub mod readiness;

@@ -102,7 +102,9 @@ impl Readers {
             .map_err(|_| StoreError::Backend("the store is used outside a tokio runtime".into()))?
             .spawn_blocking(move || {
                 let _permit = permit;
-                readers.with_reader(work)
+                let result = readers.with_reader(work);
+                crate::memory::collect_thread_retained();
+                result
             })
             .await
             .map_err(|e| StoreError::Backend(format!("a store read failed: {e}")))?

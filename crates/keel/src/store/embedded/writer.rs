@@ -243,6 +243,9 @@ fn write_loop(
         }
         last_commit = commit_started.elapsed();
         expected = (answered + receiver.len()).clamp(1, MAX_BATCH);
+        if receiver.is_empty() {
+            crate::memory::collect_thread_retained();
+        }
         if let Some(done) = close {
             // Closed before answering, so `is_closed()` is true once `close()` returns.
             receiver.close();
