@@ -114,9 +114,9 @@ impl Store {
         }
     }
 
-    /// Hands back the memory a large job made the store hold (`Runner` calls it after every
-    /// task run): the embedded store's page caches and the C heap's free memory. The MongoDB
-    /// driver keeps no such cache; there it does nothing.
+    /// Hands back the memory a large job made the store hold (`TaskRunner` calls it after
+    /// every task run): the embedded store's page caches and the C heap's free memory. The
+    /// MongoDB driver keeps no such cache; there it does nothing.
     pub async fn release_memory(&self) -> StoreResult<()> {
         match &self.backend {
             Backend::Embedded(s) => s.release_memory().await,

@@ -180,8 +180,6 @@ impl EmbeddedStore {
             .await
     }
 
-    /// Commits every queued write, stops the writer and the sweeper; later operations fail
-    /// with `Unavailable`.
     /// Hands back what a large job (a background task over a whole collection) made the store
     /// hold: the page caches of the writer and of the idle read connections, each up to SQLite's
     /// 2 MiB, and then the C heap's free memory, which glibc otherwise keeps (`malloc_trim`).
@@ -205,6 +203,8 @@ impl EmbeddedStore {
         Ok(())
     }
 
+    /// Commits every queued write, stops the writer and the sweeper; later operations fail
+    /// with `Unavailable`.
     pub async fn close(&self) -> StoreResult<()> {
         self.inner.stop_sweeper();
         self.inner.writer.close().await?;
