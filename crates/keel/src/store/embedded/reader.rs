@@ -855,6 +855,14 @@ mod tests {
         );
     }
 
+    /// A store with the default settings in `dir`.
+    async fn open_store(dir: &tempfile::TempDir) -> super::super::EmbeddedStore {
+        let config = crate::store::DatabaseConfig::default();
+        super::super::EmbeddedStore::open(dir.path().to_str().unwrap(), &config)
+            .await
+            .unwrap()
+    }
+
     /// The bytes of SQLite's page cache on `conn` (`SQLITE_DBSTATUS_CACHE_USED`).
     fn cache_used(conn: &Connection) -> i64 {
         let (mut current, mut highest) = (0, 0);
@@ -878,10 +886,7 @@ mod tests {
     #[tokio::test]
     async fn released_page_caches_are_emptied_and_the_data_reads_the_same() {
         let dir = tempfile::tempdir().unwrap();
-        let config = crate::store::DatabaseConfig::default();
-        let store = super::super::EmbeddedStore::open(dir.path().to_str().unwrap(), &config)
-            .await
-            .unwrap();
+        let store = open_store(&dir).await;
         let collection = store.collection("c");
         let filler = "x".repeat(400);
         let documents = (0..3000)
@@ -944,10 +949,7 @@ mod tests {
     #[tokio::test]
     async fn a_page_in_id_order_is_read_from_the_table_only_where_its_matches_are() {
         let dir = tempfile::tempdir().unwrap();
-        let config = crate::store::DatabaseConfig::default();
-        let store = super::super::EmbeddedStore::open(dir.path().to_str().unwrap(), &config)
-            .await
-            .unwrap();
+        let store = open_store(&dir).await;
         let collection = store.collection("c");
         collection
             .create_index(crate::store::IndexSpec::new(bson::doc! {"a": 1}))
