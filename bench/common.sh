@@ -49,14 +49,22 @@ seed() {
         echo "seeding created $created of $((to - from + 1)) items" >&2; exit 1; }
 }
 
-# start_keel BINARY PORT [PREFIX…]: `BINARY serve` in the production settings (JSON log on
-# stdout, sent to /dev/null; a fresh data directory in WORK), run under PREFIX (valgrind) if
-# given. Sets SERVER_PID and BASE and returns once it answers /api/health.
+# The session secret of every keel a script starts: one per script run, so a session made
+# before a restart on the same data is still valid after it.
+BENCH_SECRET="bench-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+# start_keel BINARY PORT [PREFIX…]: `serve_keel` on a fresh data directory.
 start_keel() {
-    local binary="$1" port="$2"; shift 2
     rm -rf "$WORK/data"
-    KEEL_CONFIG_DIR="$PWD/config" KEEL_ENV=production \
-        KEEL_SESSION__SECRET="bench-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+    serve_keel "$@"
+}
+
+# serve_keel BINARY PORT [PREFIX…]: `BINARY serve` in the production settings (JSON log on
+# stdout, sent to /dev/null) on the data directory in WORK, run under PREFIX (valgrind, `env
+# NAME=VALUE`) if given. Sets SERVER_PID and BASE and returns once it answers /api/health.
+serve_keel() {
+    local binary="$1" port="$2"; shift 2
+    KEEL_CONFIG_DIR="$PWD/config" KEEL_ENV=production KEEL_SESSION__SECRET="$BENCH_SECRET" \
         KEEL_DATABASE__URL="embedded://$WORK/data" \
         "$@" "$binary" serve --host 127.0.0.1 --port "$port" >/dev/null 2>"$WORK/server.err" &
     SERVER_PID=$!

@@ -1,41 +1,33 @@
 #!/usr/bin/env bash
-# bench/task-step.sh [BINARY] [runs]: keel's resident memory through a 60 s listing load
-# (`wrk -t1 -c64`, `GET /api/items?limit=100` over 10,000 items) with `process-data`'s run over
-# all 10,000 items scheduled ~20 s into it: bench/load.sh's no-growth check (RSS after 60 s
-# within 10 % of RSS after 10 s) with the task's run placed inside it on purpose, rather than
-# wherever its five-minute mark falls. Prints RSS every 5 s and, per run, the step 10 s → 60 s.
+# bench/task-step.sh [runs]: keel's resident memory through a 60 s listing load (`wrk -t1
+# -c64`, `GET /api/items?limit=100` over 10,000 items) with `process-data`'s run over all
+# 10,000 items scheduled ~20 s into it: bench/load.sh's no-growth check (RSS after 60 s within
+# 10 % of RSS after 10 s) with the task's run placed inside it on purpose, rather than wherever
+# its five-minute mark falls. Prints RSS every 5 s and, per run, the step 10 s → 60 s.
+# KEEL_BIN=PATH measures that keel binary; without it the release build is made and measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
 source bench/common.sh
 need_package wrk wrk
-BINARY="${1:-target/release/keel}"
-RUNS="${2:-1}"
-[ -x "$BINARY" ] || { echo "no binary at $BINARY: cargo build --release -p keel-cli" >&2; exit 1; }
+RUNS="${1:-1}"
+PORT="${KEEL_BENCH_PORT:-38190}"
+if [ -z "${KEEL_BIN:-}" ]; then
+    cargo build --release --quiet -p keel-cli
+    KEEL_BIN="${CARGO_TARGET_DIR:-target}/release/keel"
+fi
 WORK="$(mktemp -d)"
 trap 'stop_server; rm -rf "$WORK"' EXIT
-PORT=38190
-SECRET="bench-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-
-# serve [ENV…]: BINARY serve on WORK's data directory (kept between starts) in production settings.
-serve() {
-    env "$@" KEEL_CONFIG_DIR="$PWD/config" KEEL_ENV=production KEEL_SESSION__SECRET="$SECRET" \
-        KEEL_DATABASE__URL="embedded://$WORK/data" \
-        "$BINARY" serve --host 127.0.0.1 --port "$PORT" >/dev/null 2>"$WORK/server.err" &
-    SERVER_PID=$!
-    BASE="http://127.0.0.1:$PORT"
-    wait_until_up "$BASE"
-}
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$SERVER_PID/status"; }
 
 for run in $(seq 1 "$RUNS"); do
-    rm -rf "$WORK/data"
-    serve KEEL_TASKS__PROCESS_DATA__ENABLED=false
+    start_keel "$KEEL_BIN" "$PORT" env KEEL_TASKS__PROCESS_DATA__ENABLED=false
     register_user "task-step-$run@example.com"
     seed 1 10000
     stop_server
     # The schedule is a six-field cron line in UTC: the second ~23 s from now (3 s of warm-up).
     read -r second minute hour < <(date -u -d "+23 seconds" +'%-S %-M %-H')
-    serve KEEL_TASKS__PROCESS_DATA__SCHEDULE="$second $minute $hour * * *"
+    serve_keel "$KEEL_BIN" "$PORT" env KEEL_TASKS__PROCESS_DATA__SCHEDULE="$second $minute $hour * * *"
     wrk -t1 -c64 -d3s -H "Cookie: sessionId=$COOKIE" "$BASE/api/items?limit=100" >/dev/null
     wrk -t1 -c64 -d60s -H "Cookie: sessionId=$COOKIE" "$BASE/api/items?limit=100" >"$WORK/wrk" &
     load=$!
