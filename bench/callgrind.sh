@@ -2,14 +2,14 @@
 # Instructions per request, counted by callgrind: exact and repeatable on a noisy machine, where
 # wall-clock numbers are not (docs/performance.md).
 #
-# Usage: bench/callgrind.sh [health|getData|both] [requests]      (defaults: both 2000)
+# Usage: bench/callgrind.sh [health|getData|listing|both] [requests]      (defaults: both 2000)
 #
 # keel runs in the production settings of bench/load.sh (KEEL_ENV=production, JSON request log,
 # rate limits on and raised, the session checked on every request) under
 # `valgrind --tool=callgrind --instr-atstart=no`, on a fresh data directory with 1,000 items
 # created through the API. Each request kind is warmed up, then counted alone: instrumentation is
 # switched on, REQUESTS requests are sent (8 in flight over kept-alive connections), switched
-# off, and the dump's total is divided by REQUESTS (getData sends a quarter as many); so is the
+# off, and the dump's total is divided by REQUESTS (getData and the listing send a quarter as many); so is the
 # part spent serving the connections, without the time-driven background work. The dumps
 # stay in target/callgrind/ for `callgrind_annotate --inclusive=yes FILE`. KEEL_BIN=PATH measures
 # that binary instead of building one (to compare two builds).
@@ -21,8 +21,8 @@ source bench/common.sh
 WHAT="${1:-both}"
 REQUESTS="${2:-2000}"
 PORT="${KEEL_BENCH_PORT:-38090}"
-case "$WHAT" in health | getData | both) ;; *)
-    echo "usage: bench/callgrind.sh [health|getData|both] [requests]" >&2; exit 2 ;;
+case "$WHAT" in health | getData | listing | both) ;; *)
+    echo "usage: bench/callgrind.sh [health|getData|listing|both] [requests]" >&2; exit 2 ;;
 esac
 
 need_package valgrind valgrind
@@ -52,6 +52,7 @@ requests() {
         health) printf 'url = "%s/api/health"\n' "$BASE" ;;
         getData) printf 'url = "%s/api/getData"\nheader = "Content-Type: application/json"\nheader = "Cookie: sessionId=%s"\ndata = "{\\"limit\\":100}"\n' \
             "$BASE" "$COOKIE" ;;
+        listing) printf 'url = "%s/api/items?limit=100"\nheader = "Cookie: sessionId=%s"\n' "$BASE" "$COOKIE" ;;
         esac
         printf 'output = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n'
     done >"$file"
@@ -87,5 +88,7 @@ measure() {   # KIND COUNT
 case "$WHAT" in
 health) measure health "$REQUESTS" ;;
 getData) measure getData "$((REQUESTS / 4))" ;;
+# The listing as bench/load.sh loads it: its page and `total` over 10,000 items.
+listing) seed 1001 10000; measure listing "$((REQUESTS / 4))" ;;
 both) measure health "$REQUESTS"; measure getData "$((REQUESTS / 4))" ;;
 esac

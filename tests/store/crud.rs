@@ -1,7 +1,7 @@
 //! Inserting, finding, updating and deleting documents.
 
 use bson::{Bson, doc};
-use keel::store::{FindOptions, IndexSpec, StoreError, UpdateOptions};
+use keel::store::{FindOptions, IndexSpec, PageStamp, PageVisitor, StoreError, UpdateOptions};
 
 conformance!(inserted_document_is_found_by_id, |store| {
     let items = store.collection("items");
@@ -453,3 +453,109 @@ conformance!(update_that_would_change_id_is_refused, |store| {
     assert_eq!(items.count(doc! {"_id": 1}).await?, 1);
     Ok(())
 });
+
+/// Records what a `find_page` read hands over: its stamp, its documents, and answers `stamped`
+/// with true for the stamps in `known`.
+#[derive(Default)]
+struct Recorder {
+    known: Vec<PageStamp>,
+    stamps: Vec<PageStamp>,
+    documents: Vec<bson::Document>,
+}
+
+impl PageVisitor for Recorder {
+    fn stamped(&mut self, stamp: PageStamp) -> bool {
+        self.stamps.push(stamp);
+        self.known.contains(&stamp)
+    }
+
+    fn document(&mut self, document: &bson::RawDocument) -> keel::store::StoreResult<()> {
+        let document = bson::Document::try_from(document)
+            .map_err(|e| StoreError::Backend(format!("undecodable: {e}")))?;
+        self.documents.push(document);
+        Ok(())
+    }
+}
+
+/// A page of three in table order read with `find_page` and checked: its documents are
+/// `find`'s, and those of every earlier read in `seen` with its stamp (then it joins them).
+async fn read_stamped(
+    items: &keel::store::Collection,
+    known: Vec<PageStamp>,
+    seen: &mut Vec<(PageStamp, Vec<bson::Document>)>,
+) -> anyhow::Result<Recorder> {
+    let page = FindOptions::default().limit(3);
+    let mut recorder = Recorder {
+        known,
+        ..Recorder::default()
+    };
+    items
+        .find_page(doc! {}, page.clone(), &mut recorder)
+        .await?;
+    assert!(recorder.stamps.len() <= 1, "one stamp per read");
+    if let Some(&stamp) = recorder.stamps.first()
+        && !recorder.known.contains(&stamp)
+    {
+        let expected = items.find(doc! {}, page).await?;
+        assert_eq!(recorder.documents, expected);
+        for (earlier, documents) in seen.iter() {
+            if *earlier == stamp {
+                assert_eq!(documents, &recorder.documents, "one stamp, other documents");
+            }
+        }
+        seen.push((stamp, recorder.documents.clone()));
+    }
+    Ok(recorder)
+}
+
+conformance!(
+    a_stamped_page_is_the_same_documents_until_the_data_changes,
+    |store| {
+        // Every read with a stamp hands over the documents of every other read with that stamp
+        // (what a caller keeps for a stamp, its rendering, stays right); a write changes the page,
+        // and its stamp; a visitor that knows the stamp ends the read there. The embedded store
+        // stamps the pages it remembers (in table order, no filter); MongoDB stamps none.
+        let items = store.collection("items");
+        items
+            .insert_many((1..=6).map(|n| doc! {"_id": n, "v": n}).collect())
+            .await?;
+        let seen = &mut Vec::new();
+        // More reads than the pool has connections: some connection answers from its page.
+        for _ in 0..12 {
+            read_stamped(&items, Vec::new(), seen).await?;
+        }
+        items
+            .update_one(
+                doc! {"_id": 2},
+                doc! {"$set": {"v": 20}},
+                Default::default(),
+            )
+            .await?;
+        let after = read_stamped(&items, Vec::new(), seen).await?;
+        assert_eq!(after.documents[1], doc! {"_id": 2, "v": 20});
+        for _ in 0..12 {
+            read_stamped(&items, Vec::new(), seen).await?;
+        }
+        let stamps: Vec<PageStamp> = seen.iter().map(|(stamp, _)| *stamp).collect();
+        if store.backend_name() == "embedded" {
+            let repeated = stamps
+                .iter()
+                .filter(|s| stamps.iter().filter(|t| t == s).count() > 1);
+            assert!(
+                repeated.count() > 0,
+                "a remembered page keeps its stamp: {stamps:?}"
+            );
+            let before: Vec<_> = stamps[..12].to_vec();
+            assert!(
+                stamps[12..].iter().all(|s| !before.contains(s)),
+                "a write changes the page's stamp"
+            );
+            // A visitor that knows the stamp gets no document.
+            let known = read_stamped(&items, stamps.clone(), seen).await?;
+            assert!(known.documents.is_empty() && known.stamps.len() == 1);
+        } else {
+            assert!(stamps.is_empty(), "MongoDB's reads carry no stamp");
+        }
+        Ok(())
+    }
+);

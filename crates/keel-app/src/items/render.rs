@@ -19,8 +19,8 @@ use bson::oid::ObjectId;
 use bson::{DateTime, RawDocument};
 use keel::http::json_text::{write_date_time, write_f64, write_str, write_utf8};
 use keel::http::{JsonText, JsonTextWriter};
-use keel::store::StoreError;
 use keel::store::raw::{self, RawField, RawText};
+use keel::store::{PageStamp, PageVisitor, StoreError};
 
 /// One stored item's fields as the API shows them, borrowed from its bytes. The rules are
 /// `ItemRecord`'s: `_id`, `name`, `brand`, `price` (any number) and `createdAt` required,
@@ -150,6 +150,14 @@ fn write_checked(out: &mut Vec<u8>, text: RawText<'_>) {
 /// so every listing they fetch checks it.
 pub struct ItemArray {
     writer: JsonTextWriter,
+    /// The read's stamp (`PageStamp`): the array rendered for it is kept in the thread's
+    /// [`PAGES`], and a read with a stamp kept there is answered from it.
+    stamp: Option<PageStamp>,
+    /// The array came from [`PAGES`] (nothing to keep).
+    was_kept: bool,
+    /// Debug builds render a kept page again and compare (`finish`).
+    #[cfg(debug_assertions)]
+    kept: Option<Vec<u8>>,
     #[cfg(debug_assertions)]
     views: Vec<super::model::ItemView>,
 }
@@ -163,6 +171,10 @@ impl ItemArray {
     pub fn new(expected: usize) -> ItemArray {
         ItemArray {
             writer: JsonTextWriter::new(expected.min(1000) * RENDERED_ITEM_GUESS + 2),
+            stamp: None,
+            was_kept: false,
+            #[cfg(debug_assertions)]
+            kept: None,
             #[cfg(debug_assertions)]
             views: Vec::new(),
         }
@@ -198,6 +210,19 @@ impl ItemArray {
         if self.writer.written().is_empty() {
             self.writer.out().push(b'[');
         }
+        #[cfg(debug_assertions)]
+        if let Some(kept) = &self.kept {
+            assert_eq!(
+                String::from_utf8_lossy(self.writer.written()),
+                String::from_utf8_lossy(kept),
+                "a page rendered again differs from the rendering kept for its stamp"
+            );
+        }
+        if let Some(stamp) = self.stamp
+            && !self.was_kept
+        {
+            let _ = PAGES.try_with(|pages| pages.borrow_mut().keep(stamp, self.writer.written()));
+        }
         self.writer.out().push(b']');
         #[cfg(debug_assertions)]
         {
@@ -214,6 +239,34 @@ impl ItemArray {
     }
 }
 
+impl PageVisitor for ItemArray {
+    /// Answers a page this thread rendered lately from [`PAGES`]. Debug builds render it again
+    /// instead, and `finish` compares.
+    fn stamped(&mut self, stamp: PageStamp) -> bool {
+        if !self.writer.written().is_empty() {
+            return false;
+        }
+        self.stamp = Some(stamp);
+        let out = self.writer.out();
+        #[cfg(debug_assertions)]
+        let start = out.len();
+        let found = PAGES
+            .try_with(|pages| pages.borrow().write(stamp, out))
+            .unwrap_or(false);
+        #[cfg(debug_assertions)]
+        if found {
+            self.kept = Some(out.split_off(start));
+            return false;
+        }
+        self.was_kept = found;
+        found
+    }
+
+    fn document(&mut self, document: &RawDocument) -> Result<(), StoreError> {
+        self.push(document)
+    }
+}
+
 /// `items` as a listing, as [`ItemArray`] writes them.
 #[cfg(test)]
 pub fn item_array(items: &[bson::RawDocumentBuf]) -> Result<JsonText, StoreError> {
@@ -226,6 +279,52 @@ pub fn item_array(items: &[bson::RawDocumentBuf]) -> Result<JsonText, StoreError
 
 thread_local! {
     static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
+    static PAGES: RefCell<Pages> = RefCell::new(Pages::default());
+}
+
+/// What one thread's [`Pages`] may hold: the rendered arrays' bytes plus [`PAGE_OVERHEAD`]
+/// each. A larger array is rendered every time.
+const PAGES_BYTES: usize = 256 * 1024;
+/// The most arrays one thread keeps (each read looks through them).
+const PAGES_KEPT: usize = 16;
+const PAGE_OVERHEAD: usize = 64;
+
+/// The listings (their JSON arrays, without the closing `]`) this thread rendered lately, by
+/// the stamp of the read they were rendered from. A stamp names the same stored documents in
+/// every read that has it (`PageStamp`), and rendering is a function of those bytes alone, so
+/// a kept array is what rendering the read's documents again writes: a page the data changed
+/// is read with another stamp (a miss), never a stale answer. Oldest first; bounded by
+/// [`PAGES_BYTES`] and [`PAGES_KEPT`], whatever the documents are.
+#[derive(Default)]
+struct Pages {
+    kept: std::collections::VecDeque<(PageStamp, Box<[u8]>)>,
+    bytes: usize,
+}
+
+impl Pages {
+    /// Writes the array kept for `stamp`, if one is.
+    fn write(&self, stamp: PageStamp, out: &mut Vec<u8>) -> bool {
+        let Some((_, array)) = self.kept.iter().find(|(kept, _)| *kept == stamp) else {
+            return false;
+        };
+        out.extend_from_slice(array);
+        true
+    }
+
+    fn keep(&mut self, stamp: PageStamp, array: &[u8]) {
+        let size = array.len() + PAGE_OVERHEAD;
+        if size > PAGES_BYTES || self.kept.iter().any(|(kept, _)| *kept == stamp) {
+            return;
+        }
+        while self.kept.len() >= PAGES_KEPT || self.bytes + size > PAGES_BYTES {
+            let Some((_, oldest)) = self.kept.pop_front() else {
+                break;
+            };
+            self.bytes -= oldest.len() + PAGE_OVERHEAD;
+        }
+        self.bytes += size;
+        self.kept.push_back((stamp, array.into()));
+    }
 }
 
 /// What one generation of a thread's [`Memo`] may hold: stored and rendered bytes plus
@@ -572,6 +671,83 @@ mod tests {
         assert_eq!(
             rendered(&items).unwrap_err().to_string(),
             via_views(&items).unwrap_err().to_string()
+        );
+    }
+
+    /// Renders `items` as a read stamped `stamp` hands them to the visitor; the flag says the
+    /// visitor answered from the thread's kept pages (release builds only).
+    fn visited(stamp: PageStamp, items: &[RawDocumentBuf]) -> (String, bool) {
+        let mut array = ItemArray::new(items.len());
+        let answered = array.stamped(stamp);
+        if !answered {
+            for item in items {
+                array.document(item).unwrap();
+            }
+        }
+        let text = array.finish();
+        (
+            String::from_utf8(text.as_bytes().to_vec()).unwrap(),
+            answered,
+        )
+    }
+
+    #[test]
+    fn a_stamped_page_is_rendered_once_per_thread_and_answered_byte_for_byte() {
+        let items: Vec<_> = (0..5)
+            .map(|n| stored(item(&format!("item {n}"), n, n)))
+            .collect();
+        let stamp = PageStamp::fresh();
+        let (first, answered) = visited(stamp, &items);
+        assert!(!answered, "a new stamp is rendered");
+        assert_eq!(first, rendered(&items).unwrap());
+        assert!(PAGES.with(|pages| pages.borrow().write(stamp, &mut Vec::new())));
+        // Debug builds render a kept page again (and compare); release builds copy it.
+        let (again, answered) = visited(stamp, &items);
+        assert_eq!(answered, !cfg!(debug_assertions));
+        assert_eq!(again, first);
+        let (empty, _) = visited(PageStamp::fresh(), &[]);
+        assert_eq!(empty, "[]");
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "differs from the rendering kept for its stamp")]
+    fn debug_builds_refuse_a_stamp_whose_documents_changed() {
+        let stamp = PageStamp::fresh();
+        visited(stamp, &[stored(item("before", 1, 0))]);
+        visited(stamp, &[stored(item("after", 1, 0))]);
+    }
+
+    #[test]
+    fn kept_pages_are_bounded_in_count_and_bytes() {
+        let mut pages = Pages::default();
+        let stamps: Vec<_> = (0..PAGES_KEPT + 4).map(|_| PageStamp::fresh()).collect();
+        for (n, stamp) in stamps.iter().enumerate() {
+            pages.keep(*stamp, format!("[{n}").as_bytes());
+            pages.keep(*stamp, b"[again");
+        }
+        assert_eq!(pages.kept.len(), PAGES_KEPT);
+        let mut out = Vec::new();
+        assert!(!pages.write(stamps[3], &mut out), "the oldest went first");
+        assert!(pages.write(stamps[PAGES_KEPT + 3], &mut out));
+        assert_eq!(out, format!("[{}", PAGES_KEPT + 3).as_bytes(), "kept once");
+
+        let big = vec![b'x'; PAGES_BYTES / 3];
+        for _ in 0..4 {
+            pages.keep(PageStamp::fresh(), &big);
+        }
+        let held: usize = pages
+            .kept
+            .iter()
+            .map(|(_, a)| a.len() + PAGE_OVERHEAD)
+            .sum();
+        assert_eq!(held, pages.bytes);
+        assert!(pages.bytes <= PAGES_BYTES, "{}", pages.bytes);
+        let too_big = PageStamp::fresh();
+        pages.keep(too_big, &vec![b'x'; PAGES_BYTES]);
+        assert!(
+            !pages.write(too_big, &mut out),
+            "larger than the whole budget"
         );
     }
 

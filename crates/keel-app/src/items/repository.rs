@@ -1,14 +1,16 @@
 //! `items`: the only code that turns an item query or a getData filter into a store query.
 //!
-//! Listings hand each stored item to the caller as the store reads it (`find_each`): the
-//! service writes it straight into the response.
+//! Listings hand each stored item to the caller as the store reads it (`find_page`): the
+//! service writes it straight into the response, or the page it rendered for the read's stamp.
 //!
 //! Client text only ever becomes a *value* in the documents built here (never a key, never an
 //! operator); search text is regex-escaped before it becomes a `$regex`.
 
-use bson::{Bson, Document, RawDocument, doc};
+use bson::{Bson, Document, doc};
 use keel::lock::{Fence, fenced};
-use keel::store::{Collection, FindOptions, IndexSpec, Store, StoreResult, UpdateOptions};
+use keel::store::{
+    Collection, FindOptions, IndexSpec, PageVisitor, Store, StoreResult, UpdateOptions,
+};
 use keel::validation::escape_regex;
 
 use super::filter::{DataFilter, FilterValue, Operand};
@@ -54,12 +56,12 @@ impl ItemRepository {
             .await
     }
 
-    /// One page of a listing, each item handed to `visit` as stored, and the number of items
-    /// matching it.
+    /// One page of a listing, its stamp and each item handed to `visitor` as stored, and the
+    /// number of items matching it.
     pub async fn list(
         &self,
         query: &ItemQuery,
-        visit: impl FnMut(&RawDocument) -> StoreResult<()> + Send,
+        visitor: &mut (impl PageVisitor + Send),
     ) -> StoreResult<u64> {
         let filter = list_filter(query);
         let options = FindOptions::default()
@@ -67,24 +69,24 @@ impl ItemRepository {
             .skip(u64::from(query.skip.get()))
             .limit(i64::from(query.limit.get()));
         let ((), total) = futures::try_join!(
-            self.items.find_each(filter.clone(), options, visit),
+            self.items.find_page(filter.clone(), options, visitor),
             self.items.count(filter)
         )?;
         Ok(total)
     }
 
-    /// getData: the typed filter, at most `limit` items, each handed to `visit` as stored, in
-    /// the store's natural order — the guides' `[{$match: filter}, {$limit: limit}]`. No sort
-    /// and no count, so the scan stops after `limit` matches.
+    /// getData: the typed filter, at most `limit` items, the read's stamp and each item handed
+    /// to `visitor` as stored, in the store's natural order — the guides' `[{$match: filter},
+    /// {$limit: limit}]`. No sort and no count, so the scan stops after `limit` matches.
     pub async fn find_matching(
         &self,
         filter: &DataFilter,
         limit: Limit,
-        visit: impl FnMut(&RawDocument) -> StoreResult<()> + Send,
+        visitor: &mut (impl PageVisitor + Send),
     ) -> StoreResult<()> {
         let options = FindOptions::default().limit(i64::from(limit.get()));
         self.items
-            .find_each(data_filter_document(filter), options, visit)
+            .find_page(data_filter_document(filter), options, visitor)
             .await
     }
 }

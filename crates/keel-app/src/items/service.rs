@@ -71,7 +71,7 @@ impl ItemService {
     /// A page of items (the JSON array of their views, `render.rs`) and the total matching.
     pub async fn list(&self, query: &ItemQuery) -> Result<(JsonText, u64), ItemError> {
         let mut items = render::ItemArray::new(query.limit.get() as usize);
-        let total = self.items.list(query, |item| items.push(item)).await?;
+        let total = self.items.list(query, &mut items).await?;
         Ok((items.finish(), total))
     }
 
@@ -79,7 +79,7 @@ impl ItemService {
     pub async fn query(&self, query: &DataQuery) -> Result<JsonText, ItemError> {
         let mut items = render::ItemArray::new(query.limit.get() as usize);
         self.items
-            .find_matching(&query.filter, query.limit, |item| items.push(item))
+            .find_matching(&query.filter, query.limit, &mut items)
             .await?;
         Ok(items.finish())
     }

@@ -282,7 +282,22 @@ impl Collection {
         options: FindOptions,
         visit: impl FnMut(&RawDocument) -> StoreResult<()> + Send,
     ) -> StoreResult<()> {
-        dispatch!(self.find_each(filter, options, visit))
+        self.find_page(filter, options, &mut EachDocument(visit))
+            .await
+    }
+
+    /// `find_each` with the read's stamp first (`PageStamp`): on the embedded store a bounded
+    /// read in table order with no filter (getData's page, a listing's first pages in `_id`
+    /// order) is stamped, and read again before the data changes it has the same stamp; a
+    /// visitor that kept what it made of those documents answers `stamped` with true and the
+    /// read ends there. MongoDB's reads are not stamped.
+    pub async fn find_page(
+        &self,
+        filter: Document,
+        options: FindOptions,
+        visitor: &mut (impl PageVisitor + Send),
+    ) -> StoreResult<()> {
+        dispatch!(self.find_page(filter, options, visitor))
     }
 
     /// `find`, each document decoded into `T` straight from its stored bytes.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawDocument};
 use serde::{Deserialize, Serialize};
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -48,6 +48,49 @@ impl StoreError {
     /// True for errors worth retrying (connection loss, failover, a busy writer).
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// Names the documents of one read: two reads that give the same stamp returned the same
+/// documents, byte for byte, in the same order. The embedded store stamps the pages its read
+/// connections remember until the data changes (`embedded/reader.rs`, `Pages`); a stamp is
+/// never given to other documents in the process's life, so whatever a caller made from a
+/// stamped read's documents alone (their rendering) is right for every read with that stamp.
+/// MongoDB's reads carry none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageStamp(u64);
+
+impl PageStamp {
+    /// A stamp no read has had or will have (reads take theirs from here too), so one made
+    /// by a caller never names a store's documents.
+    pub fn fresh() -> PageStamp {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        PageStamp(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// What `Collection::find_page` hands a read to: the read's stamp, when it has one, then its
+/// documents.
+pub trait PageVisitor {
+    /// The documents about to be visited are those of every read stamped `stamp`. Returning
+    /// true ends the read here, no document visited: the visitor already has what it makes
+    /// of them.
+    fn stamped(&mut self, stamp: PageStamp) -> bool;
+
+    /// The next document, as stored. An error ends the read and is returned.
+    fn document(&mut self, document: &RawDocument) -> StoreResult<()>;
+}
+
+/// `find_each`'s visitor: each document to the closure, stamps ignored.
+pub(crate) struct EachDocument<F>(pub F);
+
+impl<F: FnMut(&RawDocument) -> StoreResult<()>> PageVisitor for EachDocument<F> {
+    fn stamped(&mut self, _: PageStamp) -> bool {
+        false
+    }
+
+    fn document(&mut self, document: &RawDocument) -> StoreResult<()> {
+        (self.0)(document)
     }
 }
 

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use bson::{Bson, Document, RawDocument, RawDocumentBuf};
+use bson::{Bson, Document, RawDocumentBuf};
 
 use super::super::engine::{Filter, Pipeline, Projection, Sort, Update};
 use super::super::{
-    BulkWriteResult, ChangeStream, FindOneAndUpdateOptions, FindOptions, IndexSpec, ReturnDocument,
-    StoreError, StoreResult, UpdateOptions, UpdateResult, WatchOptions, WriteOp,
+    BulkWriteResult, ChangeStream, FindOneAndUpdateOptions, FindOptions, IndexSpec, PageVisitor,
+    ReturnDocument, StoreError, StoreResult, UpdateOptions, UpdateResult, WatchOptions, WriteOp,
 };
 use super::reader::{self, Query, ReadSize};
 use super::schema::{self, IndexMeta};
@@ -88,21 +88,22 @@ impl EmbeddedCollection {
         self.run_find(filter, options, reader::find_raw).await
     }
 
-    /// `find_raw`, each document handed to `visit` on the calling thread as it is read. A
-    /// bounded read (`ReadSize`) runs right here, so `visit` gets the bytes SQLite holds for
-    /// the row; any other read runs off the async workers and `visit` gets its result.
-    pub async fn find_each(
+    /// `find_raw`, each document handed to `visitor` on the calling thread as it is read. A
+    /// bounded read (`ReadSize`) runs right here, so the visitor gets the bytes SQLite holds
+    /// for the row, and a remembered page's stamp (`reader::each_raw`); any other read runs
+    /// off the async workers and the visitor gets its result.
+    pub async fn find_page(
         &self,
         filter: Document,
         options: FindOptions,
-        mut visit: impl FnMut(&RawDocument) -> StoreResult<()>,
+        visitor: &mut impl PageVisitor,
     ) -> StoreResult<()> {
         let query = find_query(&filter, options)?;
         let readers = &self.inner.readers;
         if query.size(&self.inner.published_catalog(), &self.name) == ReadSize::Bounded {
             return readers
                 .read_here(|conn, catalog| {
-                    reader::each_raw(conn, catalog, &self.name, &query, &mut visit)
+                    reader::each_raw(conn, catalog, &self.name, &query, visitor)
                 })
                 .await;
         }
@@ -112,7 +113,9 @@ impl EmbeddedCollection {
                 reader::find_raw(conn, catalog, &name, &query)
             })
             .await?;
-        found.iter().try_for_each(|document| visit(document))
+        found
+            .iter()
+            .try_for_each(|document| visitor.document(document))
     }
 
     /// Parses a find and runs `find` on a reader, on the calling thread when it is bounded.

@@ -28,7 +28,7 @@ use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
 use super::super::engine::{Filter, IndexScan, Projection, Sort};
-use super::super::{StoreError, StoreResult};
+use super::super::{EachDocument, PageStamp, PageVisitor, StoreError, StoreResult};
 use super::scan::{self, Columns};
 use super::schema::{self, Catalog, CollectionMeta, IndexMeta};
 
@@ -270,6 +270,8 @@ struct Page {
     skip: usize,
     limit: usize,
     version: i64,
+    /// Given to the read that made the page and to every read it answers (`PageStamp`).
+    stamp: PageStamp,
     bytes: Vec<u8>,
     ends: Vec<usize>,
 }
@@ -586,10 +588,11 @@ pub fn find_raw(
     query: &Query,
 ) -> StoreResult<Vec<RawDocumentBuf>> {
     let mut found = Vec::new();
-    each_raw(conn, catalog, collection, query, |document| {
+    let mut collect = EachDocument(|document: &RawDocument| {
         found.push(document.to_owned());
         Ok(())
-    })?;
+    });
+    each_raw(conn, catalog, collection, query, &mut collect)?;
     Ok(found)
 }
 
@@ -598,18 +601,19 @@ fn encode(document: &Document) -> StoreResult<RawDocumentBuf> {
         .map_err(|e| StoreError::Backend(format!("cannot encode a document: {e}")))
 }
 
-/// `find_raw`, each document handed to `visit` as it is read: in scan order or along an index
-/// in the sort's order (`walk`), the stored bytes SQLite holds for the row (no copy); a page
-/// read from the table in `_id` order (`page_in_id_order`), its copied bytes; otherwise each
-/// document `find` returns, encoded. A page
-/// in table order with no filter is remembered by the connection until the data changes
-/// ([`Reader`]): read again, its documents come from the copy.
+/// `find_raw`, each document handed to `visitor` as it is read: in scan order or along an
+/// index in the sort's order (`walk`), the stored bytes SQLite holds for the row (no copy); a
+/// page read from the table in `_id` order (`page_in_id_order`), its copied bytes; otherwise
+/// each document `find` returns, encoded. A page in table order with no filter is remembered
+/// by the connection until the data changes ([`Reader`]): read again, its documents come from
+/// the copy. Such a page is stamped (`PageStamp`): the visitor hears the stamp before the
+/// documents, the same stamp each time the remembered page answers, and may end the read there.
 pub fn each_raw(
     conn: &Reader,
     catalog: &Catalog,
     collection: &str,
     query: &Query,
-    mut visit: impl FnMut(&RawDocument) -> StoreResult<()>,
+    visitor: &mut impl PageVisitor,
 ) -> StoreResult<()> {
     let Some(meta) = catalog.collections.get(collection) else {
         return Ok(());
@@ -617,18 +621,18 @@ pub fn each_raw(
     if query.projection.is_some() {
         return find(conn, catalog, collection, query)?
             .iter()
-            .try_for_each(|document| visit(&encode(document)?));
+            .try_for_each(|document| visitor.document(&encode(document)?));
     }
     let Some((plan, descending)) = walk(meta, query) else {
         if let Some(page) = page_in_id_order(conn, meta, query)? {
             for bytes in &page {
-                visit(RawDocument::from_bytes(bytes).map_err(scan::corrupt)?)?;
+                visitor.document(RawDocument::from_bytes(bytes).map_err(scan::corrupt)?)?;
             }
             return Ok(());
         }
         return find_along(conn, meta, query, None)?
             .iter()
-            .try_for_each(|document| visit(&encode(document)?));
+            .try_for_each(|document| visitor.document(&encode(document)?));
     };
     let limit = query.limit.unwrap_or(usize::MAX);
     if limit == 0 {
@@ -648,9 +652,16 @@ pub fn each_raw(
             .borrow()
             .find(meta.number, query.skip, limit, version)
         {
-            for bytes in found.documents() {
-                visit(RawDocument::from_bytes(bytes).map_err(scan::corrupt)?)?;
+            if visitor.stamped(found.stamp) {
+                return Ok(());
             }
+            for bytes in found.documents() {
+                visitor.document(RawDocument::from_bytes(bytes).map_err(scan::corrupt)?)?;
+            }
+            return Ok(());
+        }
+        let stamp = PageStamp::fresh();
+        if visitor.stamped(stamp) {
             return Ok(());
         }
         page = Some(Page {
@@ -658,6 +669,7 @@ pub fn each_raw(
             skip: query.skip,
             limit,
             version,
+            stamp,
             bytes: Vec::new(),
             ends: Vec::new(),
         });
@@ -676,7 +688,7 @@ pub fn each_raw(
                 to_skip -= 1;
                 return Ok(ControlFlow::Continue(()));
             }
-            visit(RawDocument::from_bytes(bytes).map_err(scan::corrupt)?)?;
+            visitor.document(RawDocument::from_bytes(bytes).map_err(scan::corrupt)?)?;
             if let Some(kept) = &mut page {
                 if kept.size() + bytes.len() <= REMEMBERED_PAGE_BYTES {
                     kept.bytes.extend_from_slice(bytes);
@@ -746,6 +758,7 @@ mod tests {
             skip,
             limit: 100,
             version,
+            stamp: PageStamp::fresh(),
             bytes: Vec::new(),
             ends: Vec::new(),
         };

@@ -13,13 +13,13 @@ mod watch;
 
 use std::sync::Arc;
 
-use bson::{Bson, Document, RawDocument, RawDocumentBuf, doc};
+use bson::{Bson, Document, RawDocumentBuf, doc};
 use futures::TryStreamExt;
 use mongodb::{Client, Database};
 
 use super::{
     BulkWriteResult, ChangeStream, DatabaseConfig, FindOneAndUpdateOptions, FindOptions, IndexSpec,
-    StoreResult, UpdateOptions, UpdateResult, WatchOptions, WriteOp,
+    PageVisitor, StoreResult, UpdateOptions, UpdateResult, WatchOptions, WriteOp,
 };
 use errors::store_error;
 
@@ -154,12 +154,12 @@ impl MongoCollection {
         self.find_as_type(filter, options).await
     }
 
-    /// `find_raw`, each document handed to `visit` as the cursor yields it.
-    pub async fn find_each(
+    /// `find_raw`, each document handed to `visitor` as the cursor yields it (no stamp).
+    pub async fn find_page(
         &self,
         filter: Document,
         options: FindOptions,
-        mut visit: impl FnMut(&RawDocument) -> StoreResult<()> + Send,
+        visitor: &mut (impl PageVisitor + Send),
     ) -> StoreResult<()> {
         let context = || self.context("find");
         let mut cursor = self
@@ -174,7 +174,7 @@ impl MongoCollection {
             .await
             .map_err(|e| store_error(&context(), e))?
         {
-            visit(&document)?;
+            visitor.document(&document)?;
         }
         Ok(())
     }
