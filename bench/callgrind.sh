@@ -9,8 +9,9 @@
 # `valgrind --tool=callgrind --instr-atstart=no`, on a fresh data directory with 1,000 items
 # created through the API. Each request kind is warmed up, then counted alone: instrumentation is
 # switched on, REQUESTS requests are sent (8 in flight over kept-alive connections), switched
-# off, and the dump's total is divided by REQUESTS (getData and the listing send a quarter as many); so is the
-# part spent serving the connections, without the time-driven background work. The dumps
+# off, and the dump's total is divided by REQUESTS (getData and the listing send a quarter as
+# many; the listing's kind first seeds 10,000 items); so is the part spent serving the
+# connections, without the time-driven background work. The dumps
 # stay in target/callgrind/ for `callgrind_annotate --inclusive=yes FILE`. KEEL_BIN=PATH measures
 # that binary instead of building one (to compare two builds).
 set -euo pipefail

@@ -150,11 +150,10 @@ fn write_checked(out: &mut Vec<u8>, text: RawText<'_>) {
 /// so every listing they fetch checks it.
 pub struct ItemArray {
     writer: JsonTextWriter,
-    /// The read's stamp (`PageStamp`): the array rendered for it is kept in the thread's
-    /// [`PAGES`], and a read with a stamp kept there is answered from it.
+    /// The stamp (`PageStamp`) of a read this array is rendered for: `finish` keeps the array
+    /// in the thread's [`PAGES`] under it. None when the read had no stamp or the array came
+    /// from [`PAGES`].
     stamp: Option<PageStamp>,
-    /// The array came from [`PAGES`] (nothing to keep).
-    was_kept: bool,
     /// Debug builds render a kept page again and compare (`finish`).
     #[cfg(debug_assertions)]
     kept: Option<Vec<u8>>,
@@ -172,7 +171,6 @@ impl ItemArray {
         ItemArray {
             writer: JsonTextWriter::new(expected.min(1000) * RENDERED_ITEM_GUESS + 2),
             stamp: None,
-            was_kept: false,
             #[cfg(debug_assertions)]
             kept: None,
             #[cfg(debug_assertions)]
@@ -218,9 +216,7 @@ impl ItemArray {
                 "a page rendered again differs from the rendering kept for its stamp"
             );
         }
-        if let Some(stamp) = self.stamp
-            && !self.was_kept
-        {
+        if let Some(stamp) = self.stamp {
             let _ = PAGES.try_with(|pages| pages.borrow_mut().keep(stamp, self.writer.written()));
         }
         self.writer.out().push(b']');
@@ -246,7 +242,6 @@ impl PageVisitor for ItemArray {
         if !self.writer.written().is_empty() {
             return false;
         }
-        self.stamp = Some(stamp);
         let out = self.writer.out();
         #[cfg(debug_assertions)]
         let start = out.len();
@@ -258,7 +253,7 @@ impl PageVisitor for ItemArray {
             self.kept = Some(out.split_off(start));
             return false;
         }
-        self.was_kept = found;
+        self.stamp = (!found).then_some(stamp);
         found
     }
 
