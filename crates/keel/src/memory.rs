@@ -27,25 +27,48 @@ pub fn collect_thread_retained() {
     }
 }
 
+/// The one collection every test in this crate registers (the first registration wins, so
+/// tests must agree on it): it counts the calls on each thread.
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) mod counting {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
 
-    use super::*;
-
-    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    static CALLS: Mutex<Option<HashMap<ThreadId, usize>>> = Mutex::new(None);
 
     fn count() {
-        CALLS.fetch_add(1, Ordering::SeqCst);
+        let thread = std::thread::current().id();
+        let mut calls = CALLS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *calls.get_or_insert_with(HashMap::new).entry(thread).or_default() += 1;
     }
+
+    /// Registers the counting collection (once; later calls change nothing).
+    pub fn register() {
+        super::set_thread_collector(count);
+    }
+
+    /// How many collections ran so far on `thread`.
+    pub fn calls_on(thread: ThreadId) -> usize {
+        let calls = CALLS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        calls
+            .as_ref()
+            .and_then(|calls| calls.get(&thread).copied())
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn the_registered_collection_runs_and_the_first_registration_stays() {
-        set_thread_collector(count);
+        counting::register();
         set_thread_collector(|| panic!("a second registration must not replace the first"));
-        let before = CALLS.load(Ordering::SeqCst);
+        let here = std::thread::current().id();
+        let before = counting::calls_on(here);
         collect_thread_retained();
-        // Other tests' reads may call it too, at the same time.
-        assert!(CALLS.load(Ordering::SeqCst) > before);
+        assert_eq!(counting::calls_on(here), before + 1);
     }
 }

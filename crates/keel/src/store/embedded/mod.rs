@@ -6,18 +6,21 @@
 //! - `writer`: the single writer thread and its group commit;
 //! - `ops`: the write operations as they run inside the writer's transaction (`bulk`: the
 //!   unordered `bulk_write`);
-//! - `reader`: the pool of read connections and the read operations;
+//! - `reader`: the pool of read connections and the read operations (`read_threads`: the
+//!   threads the long ones run on);
 //! - `scan`: the planner (which index narrows a filter) and the candidate scan;
 //! - `changes`: the change log and the change feed; `ttl`: the background sweeper.
 //!
 //! Async methods only parse their input and hand the work to the writer thread or to a read
-//! connection on `spawn_blocking`; nothing here blocks the async runtime.
+//! connection on a read thread (a bounded read runs where it is called, `reader`); nothing here
+//! blocks the async runtime.
 
 mod bulk;
 mod changes;
 mod collection;
 mod dirlock;
 mod ops;
+mod read_threads;
 mod reader;
 mod scan;
 mod schema;
@@ -138,7 +141,7 @@ impl EmbeddedStore {
                 high_water: high_water_sender,
             },
         )?;
-        let readers = Arc::new(Readers::new(file, idle, Arc::clone(&published_catalog)));
+        let readers = Arc::new(Readers::new(file, idle, Arc::clone(&published_catalog))?);
         let inner = Arc::new(Inner {
             writer,
             readers,

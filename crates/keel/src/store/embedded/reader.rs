@@ -6,10 +6,11 @@
 //! CPU on pages SQLite has cached, less than any handoff to another thread costs (a handoff
 //! wakes a thread and moves the runtime's other tasks; it was a large share of a request's time
 //! in the profiles of `docs/performance.md`). Any other read may examine a whole collection, so
-//! it runs in `spawn_blocking`, off the async workers. (`block_in_place` saved the handoff, a
-//! few tens of microseconds beside a scan's hundreds, but handed the worker's role to another
-//! thread, whose allocator heap then filled again: a scheduled task's reads in the middle of a
-//! load were a 4 MiB step in resident memory, `docs/performance.md`, round 10.)
+//! it runs on the store's read threads (`read_threads`), off the async workers.
+//! (`block_in_place` saved the handoff, a few tens of microseconds beside a scan's hundreds,
+//! but handed the worker's role to another thread, whose allocator heap then filled again: a
+//! scheduled task's reads in the middle of a load were a 4 MiB step in resident memory,
+//! `docs/performance.md`, round 10; tokio's blocking pool was the rest of that step, round 20.)
 //!
 //! WAL lets readers run beside the writer, each in its own snapshot. Every read runs in a
 //! read transaction and first checks the catalog version its snapshot holds: when the
@@ -29,6 +30,7 @@ use tokio::sync::Semaphore;
 
 use super::super::engine::{Filter, IndexScan, Projection, Sort};
 use super::super::{EachDocument, PageStamp, PageVisitor, StoreError, StoreResult};
+use super::read_threads::ReadThreads;
 use super::scan::{self, Columns};
 use super::schema::{self, Catalog, CollectionMeta, IndexMeta};
 
@@ -36,6 +38,8 @@ pub struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Reader>>,
     permits: Arc<Semaphore>,
+    /// One per connection, for the reads that do not run on the calling thread.
+    threads: ReadThreads,
     catalog: Arc<RwLock<Arc<Catalog>>>,
     closed: AtomicBool,
 }
@@ -47,26 +51,29 @@ fn closed() -> StoreError {
 }
 
 impl Readers {
-    /// A pool of the connections `idle` (opened with the store, `schema::open_reader`): as
-    /// many reads run at once as there are connections. One dropped by a read that panicked
-    /// is opened again on demand.
+    /// A pool of the connections `idle` (opened with the store, `schema::open_reader`) and as
+    /// many read threads: as many reads run at once as there are connections. One dropped by
+    /// a read that panicked is opened again on demand.
     pub fn new(
         path: PathBuf,
         idle: Vec<Connection>,
         catalog: Arc<RwLock<Arc<Catalog>>>,
-    ) -> Readers {
-        Readers {
+    ) -> StoreResult<Readers> {
+        let connections = idle.len().max(1);
+        Ok(Readers {
             path,
-            permits: Arc::new(Semaphore::new(idle.len().max(1))),
+            permits: Arc::new(Semaphore::new(connections)),
+            threads: ReadThreads::start(connections)?,
             idle: Mutex::new(idle.into_iter().map(Reader::new).collect()),
             catalog,
             closed: AtomicBool::new(false),
-        }
+        })
     }
 
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.permits.close();
+        self.threads.close();
         self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -98,16 +105,12 @@ impl Readers {
             .await
             .map_err(|_| closed())?;
         let readers = Arc::clone(self);
-        tokio::runtime::Handle::try_current()
-            .map_err(|_| StoreError::Backend("the store is used outside a tokio runtime".into()))?
-            .spawn_blocking(move || {
+        self.threads
+            .run(move || {
                 let _permit = permit;
-                let result = readers.with_reader(work);
-                crate::memory::collect_thread_retained();
-                result
+                readers.with_reader(work)
             })
             .await
-            .map_err(|e| StoreError::Backend(format!("a store read failed: {e}")))?
     }
 
     /// Runs `work` on a pooled connection inside one read snapshot, on the calling thread: only
@@ -821,7 +824,7 @@ mod tests {
     }
 
     /// The pool holds the connections the store opened, and reads that may scan run at once,
-    /// one per connection, off the async runtime: each waits (with a deadline) until all three
+    /// one per connection, on the store's read threads: each waits (with a deadline) until all three
     /// have started, which a scan run on the calling thread — this test's, or its one worker's
     /// — would never see. No connection is opened later.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -837,7 +840,8 @@ mod tests {
             path,
             idle,
             Arc::new(RwLock::new(Arc::new(catalog))),
-        ));
+        )
+        .unwrap());
         assert_eq!(readers.lock_idle().len(), 3);
 
         let started = Arc::new(AtomicUsize::new(0));
@@ -852,14 +856,16 @@ mod tests {
                 Ok((
                     started.load(Ordering::SeqCst),
                     schema::catalog_version(conn)?,
+                    std::thread::current().name().map(str::to_owned),
                 ))
             })
         });
         let seen = futures::future::try_join_all(scans).await.unwrap();
+        let on_read_threads = || (3, 0, Some("keel-store-read".to_owned()));
         assert_eq!(
             seen,
-            [(3, 0), (3, 0), (3, 0)],
-            "the scans did not run at once"
+            [on_read_threads(), on_read_threads(), on_read_threads()],
+            "the scans did not run at once on the store's read threads"
         );
         assert_eq!(
             readers.lock_idle().len(),
