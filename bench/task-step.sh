@@ -3,7 +3,8 @@
 # -c64`, `GET /api/items?limit=100` over 10,000 items) with `process-data`'s run over all
 # 10,000 items scheduled ~20 s into it: bench/load.sh's no-growth check (RSS after 60 s within
 # 10 % of RSS after 10 s) with the task's run placed inside it on purpose, rather than wherever
-# its five-minute mark falls. Prints RSS every 5 s and, per run, the step 10 s → 60 s.
+# its five-minute mark falls. Prints RSS every 5 s (with its anonymous and file-backed parts
+# and the thread count) and, per run, the step 10 s → 60 s.
 # KEEL_BIN=PATH measures that keel binary; without it the release build is made and measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,12 @@ if [ -z "${KEEL_BIN:-}" ]; then
 fi
 WORK="$(mktemp -d)"
 trap 'stop_server; rm -rf "$WORK"' EXIT
-rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$SERVER_PID/status"; }
+# RSS in MiB, then (anonymous MiB, file-backed MiB, threads): where a step is, and whether the
+# run left threads behind.
+rss_mib() {
+    awk '/VmRSS/ {r = $2} /RssAnon/ {a = $2} /RssFile/ {f = $2} /Threads/ {t = $2}
+        END {printf "%.1f(a%.1f,f%.1f,t%d)", r / 1024, a / 1024, f / 1024, t}' "/proc/$SERVER_PID/status"
+}
 
 for run in $(seq 1 "$RUNS"); do
     start_keel "$KEEL_BIN" "$PORT" env KEEL_TASKS__PROCESS_DATA__ENABLED=false
@@ -41,6 +47,6 @@ for run in $(seq 1 "$RUNS"); do
     wait "$load"
     at60="$rss"
     echo "run $run: RSS (MiB)$series"
-    echo "run $run: 10 s $at10 → 60 s $at60 MiB ($(awk -v a="$at10" -v b="$at60" 'BEGIN {printf "%+.0f %%", (b / a - 1) * 100}')), $(awk '/Requests\/sec/ {print $2}' "$WORK/wrk") req/s"
+    echo "run $run: 10 s $at10 → 60 s $at60 MiB ($(awk -v a="${at10%%(*}" -v b="${at60%%(*}" 'BEGIN {printf "%+.0f %%", (b / a - 1) * 100}')), $(awk '/Requests\/sec/ {print $2}' "$WORK/wrk") req/s"
     stop_server
 done

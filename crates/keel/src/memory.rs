@@ -39,8 +39,13 @@ pub(crate) mod counting {
 
     fn count() {
         let thread = std::thread::current().id();
-        let mut calls = CALLS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *calls.get_or_insert_with(HashMap::new).entry(thread).or_default() += 1;
+        let mut calls = CALLS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *calls
+            .get_or_insert_with(HashMap::new)
+            .entry(thread)
+            .or_default() += 1;
     }
 
     /// Registers the counting collection (once; later calls change nothing).
@@ -50,7 +55,9 @@ pub(crate) mod counting {
 
     /// How many collections ran so far on `thread`.
     pub fn calls_on(thread: ThreadId) -> usize {
-        let calls = CALLS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let calls = CALLS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         calls
             .as_ref()
             .and_then(|calls| calls.get(&thread).copied())

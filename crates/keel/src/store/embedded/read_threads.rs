@@ -171,7 +171,10 @@ mod tests {
         let failed = threads
             .run(|| Err::<(), _>(StoreError::invalid("bad read")))
             .await;
-        assert!(matches!(failed, Err(StoreError::InvalidQuery { .. })), "{failed:?}");
+        assert!(
+            matches!(failed, Err(StoreError::InvalidQuery { .. })),
+            "{failed:?}"
+        );
     }
 
     #[tokio::test]
@@ -210,7 +213,10 @@ mod tests {
         wait_started.recv_timeout(Duration::from_secs(10)).unwrap();
         threads.close();
         let refused = threads.run(|| Ok(())).await;
-        assert!(matches!(refused, Err(StoreError::Unavailable { .. })), "{refused:?}");
+        assert!(
+            matches!(refused, Err(StoreError::Unavailable { .. })),
+            "{refused:?}"
+        );
         release.send(()).unwrap();
         given.await.unwrap().unwrap();
         assert_eq!(finished.load(Ordering::SeqCst), 1);
@@ -229,7 +235,10 @@ mod tests {
             .unwrap();
         let deadline = Instant::now() + IDLE_COLLECT * 5;
         while crate::memory::counting::calls_on(thread) == before {
-            assert!(Instant::now() < deadline, "the idle read thread never collected");
+            assert!(
+                Instant::now() < deadline,
+                "the idle read thread never collected"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

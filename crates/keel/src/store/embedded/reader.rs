@@ -836,12 +836,8 @@ mod tests {
         let idle = (0..3)
             .map(|_| schema::open_reader(&path).unwrap())
             .collect();
-        let readers = Arc::new(Readers::new(
-            path,
-            idle,
-            Arc::new(RwLock::new(Arc::new(catalog))),
-        )
-        .unwrap());
+        let readers =
+            Arc::new(Readers::new(path, idle, Arc::new(RwLock::new(Arc::new(catalog)))).unwrap());
         assert_eq!(readers.lock_idle().len(), 3);
 
         let started = Arc::new(AtomicUsize::new(0));
