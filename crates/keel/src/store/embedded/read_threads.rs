@@ -3,18 +3,19 @@
 //!
 //! A read that may examine a whole collection cannot run on an async worker (`reader.rs`). It
 //! ran on tokio's blocking pool, which starts a thread whenever none is idle and lets one go
-//! after 10 s without work. Two things made that pool a step in resident memory
-//! (`docs/performance.md`, round 20): a scheduled task's batch reads beside a load's started
-//! new threads, each with its stack and its allocator heap; and the store's periodic small
-//! reads (a watcher's page of the change log, a filtered count) woke the idle threads in
-//! turn, so none ever reached its 10 s and all of them stayed. The blocks a read allocates are
-//! freed later by the async worker that uses them, onto the reading thread's pages, which
-//! only a collection on that thread hands back; an idle pool thread never ran one.
+//! after 10 s without work: a scheduled task's batch reads beside a load's started new threads,
+//! and the store's periodic small reads (a watcher's page of the change log, a filtered count)
+//! woke the idle ones in turn, so none reached its 10 s and all of them stayed, each with its
+//! stack and its allocator heap (`docs/performance.md`, round 20: 9 threads before a task's run
+//! under a load, 13 for good after it).
 //!
 //! Here a fixed set of threads takes the reads in order. Reads only come with a read
 //! connection's permit (`Readers::read`), so a read never waits for a thread, only for a
-//! connection. A thread that has read and then stays idle for [`IDLE_COLLECT`] collects its
-//! heap (`crate::memory`), by then including the blocks its reads' callers freed.
+//! connection. The blocks a read allocates are mostly freed later, by the async worker that
+//! uses them, onto this thread's pages, which only a collection on this thread hands back
+//! (`crate::memory`): a thread collects after a read that leaves it nothing queued (at most once
+//! a second, the collection's own limit) and again once it has been idle for [`IDLE_COLLECT`],
+//! by then with its last reads' blocks freed.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -123,6 +124,13 @@ fn read_loop(shared: &Shared) {
             let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
             read_since_collect = true;
             queue = shared.lock();
+            if queue.jobs.is_empty() {
+                // Reads that keep coming more often than `IDLE_COLLECT` never leave the thread
+                // idle that long; this collection is what they get.
+                drop(queue);
+                crate::memory::collect_thread_retained();
+                queue = shared.lock();
+            }
             continue;
         }
         if queue.closed {

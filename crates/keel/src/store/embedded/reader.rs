@@ -10,7 +10,8 @@
 //! (`block_in_place` saved the handoff, a few tens of microseconds beside a scan's hundreds,
 //! but handed the worker's role to another thread, whose allocator heap then filled again: a
 //! scheduled task's reads in the middle of a load were a 4 MiB step in resident memory,
-//! `docs/performance.md`, round 10; tokio's blocking pool was the rest of that step, round 20.)
+//! `docs/performance.md`, round 10. Round 20 moved them from tokio's blocking pool, whose
+//! threads a task's run left behind for good.)
 //!
 //! WAL lets readers run beside the writer, each in its own snapshot. Every read runs in a
 //! read transaction and first checks the catalog version its snapshot holds: when the
