@@ -5,6 +5,8 @@
 # 10 % of RSS after 10 s) with the task's run placed inside it on purpose, rather than wherever
 # its five-minute mark falls. Prints RSS every 5 s (with its anonymous and file-backed parts
 # and the thread count) and, per run, the step 10 s → 60 s.
+# `bench/task-step.sh RUNS control` runs the same loads with the task disabled: the step a
+# freshly started server's own warm-up leaves (its caches filling), to set the task's against.
 # KEEL_BIN=PATH measures that keel binary; without it the release build is made and measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,8 @@ cd "$(dirname "$0")/.."
 source bench/common.sh
 need_package wrk wrk
 RUNS="${1:-1}"
+MODE="${2:-task}"
+case "$MODE" in task | control) ;; *) echo "usage: bench/task-step.sh [runs] [control]" >&2; exit 2 ;; esac
 PORT="${KEEL_BENCH_PORT:-38190}"
 if [ -z "${KEEL_BIN:-}" ]; then
     cargo build --release --quiet -p keel-cli
@@ -33,9 +37,12 @@ for run in $(seq 1 "$RUNS"); do
     stop_server
     # The schedule is a six-field cron line in UTC: the second ~23 s from now (3 s of warm-up).
     read -r second minute hour < <(date -u -d "+23 seconds" +'%-S %-M %-H')
-    serve_keel "$KEEL_BIN" "$PORT" env KEEL_TASKS__PROCESS_DATA__SCHEDULE="$second $minute $hour * * *"
+    task=(KEEL_TASKS__PROCESS_DATA__SCHEDULE="$second $minute $hour * * *")
+    [ "$MODE" = control ] && task=(KEEL_TASKS__PROCESS_DATA__ENABLED=false)
+    serve_keel "$KEEL_BIN" "$PORT" env "${task[@]}"
     wrk -t1 -c64 -d3s -H "Cookie: sessionId=$COOKIE" "$BASE/api/items?limit=100" >/dev/null
-    wrk -t1 -c64 -d60s -H "Cookie: sessionId=$COOKIE" "$BASE/api/items?limit=100" >"$WORK/wrk" &
+    # 63 s, so that the 60 s sample is taken under the load, not as its 64 connections close.
+    wrk -t1 -c64 -d63s -H "Cookie: sessionId=$COOKIE" "$BASE/api/items?limit=100" >"$WORK/wrk" &
     load=$!
     series=""
     for t in $(seq 0 5 60); do
@@ -47,6 +54,6 @@ for run in $(seq 1 "$RUNS"); do
     wait "$load"
     at60="$rss"
     echo "run $run: RSS (MiB)$series"
-    echo "run $run: 10 s $at10 → 60 s $at60 MiB ($(awk -v a="${at10%%(*}" -v b="${at60%%(*}" 'BEGIN {printf "%+.0f %%", (b / a - 1) * 100}')), $(awk '/Requests\/sec/ {print $2}' "$WORK/wrk") req/s"
+    echo "run $run ($MODE): 10 s $at10 → 60 s $at60 MiB ($(awk -v a="${at10%%(*}" -v b="${at60%%(*}" 'BEGIN {printf "%+.0f %%", (b / a - 1) * 100}')), $(awk '/Requests\/sec/ {print $2}' "$WORK/wrk") req/s"
     stop_server
 done
