@@ -32,20 +32,19 @@ pub fn collect_thread_retained() {
 #[cfg(test)]
 pub(crate) mod counting {
     use std::collections::HashMap;
-    use std::sync::Mutex;
+    use std::sync::{LazyLock, Mutex, MutexGuard};
     use std::thread::ThreadId;
 
-    static CALLS: Mutex<Option<HashMap<ThreadId, usize>>> = Mutex::new(None);
+    static CALLS: LazyLock<Mutex<HashMap<ThreadId, usize>>> = LazyLock::new(Mutex::default);
+
+    fn calls() -> MutexGuard<'static, HashMap<ThreadId, usize>> {
+        CALLS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 
     fn count() {
-        let thread = std::thread::current().id();
-        let mut calls = CALLS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *calls
-            .get_or_insert_with(HashMap::new)
-            .entry(thread)
-            .or_default() += 1;
+        *calls().entry(std::thread::current().id()).or_default() += 1;
     }
 
     /// Registers the counting collection (once; later calls change nothing).
@@ -55,13 +54,7 @@ pub(crate) mod counting {
 
     /// How many collections ran so far on `thread`.
     pub fn calls_on(thread: ThreadId) -> usize {
-        let calls = CALLS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        calls
-            .as_ref()
-            .and_then(|calls| calls.get(&thread).copied())
-            .unwrap_or(0)
+        calls().get(&thread).copied().unwrap_or(0)
     }
 }
 

@@ -249,10 +249,7 @@ async fn next_event(mut cursor: Cursor) -> Option<(StoreResult<ChangeEvent>, Cur
         }
         if cursor.high_water.changed().await.is_err() {
             cursor.finished = true;
-            let closed = StoreError::Unavailable {
-                reason: "the embedded store is closed".into(),
-            };
-            return Some((Err(closed), cursor));
+            return Some((Err(super::closed()), cursor));
         }
     }
 }

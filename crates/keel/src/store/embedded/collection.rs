@@ -9,7 +9,7 @@ use bson::{Bson, Document, RawDocumentBuf};
 use super::super::engine::{Filter, Pipeline, Projection, Sort, Update};
 use super::super::{
     BulkWriteResult, ChangeStream, FindOneAndUpdateOptions, FindOptions, IndexSpec, PageVisitor,
-    ReturnDocument, StoreError, StoreResult, UpdateOptions, UpdateResult, WatchOptions, WriteOp,
+    ReturnDocument, StoreResult, UpdateOptions, UpdateResult, WatchOptions, WriteOp,
 };
 use super::reader::{self, Query, ReadSize};
 use super::schema::{self, IndexMeta};
@@ -284,9 +284,7 @@ impl EmbeddedCollection {
 
     pub async fn watch(&self, options: WatchOptions) -> StoreResult<ChangeStream> {
         if self.inner.writer.is_closed() {
-            return Err(StoreError::Unavailable {
-                reason: "the embedded store is closed".into(),
-            });
+            return Err(super::closed());
         }
         changes::watch_collection(
             Arc::clone(&self.inner.readers),

@@ -40,6 +40,13 @@ use writer::{Published, Writer};
 
 pub use collection::EmbeddedCollection;
 
+/// The error of any operation on a store that was closed.
+fn closed() -> StoreError {
+    StoreError::Unavailable {
+        reason: "the embedded store is closed".into(),
+    }
+}
+
 /// The database file inside the store's directory.
 pub const DATABASE_FILE: &str = "keel.db";
 
@@ -170,9 +177,7 @@ impl EmbeddedStore {
 
     pub async fn ping(&self) -> StoreResult<()> {
         if self.inner.writer.is_closed() {
-            return Err(StoreError::Unavailable {
-                reason: "the embedded store is closed".into(),
-            });
+            return Err(closed());
         }
         self.inner
             .readers

@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 
 use super::super::engine::{Filter, IndexScan, Projection, Sort};
 use super::super::{EachDocument, PageStamp, PageVisitor, StoreError, StoreResult};
+use super::closed;
 use super::read_threads::ReadThreads;
 use super::scan::{self, Columns};
 use super::schema::{self, Catalog, CollectionMeta, IndexMeta};
@@ -43,12 +44,6 @@ pub struct Readers {
     threads: ReadThreads,
     catalog: Arc<RwLock<Arc<Catalog>>>,
     closed: AtomicBool,
-}
-
-fn closed() -> StoreError {
-    StoreError::Unavailable {
-        reason: "the embedded store is closed".into(),
-    }
 }
 
 impl Readers {

@@ -105,12 +105,6 @@ pub struct Writer {
     sender: mpsc::Sender<Command>,
 }
 
-fn unavailable() -> StoreError {
-    StoreError::Unavailable {
-        reason: "the embedded store is closed".into(),
-    }
-}
-
 impl Writer {
     /// Runs `work` atomically in the writer thread; answers after the commit.
     pub async fn run<T: Send + 'static>(
@@ -121,7 +115,7 @@ impl Writer {
         let job: Job = Box::new(move |txn| {
             let result = match txn {
                 Some(txn) => txn.atomically(work),
-                None => Err(unavailable()),
+                None => Err(super::closed()),
             };
             Box::new(move |committed: StoreResult<()>| {
                 let _ = reply.send(committed.and(result));
@@ -130,8 +124,8 @@ impl Writer {
         self.sender
             .send(Command::Run(job))
             .await
-            .map_err(|_| unavailable())?;
-        answer.await.map_err(|_| unavailable())?
+            .map_err(|_| super::closed())?;
+        answer.await.map_err(|_| super::closed())?
     }
 
     /// True once the writer thread has stopped (after `close`).
