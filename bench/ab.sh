@@ -21,7 +21,7 @@ BINARY_A="$1"
 BINARY_B="$2"
 ROUNDS="${3:-3}"
 DURATION="${4:-5}"
-PORT="${KEEL_BENCH_PORT:-38085}"
+PORT="${KEEL_BENCH_PORT:-28085}"
 TICKS="$(getconf CLK_TCK)"
 WORK="$(mktemp -d)"
 trap 'stop_server; rm -rf "$WORK"' EXIT

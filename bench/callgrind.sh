@@ -21,7 +21,7 @@ source bench/common.sh
 
 WHAT="${1:-both}"
 REQUESTS="${2:-2000}"
-PORT="${KEEL_BENCH_PORT:-38090}"
+PORT="${KEEL_BENCH_PORT:-28090}"
 case "$WHAT" in health | getData | listing | both) ;; *)
     echo "usage: bench/callgrind.sh [health|getData|listing|both] [requests]" >&2; exit 2 ;;
 esac

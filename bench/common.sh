@@ -1,6 +1,11 @@
 # Shared by bench/load.sh, bench/callgrind.sh and bench/ab.sh (sourced): keel started as in
 # production, and its data for a load, made through the API as a user would. They expect WORK
 # (a scratch directory); BASE is keel's URL once started.
+#
+# The scripts' default ports (280xx, 281xx; KEEL_BENCH_PORT overrides) lie below Linux's
+# ephemeral range (32768–60999): a port in it can be held, in TIME_WAIT, by one of the
+# thousands of client connections a load opened, and a server started on it then fails with
+# "Address already in use" (keel sets SO_REUSEADDR, but the client's socket did not).
 
 # need_package COMMAND PACKAGE: installs the Debian PACKAGE when COMMAND is missing.
 need_package() {

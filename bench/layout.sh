@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 source bench/common.sh
 
 need_package valgrind valgrind
-PORT="${KEEL_BENCH_PORT:-38091}"
+PORT="${KEEL_BENCH_PORT:-28091}"
 ORDER="crates/keel-cli/symbol-order.txt"
 if [ -z "${KEEL_BIN:-}" ]; then
     cargo build --release --quiet -p keel-cli

@@ -33,8 +33,8 @@ THREADS="${2:-1}"
 CONNECTIONS="${3:-64}"
 RUNS="${4:-1}"
 case "$RUNS" in '' | *[!0-9]* | 0) echo "runs must be a whole number ≥ 1, not '$RUNS'" >&2; exit 2 ;; esac
-BASELINE_PORT="${KEEL_BENCH_BASELINE_PORT:-38081}"
-PORT="${KEEL_BENCH_PORT:-38080}"
+BASELINE_PORT="${KEEL_BENCH_BASELINE_PORT:-28081}"
+PORT="${KEEL_BENCH_PORT:-28080}"
 
 need_package wrk wrk
 

@@ -16,7 +16,7 @@ need_package wrk wrk
 RUNS="${1:-1}"
 MODE="${2:-task}"
 case "$MODE" in task | control) ;; *) echo "usage: bench/task-step.sh [runs] [control]" >&2; exit 2 ;; esac
-PORT="${KEEL_BENCH_PORT:-38190}"
+PORT="${KEEL_BENCH_PORT:-28190}"
 if [ -z "${KEEL_BIN:-}" ]; then
     cargo build --release --quiet -p keel-cli
     KEEL_BIN="${CARGO_TARGET_DIR:-target}/release/keel"
