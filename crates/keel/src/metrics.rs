@@ -18,6 +18,11 @@
 //! `jobs_enqueued_total{kind}`, `jobs_processed_total{kind,outcome}`, `job_duration_seconds`,
 //! `lock_acquire_total{outcome}`, `lock_lost_total`, `runtime_scheduling_delay_seconds`
 //! (see `runtime_health`).
+//!
+//! The two histograms every request records into, `http_request_duration_seconds` and
+//! `store_op_duration_seconds`, are not the recorder's but bucket counters of their own
+//! (`latency`), process globals for the same reason as the recorder, rendered after the
+//! recorder's text in its format.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,6 +38,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
+
+mod latency;
+
+pub use latency::{HTTP_REQUEST_DURATION, Latency, LatencyFamily, STORE_OP_DURATION};
 
 use crate::config::Problem;
 use crate::http::{ApiError, OperatorAccess};
@@ -123,7 +132,10 @@ impl Metrics {
 
     /// The current values in Prometheus' text format.
     pub fn render(&self) -> String {
-        self.handle.render()
+        let mut text = self.handle.render();
+        HTTP_REQUEST_DURATION.render(&mut text);
+        STORE_OP_DURATION.render(&mut text);
+        text
     }
 
     /// Folds histogram samples; call every `UPKEEP_INTERVAL` (`serve` runs a loop for it).
@@ -267,7 +279,7 @@ where
                     .http
                     .series(finish.method, route, response.status().as_u16());
             count.increment(1);
-            duration.record(finish.started.elapsed().as_secs_f64());
+            duration.record(finish.started.elapsed());
         }
         Poll::Ready(result)
     }
@@ -285,11 +297,11 @@ pub struct HttpMetrics {
 #[derive(Default)]
 struct RouteSeries {
     counters: Vec<(&'static str, u16, metrics::Counter)>,
-    durations: Vec<(&'static str, metrics::Histogram)>,
+    durations: Vec<(&'static str, Arc<Latency>)>,
 }
 
 impl RouteSeries {
-    fn find(&self, method: &str, status: u16) -> Option<(metrics::Counter, metrics::Histogram)> {
+    fn find(&self, method: &str, status: u16) -> Option<(metrics::Counter, Arc<Latency>)> {
         let count = self
             .counters
             .iter()
@@ -305,7 +317,7 @@ impl HttpMetrics {
         method: &'static str,
         route: &str,
         status: u16,
-    ) -> (metrics::Counter, metrics::Histogram) {
+    ) -> (metrics::Counter, Arc<Latency>) {
         let known = self.routes.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(found) = known.get(route).and_then(|r| r.find(method, status)) {
             return found;
@@ -328,7 +340,7 @@ impl HttpMetrics {
         let duration = match series.durations.iter().find(|(m, _)| *m == method) {
             Some((_, duration)) => duration.clone(),
             None => {
-                let duration = metrics::histogram!("keel_http_request_duration_seconds", "method" => method, "route" => route.to_owned());
+                let duration = HTTP_REQUEST_DURATION.series([method, route]);
                 series.durations.push((method, duration.clone()));
                 duration
             }
@@ -359,16 +371,6 @@ fn describe() {
     describe_counter!(
         "keel_http_requests_total",
         "HTTP requests by method, route pattern and status"
-    );
-    describe_histogram!(
-        "keel_http_request_duration_seconds",
-        Unit::Seconds,
-        "HTTP request latency"
-    );
-    describe_histogram!(
-        "keel_store_op_duration_seconds",
-        Unit::Seconds,
-        "Store operation latency by backend and operation"
     );
     describe_counter!(
         "keel_store_op_errors_total",
@@ -468,6 +470,34 @@ mod tests {
             "{text}"
         );
         assert!(first.render().contains("keel_test_counter_total"));
+    }
+
+    #[tokio::test]
+    async fn a_requests_latency_is_rendered_with_the_recorders_text() {
+        use tower::ServiceExt;
+        let metrics = Metrics::install().expect("the recorder installs");
+        let router: Router = Router::new()
+            .route("/latency-test/{id}", get(|| async { "ok" }))
+            .layer(HttpMetrics::default());
+        let request = http::Request::get("/latency-test/7")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(router.oneshot(request).await.unwrap().status(), 200);
+        let text = metrics.render();
+        for line in [
+            "# HELP keel_http_request_duration_seconds HTTP request latency",
+            "# TYPE keel_http_request_duration_seconds histogram",
+            r#"keel_http_request_duration_seconds_count{method="GET",route="/latency-test/{id}"} 1"#,
+            r#"keel_http_requests_total{method="GET",route="/latency-test/{id}",status="200"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert_eq!(
+            text.matches("# TYPE keel_http_request_duration_seconds ")
+                .count(),
+            1,
+            "rendered once, not also by the recorder"
+        );
     }
 
     #[test]

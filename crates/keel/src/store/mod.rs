@@ -148,16 +148,20 @@ enum CollectionBackend {
 
 /// Calls the same method on whichever backend the collection lives in, and records its latency
 /// (`keel_store_op_duration_seconds{backend, op}`) and failures (`keel_store_op_errors_total`).
+/// Each call site keeps its two latency series (one per backend) once found.
 macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {{
+        static LATENCY: [std::sync::OnceLock<std::sync::Arc<crate::metrics::Latency>>; 2] =
+            [const { std::sync::OnceLock::new() }; 2];
         let started = std::time::Instant::now();
-        let (backend, result) = match &$self.inner {
-            CollectionBackend::Embedded(c) => ("embedded", c.$method($($arg),*).await),
-            CollectionBackend::Mongo(c) => ("mongodb", c.$method($($arg),*).await),
+        let (backend, index, result) = match &$self.inner {
+            CollectionBackend::Embedded(c) => ("embedded", 0, c.$method($($arg),*).await),
+            CollectionBackend::Mongo(c) => ("mongodb", 1, c.$method($($arg),*).await),
         };
         let op = stringify!($method);
-        metrics::histogram!("keel_store_op_duration_seconds", "backend" => backend, "op" => op)
-            .record(started.elapsed().as_secs_f64());
+        LATENCY[index]
+            .get_or_init(|| crate::metrics::STORE_OP_DURATION.series([backend, op]))
+            .record(started.elapsed());
         if result.is_err() {
             metrics::counter!("keel_store_op_errors_total", "backend" => backend, "op" => op)
                 .increment(1);
