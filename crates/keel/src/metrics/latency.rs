@@ -3,14 +3,13 @@
 //! recorder.
 //!
 //! The recorder keeps each sample a histogram records (8 bytes, in blocks of 64 allocated as
-//! they fill) until its upkeep folds them into the buckets, and frees the blocks through an
-//! epoch collector, on whichever thread collects. A listing load records ~60 k samples a
-//! second, so the allocator saw a block allocated on one thread and freed on another ~1,000
-//! times a second, and the process's memory grew through its first minute under load (its
-//! arena's committed size 28 → 48 MiB from 10 s to 60 s; without metrics flat at 20 MiB:
-//! `docs/performance.md`, round 21). Here a sample is three atomic additions into memory
-//! allocated once per series. The text rendered is the recorder's format: the same lines, in
-//! the same order within a series.
+//! they fill) until its upkeep or a render folds them into the buckets, and frees the blocks
+//! through an epoch collector, on whichever thread collects. A listing load records ~60 k
+//! samples a second: ~1 MiB held between the ops console's renders (2 s apart), and ~1,000
+//! blocks a second allocated on one thread and freed on another (mimalloc's page allocations
+//! over a 60 s load 11.4 k, 2.4 k now: `docs/performance.md`, round 21). Here a sample is two
+//! atomic additions into memory allocated once per series. The text rendered is the
+//! recorder's format: the same lines, in the same order within a series.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
