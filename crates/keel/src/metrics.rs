@@ -41,7 +41,8 @@ use serde::{Deserialize, Serialize};
 
 mod latency;
 
-pub use latency::{HTTP_REQUEST_DURATION, Latency, LatencyFamily, STORE_OP_DURATION};
+use latency::HTTP_REQUEST_DURATION;
+pub(crate) use latency::{Latency, STORE_OP_DURATION};
 
 use crate::config::Problem;
 use crate::http::{ApiError, OperatorAccess};
@@ -274,12 +275,10 @@ where
                 .route
                 .as_ref()
                 .map_or("unmatched", MatchedPath::as_str);
-            let (count, duration) =
-                finish
-                    .http
-                    .series(finish.method, route, response.status().as_u16());
-            count.increment(1);
-            duration.record(finish.started.elapsed());
+            let elapsed = finish.started.elapsed();
+            finish
+                .http
+                .record(finish.method, route, response.status().as_u16(), elapsed);
         }
         Poll::Ready(result)
     }
@@ -301,51 +300,54 @@ struct RouteSeries {
 }
 
 impl RouteSeries {
-    fn find(&self, method: &str, status: u16) -> Option<(metrics::Counter, Arc<Latency>)> {
+    /// Counts and times one request, if this route has its series already.
+    fn record(&self, method: &str, status: u16, elapsed: Duration) -> bool {
         let count = self
             .counters
             .iter()
-            .find(|(m, s, _)| *m == method && *s == status)?;
-        let duration = self.durations.iter().find(|(m, _)| *m == method)?;
-        Some((count.2.clone(), duration.1.clone()))
+            .find(|(m, s, _)| *m == method && *s == status);
+        let duration = self.durations.iter().find(|(m, _)| *m == method);
+        let (Some((_, _, count)), Some((_, duration))) = (count, duration) else {
+            return false;
+        };
+        count.increment(1);
+        duration.record(elapsed);
+        true
+    }
+
+    /// Makes whichever of the request's series this route does not have yet.
+    fn add(&mut self, method: &'static str, route: &str, status: u16) {
+        if !self
+            .counters
+            .iter()
+            .any(|(m, s, _)| *m == method && *s == status)
+        {
+            let count = metrics::counter!("keel_http_requests_total", "method" => method, "route" => route.to_owned(), "status" => status.to_string());
+            self.counters.push((method, status, count));
+        }
+        if !self.durations.iter().any(|(m, _)| *m == method) {
+            let duration = HTTP_REQUEST_DURATION.series([method, route]);
+            self.durations.push((method, duration));
+        }
     }
 }
 
 impl HttpMetrics {
-    fn series(
-        &self,
-        method: &'static str,
-        route: &str,
-        status: u16,
-    ) -> (metrics::Counter, Arc<Latency>) {
+    /// Counts and times one request, under the read lock once the route's series exist (no
+    /// handle is cloned per request).
+    fn record(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {
         let known = self.routes.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = known.get(route).and_then(|r| r.find(method, status)) {
-            return found;
+        if known
+            .get(route)
+            .is_some_and(|series| series.record(method, status, elapsed))
+        {
+            return;
         }
         drop(known);
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
         let series = routes.entry(route.to_owned()).or_default();
-        let count = match series
-            .counters
-            .iter()
-            .find(|(m, s, _)| *m == method && *s == status)
-        {
-            Some((_, _, count)) => count.clone(),
-            None => {
-                let count = metrics::counter!("keel_http_requests_total", "method" => method, "route" => route.to_owned(), "status" => status.to_string());
-                series.counters.push((method, status, count.clone()));
-                count
-            }
-        };
-        let duration = match series.durations.iter().find(|(m, _)| *m == method) {
-            Some((_, duration)) => duration.clone(),
-            None => {
-                let duration = HTTP_REQUEST_DURATION.series([method, route]);
-                series.durations.push((method, duration.clone()));
-                duration
-            }
-        };
-        (count, duration)
+        series.add(method, route, status);
+        series.record(method, status, elapsed);
     }
 }
 
@@ -479,10 +481,15 @@ mod tests {
         let router: Router = Router::new()
             .route("/latency-test/{id}", get(|| async { "ok" }))
             .layer(HttpMetrics::default());
-        let request = http::Request::get("/latency-test/7")
-            .body(axum::body::Body::empty())
-            .unwrap();
-        assert_eq!(router.oneshot(request).await.unwrap().status(), 200);
+        let request = || {
+            http::Request::get("/latency-test/7")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        assert_eq!(
+            router.clone().oneshot(request()).await.unwrap().status(),
+            200
+        );
         let text = metrics.render();
         for line in [
             "# HELP keel_http_request_duration_seconds HTTP request latency",
@@ -498,6 +505,15 @@ mod tests {
             1,
             "rendered once, not also by the recorder"
         );
+        // The second request finds the series the first made, and is counted once.
+        assert_eq!(router.oneshot(request()).await.unwrap().status(), 200);
+        let text = metrics.render();
+        for line in [
+            r#"keel_http_request_duration_seconds_count{method="GET",route="/latency-test/{id}"} 2"#,
+            r#"keel_http_requests_total{method="GET",route="/latency-test/{id}",status="200"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 
     #[test]
