@@ -1,11 +1,15 @@
 //! The Runtime view's numbers: every `SAMPLE_INTERVAL` this replica reads its own metrics
-//! registry (the Prometheus recorder keel installs, `keel::metrics`) and keeps the last
-//! `KEPT_SAMPLES` snapshots in memory; `/api/ops/runtime` turns consecutive snapshots into
-//! rates and 99th percentiles. The recorder exposes its values only as rendered exposition
-//! text, so the parsing happens here, once, on the server; the page gets JSON.
+//! registry (the Prometheus recorder keel installs, `keel::metrics`), turns the change since
+//! the previous reading into rates and 99th percentiles, and keeps the last `KEPT_POINTS` of
+//! them in memory for `/api/ops/runtime`. The recorder exposes its values only as rendered
+//! exposition text, so the parsing happens here, once per reading, on the server; the page gets
+//! JSON.
 //!
-//! Memory is bounded: at most `KEPT_SAMPLES` snapshots, each a few hundred numbers (the series
-//! are per route pattern and store operation, never per id).
+//! Memory is bounded and small: the latest reading whole (the base of the next interval), the
+//! watchers' lag histograms of the last minute (the Watchers view's p99), and per interval a
+//! few numbers per series, which refer to the series' names kept once (route patterns and
+//! store operations, never ids). Keeping every reading whole was ~8 KiB each, ~1.2 MiB over
+//! the five minutes (`docs/performance.md`, round 22).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,8 +22,11 @@ use super::model::{RateStat, RuntimePoint, RuntimeView};
 /// How often the metrics are sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Snapshots kept: five minutes at the interval above (plus the base of the first rate).
-pub const KEPT_SAMPLES: usize = 151;
+/// Intervals kept: five minutes at the interval above.
+pub const KEPT_POINTS: usize = 150;
+
+/// How far back the Watchers view's lag percentile looks.
+const LAG_WINDOW_MS: i64 = 60_000;
 
 /// A histogram as rendered: the count and the cumulative buckets `(le, count)`, `le` ascending
 /// with `+Inf` last.
@@ -29,6 +36,7 @@ struct Histogram {
     buckets: Vec<(f64, f64)>,
 }
 
+/// One reading of the registry, as parsed.
 #[derive(Debug, Clone, Default)]
 struct Snapshot {
     at_ms: i64,
@@ -48,10 +56,144 @@ pub struct WatcherStats {
     pub lag_p99_ms: Option<f64>,
 }
 
-/// The kept snapshots. Cheap to clone.
+/// One interval's numbers as kept: a `RuntimePoint` whose series name their entry in
+/// `History::names`.
+#[derive(Debug)]
+struct KeptPoint {
+    at_ms: i64,
+    scheduler_lag_ms: Option<f64>,
+    worker_queued: Option<f64>,
+    worker_running: Option<f64>,
+    worker_threads: Option<f64>,
+    routes: Box<[KeptStat]>,
+    store_ops: Box<[KeptStat]>,
+}
+
+#[derive(Debug)]
+struct KeptStat {
+    name: u32,
+    per_sec: f64,
+    p99_ms: Option<f64>,
+}
+
+/// What the sampler keeps between readings.
+#[derive(Default)]
+struct History {
+    /// The latest reading: the base of the next interval, and the watchers' counters.
+    latest: Option<Snapshot>,
+    /// The watchers' lag histograms of the readings of the last `LAG_WINDOW_MS`, oldest first,
+    /// the latest's included.
+    lag: VecDeque<(i64, BTreeMap<String, Histogram>)>,
+    /// At most `KEPT_POINTS`, oldest first.
+    points: VecDeque<KeptPoint>,
+    /// The names the points' series refer to, each once. As bounded as the registry's series.
+    names: Vec<String>,
+}
+
+impl History {
+    /// Takes `snapshot` as the latest reading, keeping the interval since the previous one.
+    fn push(&mut self, snapshot: Snapshot) {
+        if let Some(before) = &self.latest {
+            let point = point(before, &snapshot);
+            let mut kept = |stats: Vec<RateStat>| -> Box<[KeptStat]> {
+                stats
+                    .into_iter()
+                    .map(|stat| KeptStat {
+                        name: self.name_index(stat.name),
+                        per_sec: stat.per_sec,
+                        p99_ms: stat.p99_ms,
+                    })
+                    .collect()
+            };
+            let point = KeptPoint {
+                at_ms: point.at,
+                scheduler_lag_ms: point.scheduler_lag_ms,
+                worker_queued: point.worker_queued,
+                worker_running: point.worker_running,
+                worker_threads: point.worker_threads,
+                routes: kept(point.routes),
+                store_ops: kept(point.store_ops),
+            };
+            if self.points.len() == KEPT_POINTS {
+                self.points.pop_front();
+            }
+            self.points.push_back(point);
+        }
+        self.lag
+            .push_back((snapshot.at_ms, snapshot.watcher_lag.clone()));
+        while self
+            .lag
+            .front()
+            .is_some_and(|(at, _)| snapshot.at_ms - at > LAG_WINDOW_MS)
+        {
+            self.lag.pop_front();
+        }
+        self.latest = Some(snapshot);
+    }
+
+    fn name_index(&mut self, name: String) -> u32 {
+        let index = match self.names.iter().position(|kept| *kept == name) {
+            Some(index) => index,
+            None => {
+                self.names.push(name);
+                self.names.len() - 1
+            }
+        };
+        index as u32
+    }
+
+    /// Every kept interval, oldest first, as the page gets it.
+    fn points(&self) -> Vec<RuntimePoint> {
+        let stats = |kept: &[KeptStat]| -> Vec<RateStat> {
+            kept.iter()
+                .map(|stat| RateStat {
+                    name: self.names[stat.name as usize].clone(),
+                    per_sec: stat.per_sec,
+                    p99_ms: stat.p99_ms,
+                })
+                .collect()
+        };
+        self.points
+            .iter()
+            .map(|point| RuntimePoint {
+                at: point.at_ms,
+                scheduler_lag_ms: point.scheduler_lag_ms,
+                worker_queued: point.worker_queued,
+                worker_running: point.worker_running,
+                worker_threads: point.worker_threads,
+                routes: stats(&point.routes),
+                store_ops: stats(&point.store_ops),
+            })
+            .collect()
+    }
+
+    fn watcher_stats(&self, watcher: &str) -> WatcherStats {
+        let Some(latest) = &self.latest else {
+            return WatcherStats::default();
+        };
+        let empty = Histogram::default();
+        // The oldest reading of the last minute is the base; with none before the latest, the
+        // base is nothing (all observations so far).
+        let base = match self.lag.front() {
+            Some((_, lag)) if self.lag.len() > 1 => lag.get(watcher).unwrap_or(&empty),
+            _ => &empty,
+        };
+        let lag_p99_ms = latest
+            .watcher_lag
+            .get(watcher)
+            .and_then(|now| p99_ms(base, now));
+        WatcherStats {
+            restarts: latest.watcher_restarts.get(watcher).copied().unwrap_or(0.0) as u64,
+            events_handled: latest.watcher_events.get(watcher).copied().unwrap_or(0.0) as u64,
+            lag_p99_ms,
+        }
+    }
+}
+
+/// The kept intervals. Cheap to clone.
 #[derive(Clone)]
 pub struct RuntimeSampler {
-    snapshots: Arc<Mutex<VecDeque<Snapshot>>>,
+    history: Arc<Mutex<History>>,
     metrics: Option<keel::metrics::Metrics>,
     /// The pool's gauges are read from the pool itself: it sets them in the registry only when
     /// they change, and the thread count before the recorder is installed.
@@ -69,7 +211,7 @@ impl RuntimeSampler {
             None
         };
         RuntimeSampler {
-            snapshots: Arc::default(),
+            history: Arc::default(),
             metrics,
             workers,
         }
@@ -96,7 +238,7 @@ impl RuntimeSampler {
             });
     }
 
-    /// Takes one snapshot now.
+    /// Takes one reading now.
     pub fn sample_now(&self) {
         let Some(metrics) = &self.metrics else {
             return;
@@ -110,59 +252,25 @@ impl RuntimeSampler {
         ] {
             snapshot.gauges.insert(name.to_owned(), value);
         }
-        let mut kept = self.lock();
-        if kept.len() == KEPT_SAMPLES {
-            kept.pop_front();
-        }
-        kept.push_back(snapshot);
+        self.lock().push(snapshot);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Snapshot>> {
-        self.snapshots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Every interval between consecutive snapshots, oldest first.
+    /// Every kept interval, oldest first.
     pub fn view(&self) -> RuntimeView {
-        let kept = self.lock();
-        let points = kept
-            .iter()
-            .zip(kept.iter().skip(1))
-            .map(|(before, after)| point(before, after))
-            .collect();
         RuntimeView {
             metrics_enabled: self.metrics.is_some(),
             interval_ms: SAMPLE_INTERVAL.as_millis() as u64,
-            points,
+            points: self.lock().points(),
         }
     }
 
     /// Restarts and events so far, and the lag's p99 over the last minute, of `watcher`.
     pub fn watcher_stats(&self, watcher: &str) -> WatcherStats {
-        let kept = self.lock();
-        let Some(latest) = kept.back() else {
-            return WatcherStats::default();
-        };
-        let minute_ago = kept
-            .iter()
-            .find(|s| latest.at_ms - s.at_ms <= 60_000)
-            .unwrap_or(latest);
-        let lag_p99_ms = latest.watcher_lag.get(watcher).and_then(|now| {
-            let empty = Histogram::default();
-            let then = minute_ago.watcher_lag.get(watcher).unwrap_or(&empty);
-            let then = if std::ptr::eq(minute_ago, latest) {
-                &empty
-            } else {
-                then
-            };
-            p99_ms(then, now)
-        });
-        WatcherStats {
-            restarts: latest.watcher_restarts.get(watcher).copied().unwrap_or(0.0) as u64,
-            events_handled: latest.watcher_events.get(watcher).copied().unwrap_or(0.0) as u64,
-            lag_p99_ms,
-        }
+        self.lock().watcher_stats(watcher)
     }
 }
 
@@ -407,6 +515,83 @@ keel_watcher_restarts_total{watcher="surveys"} 3
         assert_eq!(items.p99_ms, Some(10.0));
         assert_eq!(point.store_ops[0].name, "embedded find");
         assert_eq!(point.store_ops[0].p99_ms, Some(1.0));
+    }
+
+    /// A reading with `requests` counted on one route and `lag` watcher events observed, all
+    /// at most 1 ms.
+    fn reading(requests: u64, lag: u64) -> String {
+        format!(
+            r#"keel_http_request_duration_seconds_bucket{{method="GET",route="/api/items",le="0.001"}} {requests}
+keel_http_request_duration_seconds_bucket{{method="GET",route="/api/items",le="+Inf"}} {requests}
+keel_http_request_duration_seconds_count{{method="GET",route="/api/items"}} {requests}
+keel_store_op_duration_seconds_bucket{{backend="embedded",op="find",le="0.01"}} {lag}
+keel_store_op_duration_seconds_bucket{{backend="embedded",op="find",le="+Inf"}} {lag}
+keel_store_op_duration_seconds_count{{backend="embedded",op="find"}} {lag}
+keel_watcher_lag_seconds_bucket{{watcher="surveys",le="0.001"}} {lag}
+keel_watcher_lag_seconds_bucket{{watcher="surveys",le="+Inf"}} {lag}
+keel_watcher_lag_seconds_count{{watcher="surveys"}} {lag}
+keel_watcher_events_total{{watcher="surveys"}} {lag}
+"#
+        )
+    }
+
+    #[test]
+    fn the_history_keeps_each_interval_as_numbers_and_the_names_once() {
+        let mut history = History::default();
+        history.push(parse(&reading(0, 0), 0));
+        assert!(history.points().is_empty(), "one reading is no interval");
+        for n in 1..=(KEPT_POINTS as u64 + 20) {
+            history.push(parse(&reading(n * 10, n), n as i64 * 2_000));
+        }
+        let points = history.points();
+        assert_eq!(points.len(), KEPT_POINTS, "the oldest intervals go");
+        assert_eq!(history.names, ["GET /api/items", "embedded find"]);
+        let last = points.last().unwrap();
+        assert_eq!(last.at, (KEPT_POINTS as i64 + 20) * 2_000);
+        assert_eq!(last.routes.len(), 1);
+        assert_eq!(last.routes[0].name, "GET /api/items");
+        assert_eq!(last.routes[0].per_sec, 5.0, "10 requests in 2 s");
+        assert_eq!(last.routes[0].p99_ms, Some(1.0));
+        assert_eq!(last.store_ops[0].name, "embedded find");
+        assert_eq!(last.store_ops[0].p99_ms, Some(10.0));
+        // The oldest kept interval is the one that ended 150 intervals before the last.
+        assert_eq!(points[0].at, 21 * 2_000);
+    }
+
+    #[test]
+    fn a_watchers_lag_percentile_looks_back_one_minute() {
+        let mut history = History::default();
+        assert_eq!(history.watcher_stats("surveys"), WatcherStats::default());
+        // Before the window: 5 events that took up to 100 ms.
+        history.push(parse(
+            r#"keel_watcher_lag_seconds_bucket{watcher="surveys",le="0.001"} 0
+keel_watcher_lag_seconds_bucket{watcher="surveys",le="0.1"} 5
+keel_watcher_lag_seconds_bucket{watcher="surveys",le="+Inf"} 5
+keel_watcher_lag_seconds_count{watcher="surveys"} 5
+"#,
+            0,
+        ));
+        let first = history.watcher_stats("surveys");
+        assert_eq!(first.lag_p99_ms, Some(100.0), "all so far: the slow ones");
+        // Then a minute and more of fast ones: the slow ones fall out of the window.
+        for n in 1..=40 {
+            let text = format!(
+                r#"keel_watcher_lag_seconds_bucket{{watcher="surveys",le="0.001"}} {n}
+keel_watcher_lag_seconds_bucket{{watcher="surveys",le="0.1"}} {slow}
+keel_watcher_lag_seconds_bucket{{watcher="surveys",le="+Inf"}} {slow}
+keel_watcher_lag_seconds_count{{watcher="surveys"}} {slow}
+keel_watcher_restarts_total{{watcher="surveys"}} 2
+"#,
+                slow = n + 5,
+            );
+            history.push(parse(&text, n * 2_000));
+        }
+        assert!(history.lag.len() <= 31, "only the last minute's readings");
+        let stats = history.watcher_stats("surveys");
+        // Over all 45 the p99 would still be 100 ms; over the last minute's 30, 1 ms.
+        assert_eq!(stats.lag_p99_ms, Some(1.0));
+        assert_eq!(stats.restarts, 2);
+        assert_eq!(history.watcher_stats("other"), WatcherStats::default());
     }
 
     #[test]

@@ -16,9 +16,11 @@
 //! WAL lets readers run beside the writer, each in its own snapshot. Every read runs in a
 //! read transaction and first checks the catalog version its snapshot holds: when the
 //! published catalog is not that version (a commit landed in between), the catalog is read
-//! from the snapshot itself, so plans always match the data they scan.
+//! from the snapshot itself, so plans always match the data they scan. The snapshot's first
+//! statement is `PRAGMA data_version`; the catalog version is read from the file only when that
+//! moved since the connection last read it (nothing committed, nothing changed).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::ops::{ControlFlow, Deref};
 use std::path::PathBuf;
@@ -168,7 +170,7 @@ impl Readers {
         };
         statement("BEGIN")?;
         let result = (|| {
-            let version = schema::catalog_version(conn)?;
+            let version = conn.begin_snapshot()?;
             let published = self
                 .catalog
                 .read()
@@ -180,6 +182,7 @@ impl Readers {
                 work(conn, &schema::load_catalog(conn)?)
             }
         })();
+        conn.snapshot_version.set(None);
         if !conn.is_autocommit() {
             statement("COMMIT")?;
         }
@@ -198,6 +201,12 @@ impl Readers {
 /// reading the same data again gives. Readers never write.
 pub struct Reader {
     conn: Connection,
+    /// The `data_version` of the snapshot being read (`None` between reads): read once per
+    /// snapshot, as it starts it.
+    snapshot_version: Cell<Option<i64>>,
+    /// The catalog version last read, and the `data_version` it was read at: the same while
+    /// nothing was committed, so a read at that data version need not read it again.
+    catalog_version: Cell<Option<(i64, i64)>>,
     /// By table: the `data_version` a count was read at, and the count.
     counts: RefCell<HashMap<String, (i64, u64)>>,
     pages: RefCell<Pages>,
@@ -210,13 +219,41 @@ impl Reader {
     fn new(conn: Connection) -> Reader {
         Reader {
             conn,
+            snapshot_version: Cell::new(None),
+            catalog_version: Cell::new(None),
             counts: RefCell::new(HashMap::new()),
             pages: RefCell::new(Pages::default()),
         }
     }
 
+    /// Starts the read transaction `BEGIN` opened (its first statement takes the snapshot):
+    /// reads the snapshot's `data_version`, kept for the rest of it, and returns the catalog
+    /// version the snapshot holds — read from `keel_meta` only when the data version moved
+    /// since it was last read (a catalog change is a commit of the writer, which moves it).
+    fn begin_snapshot(&self) -> StoreResult<i64> {
+        let data_version = self.read_data_version()?;
+        self.snapshot_version.set(Some(data_version));
+        if let Some((_, version)) = self
+            .catalog_version
+            .get()
+            .filter(|&(at, _)| at == data_version)
+        {
+            return Ok(version);
+        }
+        let version = schema::catalog_version(&self.conn)?;
+        self.catalog_version.set(Some((data_version, version)));
+        Ok(version)
+    }
+
     /// SQLite's `PRAGMA data_version` in the current snapshot.
     fn data_version(&self) -> StoreResult<i64> {
+        match self.snapshot_version.get() {
+            Some(version) => Ok(version),
+            None => self.read_data_version(),
+        }
+    }
+
+    fn read_data_version(&self) -> StoreResult<i64> {
         self.conn
             .prepare_cached("PRAGMA data_version")
             .and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0)))
@@ -817,6 +854,60 @@ mod tests {
         pages.keep(page(1, 0, 2, &[20]));
         assert_eq!(pages.pages.len(), 1);
         assert_eq!(pages.find(1, 0, 100, 2).map(|p| p.bytes.len()), Some(20));
+    }
+
+    /// A read's snapshot starts with its `data_version`, and the catalog version it holds is
+    /// read again once anything was committed: a catalog change committed in the middle of a
+    /// read is not seen by it, and the next read plans with the changed catalog.
+    #[tokio::test]
+    async fn a_read_sees_the_catalog_of_its_own_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.db");
+        let writer = schema::open_writer(&path).unwrap();
+        let published = Arc::new(RwLock::new(Arc::new(
+            schema::load_catalog(&writer).unwrap(),
+        )));
+        let idle = vec![schema::open_reader(&path).unwrap()];
+        let readers = Readers::new(path, idle, published).unwrap();
+        let bump = || {
+            writer
+                .execute(
+                    "UPDATE keel_meta SET catalog_version = catalog_version + 1 WHERE id = 1",
+                    [],
+                )
+                .unwrap()
+        };
+        let versions = |conn: &Reader, catalog: &Catalog| {
+            Ok((catalog.version, schema::catalog_version(conn)?))
+        };
+
+        assert_eq!(
+            readers.read_here(|c, k| versions(c, k)).await.unwrap(),
+            (0, 0)
+        );
+        let during = readers
+            .read_here(|conn, catalog| {
+                bump();
+                versions(conn, catalog)
+            })
+            .await
+            .unwrap();
+        assert_eq!(during, (0, 0), "the commit landed inside the snapshot");
+        // The published catalog is still version 0: a read that took its version from
+        // memory would plan with it.
+        assert_eq!(
+            readers.read_here(|c, k| versions(c, k)).await.unwrap(),
+            (1, 1)
+        );
+        assert_eq!(
+            readers.read_here(|c, k| versions(c, k)).await.unwrap(),
+            (1, 1)
+        );
+        bump();
+        assert_eq!(
+            readers.read_here(|c, k| versions(c, k)).await.unwrap(),
+            (2, 2)
+        );
     }
 
     /// The pool holds the connections the store opened, and reads that may scan run at once,
