@@ -19,10 +19,11 @@
 //! `lock_acquire_total{outcome}`, `lock_lost_total`, `runtime_scheduling_delay_seconds`
 //! (see `runtime_health`).
 //!
-//! The two histograms every request records into, `http_request_duration_seconds` and
-//! `store_op_duration_seconds`, are not the recorder's but bucket counters of their own
-//! (`latency`), process globals for the same reason as the recorder, rendered after the
-//! recorder's text in its format.
+//! The recorder installed is keel's (`KeelRecorder`): every histogram whose name ends in
+//! `_seconds` is a set of bucket counters of keel's own (`latency`), which does not hold each
+//! sample until a render as the Prometheus recorder does, rendered after its text in its
+//! format; counters, gauges and other histograms (one: `runtime_scheduling_delay_seconds_hist`,
+//! a summary) are the Prometheus recorder's.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,13 +37,14 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use serde::{Deserialize, Serialize};
 
 mod latency;
 
-use latency::HTTP_REQUEST_DURATION;
-pub(crate) use latency::{Latency, STORE_OP_DURATION};
+use latency::HISTOGRAMS;
+pub(crate) use latency::{Latency, latency};
 
 use crate::config::Problem;
 use crate::http::{ApiError, OperatorAccess};
@@ -54,7 +56,8 @@ const LATENCY_BUCKETS: &[f64] = &[
     30.0, 60.0,
 ];
 
-/// How often histogram buckets are folded (the exporter's upkeep).
+/// How often the Prometheus recorder's histogram samples are folded (its upkeep; only
+/// `keel_runtime_scheduling_delay_seconds_hist` is one).
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// `[metrics]`.
@@ -111,17 +114,15 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Installs the Prometheus recorder the first time and returns its handle; later calls (more
-    /// than one app in a test process) return the same handle. The `OnceLock` guards the
-    /// facade's one global slot, nothing else.
+    /// Installs keel's recorder the first time and returns its handle; later calls (more than
+    /// one app in a test process) return the same handle. The `OnceLock` guards the facade's
+    /// one global slot, nothing else.
     pub fn install() -> Result<Metrics, MetricsError> {
         static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
         let handle = HANDLE.get_or_init(|| {
-            let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
-                .map_err(|e| e.to_string())?
-                .install_recorder()
-                .map_err(|e| e.to_string())?;
+            let prometheus = PrometheusBuilder::new().build_recorder();
+            let handle = prometheus.handle();
+            metrics::set_global_recorder(KeelRecorder { prometheus }).map_err(|e| e.to_string())?;
             describe();
             Ok(handle)
         });
@@ -134,8 +135,7 @@ impl Metrics {
     /// The current values in Prometheus' text format.
     pub fn render(&self) -> String {
         let mut text = self.handle.render();
-        HTTP_REQUEST_DURATION.render(&mut text);
-        STORE_OP_DURATION.render(&mut text);
+        HISTOGRAMS.render(&mut text);
         text
     }
 
@@ -150,6 +150,46 @@ impl Metrics {
         Router::new()
             .route("/metrics", get(render_metrics))
             .with_state((self.clone(), scrapers))
+    }
+}
+
+/// The recorder keel installs: the Prometheus recorder, but for every `*_seconds` histogram,
+/// whose series are bucket counters in [`HISTOGRAMS`] (`latency`).
+struct KeelRecorder {
+    prometheus: PrometheusRecorder,
+}
+
+impl Recorder for KeelRecorder {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.prometheus.describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.prometheus.describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        if latency::is_latency(key.as_str()) {
+            HISTOGRAMS.describe(key.as_str(), &description);
+        } else {
+            self.prometheus.describe_histogram(key, unit, description);
+        }
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.prometheus.register_counter(key, metadata)
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.prometheus.register_gauge(key, metadata)
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        if latency::is_latency(key.name()) {
+            Histogram::from_arc(HISTOGRAMS.series_of(key))
+        } else {
+            self.prometheus.register_histogram(key, metadata)
+        }
     }
 }
 
@@ -326,7 +366,10 @@ impl RouteSeries {
             self.counters.push((method, status, count));
         }
         if !self.durations.iter().any(|(m, _)| *m == method) {
-            let duration = HTTP_REQUEST_DURATION.series([method, route]);
+            let duration = latency(
+                "keel_http_request_duration_seconds",
+                &[("method", method), ("route", route)],
+            );
             self.durations.push((method, duration));
         }
     }
@@ -369,10 +412,20 @@ fn method_label(method: &Method) -> &'static str {
 
 /// Help texts, shown by Prometheus and Grafana.
 fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "keel_http_requests_total",
         "HTTP requests by method, route pattern and status"
+    );
+    describe_histogram!(
+        "keel_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency"
+    );
+    describe_histogram!(
+        "keel_store_op_duration_seconds",
+        Unit::Seconds,
+        "Store operation latency by backend and operation"
     );
     describe_counter!(
         "keel_store_op_errors_total",
@@ -514,6 +567,37 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
+    }
+
+    /// `histogram!` of a `*_seconds` name is keel's bucket counters, described and rendered
+    /// once; another name stays the Prometheus recorder's (a summary).
+    #[test]
+    fn seconds_histograms_are_bucket_counters_and_other_histograms_the_recorders() {
+        let metrics = Metrics::install().expect("the recorder installs");
+        metrics::describe_histogram!("keel_test_step_seconds", "A test step");
+        metrics::histogram!("keel_test_step_seconds", "step" => "one").record(0.002);
+        metrics::histogram!("keel_test_step_seconds", "step" => "one")
+            .record(Duration::from_secs(3));
+        metrics::histogram!("keel_test_step_hist").record(0.5);
+        let text = metrics.render();
+        for line in [
+            "# HELP keel_test_step_seconds A test step",
+            "# TYPE keel_test_step_seconds histogram",
+            r#"keel_test_step_seconds_bucket{step="one",le="0.0025"} 1"#,
+            r#"keel_test_step_seconds_bucket{step="one",le="5"} 2"#,
+            r#"keel_test_step_seconds_count{step="one"} 2"#,
+            "# TYPE keel_test_step_hist summary",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert_eq!(text.matches("# TYPE keel_test_step_seconds ").count(), 1);
+        assert!(
+            Arc::ptr_eq(
+                &latency("keel_test_step_seconds", &[("step", "one")]),
+                &latency("keel_test_step_seconds", &[("step", "one")])
+            ),
+            "the hot paths' handles are the same series"
+        );
     }
 
     #[test]

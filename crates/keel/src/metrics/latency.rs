@@ -1,22 +1,38 @@
-//! The latency histograms every request records into — `keel_http_request_duration_seconds`
-//! and `keel_store_op_duration_seconds` — kept as bucket counters rather than in the Prometheus
-//! recorder.
+//! Every `*_seconds` histogram — the request and store latencies every request records into,
+//! and the rarer job, task, watcher and worker durations — kept as bucket counters rather than
+//! in the Prometheus recorder.
 //!
 //! The recorder keeps each sample a histogram records (8 bytes, in blocks of 64 allocated as
 //! they fill) until its upkeep or a render folds them into the buckets, and frees the blocks
 //! through an epoch collector, on whichever thread collects. A listing load records ~60 k
 //! samples a second: ~1 MiB held between the ops console's renders (2 s apart), and ~1,000
 //! blocks a second allocated on one thread and freed on another (mimalloc's page allocations
-//! over a 60 s load 11.4 k, 2.4 k now: `docs/performance.md`, round 21). Here a sample is two
-//! atomic additions into memory allocated once per series. The text rendered is the
-//! recorder's format: the same lines, in the same order within a series.
+//! over a 60 s load 11.4 k, 2.4 k with these: `docs/performance.md`, round 21). Here a sample
+//! is two atomic additions into memory allocated once per series.
+//!
+//! One registry, [`HISTOGRAMS`], holds them all: keel's recorder (`super::KeelRecorder`) hands
+//! out its series for `histogram!` of any `*_seconds` name, and the two hot paths (the HTTP
+//! layer, the store's `dispatch!`) take theirs from it directly with [`latency`], so a handle
+//! they keep is the real series whether or not the recorder was installed yet. The text
+//! rendered is the recorder's format: the same lines, in the same order within a series.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use metrics_exporter_prometheus::formatting::{sanitize_label_key, sanitize_label_value};
+
 use super::LATENCY_BUCKETS;
+
+/// Whether a histogram of this name is kept here (else by the Prometheus recorder).
+pub(super) fn is_latency(name: &str) -> bool {
+    name.ends_with("_seconds")
+}
+
+/// The most one sample adds to a series' sum (~116 days): 1,800 of them before it would wrap.
+const MAX_SUMMED_SECONDS: f64 = 1e7;
 
 /// One series: how many samples fell into each bucket (not cumulative; the last counts those
 /// above every bound) and the sum of all of them in nanoseconds.
@@ -36,13 +52,24 @@ impl Latency {
 
     /// Counts one sample.
     pub fn record(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
+        self.record_seconds(elapsed.as_secs_f64());
+    }
+
+    /// Counts one sample of `seconds`: a negative one as 0, a NaN above every bound.
+    fn record_seconds(&self, seconds: f64) {
         let bucket = LATENCY_BUCKETS
             .iter()
             .position(|&le| seconds <= le)
             .unwrap_or(LATENCY_BUCKETS.len());
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        // A negative or NaN sample adds nothing to the sum (`as` saturates at 0, and NaN is 0);
+        // one above `MAX_SUMMED_SECONDS` adds that, so the sum cannot wrap.
+        let summed = if seconds.is_nan() {
+            0.0
+        } else {
+            seconds.min(MAX_SUMMED_SECONDS)
+        };
+        let nanos = (summed * 1e9) as u64;
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
@@ -62,108 +89,170 @@ impl Latency {
     }
 }
 
-/// A histogram's series by their two label values. Bounded by its callers: route patterns and
-/// methods, store backends and operation names.
-#[derive(Debug)]
-pub struct LatencyFamily {
-    name: &'static str,
-    help: &'static str,
-    labels: [&'static str; 2],
-    series: RwLock<Vec<([String; 2], Arc<Latency>)>>,
+/// `histogram!`'s handle on a series.
+impl metrics::HistogramFn for Latency {
+    fn record(&self, value: f64) {
+        self.record_seconds(value);
+    }
 }
 
-/// `keel_http_request_duration_seconds{method,route}`.
-pub static HTTP_REQUEST_DURATION: LatencyFamily = LatencyFamily::new(
-    "keel_http_request_duration_seconds",
-    "HTTP request latency",
-    ["method", "route"],
-);
+type Labels = Vec<(String, String)>;
 
-/// `keel_store_op_duration_seconds{backend,op}`.
-pub static STORE_OP_DURATION: LatencyFamily = LatencyFamily::new(
-    "keel_store_op_duration_seconds",
-    "Store operation latency by backend and operation",
-    ["backend", "op"],
-);
+/// Histograms by name, each with its help text and its series by label values. Bounded by
+/// what records into it: route patterns and methods, store backends and operations, task,
+/// job and watcher names — never ids.
+#[derive(Debug)]
+pub struct Histograms {
+    families: RwLock<BTreeMap<String, Family>>,
+}
 
-impl LatencyFamily {
-    const fn new(name: &'static str, help: &'static str, labels: [&'static str; 2]) -> Self {
-        LatencyFamily {
-            name,
-            help,
-            labels,
-            series: RwLock::new(Vec::new()),
+#[derive(Debug, Default)]
+struct Family {
+    help: Option<String>,
+    series: Vec<(Labels, Arc<Latency>)>,
+}
+
+/// The process's histograms (a process global for the reason the recorder is one: code deep in
+/// the stack records without being handed anything).
+pub static HISTOGRAMS: Histograms = Histograms::new();
+
+/// The series of the histogram `name` with these labels, made on first use. Callers keep the
+/// handle: finding it compares strings.
+pub fn latency(name: &str, labels: &[(&str, &str)]) -> Arc<Latency> {
+    HISTOGRAMS.series(name, labels)
+}
+
+impl Histograms {
+    const fn new() -> Self {
+        Histograms {
+            families: RwLock::new(BTreeMap::new()),
         }
     }
 
-    /// The series with these label values, made on first use. Callers keep the handle: finding
-    /// it compares strings.
-    pub fn series(&self, values: [&str; 2]) -> Arc<Latency> {
-        let found = |series: &[([String; 2], Arc<Latency>)]| {
-            series
-                .iter()
-                .find(|(labels, _)| labels[0] == values[0] && labels[1] == values[1])
-                .map(|(_, latency)| Arc::clone(latency))
+    /// The series of `name` with these labels, made on first use.
+    pub fn series(&self, name: &str, labels: &[(&str, &str)]) -> Arc<Latency> {
+        let found = |families: &BTreeMap<String, Family>| {
+            families.get(name).and_then(|family| {
+                family
+                    .series
+                    .iter()
+                    .find(|(have, _)| {
+                        have.len() == labels.len()
+                            && have
+                                .iter()
+                                .zip(labels)
+                                .all(|((k, v), (key, value))| k == key && v == value)
+                    })
+                    .map(|(_, latency)| Arc::clone(latency))
+            })
         };
-        if let Some(latency) = found(&self.series.read().unwrap_or_else(PoisonError::into_inner)) {
+        if let Some(latency) = found(&self.read()) {
             return latency;
         }
-        let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(latency) = found(&series) {
+        let mut families = self
+            .families
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(latency) = found(&families) {
             return latency;
         }
         let latency = Arc::new(Latency::new());
-        series.push((values.map(str::to_owned), Arc::clone(&latency)));
+        let labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        families
+            .entry(name.to_owned())
+            .or_default()
+            .series
+            .push((labels, Arc::clone(&latency)));
         latency
     }
 
-    /// Appends the family in the Prometheus text format, as the recorder writes a histogram:
-    /// `# HELP`, `# TYPE`, per series its buckets, `+Inf`, `_sum` and `_count`, then a blank
-    /// line. Nothing until a series exists.
-    pub fn render(&self, out: &mut String) {
-        let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
-        if series.is_empty() {
-            return;
+    /// The series of a `histogram!` key.
+    pub(super) fn series_of(&self, key: &metrics::Key) -> Arc<Latency> {
+        let labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
+        self.series(key.name(), &labels)
+    }
+
+    /// The help text of `name` (`describe_histogram!`); the first one stays, as in the recorder.
+    pub(super) fn describe(&self, name: &str, help: &str) {
+        let mut families = self
+            .families
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let family = families.entry(name.to_owned()).or_default();
+        if family.help.is_none() {
+            family.help = Some(help.to_owned());
         }
-        let name = self.name;
-        let _ = write!(
-            out,
-            "# HELP {name} {}\n# TYPE {name} histogram\n",
-            self.help
-        );
-        for (values, latency) in series.iter() {
-            let mut labels = String::new();
-            for (label, value) in self.labels.iter().zip(values) {
-                let value = metrics_exporter_prometheus::formatting::sanitize_label_value(value);
-                let _ = write!(labels, "{label}=\"{value}\",");
-            }
-            let (cumulative, total, sum) = latency.read();
-            for (le, count) in LATENCY_BUCKETS.iter().zip(cumulative) {
-                let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {count}");
-            }
-            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {total}");
-            let labels = labels.trim_end_matches(',');
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Family>> {
+        self.families.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends every histogram with a series, by name, in the Prometheus text format as the
+    /// recorder writes one: `# HELP` (when described), `# TYPE`, per series its buckets,
+    /// `+Inf`, `_sum` and `_count`, then a blank line.
+    pub fn render(&self, out: &mut String) {
+        for (name, family) in self.read().iter() {
+            render_family(name, family, out);
+        }
+    }
+}
+
+fn render_family(name: &str, family: &Family, out: &mut String) {
+    if family.series.is_empty() {
+        return;
+    }
+    if let Some(help) = &family.help {
+        let _ = writeln!(out, "# HELP {name} {help}");
+    }
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (values, latency) in &family.series {
+        let mut labels = String::new();
+        for (label, value) in values {
+            let label = sanitize_label_key(label);
+            let value = sanitize_label_value(value);
+            let _ = write!(labels, "{label}=\"{value}\",");
+        }
+        let (cumulative, total, sum) = latency.read();
+        for (le, count) in LATENCY_BUCKETS.iter().zip(cumulative) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {total}");
+        let labels = labels.trim_end_matches(',');
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name}_sum {sum}");
+            let _ = writeln!(out, "{name}_count {total}");
+        } else {
             let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
             let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
         }
-        out.push('\n');
     }
+    out.push('\n');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn rendered(histograms: &Histograms) -> String {
+        let mut text = String::new();
+        histograms.render(&mut text);
+        text
+    }
+
     #[test]
     fn samples_land_in_the_first_bucket_that_holds_them_and_render_cumulatively() {
-        let family = LatencyFamily::new("t_seconds", "Test latency", ["method", "route"]);
-        let latency = family.series(["GET", "/a"]);
+        let histograms = Histograms::new();
+        histograms.describe("t_seconds", "Test latency");
+        let latency = histograms.series("t_seconds", &[("method", "GET"), ("route", "/a")]);
         latency.record(Duration::from_micros(100)); // le 0.0001 exactly
         latency.record(Duration::from_micros(700)); // le 0.001
         latency.record(Duration::from_millis(1)); // le 0.001 exactly
         latency.record(Duration::from_secs(61)); // above every bound
-        let mut text = String::new();
-        family.render(&mut text);
+        let text = rendered(&histograms);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "# HELP t_seconds Test latency");
         assert_eq!(lines[1], "# TYPE t_seconds histogram");
@@ -198,21 +287,21 @@ mod tests {
 
     #[test]
     fn a_family_renders_nothing_until_a_series_exists_and_each_series_once() {
-        let family = LatencyFamily::new("t_seconds", "Test latency", ["backend", "op"]);
-        let mut text = String::new();
-        family.render(&mut text);
-        assert_eq!(text, "");
+        let histograms = Histograms::new();
+        histograms.describe("t_seconds", "Test latency");
+        assert_eq!(rendered(&histograms), "");
 
-        let first = family.series(["embedded", "find"]);
-        let again = family.series(["embedded", "find"]);
+        let labels = [("backend", "embedded"), ("op", "find")];
+        let first = histograms.series("t_seconds", &labels);
+        let again = histograms.series("t_seconds", &labels);
         assert!(
             Arc::ptr_eq(&first, &again),
             "the same labels, the same series"
         );
-        family
-            .series(["embedded", "count"])
+        histograms
+            .series("t_seconds", &[("backend", "embedded"), ("op", "count")])
             .record(Duration::from_millis(3));
-        family.render(&mut text);
+        let text = rendered(&histograms);
         assert_eq!(text.matches("# TYPE").count(), 1);
         assert_eq!(text.matches("_count{").count(), 2);
         assert!(text.contains(r#"t_seconds_count{backend="embedded",op="find"} 0"#));
@@ -220,17 +309,55 @@ mod tests {
     }
 
     #[test]
+    fn histograms_render_by_name_unlabelled_and_undescribed_ones_too() {
+        let histograms = Histograms::new();
+        histograms
+            .series("z_seconds", &[])
+            .record(Duration::from_millis(2));
+        histograms
+            .series("a_seconds", &[("task", "t")])
+            .record(Duration::from_millis(2));
+        let text = rendered(&histograms);
+        let a = text.find("# TYPE a_seconds histogram").expect("a rendered");
+        let z = text.find("# TYPE z_seconds histogram").expect("z rendered");
+        assert!(a < z, "{text}");
+        assert!(!text.contains("# HELP"), "nothing was described");
+        assert!(
+            text.contains("\nz_seconds_bucket{le=\"0.0025\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nz_seconds_sum 0.002\n"), "{text}");
+        assert!(text.contains("\nz_seconds_count 1\n"), "{text}");
+    }
+
+    #[test]
     fn label_values_are_escaped() {
-        let family = LatencyFamily::new("t_seconds", "Test latency", ["method", "route"]);
-        family
-            .series(["GET", "/a\"b\nc"])
+        let histograms = Histograms::new();
+        histograms
+            .series("t_seconds", &[("method", "GET"), ("route", "/a\"b\nc")])
             .record(Duration::from_millis(1));
-        let mut text = String::new();
-        family.render(&mut text);
+        let text = rendered(&histograms);
         assert!(
             text.contains(r#"t_seconds_count{method="GET",route="/a\"b\nc"} 1"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn odd_samples_are_counted_without_harm() {
+        let latency = Latency::new();
+        metrics::HistogramFn::record(&latency, -1.0);
+        metrics::HistogramFn::record(&latency, f64::NAN);
+        metrics::HistogramFn::record(&latency, f64::INFINITY);
+        let (cumulative, total, sum) = latency.read();
+        assert_eq!(total, 3);
+        assert_eq!(cumulative[0], 1, "a negative sample is the smallest");
+        assert_eq!(
+            cumulative[LATENCY_BUCKETS.len() - 1],
+            1,
+            "NaN and ∞ above every bound"
+        );
+        assert_eq!(sum, MAX_SUMMED_SECONDS, "∞ adds the most one sample may");
     }
 
     #[test]

@@ -160,7 +160,12 @@ macro_rules! dispatch {
         };
         let op = stringify!($method);
         LATENCY[index]
-            .get_or_init(|| crate::metrics::STORE_OP_DURATION.series([backend, op]))
+            .get_or_init(|| {
+                crate::metrics::latency(
+                    "keel_store_op_duration_seconds",
+                    &[("backend", backend), ("op", op)],
+                )
+            })
             .record(started.elapsed());
         if result.is_err() {
             metrics::counter!("keel_store_op_errors_total", "backend" => backend, "op" => op)
