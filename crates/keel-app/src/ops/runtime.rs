@@ -121,10 +121,13 @@ impl History {
         }
         self.lag
             .push_back((snapshot.at_ms, snapshot.watcher_lag.clone()));
-        while self
-            .lag
-            .front()
-            .is_some_and(|(at, _)| snapshot.at_ms - at > LAG_WINDOW_MS)
+        // By time, and by count should the clock step back.
+        let most = (LAG_WINDOW_MS / SAMPLE_INTERVAL.as_millis() as i64) as usize + 1;
+        while self.lag.len() > most
+            || self
+                .lag
+                .front()
+                .is_some_and(|(at, _)| snapshot.at_ms - at > LAG_WINDOW_MS)
         {
             self.lag.pop_front();
         }
@@ -592,6 +595,11 @@ keel_watcher_restarts_total{{watcher="surveys"}} 2
         assert_eq!(stats.lag_p99_ms, Some(1.0));
         assert_eq!(stats.restarts, 2);
         assert_eq!(history.watcher_stats("other"), WatcherStats::default());
+        // A clock stepped back an hour: still at most a minute's worth of readings.
+        for n in 0..100 {
+            history.push(parse(AFTER, 80_000 - 3_600_000 + n * 2_000));
+        }
+        assert_eq!(history.lag.len(), 31);
     }
 
     #[test]
