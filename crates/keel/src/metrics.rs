@@ -50,12 +50,6 @@ use crate::config::Problem;
 use crate::http::{ApiError, OperatorAccess};
 use crate::secrets::Secret;
 
-/// Latency buckets (seconds) for every `*_seconds` histogram: 100 µs to 60 s.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    30.0, 60.0,
-];
-
 /// How often the Prometheus recorder's histogram samples are folded (its upkeep; only
 /// `keel_runtime_scheduling_delay_seconds_hist` is one).
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -186,7 +180,7 @@ impl Recorder for KeelRecorder {
 
     fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
         if latency::is_latency(key.name()) {
-            Histogram::from_arc(HISTOGRAMS.series_of(key))
+            Histogram::from_arc(HISTOGRAMS.series(key))
         } else {
             self.prometheus.register_histogram(key, metadata)
         }

@@ -1,5 +1,5 @@
 //! The Runtime view's numbers: every `SAMPLE_INTERVAL` this replica reads its own metrics
-//! registry (the Prometheus recorder keel installs, `keel::metrics`), turns the change since
+//! registry (the recorder keel installs, `keel::metrics`), turns the change since
 //! the previous reading into rates and 99th percentiles, and keeps the last `KEPT_POINTS` of
 //! them in memory for `/api/ops/runtime`. The recorder exposes its values only as rendered
 //! exposition text, so the parsing happens here, once per reading, on the server; the page gets

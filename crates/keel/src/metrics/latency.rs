@@ -13,18 +13,27 @@
 //! One registry, [`HISTOGRAMS`], holds them all: keel's recorder (`super::KeelRecorder`) hands
 //! out its series for `histogram!` of any `*_seconds` name, and the two hot paths (the HTTP
 //! layer, the store's `dispatch!`) take theirs from it directly with [`latency`], so a handle
-//! they keep is the real series whether or not the recorder was installed yet. The text
-//! rendered is the recorder's format: the same lines, in the same order within a series.
+//! they keep is the real series whether or not the recorder was installed yet. The text is
+//! written with the exporter's own formatting functions, in the order the recorder writes a
+//! histogram.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use metrics_exporter_prometheus::formatting::{sanitize_label_key, sanitize_label_value};
+use indexmap::IndexMap;
+use metrics::{Key, Label};
+use metrics_exporter_prometheus::LabelSet;
+use metrics_exporter_prometheus::formatting::{
+    write_help_line, write_metric_line, write_type_line,
+};
 
-use super::LATENCY_BUCKETS;
+/// Latency buckets (seconds) for every `*_seconds` histogram: 100 µs to 60 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0,
+];
 
 /// Whether a histogram of this name is kept here (else by the Prometheus recorder).
 pub(super) fn is_latency(name: &str) -> bool {
@@ -96,8 +105,6 @@ impl metrics::HistogramFn for Latency {
     }
 }
 
-type Labels = Vec<(String, String)>;
-
 /// Histograms by name, each with its help text and its series by label values. Bounded by
 /// what records into it: route patterns and methods, store backends and operations, task,
 /// job and watcher names — never ids.
@@ -109,7 +116,7 @@ pub struct Histograms {
 #[derive(Debug, Default)]
 struct Family {
     help: Option<String>,
-    series: Vec<(Labels, Arc<Latency>)>,
+    series: Vec<(LabelSet, Arc<Latency>)>,
 }
 
 /// The process's histograms (a process global for the reason the recorder is one: code deep in
@@ -119,7 +126,15 @@ pub static HISTOGRAMS: Histograms = Histograms::new();
 /// The series of the histogram `name` with these labels, made on first use. Callers keep the
 /// handle: finding it compares strings.
 pub fn latency(name: &str, labels: &[(&str, &str)]) -> Arc<Latency> {
-    HISTOGRAMS.series(name, labels)
+    HISTOGRAMS.series(&key(name, labels))
+}
+
+/// The `metrics` key of `name` with these labels, as `histogram!` would make it.
+fn key(name: &str, labels: &[(&str, &str)]) -> Key {
+    let labels = labels
+        .iter()
+        .map(|&(key, value)| Label::new(key.to_owned(), value.to_owned()));
+    Key::from_parts(name.to_owned(), labels.collect::<Vec<_>>())
 }
 
 impl Histograms {
@@ -129,20 +144,16 @@ impl Histograms {
         }
     }
 
-    /// The series of `name` with these labels, made on first use.
-    pub fn series(&self, name: &str, labels: &[(&str, &str)]) -> Arc<Latency> {
+    /// The series of `key` (a name and its labels), made on first use.
+    pub fn series(&self, key: &Key) -> Arc<Latency> {
+        let name = key.name();
+        let labels = LabelSet::from_key_and_global(key, &IndexMap::new());
         let found = |families: &BTreeMap<String, Family>| {
             families.get(name).and_then(|family| {
                 family
                     .series
                     .iter()
-                    .find(|(have, _)| {
-                        have.len() == labels.len()
-                            && have
-                                .iter()
-                                .zip(labels)
-                                .all(|((k, v), (key, value))| k == key && v == value)
-                    })
+                    .find(|(have, _)| *have == labels)
                     .map(|(_, latency)| Arc::clone(latency))
             })
         };
@@ -157,22 +168,12 @@ impl Histograms {
             return latency;
         }
         let latency = Arc::new(Latency::new());
-        let labels = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
         families
             .entry(name.to_owned())
             .or_default()
             .series
             .push((labels, Arc::clone(&latency)));
         latency
-    }
-
-    /// The series of a `histogram!` key.
-    pub(super) fn series_of(&self, key: &metrics::Key) -> Arc<Latency> {
-        let labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
-        self.series(key.name(), &labels)
     }
 
     /// The help text of `name` (`describe_histogram!`); the first one stays, as in the recorder.
@@ -201,34 +202,32 @@ impl Histograms {
     }
 }
 
+/// One histogram as the recorder writes one (its `render`), with the exporter's functions.
 fn render_family(name: &str, family: &Family, out: &mut String) {
     if family.series.is_empty() {
         return;
     }
     if let Some(help) = &family.help {
-        let _ = writeln!(out, "# HELP {name} {help}");
+        write_help_line(out, name, None, None, help);
     }
-    let _ = writeln!(out, "# TYPE {name} histogram");
-    for (values, latency) in &family.series {
-        let mut labels = String::new();
-        for (label, value) in values {
-            let label = sanitize_label_key(label);
-            let value = sanitize_label_value(value);
-            let _ = write!(labels, "{label}=\"{value}\",");
-        }
+    write_type_line(out, name, None, None, "histogram");
+    for (labels, latency) in &family.series {
         let (cumulative, total, sum) = latency.read();
         for (le, count) in LATENCY_BUCKETS.iter().zip(cumulative) {
-            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {count}");
+            write_metric_line(
+                out,
+                name,
+                Some("bucket"),
+                labels,
+                Some(("le", le)),
+                count,
+                None,
+            );
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {total}");
-        let labels = labels.trim_end_matches(',');
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name}_sum {sum}");
-            let _ = writeln!(out, "{name}_count {total}");
-        } else {
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-            let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
-        }
+        let inf = Some(("le", "+Inf"));
+        write_metric_line(out, name, Some("bucket"), labels, inf, total, None);
+        write_metric_line::<&str, f64>(out, name, Some("sum"), labels, None, sum, None);
+        write_metric_line::<&str, u64>(out, name, Some("count"), labels, None, total, None);
     }
     out.push('\n');
 }
@@ -236,6 +235,10 @@ fn render_family(name: &str, family: &Family, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn series(histograms: &Histograms, name: &str, labels: &[(&str, &str)]) -> Arc<Latency> {
+        histograms.series(&key(name, labels))
+    }
 
     fn rendered(histograms: &Histograms) -> String {
         let mut text = String::new();
@@ -247,7 +250,11 @@ mod tests {
     fn samples_land_in_the_first_bucket_that_holds_them_and_render_cumulatively() {
         let histograms = Histograms::new();
         histograms.describe("t_seconds", "Test latency");
-        let latency = histograms.series("t_seconds", &[("method", "GET"), ("route", "/a")]);
+        let latency = series(
+            &histograms,
+            "t_seconds",
+            &[("method", "GET"), ("route", "/a")],
+        );
         latency.record(Duration::from_micros(100)); // le 0.0001 exactly
         latency.record(Duration::from_micros(700)); // le 0.001
         latency.record(Duration::from_millis(1)); // le 0.001 exactly
@@ -292,15 +299,18 @@ mod tests {
         assert_eq!(rendered(&histograms), "");
 
         let labels = [("backend", "embedded"), ("op", "find")];
-        let first = histograms.series("t_seconds", &labels);
-        let again = histograms.series("t_seconds", &labels);
+        let first = series(&histograms, "t_seconds", &labels);
+        let again = series(&histograms, "t_seconds", &labels);
         assert!(
             Arc::ptr_eq(&first, &again),
             "the same labels, the same series"
         );
-        histograms
-            .series("t_seconds", &[("backend", "embedded"), ("op", "count")])
-            .record(Duration::from_millis(3));
+        series(
+            &histograms,
+            "t_seconds",
+            &[("backend", "embedded"), ("op", "count")],
+        )
+        .record(Duration::from_millis(3));
         let text = rendered(&histograms);
         assert_eq!(text.matches("# TYPE").count(), 1);
         assert_eq!(text.matches("_count{").count(), 2);
@@ -311,12 +321,8 @@ mod tests {
     #[test]
     fn histograms_render_by_name_unlabelled_and_undescribed_ones_too() {
         let histograms = Histograms::new();
-        histograms
-            .series("z_seconds", &[])
-            .record(Duration::from_millis(2));
-        histograms
-            .series("a_seconds", &[("task", "t")])
-            .record(Duration::from_millis(2));
+        series(&histograms, "z_seconds", &[]).record(Duration::from_millis(2));
+        series(&histograms, "a_seconds", &[("task", "t")]).record(Duration::from_millis(2));
         let text = rendered(&histograms);
         let a = text.find("# TYPE a_seconds histogram").expect("a rendered");
         let z = text.find("# TYPE z_seconds histogram").expect("z rendered");
@@ -333,9 +339,12 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let histograms = Histograms::new();
-        histograms
-            .series("t_seconds", &[("method", "GET"), ("route", "/a\"b\nc")])
-            .record(Duration::from_millis(1));
+        series(
+            &histograms,
+            "t_seconds",
+            &[("method", "GET"), ("route", "/a\"b\nc")],
+        )
+        .record(Duration::from_millis(1));
         let text = rendered(&histograms);
         assert!(
             text.contains(r#"t_seconds_count{method="GET",route="/a\"b\nc"} 1"#),
