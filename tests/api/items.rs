@@ -226,6 +226,44 @@ async fn get_data_and_create_item_answer_like_the_rest_routes() {
     .await;
 }
 
+/// A page read again is answered from the rendering a thread kept, sent beside the response's
+/// buffer rather than copied in (`JsonTextWriter::share`; debug builds render it again,
+/// compare, and answer with the kept one): the same bytes, with a `content-length` that is
+/// theirs, on both listing doors and on keep-alive connections that go on after it.
+#[tokio::test]
+async fn a_page_read_again_is_answered_byte_for_byte_with_its_length() {
+    let (app, login) = seeded().await;
+    let reads = [
+        app.request(
+            reqwest::Method::GET,
+            "/api/items?limit=3",
+            Some(&login.cookie),
+        ),
+        app.request(reqwest::Method::POST, "/api/getData", Some(&login.cookie))
+            .json(&json!({"limit": 3})),
+    ];
+    for read in reads {
+        let mut first = None;
+        for _ in 0..6 {
+            let response = read.try_clone().unwrap().send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let length: usize = response.headers()["content-length"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let bytes = response.bytes().await.unwrap();
+            assert_eq!(bytes.len(), length);
+            let text = String::from_utf8(bytes.to_vec()).unwrap();
+            assert!(text.starts_with(r#"{"data":[{"#), "{text}");
+            let first = first.get_or_insert(text.clone());
+            assert_eq!(&text, first);
+        }
+        let list: Value = serde_json::from_str(&first.unwrap()).unwrap();
+        assert_eq!(list["data"].as_array().unwrap().len(), 3);
+    }
+}
+
 #[tokio::test]
 async fn items_created_through_the_api_are_processed_by_the_process_data_task() {
     use keel::tasks::{Task, TaskConfig, TaskContext};

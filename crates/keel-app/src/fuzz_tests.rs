@@ -59,7 +59,7 @@ fn fuzz_stored_items() {
             if let Ok(document) = bson::RawDocumentBuf::from_bytes(bytes)
                 && let Ok(rendered) = item_array(&[document])
             {
-                serde_json::from_slice::<serde_json::Value>(rendered.as_bytes())
+                serde_json::from_slice::<serde_json::Value>(&rendered.to_bytes())
                     .expect("a rendered listing is valid JSON");
             }
         }

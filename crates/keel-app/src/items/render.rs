@@ -15,6 +15,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use axum::body::Bytes;
 use bson::oid::ObjectId;
 use bson::{DateTime, RawDocument};
 use keel::http::json_text::{write_date_time, write_f64, write_str, write_utf8};
@@ -154,9 +155,10 @@ pub struct ItemArray {
     /// in the thread's [`PAGES`] under it. None when the read had no stamp or the array came
     /// from [`PAGES`].
     stamp: Option<PageStamp>,
-    /// Debug builds render a kept page again and compare (`finish`).
+    /// Debug builds render a kept page again, compare, and answer with the kept one
+    /// (`finish`).
     #[cfg(debug_assertions)]
-    kept: Option<Vec<u8>>,
+    kept: Option<Bytes>,
     #[cfg(debug_assertions)]
     views: Vec<super::model::ItemView>,
 }
@@ -180,7 +182,7 @@ impl ItemArray {
 
     /// Writes the next item.
     pub fn push(&mut self, stored: &RawDocument) -> Result<(), StoreError> {
-        let first = self.writer.written().is_empty();
+        let first = self.writer.is_empty();
         let out = self.writer.out();
         out.push(if first { b'[' } else { b',' });
         let bytes = stored.as_bytes();
@@ -205,19 +207,22 @@ impl ItemArray {
 
     /// The array, closed.
     pub fn finish(mut self) -> JsonText {
-        if self.writer.written().is_empty() {
+        if self.writer.is_empty() {
             self.writer.out().push(b'[');
         }
         #[cfg(debug_assertions)]
-        if let Some(kept) = &self.kept {
+        if let Some(kept) = self.kept.take() {
             assert_eq!(
-                String::from_utf8_lossy(self.writer.written()),
-                String::from_utf8_lossy(kept),
+                String::from_utf8_lossy(&self.writer.written()),
+                String::from_utf8_lossy(&kept),
                 "a page rendered again differs from the rendering kept for its stamp"
             );
+            // Answered with the kept page, shared, as release builds answer.
+            self.writer = JsonTextWriter::new(0);
+            self.writer.share(kept);
         }
         if let Some(stamp) = self.stamp {
-            let _ = PAGES.try_with(|pages| pages.borrow_mut().keep(stamp, self.writer.written()));
+            let _ = PAGES.try_with(|pages| pages.borrow_mut().keep(stamp, &self.writer.written()));
         }
         self.writer.out().push(b']');
         #[cfg(debug_assertions)]
@@ -226,7 +231,7 @@ impl ItemArray {
                 .and_then(|v| serde_json::to_vec(&v))
                 .expect("views serialize");
             assert_eq!(
-                String::from_utf8_lossy(self.writer.written()),
+                String::from_utf8_lossy(&self.writer.written()),
                 String::from_utf8_lossy(&expected),
                 "a listing rendered from stored bytes differs from its views"
             );
@@ -239,22 +244,27 @@ impl PageVisitor for ItemArray {
     /// Answers a page this thread rendered lately from [`PAGES`]. Debug builds render it again
     /// instead, and `finish` compares.
     fn stamped(&mut self, stamp: PageStamp) -> bool {
-        if !self.writer.written().is_empty() {
+        if !self.writer.is_empty() {
             return false;
         }
-        let out = self.writer.out();
+        let kept = PAGES
+            .try_with(|pages| pages.borrow().get(stamp))
+            .ok()
+            .flatten();
         #[cfg(debug_assertions)]
-        let start = out.len();
-        let found = PAGES
-            .try_with(|pages| pages.borrow().write(stamp, out))
-            .unwrap_or(false);
-        #[cfg(debug_assertions)]
-        if found {
-            self.kept = Some(out.split_off(start));
+        if let Some(kept) = kept {
+            self.kept = Some(kept);
             return false;
         }
-        self.stamp = (!found).then_some(stamp);
-        found
+        self.stamp = kept.is_none().then_some(stamp);
+        match kept {
+            // Sent as it is kept, not copied into this response's buffer (~13 KiB a page).
+            Some(kept) => {
+                self.writer.share(kept);
+                true
+            }
+            None => false,
+        }
     }
 
     fn document(&mut self, document: &RawDocument) -> Result<(), StoreError> {
@@ -292,18 +302,17 @@ const PAGE_OVERHEAD: usize = 64;
 /// [`PAGES_BYTES`] and [`PAGES_KEPT`], whatever the documents are.
 #[derive(Default)]
 struct Pages {
-    kept: std::collections::VecDeque<(PageStamp, Box<[u8]>)>,
+    /// Shared with the responses that send them: an array dropped from here lives on until the
+    /// last response sending it is written.
+    kept: std::collections::VecDeque<(PageStamp, Bytes)>,
     bytes: usize,
 }
 
 impl Pages {
-    /// Writes the array kept for `stamp`, if one is.
-    fn write(&self, stamp: PageStamp, out: &mut Vec<u8>) -> bool {
-        let Some((_, array)) = self.kept.iter().find(|(kept, _)| *kept == stamp) else {
-            return false;
-        };
-        out.extend_from_slice(array);
-        true
+    /// The array kept for `stamp`, if one is.
+    fn get(&self, stamp: PageStamp) -> Option<Bytes> {
+        let (_, array) = self.kept.iter().find(|(kept, _)| *kept == stamp)?;
+        Some(array.clone())
     }
 
     fn keep(&mut self, stamp: PageStamp, array: &[u8]) {
@@ -318,7 +327,7 @@ impl Pages {
             self.bytes -= oldest.len() + PAGE_OVERHEAD;
         }
         self.bytes += size;
-        self.kept.push_back((stamp, array.into()));
+        self.kept.push_back((stamp, Bytes::copy_from_slice(array)));
     }
 }
 
@@ -541,7 +550,7 @@ mod tests {
     }
 
     fn rendered(items: &[RawDocumentBuf]) -> Result<String, StoreError> {
-        item_array(items).map(|text| String::from_utf8(text.as_bytes().to_vec()).unwrap())
+        item_array(items).map(|text| String::from_utf8(text.to_bytes().to_vec()).unwrap())
     }
 
     fn stored(document: bson::Document) -> RawDocumentBuf {
@@ -681,7 +690,7 @@ mod tests {
         }
         let text = array.finish();
         (
-            String::from_utf8(text.as_bytes().to_vec()).unwrap(),
+            String::from_utf8(text.to_bytes().to_vec()).unwrap(),
             answered,
         )
     }
@@ -695,8 +704,8 @@ mod tests {
         let (first, answered) = visited(stamp, &items);
         assert!(!answered, "a new stamp is rendered");
         assert_eq!(first, rendered(&items).unwrap());
-        assert!(PAGES.with(|pages| pages.borrow().write(stamp, &mut Vec::new())));
-        // Debug builds render a kept page again (and compare); release builds copy it.
+        assert!(PAGES.with(|pages| pages.borrow().get(stamp).is_some()));
+        // Debug builds render a kept page again (and compare); both answer with the kept one.
         let (again, answered) = visited(stamp, &items);
         assert_eq!(answered, !cfg!(debug_assertions));
         assert_eq!(again, first);
@@ -722,10 +731,12 @@ mod tests {
             pages.keep(*stamp, b"[again");
         }
         assert_eq!(pages.kept.len(), PAGES_KEPT);
-        let mut out = Vec::new();
-        assert!(!pages.write(stamps[3], &mut out), "the oldest went first");
-        assert!(pages.write(stamps[PAGES_KEPT + 3], &mut out));
-        assert_eq!(out, format!("[{}", PAGES_KEPT + 3).as_bytes(), "kept once");
+        assert!(pages.get(stamps[3]).is_none(), "the oldest went first");
+        assert_eq!(
+            pages.get(stamps[PAGES_KEPT + 3]).unwrap(),
+            format!("[{}", PAGES_KEPT + 3).as_bytes(),
+            "kept once"
+        );
 
         let big = vec![b'x'; PAGES_BYTES / 3];
         for _ in 0..4 {
@@ -740,10 +751,7 @@ mod tests {
         assert!(pages.bytes <= PAGES_BYTES, "{}", pages.bytes);
         let too_big = PageStamp::fresh();
         pages.keep(too_big, &vec![b'x'; PAGES_BYTES]);
-        assert!(
-            !pages.write(too_big, &mut out),
-            "larger than the whole budget"
-        );
+        assert!(pages.get(too_big).is_none(), "larger than the whole budget");
     }
 
     #[test]

@@ -11,13 +11,18 @@
 //! response — the integration suites run against debug builds, so a view with unsorted fields
 //! fails the first test that returns it.
 
+use std::borrow::Cow;
+use std::convert::Infallible;
 use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use hyper::body::{Frame, SizeHint};
 use serde::Serialize;
 
 /// 200 `{"success":true,"data":…}`.
@@ -40,8 +45,17 @@ pub struct List<T> {
 /// owes the bytes the `Value` path would write; it proves it in debug builds as `json_response`
 /// does. The value is written after the envelope's opening `{"data":`, already in the buffer,
 /// so the response is finished in place rather than copied (a listing is ~13 KiB).
+///
+/// Part of the value may be text kept elsewhere (a page a thread rendered before,
+/// [`JsonTextWriter::share`]): the response sends that part as it is, beside the buffer,
+/// instead of copying it in (round 23 of `docs/performance.md`).
 #[derive(Debug, Clone)]
-pub struct JsonText(Vec<u8>);
+pub struct JsonText {
+    /// `{"data":`, then the value's text up to the shared part (all of it without one).
+    head: Vec<u8>,
+    /// The shared part and the value's text after it.
+    shared: Option<(Bytes, Vec<u8>)>,
+}
 
 const DATA_OPENING: &[u8] = b"{\"data\":";
 
@@ -69,9 +83,17 @@ impl JsonText {
         }
     }
 
-    /// The value's JSON text.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0[DATA_OPENING.len()..]
+    /// The value's JSON text (copied together when part of it is shared).
+    pub fn to_bytes(&self) -> Cow<'_, [u8]> {
+        joined(&self.head[DATA_OPENING.len()..], &self.shared)
+    }
+}
+
+/// `head`, then the shared part and what follows it: borrowed when there is no shared part.
+fn joined<'a>(head: &'a [u8], shared: &Option<(Bytes, Vec<u8>)>) -> Cow<'a, [u8]> {
+    match shared {
+        None => Cow::Borrowed(head),
+        Some((part, tail)) => Cow::Owned([head, part, tail].concat()),
     }
 }
 
@@ -79,28 +101,51 @@ impl JsonText {
 /// written as the store reads its items). What is written owes what [`JsonText::render`]'s
 /// closure owes: one complete JSON value, objects with their keys in sorted order.
 #[derive(Debug)]
-pub struct JsonTextWriter(Vec<u8>);
+pub struct JsonTextWriter {
+    head: Vec<u8>,
+    shared: Option<(Bytes, Vec<u8>)>,
+}
 
 impl JsonTextWriter {
     /// A writer with room for about `capacity` bytes.
     pub fn new(capacity: usize) -> JsonTextWriter {
-        let mut bytes = Vec::with_capacity(DATA_OPENING.len() + capacity + 48);
-        bytes.extend_from_slice(DATA_OPENING);
-        JsonTextWriter(bytes)
+        let mut head = Vec::with_capacity(DATA_OPENING.len() + capacity + 48);
+        head.extend_from_slice(DATA_OPENING);
+        JsonTextWriter { head, shared: None }
     }
 
     /// The buffer to write the value's next part into.
     pub fn out(&mut self) -> &mut Vec<u8> {
-        &mut self.0
+        match &mut self.shared {
+            None => &mut self.head,
+            Some((_, tail)) => tail,
+        }
     }
 
-    /// The value written so far.
-    pub fn written(&self) -> &[u8] {
-        &self.0[DATA_OPENING.len()..]
+    /// Writes `part` as the value's next part without copying it: the response sends it as it
+    /// is. Once per writer; a second shared part is copied into the buffer.
+    pub fn share(&mut self, part: Bytes) {
+        match &mut self.shared {
+            None => self.shared = Some((part, Vec::with_capacity(48))),
+            Some((_, tail)) => tail.extend_from_slice(&part),
+        }
+    }
+
+    /// Nothing written yet.
+    pub fn is_empty(&self) -> bool {
+        self.head.len() == DATA_OPENING.len() && self.shared.is_none()
+    }
+
+    /// The value written so far (copied together when part of it is shared).
+    pub fn written(&self) -> Cow<'_, [u8]> {
+        joined(&self.head[DATA_OPENING.len()..], &self.shared)
     }
 
     pub fn finish(self) -> JsonText {
-        JsonText(self.0)
+        JsonText {
+            head: self.head,
+            shared: self.shared,
+        }
     }
 }
 
@@ -157,19 +202,37 @@ impl<T> IntoResponse for ListText<T> {
 
 /// The envelope of `Envelope`, finished by hand around `data`: same bytes.
 fn text_response(data: JsonText, total: Option<u64>) -> Response {
-    let mut bytes = data.0;
-    bytes.extend_from_slice(b",\"success\":true");
+    let JsonText {
+        mut head,
+        mut shared,
+    } = data;
+    let end = match &mut shared {
+        None => &mut head,
+        Some((_, tail)) => tail,
+    };
+    end.extend_from_slice(b",\"success\":true");
     if let Some(total) = total {
-        bytes.extend_from_slice(b",\"total\":");
-        super::json_text::write_u64(&mut bytes, total);
+        end.extend_from_slice(b",\"total\":");
+        super::json_text::write_u64(end, total);
     }
-    bytes.push(b'}');
-    json_bytes(StatusCode::OK, bytes)
+    end.push(b'}');
+    match shared {
+        None => json_bytes(StatusCode::OK, head),
+        Some((part, tail)) => json_body(
+            StatusCode::OK,
+            Body::new(Parts::new([head.into(), part, tail.into()])),
+        ),
+    }
 }
 
 /// `bytes`, JSON text already, as an `application/json` response with `status`.
 pub(crate) fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
-    let mut response = Response::new(Body::from(bytes));
+    json_body(status, Body::from(bytes))
+}
+
+/// `body`, JSON text, as an `application/json` response with `status`.
+fn json_body(status: StatusCode, body: Body) -> Response {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     // Room for what the chassis adds on the way out (helmet's dozen, CORS, `vary`, the request
     // id, rate-limit headers: ~20): the map is allocated once at its final size instead of
@@ -178,6 +241,52 @@ pub(crate) fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
     *headers = HeaderMap::with_capacity(RESPONSE_HEADERS);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// A body sent as the parts it was made of, in order, each its own frame (hyper writes them
+/// with one `writev`), its exact length known up front (so it gets a `content-length`, as a
+/// single buffer does).
+struct Parts<const N: usize> {
+    parts: [Bytes; N],
+    next: usize,
+}
+
+impl<const N: usize> Parts<N> {
+    fn new(parts: [Bytes; N]) -> Self {
+        Parts { parts, next: 0 }
+    }
+
+    fn left(&self) -> &[Bytes] {
+        self.parts.get(self.next..).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> HttpBody for Parts<N> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        while let Some(part) = this.parts.get_mut(this.next) {
+            this.next += 1;
+            let part = std::mem::take(part);
+            if !part.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(part))));
+            }
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left().iter().all(Bytes::is_empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left().iter().map(|part| part.len() as u64).sum())
+    }
 }
 
 /// About the headers a keel API response carries with everything the chassis adds (a getData
@@ -287,7 +396,7 @@ mod tests {
             },
         ];
         let rendered = JsonText::from_rendered(&serde_json::to_vec(&items).unwrap());
-        assert_eq!(rendered.as_bytes(), serde_json::to_vec(&items).unwrap());
+        assert_eq!(*rendered.to_bytes(), serde_json::to_vec(&items).unwrap());
         let list = ListText::<View>::new(rendered.clone(), 12).into_response();
         let data = DataText::<View>::new(rendered).into_response();
         for (response, serialized) in [
@@ -309,6 +418,59 @@ mod tests {
             assert_eq!(response.status(), serialized.status());
             assert_eq!(response.headers(), serialized.headers());
             assert_eq!(body(response).await, body(serialized).await);
+        }
+    }
+
+    /// A value with a shared part: the same bytes as written whole, in one response whose
+    /// exact length is known up front (the `content-length`), sent as three frames.
+    #[tokio::test]
+    async fn a_shared_part_is_sent_beside_the_buffer_with_the_same_bytes() {
+        let whole = br#"[{"_id":"1","name":"a"},{"_id":"2","name":"b"}]"#;
+        let (first, rest) = whole.split_at(1);
+        let (kept, last) = rest.split_at(rest.len() - 1);
+        let mut writer = JsonTextWriter::new(0);
+        assert!(writer.is_empty());
+        writer.out().extend_from_slice(first);
+        writer.share(Bytes::from_static(kept));
+        assert!(!writer.is_empty());
+        writer.out().extend_from_slice(last);
+        assert_eq!(*writer.written(), whole[..]);
+        let text = writer.finish();
+        assert_eq!(*text.to_bytes(), whole[..]);
+
+        for total in [None, Some(12)] {
+            let copy = JsonText::from_rendered(whole);
+            let (shared, copied) = match total {
+                Some(total) => (
+                    ListText::<View>::new(text.clone(), total).into_response(),
+                    ListText::<View>::new(copy, total).into_response(),
+                ),
+                None => (
+                    DataText::<View>::new(text.clone()).into_response(),
+                    DataText::<View>::new(copy).into_response(),
+                ),
+            };
+            assert_eq!(shared.status(), copied.status());
+            assert_eq!(shared.headers(), copied.headers());
+            let expected = body(copied).await;
+            assert_eq!(
+                shared.body().size_hint().exact(),
+                Some(expected.len() as u64)
+            );
+            let mut frames = 0;
+            let mut sent = Vec::new();
+            let mut body = shared.into_body();
+            while let Some(frame) = body.frame().await {
+                frames += 1;
+                sent.extend_from_slice(&frame.unwrap().into_data().unwrap());
+                assert_eq!(
+                    body.size_hint().exact(),
+                    Some((expected.len() - sent.len()) as u64)
+                );
+            }
+            assert!(body.is_end_stream());
+            assert_eq!(frames, 3);
+            assert_eq!(String::from_utf8(sent).unwrap(), expected);
         }
     }
 
