@@ -218,10 +218,19 @@ fn text_response(data: JsonText, total: Option<u64>) -> Response {
     end.push(b'}');
     match shared {
         None => json_bytes(StatusCode::OK, head),
-        Some((part, tail)) => json_body(
-            StatusCode::OK,
-            Body::new(Parts::new([head.into(), part, tail.into()])),
-        ),
+        Some((part, tail)) => {
+            // A value that starts with its shared part (a kept page) has nothing of its own
+            // in the head, which was sized for the whole page.
+            let head = if head == DATA_OPENING {
+                Bytes::from_static(DATA_OPENING)
+            } else {
+                Bytes::from(head)
+            };
+            json_body(
+                StatusCode::OK,
+                Body::new(Parts::new([head, part, tail.into()])),
+            )
+        }
     }
 }
 
