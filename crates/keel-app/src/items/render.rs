@@ -241,8 +241,8 @@ impl ItemArray {
 }
 
 impl PageVisitor for ItemArray {
-    /// Answers a page this thread rendered lately from [`PAGES`]. Debug builds render it again
-    /// instead, and `finish` compares.
+    /// Answers a page this thread rendered lately from [`PAGES`], shared rather than copied.
+    /// Debug builds render it again instead; `finish` compares and answers with the kept one.
     fn stamped(&mut self, stamp: PageStamp) -> bool {
         if !self.writer.is_empty() {
             return false;
