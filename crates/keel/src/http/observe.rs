@@ -108,7 +108,9 @@ fn log_line(response: &Response, started: Instant, ip: Option<IpAddr>, user_agen
     let ip = ip.map(ip_text).unwrap_or_default();
     // `request_id`, `method` and `path` are the enclosing `http.request` span's fields (set by
     // `request_span`, the layer outside this one), so the line carries them without the event
-    // recording them again.
+    // recording them again. The message is a text field rather than the macro's format
+    // string, which the log layer would format through `fmt` (`record_debug`) on every
+    // request: the same bytes in the line.
     macro_rules! request_event {
         ($level:ident) => {
             tracing::event!(
@@ -117,7 +119,7 @@ fn log_line(response: &Response, started: Instant, ip: Option<IpAddr>, user_agen
                 duration_ms,
                 ip = ip.as_str(),
                 user_agent,
-                "request completed"
+                message = "request completed",
             )
         };
     }

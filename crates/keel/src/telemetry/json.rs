@@ -601,6 +601,38 @@ mod tests {
     }
 
     #[test]
+    fn a_message_given_as_text_writes_the_line_a_format_string_writes() {
+        let text = capture_text(|| {
+            let span = tracing::info_span!("http.request", request_id = "r-1");
+            let _entered = span.enter();
+            tracing::info!(status = 200u64, user_agent = "a \"b\"", "request completed");
+            tracing::info!(
+                status = 200u64,
+                user_agent = "a \"b\"",
+                message = "request completed",
+            );
+        });
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|line| {
+                let mut map: Value = serde_json::from_str(line).unwrap();
+                map["timestamp"] = Value::Null;
+                map
+            })
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["message"], "request completed");
+        assert_eq!(lines[0], lines[1]);
+        let without_time = |line: &str| {
+            let start = line.find(r#""timestamp":""#).unwrap();
+            let end = start + line[start..].find("Z\"").unwrap();
+            format!("{}{}", &line[..start], &line[end..])
+        };
+        let raw: Vec<&str> = text.lines().collect();
+        assert_eq!(without_time(raw[0]), without_time(raw[1]), "byte for byte");
+    }
+
+    #[test]
     fn repeated_lines_reuse_the_plan_and_still_write_the_sorted_map() {
         // The same kind of line again (its plan reused), another kind in between, a span
         // field recorded later (one more name: a new plan), and the first kind once more.
