@@ -256,14 +256,16 @@ impl PageVisitor for ItemArray {
             self.kept = Some(kept);
             return false;
         }
-        self.stamp = kept.is_none().then_some(stamp);
         match kept {
             // Sent as it is kept, not copied into this response's buffer (~13 KiB a page).
             Some(kept) => {
                 self.writer.share(kept);
                 true
             }
-            None => false,
+            None => {
+                self.stamp = Some(stamp);
+                false
+            }
         }
     }
 

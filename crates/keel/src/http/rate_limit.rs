@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -275,20 +276,19 @@ fn set_headers(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
     headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
     headers.insert(RATELIMIT_RESET, HeaderValue::from(decision.reset_secs));
-    // `{limit};w={window}`: at most 10 + 3 + 20 bytes.
-    let (mut limit, mut window) = (itoa::Buffer::new(), itoa::Buffer::new());
-    let (limit, window) = (
-        limit.format(decision.limit).as_bytes(),
-        window.format(decision.window_secs).as_bytes(),
-    );
+    // `{limit};w={window}`: at most 10 + 3 + 20 bytes, so the writes below cannot fail.
     let mut policy = [0u8; 33];
-    let (first, rest) = policy.split_at_mut(limit.len());
-    first.copy_from_slice(limit);
-    let (separator, rest) = rest.split_at_mut(3);
-    separator.copy_from_slice(b";w=");
-    rest[..window.len()].copy_from_slice(window);
-    let length = limit.len() + 3 + window.len();
-    if let Ok(value) = HeaderValue::from_bytes(&policy[..length]) {
+    let unused = {
+        let mut out = &mut policy[..];
+        let _ = out
+            .write_all(itoa::Buffer::new().format(decision.limit).as_bytes())
+            .and_then(|()| out.write_all(b";w="))
+            .and_then(|()| {
+                out.write_all(itoa::Buffer::new().format(decision.window_secs).as_bytes())
+            });
+        out.len()
+    };
+    if let Ok(value) = HeaderValue::from_bytes(&policy[..policy.len() - unused]) {
         headers.insert(RATELIMIT_POLICY, value);
     }
 }

@@ -85,15 +85,11 @@ impl JsonText {
 
     /// The value's JSON text (copied together when part of it is shared).
     pub fn to_bytes(&self) -> Cow<'_, [u8]> {
-        joined(&self.head[DATA_OPENING.len()..], &self.shared)
-    }
-}
-
-/// `head`, then the shared part and what follows it: borrowed when there is no shared part.
-fn joined<'a>(head: &'a [u8], shared: &Option<(Bytes, Vec<u8>)>) -> Cow<'a, [u8]> {
-    match shared {
-        None => Cow::Borrowed(head),
-        Some((part, tail)) => Cow::Owned([head, part, tail].concat()),
+        let head = &self.head[DATA_OPENING.len()..];
+        match &self.shared {
+            None => Cow::Borrowed(head),
+            Some((part, tail)) => Cow::Owned([head, part, tail].concat()),
+        }
     }
 }
 
@@ -101,23 +97,20 @@ fn joined<'a>(head: &'a [u8], shared: &Option<(Bytes, Vec<u8>)>) -> Cow<'a, [u8]
 /// written as the store reads its items). What is written owes what [`JsonText::render`]'s
 /// closure owes: one complete JSON value, objects with their keys in sorted order.
 #[derive(Debug)]
-pub struct JsonTextWriter {
-    head: Vec<u8>,
-    shared: Option<(Bytes, Vec<u8>)>,
-}
+pub struct JsonTextWriter(JsonText);
 
 impl JsonTextWriter {
     /// A writer with room for about `capacity` bytes.
     pub fn new(capacity: usize) -> JsonTextWriter {
         let mut head = Vec::with_capacity(DATA_OPENING.len() + capacity + 48);
         head.extend_from_slice(DATA_OPENING);
-        JsonTextWriter { head, shared: None }
+        JsonTextWriter(JsonText { head, shared: None })
     }
 
     /// The buffer to write the value's next part into.
     pub fn out(&mut self) -> &mut Vec<u8> {
-        match &mut self.shared {
-            None => &mut self.head,
+        match &mut self.0.shared {
+            None => &mut self.0.head,
             Some((_, tail)) => tail,
         }
     }
@@ -125,27 +118,24 @@ impl JsonTextWriter {
     /// Writes `part` as the value's next part without copying it: the response sends it as it
     /// is. Once per writer; a second shared part is copied into the buffer.
     pub fn share(&mut self, part: Bytes) {
-        match &mut self.shared {
-            None => self.shared = Some((part, Vec::with_capacity(48))),
+        match &mut self.0.shared {
+            None => self.0.shared = Some((part, Vec::with_capacity(48))),
             Some((_, tail)) => tail.extend_from_slice(&part),
         }
     }
 
     /// Nothing written yet.
     pub fn is_empty(&self) -> bool {
-        self.head.len() == DATA_OPENING.len() && self.shared.is_none()
+        self.0.head.len() == DATA_OPENING.len() && self.0.shared.is_none()
     }
 
     /// The value written so far (copied together when part of it is shared).
     pub fn written(&self) -> Cow<'_, [u8]> {
-        joined(&self.head[DATA_OPENING.len()..], &self.shared)
+        self.0.to_bytes()
     }
 
     pub fn finish(self) -> JsonText {
-        JsonText {
-            head: self.head,
-            shared: self.shared,
-        }
+        self.0
     }
 }
 
@@ -252,16 +242,16 @@ fn json_body(status: StatusCode, body: Body) -> Response {
     response
 }
 
-/// A body sent as the parts it was made of, in order, each its own frame (hyper writes them
-/// with one `writev`), its exact length known up front (so it gets a `content-length`, as a
-/// single buffer does).
-struct Parts<const N: usize> {
-    parts: [Bytes; N],
+/// A body sent as the parts it was made of (the envelope's head, a shared part, the rest), in
+/// order, each its own frame (hyper writes them with one `writev`), its exact length known up
+/// front (so it gets a `content-length`, as a single buffer does).
+struct Parts {
+    parts: [Bytes; 3],
     next: usize,
 }
 
-impl<const N: usize> Parts<N> {
-    fn new(parts: [Bytes; N]) -> Self {
+impl Parts {
+    fn new(parts: [Bytes; 3]) -> Self {
         Parts { parts, next: 0 }
     }
 
@@ -270,7 +260,7 @@ impl<const N: usize> Parts<N> {
     }
 }
 
-impl<const N: usize> HttpBody for Parts<N> {
+impl HttpBody for Parts {
     type Data = Bytes;
     type Error = Infallible;
 
