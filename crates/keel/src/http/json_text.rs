@@ -77,7 +77,9 @@ impl std::fmt::Write for StringContents<'_> {
 /// A float as serde_json writes it: shortest round-trip form (`1.0`, `19.99`, `1e+21`), `null`
 /// when it is NaN or infinite.
 pub fn write_f64(out: &mut Vec<u8>, value: f64) {
-    if write_hundredths(out, value) {
+    if write_decimals(out, value, Decimals::THOUSANDTHS)
+        || write_decimals(out, value, Decimals::HUNDREDTHS)
+    {
         return;
     }
     if value.is_finite() {
@@ -87,39 +89,68 @@ pub fn write_f64(out: &mut Vec<u8>, value: f64) {
     }
 }
 
-/// Below this magnitude the gap between neighbouring floats is under 2^-9 (< 0.002).
-const HUNDREDTHS_BELOW: f64 = 1e13;
+/// A number of decimals `write_decimals` writes without zmij, and the magnitude below which
+/// the floats around a value are closer together than one unit of the last decimal.
+#[derive(Debug, Clone, Copy)]
+struct Decimals {
+    scale: u64,
+    below: f64,
+}
 
-/// Writes `value` if it is the float nearest to a number of hundredths (a price: `19.99` is
-/// `1999 / 100.0`), with the digits zmij would choose, and says whether it did. zmij writes the
-/// shortest decimal that reads back as `value`. For `|value| < 1e13` the floats around it are
-/// under 0.002 apart, so the decimals that read back as `value` all lie within 0.001 of the
-/// hundredths it came from: that number, trailing zeros dropped, is the only candidate with at
-/// most two decimals, and any shorter one would be another multiple of 0.01 or 0.1 — at least
-/// 0.01 away. zmij prints numbers of this size positionally (`-12.5`, `0.05`, `3.0`). Zero is
-/// left to zmij (its sign). Pinned against serde_json by the tests below.
-fn write_hundredths(out: &mut Vec<u8>, value: f64) -> bool {
-    if value.is_nan() || value.abs() >= HUNDREDTHS_BELOW || value == 0.0 {
+impl Decimals {
+    /// A duration in milliseconds rounded to microseconds (the request log's `duration_ms`).
+    /// Below 1e12 (< 2^40) neighbouring floats are under 2^-12 (< 0.00025) apart.
+    const THOUSANDTHS: Decimals = Decimals {
+        scale: 1000,
+        below: 1e12,
+    };
+    /// A price (`19.99` is `1999 / 100.0`). Below 1e13 floats are under 2^-9 (< 0.002) apart.
+    const HUNDREDTHS: Decimals = Decimals {
+        scale: 100,
+        below: 1e13,
+    };
+}
+
+/// Writes `value` if it is the float nearest to a number of hundredths or thousandths
+/// (`decimals`), with the digits zmij would choose, and says whether it did. zmij writes the
+/// shortest decimal that reads back as `value`. Below `decimals.below` the floats around
+/// `value` are closer together than a tenth of the last decimal's unit, so the decimals that
+/// read back as `value` all lie within half of that of the number it came from: that number,
+/// trailing zeros dropped, is the only candidate with at most that many decimals, and any
+/// shorter one would be another multiple of the unit — at least one unit away. zmij prints
+/// numbers of this size positionally (`-12.5`, `0.05`, `3.0`, `0.001`). Zero is left to zmij
+/// (its sign). Pinned against serde_json by the tests below.
+fn write_decimals(out: &mut Vec<u8>, value: f64, decimals: Decimals) -> bool {
+    if value.is_nan() || value.abs() >= decimals.below || value == 0.0 {
         return false;
     }
-    let hundredths = (value * 100.0).round();
-    if hundredths / 100.0 != value {
+    let scale = decimals.scale as f64;
+    let scaled = value * scale;
+    // Rounded half away from zero by the cast (`f64::round` is a call into libm); a `value`
+    // that is not the float nearest to a whole number of units fails the check below however
+    // this rounds. |scaled| < 1e15: the cast cannot saturate.
+    let units = (scaled + 0.5f64.copysign(scaled)) as i64;
+    if units as f64 / scale != value {
         return false;
     }
-    // |hundredths| < 1e15 < 2^63: the conversion is exact.
-    let hundredths = hundredths as i64;
-    if hundredths < 0 {
+    if units < 0 {
         out.push(b'-');
     }
-    let magnitude = hundredths.unsigned_abs();
-    write_u64(out, magnitude / 100);
-    let cents = (magnitude % 100) as u8;
+    let magnitude = units.unsigned_abs();
+    write_u64(out, magnitude / decimals.scale);
     out.push(b'.');
-    out.push(b'0' + cents / 10);
-    if !cents.is_multiple_of(10) {
-        out.push(b'0' + cents % 10);
+    let mut fraction = magnitude % decimals.scale;
+    let mut unit = decimals.scale / 10;
+    // At least one digit (`3.0`), then none of the trailing zeros.
+    loop {
+        let digit = fraction / unit;
+        out.push(b'0' + digit as u8);
+        fraction -= digit * unit;
+        unit /= 10;
+        if fraction == 0 || unit == 0 {
+            return true;
+        }
     }
-    true
 }
 
 pub fn write_u64(out: &mut Vec<u8>, value: u64) {
@@ -532,7 +563,10 @@ mod tests {
             9.999_999_999_999_99e12,
         ] {
             let mut short = Vec::new();
-            assert!(write_hundredths(&mut short, value), "{value}");
+            assert!(
+                write_decimals(&mut short, value, Decimals::HUNDREDTHS),
+                "{value}"
+            );
             assert_eq!(
                 short,
                 zmij::Buffer::new().format_finite(value).as_bytes(),
@@ -549,7 +583,35 @@ mod tests {
             f64::NAN,
             f64::INFINITY,
         ] {
-            assert!(!write_hundredths(&mut Vec::new(), value), "{value}");
+            assert!(
+                !write_decimals(&mut Vec::new(), value, Decimals::HUNDREDTHS),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn thousandths_take_the_short_path_with_serde_jsons_digits() {
+        for value in [
+            0.001, 0.005, 0.01, 0.1, 0.25, 1.0, 1.001, 1.01, 1.1, 2.0, 12.345, 0.123, -0.007, -3.5,
+            499.999, 60_000.5,
+        ] {
+            let mut short = Vec::new();
+            assert!(
+                write_decimals(&mut short, value, Decimals::THOUSANDTHS),
+                "{value}"
+            );
+            assert_eq!(
+                short,
+                zmij::Buffer::new().format_finite(value).as_bytes(),
+                "{value}"
+            );
+        }
+        for value in [0.0, 0.0001, 1.0 / 3.0, 1e12, 5e12, f64::NAN] {
+            assert!(
+                !write_decimals(&mut Vec::new(), value, Decimals::THOUSANDTHS),
+                "{value}"
+            );
         }
     }
 
@@ -557,6 +619,22 @@ mod tests {
         #[test]
         fn any_number_of_hundredths_is_written_as_serde_json_writes_it(hundredths in -999_999_999_999_999i64..=999_999_999_999_999) {
             let value = hundredths as f64 / 100.0;
+            let mut out = Vec::new();
+            write_f64(&mut out, value);
+            prop_assert_eq!(out, serde_json::to_vec(&value).unwrap());
+        }
+
+        #[test]
+        fn any_number_of_thousandths_is_written_as_serde_json_writes_it(thousandths in -999_999_999_999_999i64..=999_999_999_999_999) {
+            let value = thousandths as f64 / 1000.0;
+            let mut out = Vec::new();
+            write_f64(&mut out, value);
+            prop_assert_eq!(out, serde_json::to_vec(&value).unwrap());
+        }
+
+        #[test]
+        fn any_duration_in_microseconds_is_written_as_serde_json_writes_it(micros in 0i64..=100_000_000_000) {
+            let value = micros as f64 / 1000.0;
             let mut out = Vec::new();
             write_f64(&mut out, value);
             prop_assert_eq!(out, serde_json::to_vec(&value).unwrap());

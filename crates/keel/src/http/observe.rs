@@ -89,14 +89,11 @@ pub fn log_request(
     if let Some(ip) = ip {
         request.extensions_mut().insert(ClientIp(ip));
     }
-    let user_agent = request
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    // The header's value shares the request head's bytes (a reference count, not a copy).
+    let user_agent = request.headers().get(header::USER_AGENT).cloned();
     inner(request).map(move |response| {
-        log_line(&response, started, ip, &user_agent);
+        let user_agent = user_agent.as_ref().and_then(|v| v.to_str().ok());
+        log_line(&response, started, ip, user_agent.unwrap_or(""));
         response
     })
 }
@@ -105,7 +102,8 @@ pub fn log_request(
 fn log_line(response: &Response, started: Instant, ip: Option<IpAddr>, user_agent: &str) {
     let status = response.status().as_u16();
     let duration_ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-    let ip = ip.map(ip_text).unwrap_or_default();
+    let mut text = IpText::default();
+    let ip = ip.map_or("", |ip| text.of(ip));
     // `request_id`, `method` and `path` are the enclosing `http.request` span's fields (set by
     // `request_span`, the layer outside this one), so the line carries them without the event
     // recording them again. The message is a text field rather than the macro's format
@@ -117,7 +115,7 @@ fn log_line(response: &Response, started: Instant, ip: Option<IpAddr>, user_agen
                 tracing::Level::$level,
                 status,
                 duration_ms,
-                ip = ip.as_str(),
+                ip,
                 user_agent,
                 message = "request completed",
             )
@@ -130,26 +128,40 @@ fn log_line(response: &Response, started: Instant, ip: Option<IpAddr>, user_agen
     }
 }
 
-/// `ip` as `Display` writes it; IPv4 digit by digit, without the formatting machinery (a
-/// request log line carries one).
-fn ip_text(ip: IpAddr) -> String {
-    let IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
-    let mut text = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
+/// `ip` as `Display` writes it; IPv4 digit by digit into a buffer on the stack, without the
+/// formatting machinery or a `String` (a request log line carries one).
+#[derive(Default)]
+struct IpText {
+    v4: [u8; 15],
+    v6: String,
+}
+
+impl IpText {
+    fn of(&mut self, ip: IpAddr) -> &str {
+        let IpAddr::V4(v4) = ip else {
+            self.v6 = ip.to_string();
+            return &self.v6;
+        };
+        let mut len = 0;
+        let mut push = |digit: u8| {
+            self.v4[len] = digit;
+            len += 1;
+        };
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                push(b'.');
+            }
+            if octet >= 100 {
+                push(b'0' + octet / 100);
+            }
+            if octet >= 10 {
+                push(b'0' + octet / 10 % 10);
+            }
+            push(b'0' + octet % 10);
         }
-        if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
-        }
-        text.push(char::from(b'0' + octet % 10));
+        // Digits and dots only: ASCII.
+        std::str::from_utf8(&self.v4[..len]).unwrap_or_default()
     }
-    text
 }
 
 /// A `HeaderName` rather than a `&str`, which the map would parse on every request.
@@ -214,14 +226,14 @@ mod tests {
             [255, 255, 255, 255],
         ] {
             let ip = IpAddr::from(octets);
-            assert_eq!(ip_text(ip), ip.to_string());
+            assert_eq!(IpText::default().of(ip), ip.to_string());
         }
         for n in (0..=u32::MAX).step_by(65_521) {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(n));
-            assert_eq!(ip_text(ip), ip.to_string());
+            assert_eq!(IpText::default().of(ip), ip.to_string());
         }
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
-        assert_eq!(ip_text(v6), "2001:db8::1");
+        assert_eq!(IpText::default().of(v6), "2001:db8::1");
     }
 
     fn headers(xff: &str) -> HeaderMap {

@@ -473,6 +473,7 @@ mod tests {
         }
     }
 
+    #[cfg(debug_assertions)]
     #[derive(Serialize)]
     struct Unsorted {
         name: &'static str,
