@@ -64,6 +64,13 @@ OUT="$WORK/wrk.out"
 trap 'stop_server; rm -rf "$WORK"' EXIT
 
 kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$SERVER_PID/status"; }
+# The host's steal time so far, all CPUs, in clock ticks (/proc/stat's 8th cpu field): time
+# this VM's CPUs were ready to run but the hypervisor ran something else. A load during which
+# it grows was slowed by the host, not by the server.
+steal_ticks() { awk '$1 == "cpu" {print $9}' /proc/stat; }
+TICKS_PER_S="$(getconf CLK_TCK)"
+STEALS="$WORK/steals"
+: >"$STEALS"
 
 # Results, one line per (run, server, request): run|server|name|rps|p50|p99|peak MiB|rss@10s MiB|rss@end MiB
 RESULTS="$WORK/results"
@@ -76,7 +83,9 @@ load() {
     local rss10=""
     ( sleep 10; awk '$1 == "VmRSS:" {print $2}' "/proc/$SERVER_PID/status" >"$WORK/rss10" ) &
     local sampler=$!
+    local steal_before; steal_before="$(steal_ticks)"
     wrk --latency -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" "$@" >"$OUT"
+    local steal_ms=$((($(steal_ticks) - steal_before) * 1000 / TICKS_PER_S))
     local rss_end; rss_end="$(kib VmRSS)"
     local peak; peak="$(kib VmHWM)"
     if kill -0 "$sampler" 2>/dev/null; then kill "$sampler" 2>/dev/null || true; fi
@@ -92,8 +101,12 @@ load() {
     fi
     printf '%s|%s|%s|%s|%s|%s|%s|%s|%s\n' "$RUN" "$server" "$name" "$rps" "$p50" "$p99" \
         "$((peak / 1024))" "${rss10:+$((rss10 / 1024))}" "$((rss_end / 1024))" >>"$RESULTS"
-    printf '%-9s %-34s %10s req/s  p50 %8s  p99 %8s  peak RSS %4s MiB\n' \
-        "$server" "$name" "$rps" "$p50" "$p99" "$((peak / 1024))"
+    printf '%-9s %-34s %10s req/s  p50 %8s  p99 %8s  peak RSS %4s MiB  host steal %5s ms\n' \
+        "$server" "$name" "$rps" "$p50" "$p99" "$((peak / 1024))" "$steal_ms"
+    # A tenth of a second is more than a quiet host steals in a load (0 ms here).
+    if [ "$steal_ms" -ge 100 ]; then
+        echo "run $RUN: $server $name: the host stole ${steal_ms} ms of CPU during it" >>"$STEALS"
+    fi
 }
 
 for RUN in $(seq 1 "$RUNS"); do
@@ -190,3 +203,11 @@ awk -F'|' '
         }
         if (m > 0) printf "\nhealth, the baseline sending keel'"'"'s %d-byte response head: %.0f req/s, %.2fx the bare baseline; keel %.2fx of it\n", head, med("baseline+h|" h, 4), median(hb, m), median(kh, m)
     }' OFS='|' runs="$RUNS" head="$(wc -c <"$WORK/health.head")" "$RESULTS"
+# wrk corrects its latencies for coordinated omission: one pause of the host adds samples up to
+# its length for every connection waiting through it, so a stolen second can move a p99 to
+# ~1 s while req/s barely moves. Those loads are named here; rerun them.
+if [ -s "$STEALS" ]; then
+    echo
+    echo "warning: the host stole CPU time during these loads; their numbers are the host's, not the servers':"
+    cat "$STEALS"
+fi
