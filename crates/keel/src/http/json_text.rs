@@ -546,106 +546,92 @@ mod tests {
         }
     }
 
-    #[test]
-    fn hundredths_take_the_short_path_with_serde_jsons_digits() {
-        for value in [
-            0.01,
-            0.05,
-            0.1,
-            0.5,
-            1.01,
-            1.1,
-            2.0,
-            19.99,
-            -0.07,
-            -3.5,
-            499.99,
-            9.999_999_999_999_99e12,
-        ] {
-            let mut short = Vec::new();
-            assert!(
-                write_decimals(&mut short, value, Decimals::HUNDREDTHS),
-                "{value}"
-            );
-            assert_eq!(
-                short,
-                zmij::Buffer::new().format_finite(value).as_bytes(),
-                "{value}"
-            );
+    /// `short` take `decimals`' short path with zmij's digits; `not_short` are left to zmij.
+    fn assert_short_path(decimals: Decimals, short: &[f64], not_short: &[f64]) {
+        for &value in short {
+            let mut out = Vec::new();
+            assert!(write_decimals(&mut out, value, decimals), "{value}");
+            let zmij = zmij::Buffer::new().format_finite(value).as_bytes().to_vec();
+            assert_eq!(out, zmij, "{value}");
         }
-        for value in [
-            0.0,
-            -0.0,
-            0.001,
-            1.0 / 3.0,
-            1e13,
-            1.5e300,
-            f64::NAN,
-            f64::INFINITY,
-        ] {
-            assert!(
-                !write_decimals(&mut Vec::new(), value, Decimals::HUNDREDTHS),
-                "{value}"
-            );
+        for &value in not_short {
+            assert!(!write_decimals(&mut Vec::new(), value, decimals), "{value}");
         }
     }
 
     #[test]
+    fn hundredths_take_the_short_path_with_serde_jsons_digits() {
+        assert_short_path(
+            Decimals::HUNDREDTHS,
+            &[
+                0.01,
+                0.05,
+                0.1,
+                0.5,
+                1.01,
+                1.1,
+                2.0,
+                19.99,
+                -0.07,
+                -3.5,
+                499.99,
+                9.999_999_999_999_99e12,
+            ],
+            &[
+                0.0,
+                -0.0,
+                0.001,
+                1.0 / 3.0,
+                1e13,
+                1.5e300,
+                f64::NAN,
+                f64::INFINITY,
+            ],
+        );
+    }
+
+    #[test]
     fn thousandths_take_the_short_path_with_serde_jsons_digits() {
-        for value in [
-            0.001, 0.005, 0.01, 0.1, 0.25, 1.0, 1.001, 1.01, 1.1, 2.0, 12.345, 0.123, -0.007, -3.5,
-            499.999, 60_000.5,
-        ] {
-            let mut short = Vec::new();
-            assert!(
-                write_decimals(&mut short, value, Decimals::THOUSANDTHS),
-                "{value}"
-            );
-            assert_eq!(
-                short,
-                zmij::Buffer::new().format_finite(value).as_bytes(),
-                "{value}"
-            );
-        }
-        for value in [0.0, 0.0001, 1.0 / 3.0, 1e12, 5e12, f64::NAN] {
-            assert!(
-                !write_decimals(&mut Vec::new(), value, Decimals::THOUSANDTHS),
-                "{value}"
-            );
-        }
+        assert_short_path(
+            Decimals::THOUSANDTHS,
+            &[
+                0.001, 0.005, 0.01, 0.1, 0.25, 1.0, 1.001, 1.01, 1.1, 2.0, 12.345, 0.123, -0.007,
+                -3.5, 499.999, 60_000.5,
+            ],
+            &[0.0, 0.0001, 1.0 / 3.0, 1e12, 5e12, f64::NAN],
+        );
+    }
+
+    /// `value` as `write_f64` writes it, and as serde_json does.
+    fn written_f64(value: f64) -> (Vec<u8>, Vec<u8>) {
+        let mut out = Vec::new();
+        write_f64(&mut out, value);
+        (out, serde_json::to_vec(&value).unwrap())
     }
 
     proptest! {
         #[test]
         fn any_number_of_hundredths_is_written_as_serde_json_writes_it(hundredths in -999_999_999_999_999i64..=999_999_999_999_999) {
-            let value = hundredths as f64 / 100.0;
-            let mut out = Vec::new();
-            write_f64(&mut out, value);
-            prop_assert_eq!(out, serde_json::to_vec(&value).unwrap());
+            let (ours, serde_jsons) = written_f64(hundredths as f64 / 100.0);
+            prop_assert_eq!(ours, serde_jsons);
         }
 
         #[test]
         fn any_number_of_thousandths_is_written_as_serde_json_writes_it(thousandths in -999_999_999_999_999i64..=999_999_999_999_999) {
-            let value = thousandths as f64 / 1000.0;
-            let mut out = Vec::new();
-            write_f64(&mut out, value);
-            prop_assert_eq!(out, serde_json::to_vec(&value).unwrap());
+            let (ours, serde_jsons) = written_f64(thousandths as f64 / 1000.0);
+            prop_assert_eq!(ours, serde_jsons);
         }
 
         #[test]
         fn any_duration_in_microseconds_is_written_as_serde_json_writes_it(micros in 0i64..=100_000_000_000) {
-            let value = micros as f64 / 1000.0;
-            let mut out = Vec::new();
-            write_f64(&mut out, value);
-            prop_assert_eq!(out, serde_json::to_vec(&value).unwrap());
+            let (ours, serde_jsons) = written_f64(micros as f64 / 1000.0);
+            prop_assert_eq!(ours, serde_jsons);
         }
 
         #[test]
         fn any_small_price_is_written_as_serde_json_writes_it(hundredths in -10_000_000i64..=10_000_000) {
-            let value = hundredths as f64 / 100.0;
-            let mut out = Vec::new();
-            write_f64(&mut out, value);
-            prop_assert_eq!(out, serde_json::to_vec(&value).unwrap());
+            let (ours, serde_jsons) = written_f64(hundredths as f64 / 100.0);
+            prop_assert_eq!(ours, serde_jsons);
         }
 
         #[test]
@@ -660,10 +646,8 @@ mod tests {
 
         #[test]
         fn any_float_is_written_as_serde_json_writes_it(bits in any::<u64>()) {
-            let value = f64::from_bits(bits);
-            let mut out = Vec::new();
-            write_f64(&mut out, value);
-            prop_assert_eq!(out, serde_json::to_vec(&value).unwrap());
+            let (ours, serde_jsons) = written_f64(f64::from_bits(bits));
+            prop_assert_eq!(ours, serde_jsons);
         }
     }
 }
