@@ -103,7 +103,7 @@ load() {
         "$((peak / 1024))" "${rss10:+$((rss10 / 1024))}" "$((rss_end / 1024))" >>"$RESULTS"
     printf '%-9s %-34s %10s req/s  p50 %8s  p99 %8s  peak RSS %4s MiB  host steal %5s ms\n' \
         "$server" "$name" "$rps" "$p50" "$p99" "$((peak / 1024))" "$steal_ms"
-    # A tenth of a second is more than a quiet host steals in a load (0 ms here).
+    # A tenth of a second is more than a quiet host steals in a load (0–90 ms here).
     if [ "$steal_ms" -ge 100 ]; then
         echo "run $RUN: $server $name: the host stole ${steal_ms} ms of CPU during it" >>"$STEALS"
     fi

@@ -90,7 +90,7 @@ pub fn write_f64(out: &mut Vec<u8>, value: f64) {
 }
 
 /// A number of decimals `write_decimals` writes without zmij, and the magnitude below which
-/// the floats around a value are closer together than one unit of the last decimal.
+/// the floats around a value are under a quarter of the last decimal's unit apart.
 #[derive(Debug, Clone, Copy)]
 struct Decimals {
     scale: u64,
@@ -114,12 +114,13 @@ impl Decimals {
 /// Writes `value` if it is the float nearest to a number of hundredths or thousandths
 /// (`decimals`), with the digits zmij would choose, and says whether it did. zmij writes the
 /// shortest decimal that reads back as `value`. Below `decimals.below` the floats around
-/// `value` are closer together than a tenth of the last decimal's unit, so the decimals that
-/// read back as `value` all lie within half of that of the number it came from: that number,
-/// trailing zeros dropped, is the only candidate with at most that many decimals, and any
-/// shorter one would be another multiple of the unit — at least one unit away. zmij prints
-/// numbers of this size positionally (`-12.5`, `0.05`, `3.0`, `0.001`). Zero is left to zmij
-/// (its sign). Pinned against serde_json by the tests below.
+/// `value` are under a quarter of the last decimal's unit apart, so the decimals that read
+/// back as `value` all lie within an eighth of a unit of it, as does the number it came from:
+/// that number, trailing zeros dropped, is the only candidate with at most that many
+/// decimals, and any shorter one would be another multiple of the unit, at least seven
+/// eighths of a unit away. zmij prints numbers of this size positionally (`-12.5`, `0.05`,
+/// `3.0`, `0.001`). Zero is left to zmij (its sign). Pinned against serde_json by the tests
+/// below.
 fn write_decimals(out: &mut Vec<u8>, value: f64, decimals: Decimals) -> bool {
     if value.is_nan() || value.abs() >= decimals.below || value == 0.0 {
         return false;
