@@ -77,9 +77,7 @@ impl std::fmt::Write for StringContents<'_> {
 /// A float as serde_json writes it: shortest round-trip form (`1.0`, `19.99`, `1e+21`), `null`
 /// when it is NaN or infinite.
 pub fn write_f64(out: &mut Vec<u8>, value: f64) {
-    if write_decimals(out, value, Decimals::THOUSANDTHS)
-        || write_decimals(out, value, Decimals::HUNDREDTHS)
-    {
+    if write_thousandths(out, value) {
         return;
     }
     if value.is_finite() {
@@ -89,69 +87,47 @@ pub fn write_f64(out: &mut Vec<u8>, value: f64) {
     }
 }
 
-/// A number of decimals `write_decimals` writes without zmij, and the magnitude below which
-/// the floats around a value are under a quarter of the last decimal's unit apart.
-#[derive(Debug, Clone, Copy)]
-struct Decimals {
-    scale: u64,
-    below: f64,
-}
+/// Below this magnitude (< 2^40) neighbouring floats are under 2^-12 (< 0.00025) apart.
+const THOUSANDTHS_BELOW: f64 = 1e12;
 
-impl Decimals {
-    /// A duration in milliseconds rounded to microseconds (the request log's `duration_ms`).
-    /// Below 1e12 (< 2^40) neighbouring floats are under 2^-12 (< 0.00025) apart.
-    const THOUSANDTHS: Decimals = Decimals {
-        scale: 1000,
-        below: 1e12,
-    };
-    /// A price (`19.99` is `1999 / 100.0`). Below 1e13 floats are under 2^-9 (< 0.002) apart.
-    const HUNDREDTHS: Decimals = Decimals {
-        scale: 100,
-        below: 1e13,
-    };
-}
-
-/// Writes `value` if it is the float nearest to a number of hundredths or thousandths
-/// (`decimals`), with the digits zmij would choose, and says whether it did. zmij writes the
-/// shortest decimal that reads back as `value`. Below `decimals.below` the floats around
-/// `value` are under a quarter of the last decimal's unit apart, so the decimals that read
-/// back as `value` all lie within an eighth of a unit of it, as does the number it came from:
-/// that number, trailing zeros dropped, is the only candidate with at most that many
-/// decimals, and any shorter one would be another multiple of the unit, at least seven
-/// eighths of a unit away. zmij prints numbers of this size positionally (`-12.5`, `0.05`,
-/// `3.0`, `0.001`). Zero is left to zmij (its sign). Pinned against serde_json by the tests
-/// below.
-fn write_decimals(out: &mut Vec<u8>, value: f64, decimals: Decimals) -> bool {
-    if value.is_nan() || value.abs() >= decimals.below || value == 0.0 {
+/// Writes `value` if it is the float nearest to a number of thousandths — a price (`19.99` is
+/// `19990 / 1000.0` as much as `1999 / 100.0`) or the request log's `duration_ms`
+/// (microseconds) — with the digits zmij would choose, and says whether it did. zmij writes
+/// the shortest decimal that reads back as `value`. For `|value| < 1e12` the floats around it
+/// are under a quarter of 0.001 apart, so the decimals that read back as `value` all lie
+/// within an eighth of 0.001 of it, as does the number of thousandths it came from: that
+/// number, trailing zeros dropped, is the only candidate with at most three decimals, and any
+/// shorter one would be another multiple of 0.001, at least seven eighths of 0.001 away. zmij
+/// prints numbers of this size positionally (`-12.5`, `0.05`, `3.0`, `0.001`). Zero is left
+/// to zmij (its sign). Pinned against serde_json by the tests below.
+fn write_thousandths(out: &mut Vec<u8>, value: f64) -> bool {
+    if value.is_nan() || value.abs() >= THOUSANDTHS_BELOW || value == 0.0 {
         return false;
     }
-    let scale = decimals.scale as f64;
-    let scaled = value * scale;
+    let scaled = value * 1000.0;
     // Rounded half away from zero by the cast (`f64::round` is a call into libm); a `value`
-    // that is not the float nearest to a whole number of units fails the check below however
-    // this rounds. |scaled| < 1e15: the cast cannot saturate.
-    let units = (scaled + 0.5f64.copysign(scaled)) as i64;
-    if units as f64 / scale != value {
+    // that is not the float nearest to a whole number of thousandths fails the check below
+    // however this rounds. |scaled| < 1e15: the cast cannot saturate.
+    let thousandths = (scaled + 0.5f64.copysign(scaled)) as i64;
+    if thousandths as f64 / 1000.0 != value {
         return false;
     }
-    if units < 0 {
+    if thousandths < 0 {
         out.push(b'-');
     }
-    let magnitude = units.unsigned_abs();
-    write_u64(out, magnitude / decimals.scale);
+    let magnitude = thousandths.unsigned_abs();
+    write_u64(out, magnitude / 1000);
     out.push(b'.');
-    let mut fraction = magnitude % decimals.scale;
-    let mut unit = decimals.scale / 10;
+    let fraction = magnitude % 1000;
+    let digits = [fraction / 100, fraction / 10 % 10, fraction % 10].map(|d| b'0' + d as u8);
     // At least one digit (`3.0`), then none of the trailing zeros.
-    loop {
-        let digit = fraction / unit;
-        out.push(b'0' + digit as u8);
-        fraction -= digit * unit;
-        unit /= 10;
-        if fraction == 0 || unit == 0 {
-            return true;
-        }
-    }
+    let shown = match fraction {
+        f if f % 100 == 0 => 1,
+        f if f % 10 == 0 => 2,
+        _ => 3,
+    };
+    out.extend_from_slice(&digits[..shown]);
+    true
 }
 
 pub fn write_u64(out: &mut Vec<u8>, value: u64) {
@@ -547,60 +523,51 @@ mod tests {
         }
     }
 
-    /// `short` take `decimals`' short path with zmij's digits; `not_short` are left to zmij.
-    fn assert_short_path(decimals: Decimals, short: &[f64], not_short: &[f64]) {
-        for &value in short {
-            let mut out = Vec::new();
-            assert!(write_decimals(&mut out, value, decimals), "{value}");
+    #[test]
+    fn prices_and_durations_take_the_short_path_with_serde_jsons_digits() {
+        for value in [
+            0.01,
+            0.05,
+            0.1,
+            0.5,
+            1.01,
+            1.1,
+            2.0,
+            19.99,
+            -0.07,
+            -3.5,
+            499.99,
+            0.001,
+            0.005,
+            0.25,
+            1.0,
+            1.001,
+            12.345,
+            0.123,
+            -0.007,
+            499.999,
+            60_000.5,
+            999_999_999_999.99,
+        ] {
+            let mut short = Vec::new();
+            assert!(write_thousandths(&mut short, value), "{value}");
             let zmij = zmij::Buffer::new().format_finite(value).as_bytes().to_vec();
-            assert_eq!(out, zmij, "{value}");
+            assert_eq!(short, zmij, "{value}");
         }
-        for &value in not_short {
-            assert!(!write_decimals(&mut Vec::new(), value, decimals), "{value}");
+        for value in [
+            0.0,
+            -0.0,
+            0.0001,
+            1.0 / 3.0,
+            1e12,
+            9.999_999_999_999_99e12,
+            1e13,
+            1.5e300,
+            f64::NAN,
+            f64::INFINITY,
+        ] {
+            assert!(!write_thousandths(&mut Vec::new(), value), "{value}");
         }
-    }
-
-    #[test]
-    fn hundredths_take_the_short_path_with_serde_jsons_digits() {
-        assert_short_path(
-            Decimals::HUNDREDTHS,
-            &[
-                0.01,
-                0.05,
-                0.1,
-                0.5,
-                1.01,
-                1.1,
-                2.0,
-                19.99,
-                -0.07,
-                -3.5,
-                499.99,
-                9.999_999_999_999_99e12,
-            ],
-            &[
-                0.0,
-                -0.0,
-                0.001,
-                1.0 / 3.0,
-                1e13,
-                1.5e300,
-                f64::NAN,
-                f64::INFINITY,
-            ],
-        );
-    }
-
-    #[test]
-    fn thousandths_take_the_short_path_with_serde_jsons_digits() {
-        assert_short_path(
-            Decimals::THOUSANDTHS,
-            &[
-                0.001, 0.005, 0.01, 0.1, 0.25, 1.0, 1.001, 1.01, 1.1, 2.0, 12.345, 0.123, -0.007,
-                -3.5, 499.999, 60_000.5,
-            ],
-            &[0.0, 0.0001, 1.0 / 3.0, 1e12, 5e12, f64::NAN],
-        );
     }
 
     /// `value` as `write_f64` writes it, and as serde_json does.
