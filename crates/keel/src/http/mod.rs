@@ -8,13 +8,13 @@
 //! 4. catch panic (500 envelope with the request id) — `protect.rs`
 //! 5. error envelope (plain-text errors from extractors and layers become JSON) — `protect.rs`
 //! 6. timeout (`server.request_timeout` → 503 `timeout`) — `protect.rs`
-//! 7. security headers (helmet's list; HSTS only in production) — `protect.rs`
-//! 8. CORS (`server.cors_origins`, follows SIGHUP reloads) — `protect.rs`, `reloadable.rs`
-//! 9. body limit (`server.body_limit` → 413 `payload_too_large`)
-//! 10. compression (gzip)
+//! 7. CORS (`server.cors_origins`, follows SIGHUP reloads) and then the security headers
+//!    (helmet's list; HSTS only in production), one step — `protect.rs`, `reloadable.rs`
+//! 8. body limit (`server.body_limit` → 413 `payload_too_large`)
+//! 9. compression (gzip)
 //!
-//! Steps 1–8 are async functions around the rest of the chassis, composed by `run_chassis`;
-//! 9 and 10 are tower-http layers; all of it is one service, `Chassis`, which `serve` runs.
+//! Steps 1–7 are async functions around the rest of the chassis, composed by `run_chassis`;
+//! 8 and 9 are tower-http layers; all of it is one service, `Chassis`, which `serve` runs.
 //! Then 404 and 405 answer through `ApiError` too. Session, rate-limit and auth layers belong
 //! *inside* the chassis: add them to the application router before calling `chassis`
 //! (`router.layer(session)`; per-route ones with `route_layer`), so they run after compression
@@ -117,7 +117,6 @@ fn build_chassis(router: Router, config: &Config, cors: reloadable::ReloadableCo
     let settings = Arc::new(Settings {
         trusted_proxies: config.server.trusted_proxies.clone().into(),
         request_timeout: config.server.request_timeout,
-        security_headers: protect::SecurityHeaders::for_config(config),
         cors,
     });
     let body_limit = usize::try_from(config.server.body_limit).unwrap_or(usize::MAX);
@@ -127,7 +126,7 @@ fn build_chassis(router: Router, config: &Config, cors: reloadable::ReloadableCo
     let inner = ServiceBuilder::new()
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(CompressionLayer::new().compress_when(Compressible))
-        // The chassis's own limit (step 9) replaces axum's 2 MB extractor default.
+        // The chassis's own limit (step 8) replaces axum's 2 MB extractor default.
         .layer(DefaultBodyLimit::disable())
         .service(routed);
     Chassis {
@@ -149,15 +148,14 @@ fn build_chassis(router: Router, config: &Config, cors: reloadable::ReloadableCo
     }
 }
 
-/// The settings of steps 1–8 of the chassis.
+/// The settings of steps 1–7 of the chassis.
 struct Settings {
     trusted_proxies: Arc<[IpRange]>,
     request_timeout: Duration,
-    security_headers: protect::SecurityHeaders,
     cors: reloadable::ReloadableCors,
 }
 
-/// Steps 1–8 of the chassis around `next` (steps 9 and 10, then the router): each step is a
+/// Steps 1–7 of the chassis around `next` (steps 8 and 9, then the router): each step is a
 /// function around the rest (`inner`), so a request passes them as one future. As eight
 /// `from_fn` layers each step cloned the whole stack below it and boxed its own future, on
 /// every request (`docs/performance.md`).
@@ -172,14 +170,7 @@ async fn run_chassis(
                 protect::catch_panic(request, move |request| {
                     protect::error_envelope(request, move |request| {
                         protect::timeout(settings.request_timeout, request, move |request| {
-                            protect::security_headers(
-                                &settings.security_headers,
-                                request,
-                                move |request| {
-                                    let cors = settings.cors.current();
-                                    cors.handle(request, next)
-                                },
-                            )
+                            settings.cors.current().handle(request, next)
                         })
                     })
                 })

@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::Response;
 use futures::FutureExt;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -28,6 +28,9 @@ use crate::config::IpRange;
 /// The client's address as keel believes it (see `client_ip`); in the request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
+
+/// W3C trace context's header, the remote parent of a request's span.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
 
@@ -59,11 +62,18 @@ pub fn request_span(
         trace_id = tracing::field::Empty,
         user_id = tracing::field::Empty,
     );
-    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
-    let remote = parent.span().span_context().clone();
-    // Without an OpenTelemetry layer there is nothing to attach to; the remote trace id is
-    // still recorded below so logs can be joined with the caller's trace.
-    let _ = span.set_parent(parent);
+    // Without a `traceparent` there is no remote parent (the propagator would look it up by
+    // its text name, and give the current context, the parent the span has anyway).
+    let remote = if request.headers().contains_key(TRACEPARENT) {
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+        let remote = parent.span().span_context().clone();
+        // Without an OpenTelemetry layer there is nothing to attach to; the remote trace id
+        // is still recorded below so logs can be joined with the caller's trace.
+        let _ = span.set_parent(parent);
+        remote
+    } else {
+        SpanContext::empty_context()
+    };
     let own = span.context().span().span_context().clone();
     if own.is_valid() {
         span.record("trace_id", own.trace_id().to_string());

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use futures::future::Either;
@@ -99,9 +99,24 @@ pub fn timeout(
     })
 }
 
-/// The response headers of helmet's defaults, plus HSTS in production.
+/// The headers keel adds to a response besides its own, held as the map the response's
+/// headers start from: helmet's defaults (plus HSTS in production) and, for a request without
+/// `Origin`, what CORS adds (`reloadable.rs`). Cloning the map copies its entries with their
+/// hashes, where inserting each name hashed and probed it again on every response
+/// (`docs/performance.md`, round 25).
 #[derive(Debug, Clone)]
-pub struct SecurityHeaders(Arc<[(HeaderName, HeaderValue)]>);
+pub struct AddedHeaders(Arc<Added>);
+
+#[derive(Debug)]
+struct Added {
+    /// The headers, with room for a response's own.
+    map: HeaderMap,
+    /// The names whose values here replace the response's (what CORS sets); on the others
+    /// (the security policy's) the response's own win.
+    forced: Vec<HeaderName>,
+    /// `Vary` values added after the response's own (CORS's).
+    vary: Vec<HeaderValue>,
+}
 
 /// helmet's default policy: resources from our own origin only, no plugins, no framing by others.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self';base-uri 'self';\
@@ -109,8 +124,16 @@ font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src '
 object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';\
 upgrade-insecure-requests";
 
-impl SecurityHeaders {
-    pub fn for_config(config: &Config) -> Self {
+/// How many headers of its own a response may have before adding them regrows the map.
+const OWN_HEADERS_ROOM: usize = 16;
+
+/// Never sent (helmet removes it too). A `HeaderName` rather than a `&str`, which the map
+/// would parse on every response.
+const X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
+
+impl AddedHeaders {
+    /// helmet's defaults, plus HSTS in production.
+    pub fn security(config: &Config) -> Self {
         let mut headers = vec![
             ("content-security-policy", CONTENT_SECURITY_POLICY),
             ("cross-origin-opener-policy", "same-origin"),
@@ -131,43 +154,76 @@ impl SecurityHeaders {
                 "max-age=31536000; includeSubDomains",
             ));
         }
-        SecurityHeaders(
-            headers
-                .into_iter()
-                .map(|(name, value)| {
-                    (
-                        HeaderName::from_static(name),
-                        HeaderValue::from_static(value),
-                    )
-                })
-                .collect(),
-        )
+        // Room for a response's own headers besides (a clone keeps it): adding them does not
+        // regrow the map's index on every response.
+        let mut map = HeaderMap::with_capacity(headers.len() + OWN_HEADERS_ROOM);
+        for (name, value) in headers {
+            map.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        AddedHeaders(Arc::new(Added {
+            map,
+            forced: Vec::new(),
+            vary: Vec::new(),
+        }))
     }
-}
 
-/// Never sent (helmet removes it too). A `HeaderName` rather than a `&str`, which the map
-/// would parse on every response.
-const X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
-
-/// Runs `inner` and adds the policy's headers its response does not set itself.
-pub fn security_headers(
-    policy: &SecurityHeaders,
-    request: Request,
-    inner: impl AsyncFnOnce(Request) -> Response,
-) -> impl Future<Output = Response> {
-    inner(request).map(move |mut response| {
-        let headers = response.headers_mut();
-        // One allocation for the dozen headers below instead of a regrowth every few inserts,
-        // and one hash and probe per header (`entry`), not two (`contains_key`, `insert`).
-        headers.reserve(policy.0.len());
-        for (name, value) in policy.0.iter() {
-            if let header::Entry::Vacant(vacant) = headers.entry(name) {
-                vacant.insert(value.clone());
+    /// These headers and `cors`, added as tower-http's `Cors` adds its own: `Vary` appended
+    /// to the response's, every other header set over the response's.
+    pub fn with_cors(&self, cors: &[(HeaderName, HeaderValue)]) -> Self {
+        let mut added = Added {
+            map: self.0.map.clone(),
+            forced: self.0.forced.clone(),
+            vary: self.0.vary.clone(),
+        };
+        for (name, value) in cors {
+            if name == header::VARY {
+                added.vary.push(value.clone());
+                continue;
+            }
+            added.map.insert(name.clone(), value.clone());
+            if !added.forced.contains(name) {
+                added.forced.push(name.clone());
             }
         }
-        headers.remove(X_POWERED_BY);
-        response
-    })
+        AddedHeaders(Arc::new(added))
+    }
+
+    /// Adds these headers to `headers` (a response's), which then hold: these first, in
+    /// order, with the response's own values where it sets a name that is not forced, then
+    /// the response's other names in its order, `x-powered-by` dropped; `Vary` values
+    /// after the response's own.
+    pub fn add_to(&self, headers: &mut HeaderMap) {
+        let own = std::mem::replace(headers, self.0.map.clone());
+        headers.reserve(own.len());
+        // The entry of the name whose values are being moved (`into_iter` gives a name once,
+        // then `None` for each further value of it); `None` while a skipped name's are.
+        let mut current: Option<header::OccupiedEntry<'_, HeaderValue>> = None;
+        for (name, value) in own {
+            let Some(name) = name else {
+                if let Some(entry) = current.as_mut() {
+                    entry.append(value);
+                }
+                continue;
+            };
+            current = None;
+            if name == X_POWERED_BY || self.0.forced.contains(&name) {
+                continue;
+            }
+            current = Some(match headers.entry(name) {
+                header::Entry::Occupied(mut entry) => {
+                    entry.insert(value);
+                    entry
+                }
+                header::Entry::Vacant(entry) => entry.insert_entry(value),
+            });
+        }
+        for value in &self.0.vary {
+            headers.append(header::VARY, value.clone());
+        }
+    }
 }
 
 /// CORS from `server.cors_origins`: none listed → no cross-origin access; `*` (development
@@ -238,5 +294,115 @@ mod tests {
             Response::new(Body::empty())
         });
         assert_eq!(fine.await.status(), StatusCode::OK);
+    }
+
+    fn all<'a>(headers: &'a HeaderMap, name: HeaderName) -> Vec<&'a str> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_policy_fills_in_what_a_response_does_not_set_and_x_powered_by_is_dropped() {
+        let policy = AddedHeaders::security(&Config::default());
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        headers.append(X_POWERED_BY, HeaderValue::from_static("Express"));
+        headers.append(X_POWERED_BY, HeaderValue::from_static("PHP"));
+        headers.append(header::VARY, HeaderValue::from_static("origin"));
+        headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'"),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.append(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("SAMEORIGIN"),
+        );
+        policy.add_to(&mut headers);
+        assert_eq!(all(&headers, header::CONTENT_TYPE), ["text/html"]);
+        assert_eq!(all(&headers, header::VARY), ["origin", "accept-encoding"]);
+        assert_eq!(
+            all(&headers, header::CONTENT_SECURITY_POLICY),
+            ["default-src 'none'"]
+        );
+        assert_eq!(
+            all(&headers, header::X_FRAME_OPTIONS),
+            ["DENY", "SAMEORIGIN"]
+        );
+        assert!(!headers.contains_key(X_POWERED_BY));
+        for (name, value) in policy.0.map.iter() {
+            if *name != header::CONTENT_SECURITY_POLICY && *name != header::X_FRAME_OPTIONS {
+                assert_eq!(
+                    all(&headers, name.clone()),
+                    [value.to_str().unwrap()],
+                    "{name}"
+                );
+            }
+        }
+        // The policy's eleven names outside production and the response's two new ones; the
+        // policy's eleven values, one more `x-frame-options`, `content-type` and two `vary`.
+        assert_eq!(headers.keys_len(), 11 + 2);
+        assert_eq!(headers.len(), 11 + 1 + 1 + 2);
+    }
+
+    #[test]
+    fn cors_headers_are_set_over_the_responses_and_its_vary_comes_after_the_responses() {
+        let mut config = Config::default();
+        config.env = crate::config::Environment::Production;
+        let cors = [
+            (header::VARY, HeaderValue::from_static("origin")),
+            (
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            ),
+            (
+                header::VARY,
+                HeaderValue::from_static("access-control-request-method"),
+            ),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        ];
+        let added = AddedHeaders::security(&config).with_cors(&cors);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("false"),
+        );
+        headers.append(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("maybe"),
+        );
+        headers.insert(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("SAMEORIGIN"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        added.add_to(&mut headers);
+        assert_eq!(
+            all(&headers, header::VARY),
+            ["accept-encoding", "origin", "access-control-request-method"]
+        );
+        assert_eq!(
+            all(&headers, header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
+            ["true"]
+        );
+        assert_eq!(
+            all(&headers, header::X_FRAME_OPTIONS),
+            ["DENY"],
+            "CORS set it last"
+        );
+        assert_eq!(all(&headers, header::CACHE_CONTROL), ["no-store"]);
+        assert_eq!(
+            all(&headers, header::STRICT_TRANSPORT_SECURITY),
+            ["max-age=31536000; includeSubDomains"]
+        );
+        // The security headers keep their place, first; the response's other names follow.
+        let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names[0], "content-security-policy");
+        assert_eq!(names.last(), Some(&"cache-control"));
     }
 }

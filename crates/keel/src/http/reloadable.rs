@@ -11,13 +11,17 @@
 //! the others set), without building the layer's header map and futures per request (~7 k
 //! instructions, `docs/performance.md`). Requests with an `Origin`, and every `OPTIONS`, go
 //! through the layer itself.
+//!
+//! The security headers (`protect::AddedHeaders`) are added in the same step, after CORS: to
+//! a request without `Origin` both only add headers fixed by the configuration, so its
+//! response starts from one map of both (round 25).
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use futures::future::Either;
@@ -25,7 +29,7 @@ use tokio::sync::watch;
 use tower::{Layer, ServiceExt};
 use tower_http::cors::CorsLayer;
 
-use super::protect;
+use super::protect::{self, AddedHeaders};
 use crate::config::Config;
 
 /// The CORS policy of the configuration in effect.
@@ -37,27 +41,35 @@ pub struct ReloadableCors {
     built: Arc<Mutex<(Arc<Config>, Arc<CorsPolicy>)>>,
 }
 
-/// One configuration's CORS: tower-http's layer, and what it adds to a response to a request
-/// without `Origin` that is not a preflight.
+/// One configuration's CORS and security headers: tower-http's layer, and what a response
+/// gets added, with or without CORS's part.
 pub struct CorsPolicy {
     layer: CorsLayer,
-    /// The headers in the order the layer adds them; `None` if the layer did not answer at
-    /// once (an asynchronous origin predicate), in which case every request goes through it.
-    without_origin: Option<Vec<(HeaderName, HeaderValue)>>,
+    /// Added to a response whose request went through the layer: the security headers.
+    security: AddedHeaders,
+    /// Added to a response to a request without `Origin` that is not a preflight: the
+    /// security headers and what the layer adds to such a response; `None` if the layer did
+    /// not answer at once (an asynchronous origin predicate), in which case every request
+    /// goes through it.
+    without_origin: Option<AddedHeaders>,
 }
 
 impl CorsPolicy {
-    pub fn new(layer: CorsLayer) -> Self {
-        let without_origin = headers_without_origin(&layer);
+    pub fn new(config: &Config) -> Self {
+        let layer = protect::cors(config);
+        let security = AddedHeaders::security(config);
+        let without_origin = headers_without_origin(&layer).map(|cors| security.with_cors(&cors));
         Self {
             layer,
+            security,
             without_origin,
         }
     }
 
-    /// Runs `inner` for `request` under this policy. A request with an `Origin` (or a
-    /// preflight) goes through the layer, whose future is boxed: it is the rare case, and
-    /// its size would otherwise be in every request's future.
+    /// Runs `inner` for `request` under this policy and adds the headers above to its
+    /// response. A request with an `Origin` (or a preflight) goes through the layer, whose
+    /// future is boxed: it is the rare case, and its size would otherwise be in every
+    /// request's future.
     pub fn handle(
         self: Arc<Self>,
         request: Request,
@@ -68,9 +80,8 @@ impl CorsPolicy {
             && !request.headers().contains_key(header::ORIGIN);
         if without_origin {
             return Either::Left(inner(request).map(move |mut response| {
-                if let Some(added) = &self.without_origin {
-                    add_as_the_layer_does(response.headers_mut(), added);
-                }
+                let added = self.without_origin.as_ref().unwrap_or(&self.security);
+                added.add_to(response.headers_mut());
                 response
             }));
         }
@@ -82,9 +93,13 @@ impl CorsPolicy {
             async move { Ok::<_, Infallible>(inner(request).await) }
         });
         let through_layer = self.layer.layer(service).oneshot(request);
-        Either::Right(Box::pin(through_layer.map(|outcome| match outcome {
-            Ok(response) => response.into_response(),
-            Err(never) => match never {},
+        Either::Right(Box::pin(through_layer.map(move |outcome| {
+            let mut response = match outcome {
+                Ok(response) => response.into_response(),
+                Err(never) => match never {},
+            };
+            self.security.add_to(response.headers_mut());
+            response
         })))
     }
 }
@@ -107,22 +122,10 @@ fn headers_without_origin(layer: &CorsLayer) -> Option<Vec<(HeaderName, HeaderVa
     )
 }
 
-/// tower-http's `Cors` response step: `Vary` is appended to the response's own, every other
-/// header replaces the response's.
-fn add_as_the_layer_does(headers: &mut HeaderMap, added: &[(HeaderName, HeaderValue)]) {
-    for (name, value) in added {
-        if name == header::VARY {
-            headers.append(name.clone(), value.clone());
-        } else {
-            headers.insert(name.clone(), value.clone());
-        }
-    }
-}
-
 impl ReloadableCors {
     pub fn new(config: watch::Receiver<Arc<Config>>) -> Self {
         let current = config.borrow().clone();
-        let policy = Arc::new(CorsPolicy::new(protect::cors(&current)));
+        let policy = Arc::new(CorsPolicy::new(&current));
         Self {
             config,
             built: Arc::new(Mutex::new((current, policy))),
@@ -134,7 +137,7 @@ impl ReloadableCors {
         let config = self.config.borrow().clone();
         let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
         if !Arc::ptr_eq(&built.0, &config) {
-            let policy = Arc::new(CorsPolicy::new(protect::cors(&config)));
+            let policy = Arc::new(CorsPolicy::new(&config));
             *built = (config, policy);
         }
         Arc::clone(&built.1)
@@ -143,6 +146,10 @@ impl ReloadableCors {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use axum::http::HeaderMap;
+
     use super::*;
     use axum::Router;
     use axum::extract::State;
@@ -173,13 +180,20 @@ mod tests {
         response
     }
 
-    fn listed(headers: &HeaderMap) -> Vec<(String, String)> {
-        headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
-            .collect()
+    /// Each name with its values in order (the order of different names carries no meaning).
+    fn listed(headers: &HeaderMap) -> BTreeMap<String, Vec<String>> {
+        let mut listed = BTreeMap::<String, Vec<String>>::new();
+        for (name, value) in headers {
+            listed
+                .entry(name.to_string())
+                .or_default()
+                .push(value.to_str().unwrap().to_owned());
+        }
+        listed
     }
 
+    /// Every request gets the headers of tower-http's layer and then the security headers the
+    /// response does not set, whether it went through the layer or not.
     #[tokio::test]
     async fn requests_without_origin_get_exactly_the_headers_of_the_layer() {
         let configs: [&[&str]; 3] = [&[], &["https://app.example.com"], &["*"]];
@@ -187,7 +201,8 @@ mod tests {
             let mut config = Config::default();
             config.server.cors_origins = origins.iter().map(|o| (*o).to_owned()).collect();
             let layer = protect::cors(&config);
-            let policy = Arc::new(CorsPolicy::new(layer.clone()));
+            let security = AddedHeaders::security(&config);
+            let policy = Arc::new(CorsPolicy::new(&config));
             assert!(policy.without_origin.is_some(), "{origins:?}");
             for method in [Method::GET, Method::POST, Method::DELETE, Method::OPTIONS] {
                 for origin in [
@@ -203,13 +218,14 @@ mod tests {
                         builder.body(Body::empty()).unwrap()
                     };
                     let ours = Arc::clone(&policy).handle(request(), answer).await;
-                    let theirs = layer
+                    let mut theirs = layer
                         .layer(tower::service_fn(|r| async {
                             Ok::<_, Infallible>(answer(r).await)
                         }))
                         .oneshot(request())
                         .await
                         .unwrap();
+                    security.add_to(theirs.headers_mut());
                     assert_eq!(
                         ours.status(),
                         theirs.status(),

@@ -162,35 +162,47 @@ where
             write_utc_millis_now(out);
             out.push(b'"');
         });
-        line.push_str("level", level_name(meta.level()));
-        line.push_str("message", "");
+        line.push_json("level", level_json(meta.level()));
+        line.push_json("message", b"\"\"");
         for (name, value) in &self.process {
             line.push_encoded(name, false, |out| out.extend_from_slice(value));
         }
         line.push_str("target", meta.target());
-        if let Some(scope) = ctx.event_scope(event) {
-            let mut innermost = None;
-            for span in scope.from_root() {
+        match ctx.event_span(event) {
+            // One span (a request's): read as it is, without collecting the scope to walk it
+            // from its root.
+            Some(span) if span.parent().is_none() => {
                 if let Some(fields) = span.extensions().get::<SpanFields>() {
                     line.push_span_fields(fields);
                 }
-                innermost = Some(span.name());
+                line.push_str("span", span.name());
             }
-            if let Some(name) = innermost {
-                line.push_str("span", name);
+            Some(span) => {
+                let mut innermost = None;
+                for span in span.scope().from_root() {
+                    if let Some(fields) = span.extensions().get::<SpanFields>() {
+                        line.push_span_fields(fields);
+                    }
+                    innermost = Some(span.name());
+                }
+                if let Some(name) = innermost {
+                    line.push_str("span", name);
+                }
             }
+            None => {}
         }
         event.record(&mut Encoder(line));
     }
 }
 
-fn level_name(level: &tracing::Level) -> &'static str {
+/// A level's name as a JSON string.
+fn level_json(level: &tracing::Level) -> &'static [u8] {
     match *level {
-        tracing::Level::TRACE => "trace",
-        tracing::Level::DEBUG => "debug",
-        tracing::Level::INFO => "info",
-        tracing::Level::WARN => "warn",
-        tracing::Level::ERROR => "error",
+        tracing::Level::TRACE => b"\"trace\"",
+        tracing::Level::DEBUG => b"\"debug\"",
+        tracing::Level::INFO => b"\"info\"",
+        tracing::Level::WARN => b"\"warn\"",
+        tracing::Level::ERROR => b"\"error\"",
     }
 }
 
@@ -202,12 +214,11 @@ fn level_name(level: &tracing::Level) -> &'static str {
 /// is written without a `Value` tree (`render_flat`): the fields sorted by name, the last of
 /// equal names kept, which are the bytes a sorted map would give. Otherwise (`evt.*` events) the
 /// recorded fields go through `insert_field`, which nests dotted names and renames reserved ones
-/// (`render_nested`).
+/// (`render_nested`). Which of the two, and the sorted order, depend on the names alone: they
+/// are worked out once per sequence of names (`plan`), not per field pushed.
 struct FlatLine {
     fields: Vec<LineField>,
     values: Vec<u8>,
-    /// False once a recorded name is dotted or reserved.
-    is_flat: bool,
     /// The rendered line, newline included.
     out: Vec<u8>,
     /// How `render_flat` writes a line with the names `plan_names` (in push order): for each
@@ -216,15 +227,12 @@ struct FlatLine {
     /// a thread's lines have the same names in the same order (every request's line).
     plan: Vec<(usize, Range<usize>)>,
     keys: Vec<u8>,
-    plan_names: Vec<&'static str>,
+    /// The names (and whether each was recorded) `plan` was made for: plain ones only.
+    plan_names: Vec<(&'static str, bool)>,
 }
 
 struct LineField {
     name: &'static str,
-    /// The name's first eight bytes, big-endian, zero-padded: ordering by it and then by the
-    /// name is ordering by the name, with most comparisons one integer compare (the sort was a
-    /// tenth of a health request's instructions).
-    name_prefix: u64,
     value: Range<usize>,
     /// Recorded by a span or the event (rather than set by the formatter): nested and kept
     /// from overwriting process fields on the map path.
@@ -236,7 +244,6 @@ impl Default for FlatLine {
         FlatLine {
             fields: Vec::with_capacity(24),
             values: Vec::with_capacity(512),
-            is_flat: true,
             out: Vec::with_capacity(1024),
             plan: Vec::with_capacity(24),
             keys: Vec::with_capacity(256),
@@ -258,7 +265,6 @@ impl FlatLine {
     fn clear(&mut self) {
         self.fields.clear();
         self.values.clear();
-        self.is_flat = true;
         self.out.clear();
     }
 
@@ -268,16 +274,9 @@ impl FlatLine {
         is_recorded: bool,
         encode: impl FnOnce(&mut Vec<u8>),
     ) {
-        if is_recorded && (name.contains('.') || RESERVED.contains(&name)) {
-            self.is_flat = false;
-        }
         let start = self.values.len();
         encode(&mut self.values);
-        let mut prefix = [0u8; 8];
-        let head = &name.as_bytes()[..name.len().min(8)];
-        prefix[..head.len()].copy_from_slice(head);
         self.fields.push(LineField {
-            name_prefix: u64::from_be_bytes(prefix),
             name,
             value: start..self.values.len(),
             is_recorded,
@@ -287,6 +286,11 @@ impl FlatLine {
     /// A field the formatter sets (timestamp, level, message placeholder, target, span name).
     fn push_str(&mut self, name: &'static str, value: &str) {
         self.push_encoded(name, false, |out| write_str(out, value));
+    }
+
+    /// A field the formatter sets whose value is already JSON.
+    fn push_json(&mut self, name: &'static str, json: &[u8]) {
+        self.push_encoded(name, false, |out| out.extend_from_slice(json));
     }
 
     /// A span's fields, as [`SpanFields`] keeps them.
@@ -304,7 +308,12 @@ impl FlatLine {
 
     /// Writes the line into `out`, newline included.
     fn render(&mut self) {
-        if self.is_flat {
+        // Only plain names are planned: a line with the plan's names is plain, and a line
+        // that is not leaves the plan to the next plain one.
+        if self.is_planned() {
+            self.render_flat();
+        } else if self.names_are_plain() {
+            self.plan();
             self.render_flat();
         } else {
             self.render_nested();
@@ -312,8 +321,27 @@ impl FlatLine {
         self.out.push(b'\n');
     }
 
+    /// No recorded name is dotted or reserved.
+    fn names_are_plain(&self) -> bool {
+        !self.fields.iter().any(|field| {
+            field.is_recorded && (field.name.contains('.') || RESERVED.contains(&field.name))
+        })
+    }
+
+    /// `plan` was made for the names of `fields`: the same `&'static str`s in the same order,
+    /// each recorded or not alike (equal text elsewhere only plans again).
+    fn is_planned(&self) -> bool {
+        self.plan_names.len() == self.fields.len()
+            && self
+                .plan_names
+                .iter()
+                .zip(&self.fields)
+                .all(|(&(name, is_recorded), field)| {
+                    std::ptr::eq(name, field.name) && is_recorded == field.is_recorded
+                })
+    }
+
     fn render_flat(&mut self) {
-        self.plan();
         let mut out = std::mem::take(&mut self.out);
         out.reserve(self.values.len() + self.keys.len() + 2);
         out.push(b'{');
@@ -325,31 +353,19 @@ impl FlatLine {
         self.out = out;
     }
 
-    /// Makes `plan` for the names of `fields`, unless it was made for the same ones (the same
-    /// `&'static str`s in the same order; equal text elsewhere only plans again). The fields
-    /// are sorted by name, stably: among equal names the last pushed comes last, and is the
-    /// one kept — the bytes a sorted map would give.
+    /// Makes `plan` for the names of `fields`. The fields are sorted by name, stably: among
+    /// equal names the last pushed comes last, and is the one kept — the bytes a sorted map
+    /// would give.
     fn plan(&mut self) {
-        let same_names = self.plan_names.len() == self.fields.len()
-            && self
-                .plan_names
-                .iter()
-                .zip(&self.fields)
-                .all(|(name, field)| std::ptr::eq(*name, field.name));
-        if same_names {
-            return;
-        }
         self.plan_names.clear();
-        self.plan_names
-            .extend(self.fields.iter().map(|field| field.name));
+        self.plan_names.extend(
+            self.fields
+                .iter()
+                .map(|field| (field.name, field.is_recorded)),
+        );
         let mut order: Vec<usize> = (0..self.fields.len()).collect();
         let fields = &self.fields;
-        order.sort_by(|&a, &b| {
-            let (a, b) = (&fields[a], &fields[b]);
-            a.name_prefix
-                .cmp(&b.name_prefix)
-                .then_with(|| a.name.cmp(b.name))
-        });
+        order.sort_by(|&a, &b| fields[a].name.cmp(fields[b].name));
         self.plan.clear();
         self.keys.clear();
         for (at, &index) in order.iter().enumerate() {
@@ -727,6 +743,53 @@ mod tests {
             assert_eq!(line["user_id"], "u-1", "{line}");
         }
         assert_eq!(lines[1]["evt"]["name"], "checked");
+    }
+
+    #[test]
+    fn spans_inside_spans_give_their_fields_outermost_first_and_the_innermost_name() {
+        let lines = capture(|| {
+            let job = tracing::info_span!("job", job = "j-1", shared = "outer");
+            let _job = job.enter();
+            tracing::warn!("in the job");
+            let step = tracing::info_span!("step", step = 2u64, shared = "inner");
+            let _step = step.enter();
+            tracing::error!("in the step");
+        });
+        assert_eq!(lines[0]["span"], "job");
+        assert_eq!(lines[0]["level"], "warn");
+        assert_eq!(lines[0]["shared"], "outer");
+        assert_eq!(lines[1]["span"], "step");
+        assert_eq!(lines[1]["level"], "error");
+        assert_eq!(lines[1]["job"], "j-1");
+        assert_eq!(lines[1]["step"], 2);
+        assert_eq!(lines[1]["shared"], "inner", "the inner span's field wins");
+    }
+
+    #[test]
+    fn a_nested_line_between_plain_ones_leaves_them_their_plan() {
+        let text = capture_text(|| {
+            for round in 0..2u64 {
+                tracing::info!(status = 200u64, round, "request completed");
+                crate::evt!(INFO, "task", "ran", "success", "nested");
+            }
+            // A recorded field named as a reserved one is nested away, never planned flat.
+            tracing::info!(status = 200u64, round = 2u64, "request completed");
+            tracing::info!(level = "mine", round = 3u64, "request completed");
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6);
+        for i in [0, 2, 4] {
+            let map: Value = serde_json::from_str(lines[i]).unwrap();
+            assert_eq!(lines[i], serde_json::to_string(&map).unwrap(), "line {i}");
+            assert_eq!(map["round"], i as u64 / 2);
+        }
+        for i in [1, 3] {
+            let map: Value = serde_json::from_str(lines[i]).unwrap();
+            assert_eq!(map["evt"]["name"], "ran", "line {i}");
+        }
+        let last: Value = serde_json::from_str(lines[5]).unwrap();
+        assert_eq!(last["level"], "info", "the formatter's level is kept");
+        assert_eq!(last["round"], 3);
     }
 
     #[test]
