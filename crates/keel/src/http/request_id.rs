@@ -8,8 +8,8 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue};
@@ -20,8 +20,11 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 const MAX_LEN: usize = 128;
 
+/// The id, held as the header value it is sent as: the request's header, the response's, the
+/// extension and the task-local share one buffer (a generated id is one allocation), where a
+/// string and a header value copied from it were three allocations per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(Arc<str>);
+pub struct RequestId(HeaderValue);
 
 impl RequestId {
     /// A random UUID v4, its bits from the thread's CSPRNG (`uuid::Uuid::new_v4` asks the
@@ -29,27 +32,44 @@ impl RequestId {
     pub fn generate() -> Self {
         let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        RequestId(Arc::from(&*uuid.hyphenated().encode_lower(&mut text)))
+        uuid.hyphenated().encode_lower(&mut text);
+        let value = HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+            .expect("hex digits and dashes are a valid header value");
+        RequestId(value)
     }
 
     /// Accepts a caller's id only if it is safe to echo and to log.
     pub fn parse(text: &str) -> Option<Self> {
-        let is_sane = !text.is_empty()
-            && text.len() <= MAX_LEN
-            && text
-                .bytes()
+        Self::from_header(&HeaderValue::from_str(text).ok()?)
+    }
+
+    /// [`parse`](Self::parse) for a header's value. The id is copied out of it: a header of a
+    /// request shares the connection's read buffer, which an id kept longer would hold.
+    pub fn from_header(value: &HeaderValue) -> Option<Self> {
+        let bytes = value.as_bytes();
+        let is_sane = !bytes.is_empty()
+            && bytes.len() <= MAX_LEN
+            && bytes
+                .iter()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-        is_sane.then(|| RequestId(Arc::from(text)))
+        let copied = || HeaderValue::from_maybe_shared(Bytes::copy_from_slice(bytes)).ok();
+        is_sane.then(copied).flatten().map(RequestId)
     }
 
     pub fn as_str(&self) -> &str {
+        // ASCII only, checked when it was made: `to_str` cannot fail.
+        self.0.to_str().unwrap_or_default()
+    }
+
+    /// The id as the `x-request-id` header's value.
+    pub fn header_value(&self) -> &HeaderValue {
         &self.0
     }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -82,11 +102,9 @@ pub fn assign_request_id(
     let id = request
         .headers()
         .get(&X_REQUEST_ID)
-        .and_then(|value| value.to_str().ok())
-        .and_then(RequestId::parse)
+        .and_then(RequestId::from_header)
         .unwrap_or_else(RequestId::generate);
-    let header = HeaderValue::from_str(id.as_str())
-        .expect("a RequestId holds only visible ASCII, always a valid header value");
+    let header = id.header_value().clone();
     request.headers_mut().insert(X_REQUEST_ID, header.clone());
     request.extensions_mut().insert(id.clone());
     // The id is current while the rest is built and while it runs.
