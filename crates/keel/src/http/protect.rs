@@ -296,7 +296,7 @@ mod tests {
         assert_eq!(fine.await.status(), StatusCode::OK);
     }
 
-    fn all<'a>(headers: &'a HeaderMap, name: HeaderName) -> Vec<&'a str> {
+    fn all(headers: &HeaderMap, name: HeaderName) -> Vec<&str> {
         headers
             .get_all(name)
             .iter()
