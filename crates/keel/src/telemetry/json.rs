@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::io::Write;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -58,7 +59,13 @@ pub struct JsonLayer<W> {
     /// `service`, `env`, `version`, `hostname`, each value already JSON.
     process: [(&'static str, Box<[u8]>); 4],
     writer: W,
+    /// This layer among those the process made (a thread's plan holds the text of one
+    /// layer's process fields: a line of another layer plans again).
+    id: u64,
 }
+
+/// The last [`JsonLayer`] id given (ids start at 1; a plan of layer 0 is no plan).
+static LAYERS: AtomicU64 = AtomicU64::new(0);
 
 impl<W> JsonLayer<W> {
     pub fn new(process: ProcessFields, writer: W) -> Self {
@@ -75,6 +82,7 @@ impl<W> JsonLayer<W> {
                 ("hostname", encoded(&process.hostname)),
             ],
             writer,
+            id: LAYERS.fetch_add(1, Ordering::Relaxed) + 1,
         }
     }
 }
@@ -145,7 +153,7 @@ where
     {
         line.clear();
         self.collect(ctx, event, line);
-        line.render();
+        line.render(self.id, &self.process);
         self.writer
             .make_writer_for(event.metadata())
             .write_all(&line.out)
@@ -162,12 +170,12 @@ where
             write_utc_millis_now(out);
             out.push(b'"');
         });
-        line.push_json("level", level_json(meta.level()));
-        line.push_json("message", b"\"\"");
-        for (name, value) in &self.process {
-            line.push_encoded(name, false, |out| out.extend_from_slice(value));
+        line.push_constant("level", Constant::Json(level_json(meta.level())));
+        line.push_constant("message", Constant::Json(b"\"\""));
+        for (index, (name, _)) in self.process.iter().enumerate() {
+            line.push_constant(name, Constant::Process(index));
         }
-        line.push_str("target", meta.target());
+        line.push_constant("target", Constant::Str(meta.target()));
         match ctx.event_span(event) {
             // One span (a request's): read as it is, without collecting the scope to walk it
             // from its root.
@@ -175,7 +183,7 @@ where
                 if let Some(fields) = span.extensions().get::<SpanFields>() {
                     line.push_span_fields(fields);
                 }
-                line.push_str("span", span.name());
+                line.push_constant("span", Constant::Str(span.name()));
             }
             Some(span) => {
                 let mut innermost = None;
@@ -186,7 +194,7 @@ where
                     innermost = Some(span.name());
                 }
                 if let Some(name) = innermost {
-                    line.push_str("span", name);
+                    line.push_constant("span", Constant::Str(name));
                 }
             }
             None => {}
@@ -206,37 +214,83 @@ fn level_json(level: &tracing::Level) -> &'static [u8] {
     }
 }
 
-/// The fields of one line, each value encoded once as JSON into `values`, in the order a later
-/// field overrides an earlier one (process fields, span fields outermost first, the event's),
-/// and the line rendered from them into `out`.
+/// The fields of one line, in the order a later field overrides an earlier one (process
+/// fields, span fields outermost first, the event's), and the line rendered from them into
+/// `out`. A recorded value (and the timestamp) is encoded once as JSON into `values`; a
+/// formatter's constant (level, message placeholder, process fields, target, span name) is
+/// only named by where it comes from ([`Constant`]) until a plan or a nested line needs its
+/// text.
 ///
 /// A line whose recorded names are all plain (no dots, none reserved) — every request log line —
 /// is written without a `Value` tree (`render_flat`): the fields sorted by name, the last of
 /// equal names kept, which are the bytes a sorted map would give. Otherwise (`evt.*` events) the
 /// recorded fields go through `insert_field`, which nests dotted names and renames reserved ones
-/// (`render_nested`). Which of the two, and the sorted order, depend on the names alone: they
-/// are worked out once per sequence of names (`plan`), not per field pushed.
+/// (`render_nested`). Which of the two, the sorted order and the constants' text depend on the
+/// names and the constants alone: they are worked out once per kind of line (`plan`), not per
+/// field pushed, and the constants are written with their keys as literal text between the
+/// recorded values.
 struct FlatLine {
     fields: Vec<LineField>,
     values: Vec<u8>,
     /// The rendered line, newline included.
     out: Vec<u8>,
-    /// How `render_flat` writes a line with the names `plan_names` (in push order): for each
-    /// field kept, in name order, its index in `fields` and its key's text in `keys`
-    /// (`"name":`, after a comma but for the first). Made by sorting once, then reused while
-    /// a thread's lines have the same names in the same order (every request's line).
-    plan: Vec<(usize, Range<usize>)>,
-    keys: Vec<u8>,
-    /// The names (and whether each was recorded) `plan` was made for: plain ones only.
-    plan_names: Vec<(&'static str, bool)>,
+    /// How `render_flat` writes a line like the one `plan_fields` describes: for each value
+    /// kept that is not a constant, in name order, the literal text before it in `literals`
+    /// (keys, commas, the constants between) and its index in `fields`; then `plan_tail`, the
+    /// text after the last one. Made by sorting once, then reused while a thread's lines are
+    /// of the same kind (every request's line).
+    plan: Vec<(Range<usize>, usize)>,
+    plan_tail: Range<usize>,
+    literals: Vec<u8>,
+    /// What `plan` was made for (plain names only): each field's name, whether it was
+    /// recorded and its constant, and the layer whose process fields those are.
+    plan_fields: Vec<(&'static str, bool, Option<Constant>)>,
+    plan_layer: u64,
 }
 
 struct LineField {
     name: &'static str,
+    /// Its JSON text in `values`: a recorded value's, the timestamp's, or a constant's once
+    /// written there (`write_constants`).
     value: Range<usize>,
     /// Recorded by a span or the event (rather than set by the formatter): nested and kept
     /// from overwriting process fields on the map path.
     is_recorded: bool,
+    constant: Option<Constant>,
+}
+
+/// A formatter's value that is the same on every line of a kind, named by where it comes from.
+#[derive(Debug, Clone, Copy)]
+enum Constant {
+    /// JSON text as it is (a level's name, the message placeholder).
+    Json(&'static [u8]),
+    /// A text written as a JSON string (a target, a span's name).
+    Str(&'static str),
+    /// The layer's process field of this index, already JSON.
+    Process(usize),
+}
+
+impl PartialEq for Constant {
+    /// The same source: the same `'static` text (its address and length), or the same
+    /// process field (of the same layer: `plan_layer`).
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Constant::Json(a), Constant::Json(b)) => std::ptr::eq(*a, *b),
+            (Constant::Str(a), Constant::Str(b)) => std::ptr::eq(*a, *b),
+            (Constant::Process(a), Constant::Process(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Constant {
+    fn write(self, out: &mut Vec<u8>, process: &[(&'static str, Box<[u8]>)]) {
+        match self {
+            Constant::Json(json) => out.extend_from_slice(json),
+            Constant::Str(text) => write_str(out, text),
+            Constant::Process(index) => out.extend_from_slice(&process[index].1),
+        }
+    }
 }
 
 impl Default for FlatLine {
@@ -246,8 +300,10 @@ impl Default for FlatLine {
             values: Vec::with_capacity(512),
             out: Vec::with_capacity(1024),
             plan: Vec::with_capacity(24),
-            keys: Vec::with_capacity(256),
-            plan_names: Vec::with_capacity(24),
+            plan_tail: 0..0,
+            literals: Vec::with_capacity(512),
+            plan_fields: Vec::with_capacity(24),
+            plan_layer: 0,
         }
     }
 }
@@ -280,17 +336,19 @@ impl FlatLine {
             name,
             value: start..self.values.len(),
             is_recorded,
+            constant: None,
         });
     }
 
-    /// A field the formatter sets (timestamp, level, message placeholder, target, span name).
-    fn push_str(&mut self, name: &'static str, value: &str) {
-        self.push_encoded(name, false, |out| write_str(out, value));
-    }
-
-    /// A field the formatter sets whose value is already JSON.
-    fn push_json(&mut self, name: &'static str, json: &[u8]) {
-        self.push_encoded(name, false, |out| out.extend_from_slice(json));
+    /// A field the formatter sets to a constant (level, message placeholder, process fields,
+    /// target, span name): named, not written.
+    fn push_constant(&mut self, name: &'static str, constant: Constant) {
+        self.fields.push(LineField {
+            name,
+            value: 0..0,
+            is_recorded: false,
+            constant: Some(constant),
+        });
     }
 
     /// A span's fields, as [`SpanFields`] keeps them.
@@ -306,19 +364,32 @@ impl FlatLine {
         &self.values[field.value.clone()]
     }
 
-    /// Writes the line into `out`, newline included.
-    fn render(&mut self) {
-        // Only plain names are planned: a line with the plan's names is plain, and a line
-        // that is not leaves the plan to the next plain one.
-        if self.is_planned() {
+    /// Writes the line into `out`, newline included. `layer` and `process`: the layer's id
+    /// and process fields, which [`Constant::Process`] names.
+    fn render(&mut self, layer: u64, process: &[(&'static str, Box<[u8]>)]) {
+        // Only plain names are planned: a line of the plan's kind is plain, and a line that
+        // is not leaves the plan to the next plain one.
+        if self.is_planned(layer) {
             self.render_flat();
         } else if self.names_are_plain() {
-            self.plan();
+            self.plan(layer, process);
             self.render_flat();
         } else {
+            self.write_constants(process);
             self.render_nested();
         }
         self.out.push(b'\n');
+    }
+
+    /// Writes each constant's text into `values` (the nested path reads every value there).
+    fn write_constants(&mut self, process: &[(&'static str, Box<[u8]>)]) {
+        for field in &mut self.fields {
+            if let Some(constant) = field.constant {
+                let start = self.values.len();
+                constant.write(&mut self.values, process);
+                field.value = start..self.values.len();
+            }
+        }
     }
 
     /// No recorded name is dotted or reserved.
@@ -328,62 +399,75 @@ impl FlatLine {
         })
     }
 
-    /// `plan` was made for the names of `fields`: the same `&'static str`s in the same order,
-    /// each recorded or not alike (equal text elsewhere only plans again).
-    fn is_planned(&self) -> bool {
-        self.plan_names.len() == self.fields.len()
-            && self
-                .plan_names
-                .iter()
-                .zip(&self.fields)
-                .all(|(&(name, is_recorded), field)| {
-                    std::ptr::eq(name, field.name) && is_recorded == field.is_recorded
-                })
+    /// `plan` was made for a line of this kind: the same names (the same `&'static str`s; equal
+    /// text elsewhere only plans again) in the same order, each recorded or not alike, with
+    /// the same constants, of the same layer.
+    fn is_planned(&self, layer: u64) -> bool {
+        self.plan_layer == layer
+            && self.plan_fields.len() == self.fields.len()
+            && self.plan_fields.iter().zip(&self.fields).all(
+                |(&(name, is_recorded, constant), field)| {
+                    std::ptr::eq(name, field.name)
+                        && is_recorded == field.is_recorded
+                        && constant == field.constant
+                },
+            )
     }
 
     fn render_flat(&mut self) {
         let mut out = std::mem::take(&mut self.out);
-        out.reserve(self.values.len() + self.keys.len() + 2);
-        out.push(b'{');
-        for (index, key) in &self.plan {
-            out.extend_from_slice(&self.keys[key.clone()]);
+        out.reserve(self.values.len() + self.literals.len() + 1);
+        for (literal, index) in &self.plan {
+            out.extend_from_slice(&self.literals[literal.clone()]);
             out.extend_from_slice(self.value(&self.fields[*index]));
         }
-        out.push(b'}');
+        out.extend_from_slice(&self.literals[self.plan_tail.clone()]);
         self.out = out;
     }
 
-    /// Makes `plan` for the names of `fields`. The fields are sorted by name, stably: among
+    /// Makes `plan` for the fields of this line. The fields are sorted by name, stably: among
     /// equal names the last pushed comes last, and is the one kept — the bytes a sorted map
     /// would give.
-    fn plan(&mut self) {
-        self.plan_names.clear();
-        self.plan_names.extend(
+    fn plan(&mut self, layer: u64, process: &[(&'static str, Box<[u8]>)]) {
+        self.plan_layer = layer;
+        self.plan_fields.clear();
+        self.plan_fields.extend(
             self.fields
                 .iter()
-                .map(|field| (field.name, field.is_recorded)),
+                .map(|field| (field.name, field.is_recorded, field.constant)),
         );
         let mut order: Vec<usize> = (0..self.fields.len()).collect();
         let fields = &self.fields;
         order.sort_by(|&a, &b| fields[a].name.cmp(fields[b].name));
         self.plan.clear();
-        self.keys.clear();
+        self.literals.clear();
+        self.literals.push(b'{');
+        let mut literal_start = 0;
+        let mut first = true;
         for (at, &index) in order.iter().enumerate() {
-            let name = fields[index].name;
+            let field = &fields[index];
             if order
                 .get(at + 1)
-                .is_some_and(|&next| fields[next].name == name)
+                .is_some_and(|&next| fields[next].name == field.name)
             {
                 continue;
             }
-            let start = self.keys.len();
-            if !self.plan.is_empty() {
-                self.keys.push(b',');
+            if !first {
+                self.literals.push(b',');
             }
-            write_str(&mut self.keys, name);
-            self.keys.push(b':');
-            self.plan.push((index, start..self.keys.len()));
+            first = false;
+            write_str(&mut self.literals, field.name);
+            self.literals.push(b':');
+            match field.constant {
+                Some(constant) => constant.write(&mut self.literals, process),
+                None => {
+                    self.plan.push((literal_start..self.literals.len(), index));
+                    literal_start = self.literals.len();
+                }
+            }
         }
+        self.literals.push(b'}');
+        self.plan_tail = literal_start..self.literals.len();
     }
 
     fn render_nested(&mut self) {
@@ -566,9 +650,14 @@ mod tests {
     }
 
     fn capture_text(body: impl FnOnce()) -> String {
+        capture_text_as("keel", body)
+    }
+
+    /// `capture_text` with a layer whose service is `service`.
+    fn capture_text_as(service: &str, body: impl FnOnce()) -> String {
         let captured = Captured::default();
         let process = ProcessFields {
-            service: "keel".into(),
+            service: service.into(),
             env: "production".into(),
             version: "1.2.3".into(),
             hostname: "host-a".into(),
@@ -790,6 +879,63 @@ mod tests {
         let last: Value = serde_json::from_str(lines[5]).unwrap();
         assert_eq!(last["level"], "info", "the formatter's level is kept");
         assert_eq!(last["round"], 3);
+    }
+
+    #[test]
+    fn lines_with_the_same_names_keep_their_own_level_target_and_span() {
+        // Each pair has the same field names, so the same plan if constants were not part of
+        // a line's kind: a level, a target or a span name from another line would leak in.
+        let lines = capture(|| {
+            for round in 0..2u64 {
+                let span = tracing::info_span!("first", id = round);
+                let entered = span.enter();
+                tracing::info!(target: "keel::a", n = round, "m");
+                tracing::warn!(target: "keel::b", n = round, "m");
+                drop(entered);
+                let other = tracing::info_span!("second", id = round);
+                let _entered = other.enter();
+                tracing::info!(target: "keel::a", n = round, "m");
+            }
+        });
+        assert_eq!(lines.len(), 6);
+        for round in 0..2 {
+            let [a, b, c] = [
+                &lines[3 * round],
+                &lines[3 * round + 1],
+                &lines[3 * round + 2],
+            ];
+            assert_eq!(
+                (a["level"].as_str(), a["target"].as_str()),
+                (Some("info"), Some("keel::a"))
+            );
+            assert_eq!(
+                (b["level"].as_str(), b["target"].as_str()),
+                (Some("warn"), Some("keel::b"))
+            );
+            assert_eq!(
+                (a["span"].as_str(), b["span"].as_str()),
+                (Some("first"), Some("first"))
+            );
+            assert_eq!(c["span"], "second");
+            for line in [a, b, c] {
+                assert_eq!(line["n"], round as u64);
+                assert_eq!(line["id"], round as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn a_line_of_another_layer_carries_that_layers_process_fields() {
+        // The same event on the same thread through two layers, one after the other: the
+        // thread's plan holds the first layer's process fields' text.
+        let line = || tracing::info!(status = 200u64, "request completed");
+        let first = capture_text_as("first-service", line);
+        let second = capture_text_as("second-service", line);
+        let service = |text: &str| {
+            serde_json::from_str::<Value>(text.lines().next().unwrap()).unwrap()["service"].clone()
+        };
+        assert_eq!(service(&first), "first-service");
+        assert_eq!(service(&second), "second-service");
     }
 
     #[test]
