@@ -1,5 +1,6 @@
 //! Middleware whose settings follow a configuration reload (SIGHUP) instead of being fixed
-//! when the router is built. Today: CORS (`server.cors_origins`). Each request reads the
+//! when the router is built. Today: CORS (`server.cors_origins`), and with it the security
+//! headers (HSTS by `env`). Each request reads the
 //! configuration in effect from the platform's `watch` channel; the CORS policy is rebuilt
 //! only when a new configuration was published, not per request.
 //!
