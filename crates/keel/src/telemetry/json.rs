@@ -19,7 +19,7 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use crate::config::Config;
 use crate::http::json_text::{
@@ -176,28 +176,22 @@ where
             line.push_constant(name, Constant::Process(index));
         }
         line.push_constant("target", Constant::Str(meta.target()));
-        match ctx.event_span(event) {
-            // One span (a request's): read as it is, without collecting the scope to walk it
-            // from its root.
-            Some(span) if span.parent().is_none() => {
+        if let Some(innermost) = ctx.event_span(event) {
+            let push_fields = |line: &mut FlatLine, span: &SpanRef<'_, S>| {
                 if let Some(fields) = span.extensions().get::<SpanFields>() {
                     line.push_span_fields(fields);
                 }
-                line.push_constant("span", Constant::Str(span.name()));
-            }
-            Some(span) => {
-                let mut innermost = None;
-                for span in span.scope().from_root() {
-                    if let Some(fields) = span.extensions().get::<SpanFields>() {
-                        line.push_span_fields(fields);
-                    }
-                    innermost = Some(span.name());
-                }
-                if let Some(name) = innermost {
-                    line.push_constant("span", Constant::Str(name));
+            };
+            // One span (a request's) is read as it is, without collecting the scope to walk
+            // it from its root.
+            if innermost.parent().is_none() {
+                push_fields(line, &innermost);
+            } else {
+                for span in innermost.scope().from_root() {
+                    push_fields(line, &span);
                 }
             }
-            None => {}
+            line.push_constant("span", Constant::Str(innermost.name()));
         }
         event.record(&mut Encoder(line));
     }
@@ -443,7 +437,6 @@ impl FlatLine {
         self.literals.clear();
         self.literals.push(b'{');
         let mut literal_start = 0;
-        let mut first = true;
         for (at, &index) in order.iter().enumerate() {
             let field = &fields[index];
             if order
@@ -452,10 +445,10 @@ impl FlatLine {
             {
                 continue;
             }
-            if !first {
+            // Past the opening brace, a field was written before this one.
+            if self.literals.len() > 1 {
                 self.literals.push(b',');
             }
-            first = false;
             write_str(&mut self.literals, field.name);
             self.literals.push(b':');
             match field.constant {
