@@ -10,17 +10,20 @@
 //! 6. timeout (`server.request_timeout` → 503 `timeout`) — `protect.rs`
 //! 7. CORS (`server.cors_origins`, follows SIGHUP reloads) and then the security headers
 //!    (helmet's list; HSTS only in production), one step — `protect.rs`, `reloadable.rs`
-//! 8. body limit (`server.body_limit` → 413 `payload_too_large`)
-//! 9. compression (gzip)
+//! 8. body limit (`server.body_limit` → 413 `payload_too_large`) — `bodies.rs`
+//! 9. compression (gzip, when the client accepts it) — `bodies.rs`
 //!
 //! Steps 1–7 are async functions around the rest of the chassis, composed by `run_chassis`;
-//! 8 and 9 are tower-http layers; all of it is one service, `Chassis`, which `serve` runs.
+//! 8 and 9 are one step in front of the router, taking tower-http's compression layer only
+//! for requests that accept an encoding; all of it is one service, `Chassis`, which `serve`
+//! runs.
 //! Then 404 and 405 answer through `ApiError` too. Session, rate-limit and auth layers belong
 //! *inside* the chassis: add them to the application router before calling `chassis`
 //! (`router.layer(session)`; per-route ones with `route_layer`), so they run after compression
 //! in the list above and see the request id, span and client IP (`ClientIp` extension). Probes
 //! are mounted with `probes::routes`.
 
+mod bodies;
 pub mod csrf;
 pub mod error;
 pub mod idempotency;
@@ -45,16 +48,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::HttpBody;
-use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_http::compression::CompressionLayer;
-use tower_http::compression::predicate::{Predicate, SizeAbove};
-use tower_http::limit::RequestBodyLimitLayer;
+use tower::Service;
 
 pub use error::{ApiError, FieldError};
 pub use observe::ClientIp;
@@ -123,24 +121,16 @@ fn build_chassis(router: Router, config: &Config, cors: reloadable::ReloadableCo
     let routed = router
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
-    let inner = ServiceBuilder::new()
-        .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(CompressionLayer::new().compress_when(Compressible))
-        // The chassis's own limit (step 8) replaces axum's 2 MB extractor default.
-        .layer(DefaultBodyLimit::disable())
-        .service(routed);
+    let bodies = Arc::new(bodies::Bodies::new(routed, body_limit));
     Chassis {
         run: Arc::new(move |request| {
-            let (settings, inner) = (settings.clone(), inner.clone());
+            let (settings, bodies) = (settings.clone(), bodies.clone());
             Box::pin(async move {
                 run_chassis(&settings, request, async move |request| {
                     // Boxed, the steps' futures above stay small: each is built by value
                     // and moved into place, and with the stack's futures inline those copies
                     // cost more than the allocation (callgrind, round 14).
-                    match Box::pin(inner.oneshot(request)).await {
-                        Ok(response) => response.into_response(),
-                        Err(infallible) => match infallible {},
-                    }
+                    Box::pin(bodies.handle(request)).await
                 })
                 .await
             })
@@ -178,88 +168,4 @@ async fn run_chassis(
         })
     })
     .await
-}
-
-/// Which responses compression may encode (and so mark `vary: accept-encoding`): tower-http's
-/// `DefaultPredicate` — 32 bytes or more, not gRPC (but gRPC-Web), not an image (but SVG), not
-/// server-sent events — with the `content-type` looked up once rather than by each of its
-/// three content-type checks (~450 instructions on every response).
-#[derive(Debug, Clone, Copy)]
-struct Compressible;
-
-impl Predicate for Compressible {
-    fn should_compress<B: HttpBody>(&self, response: &axum::http::Response<B>) -> bool {
-        if !SizeAbove::new(32).should_compress(response) {
-            return false;
-        }
-        let content_type = response
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default();
-        let allowed_except = |kind: &str, but: &str| {
-            content_type.starts_with(but) || !content_type.starts_with(kind)
-        };
-        allowed_except("application/grpc", "application/grpc-web")
-            && allowed_except("image/", "image/svg+xml")
-            && !content_type.starts_with("text/event-stream")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::body::Body;
-    use axum::http::{HeaderValue, header};
-    use tower_http::compression::DefaultPredicate;
-
-    use super::*;
-
-    #[test]
-    fn compressible_answers_as_tower_https_default_predicate() {
-        let types = [
-            None,
-            Some("application/json"),
-            Some("text/html; charset=utf-8"),
-            Some("application/grpc"),
-            Some("application/grpc+proto"),
-            Some("application/grpc-web"),
-            Some("application/grpc-web+proto"),
-            Some("image/png"),
-            Some("image/svg+xml"),
-            Some("image/"),
-            Some("text/event-stream"),
-            Some("text/event-streaming"),
-            Some(""),
-        ];
-        let mut compressed = 0;
-        for content_type in types {
-            for size in [0, 31, 32, 33, 4096] {
-                for exact in [true, false] {
-                    let body = if exact {
-                        Body::from(vec![b'x'; size])
-                    } else {
-                        Body::from_stream(futures::stream::iter([Ok::<_, Infallible>(vec![
-                            b'x';
-                            size
-                        ])]))
-                    };
-                    let mut response = axum::http::Response::new(body);
-                    if let Some(content_type) = content_type {
-                        response
-                            .headers_mut()
-                            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-                    }
-                    let expected = DefaultPredicate::new().should_compress(&response);
-                    assert_eq!(
-                        Compressible.should_compress(&response),
-                        expected,
-                        "{content_type:?}, {size} bytes, size known: {exact}"
-                    );
-                    compressed += usize::from(expected);
-                }
-            }
-        }
-        // Both answers occur: the table is not all one case.
-        assert!(compressed > 0 && compressed < types.len() * 10);
-    }
 }
