@@ -10,35 +10,42 @@
 //! boxed body of its own, which hyper then read through (`docs/performance.md`, round 26).
 //! Requests that accept an encoding go through tower-http's layer.
 
+use std::convert::Infallible;
+
 use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 use tower_http::compression::predicate::{Predicate, SizeAbove};
 use tower_http::compression::{Compression, CompressionLayer};
 
-/// The router behind steps 8 and 9, as two services: one for requests that accept an
-/// encoding (behind tower-http's compression) and one for those that do not.
+/// The router with axum's 2 MB extractor default replaced by the chassis's own limit.
+type Unlimited = <DefaultBodyLimit as Layer<Router>>::Service;
+
+/// The router behind steps 8 and 9, as the services a request may take: behind tower-http's
+/// compression if it accepts an encoding; otherwise without it, and (having no body to read)
+/// without axum's extractor limit switched off, one extension less to insert.
 #[derive(Clone)]
 pub(super) struct Bodies {
     limit: usize,
-    plain: <DefaultBodyLimit as Layer<Router>>::Service,
-    compressing: Compression<<DefaultBodyLimit as Layer<Router>>::Service, Compressible>,
+    router: Router,
+    unlimited: Unlimited,
+    compressing: Compression<Unlimited, Compressible>,
 }
 
 impl Bodies {
     pub(super) fn new(router: Router, limit: usize) -> Self {
-        // The chassis's own limit replaces axum's 2 MB extractor default.
-        let plain = DefaultBodyLimit::disable().layer(router);
+        let unlimited = DefaultBodyLimit::disable().layer(router.clone());
         let compressing = CompressionLayer::new()
             .compress_when(Compressible)
-            .layer(plain.clone());
+            .layer(unlimited.clone());
         Self {
             limit,
-            plain,
+            router,
+            unlimited,
             compressing,
         }
     }
@@ -57,22 +64,33 @@ impl Bodies {
             Some(length) => self.limit.min(length),
             None => self.limit,
         };
-        if !request.body().is_end_stream() {
+        let has_body = !request.body().is_end_stream();
+        if has_body {
             request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
         }
         // Step 9.
         if request.headers().contains_key(header::ACCEPT_ENCODING) {
-            return match self.compressing.clone().oneshot(request).await {
-                Ok(response) => response.into_response(),
-                Err(infallible) => match infallible {},
-            };
+            return answer(self.compressing.clone(), request).await;
         }
-        let mut response = match self.plain.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(infallible) => match infallible {},
+        let mut response = if has_body {
+            answer(self.unlimited.clone(), request).await
+        } else {
+            answer(self.router.clone(), request).await
         };
         mark_vary(&mut response);
         response
+    }
+}
+
+/// What `service`, which cannot fail, answers `request` with.
+async fn answer<S, B>(service: S, request: Request) -> Response
+where
+    S: Service<Request, Response = axum::http::Response<B>, Error = Infallible>,
+    axum::http::Response<B>: IntoResponse,
+{
+    match service.oneshot(request).await {
+        Ok(response) => response.into_response(),
+        Err(infallible) => match infallible {},
     }
 }
 
@@ -147,8 +165,6 @@ impl Predicate for Compressible {
 
 #[cfg(test)]
 mod tests {
-    use std::convert::Infallible;
-
     use axum::http::{HeaderMap, HeaderName, Method};
     use axum::routing::any;
     use tower::ServiceBuilder;
