@@ -18,8 +18,8 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -151,7 +151,10 @@ async fn serve_connection<App>(
         activity: activity.clone(),
     });
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
+        let mut extensions = extensions_with_room();
+        extensions.extend(std::mem::take(request.extensions_mut()));
+        extensions.insert(ConnectInfo(peer));
+        *request.extensions_mut() = extensions;
         app.clone().oneshot(request.map(Body::new))
     });
     let mut connection = pin!(http.serve_connection(io, service).with_upgrades());
@@ -174,6 +177,27 @@ async fn serve_connection<App>(
             }
         }
     }
+}
+
+/// An empty extension map with room for the five every request gets (`ConnectInfo` here, the
+/// request id and the client's address in the chassis, axum's matched path and URL
+/// parameters). A request's map cloned from it is allocated once, at that size; filled from
+/// nothing, the map was allocated for three and grown (rehashed) at the fourth
+/// (`docs/performance.md`, round 26).
+fn extensions_with_room() -> http::Extensions {
+    static ROOMY: LazyLock<http::Extensions> = LazyLock::new(|| {
+        #[derive(Clone, Copy)]
+        struct Room<const N: usize>;
+        let mut extensions = http::Extensions::new();
+        extensions.insert(Room::<0>);
+        extensions.insert(Room::<1>);
+        extensions.insert(Room::<2>);
+        extensions.insert(Room::<3>);
+        // Cleared, the map keeps its size; a clone of it is allocated at that size.
+        extensions.clear();
+        extensions
+    });
+    ROOMY.clone()
 }
 
 /// Resolves once no byte has moved on the connection for `timeout`.
@@ -252,5 +276,20 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_requests_extensions_start_empty_and_apart() {
+        let mut extensions = extensions_with_room();
+        assert!(extensions.is_empty());
+        extensions.insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
+        assert_eq!(extensions.len(), 1);
+        // Each request's map is its own: the template takes nothing from a clone's inserts.
+        assert!(extensions_with_room().is_empty());
     }
 }
