@@ -28,7 +28,6 @@ type Unlimited = <DefaultBodyLimit as Layer<Router>>::Service;
 /// The router behind steps 8 and 9, as the services a request may take: behind tower-http's
 /// compression if it accepts an encoding; otherwise without it, and (having no body to read)
 /// without axum's extractor limit switched off, one extension less to insert.
-#[derive(Clone)]
 pub(super) struct Bodies {
     limit: usize,
     router: Router,
