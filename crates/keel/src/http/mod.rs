@@ -86,7 +86,8 @@ pub fn chassis_live(router: Router, platform: &Platform) -> Chassis {
 /// recursively, and boxed each one's future again after routing (`docs/performance.md`, round
 /// 9); and as an axum `from_fn` middleware inside an outer router, each request was routed
 /// twice, cloned and boxed the stack below the middleware, and boxed three futures (round 14).
-/// Here a request costs one boxed future. Nothing in the stack reads what routing adds
+/// Here a request costs two boxed futures: the stack's, and inside it the router's (`bodies.rs`),
+/// boxed so that the steps' futures stay small. Nothing in the stack reads what routing adds
 /// (`MatchedPath`): the layers that do (metrics, sessions, rate limits) stay inside, on the
 /// router.
 #[derive(Clone)]

@@ -179,11 +179,12 @@ async fn serve_connection<App>(
     }
 }
 
-/// An empty extension map with room for the five every request gets (`ConnectInfo` here, the
-/// request id and the client's address in the chassis, axum's matched path and URL
-/// parameters). A request's map cloned from it is allocated once, at that size; filled from
-/// nothing, the map was allocated for three and grown (rehashed) at the fourth
-/// (`docs/performance.md`, round 26).
+/// An empty extension map with room for seven: the five every request gets (`ConnectInfo`
+/// here, the request id and the client's address in the chassis, axum's matched path and URL
+/// parameters) and axum's body-limit switch a request with a body gets (`bodies.rs`). A
+/// request's map cloned from it is allocated once, at that size; filled from nothing, the map
+/// was allocated for three and grown (rehashed) at the fourth (`docs/performance.md`, round
+/// 26).
 fn extensions_with_room() -> http::Extensions {
     static ROOMY: LazyLock<http::Extensions> = LazyLock::new(|| {
         #[derive(Clone, Copy)]
