@@ -86,8 +86,9 @@ pub fn chassis_live(router: Router, platform: &Platform) -> Chassis {
 /// recursively, and boxed each one's future again after routing (`docs/performance.md`, round
 /// 9); and as an axum `from_fn` middleware inside an outer router, each request was routed
 /// twice, cloned and boxed the stack below the middleware, and boxed three futures (round 14).
-/// Here a request costs two boxed futures: the stack's, and inside it the router's (`bodies.rs`),
-/// boxed so that the steps' futures stay small. Nothing in the stack reads what routing adds
+/// Here a request costs three boxed futures: the stack's; inside it the rest below the request
+/// id (`request_id.rs`); and the router's (`bodies.rs`), boxed so that the steps' futures stay
+/// small. Nothing in the stack reads what routing adds
 /// (`MatchedPath`): the layers that do (metrics, sessions, rate limits) stay inside, on the
 /// router.
 #[derive(Clone)]
@@ -127,11 +128,13 @@ fn build_chassis(router: Router, config: &Config, cors: reloadable::ReloadableCo
         run: Arc::new(move |request| {
             let (settings, bodies) = (settings.clone(), bodies.clone());
             Box::pin(async move {
-                run_chassis(&settings, request, async move |request| {
-                    // Boxed, the steps' futures above stay small: each is built by value
-                    // and moved into place, and with the stack's futures inline those copies
-                    // cost more than the allocation (callgrind, round 14).
-                    Box::pin(bodies.handle(request)).await
+                // Boxed, the steps' futures above stay small: each is built by value and
+                // moved into place, and with the stack's futures inline those copies cost
+                // more than the allocation (callgrind, round 14). A closure that returns the
+                // box rather than an `async` one that awaits it: that one's future held the
+                // request beside the box, and was moved with it (round 27).
+                run_chassis(&settings, request, |request| {
+                    Box::pin(bodies.handle(request))
                 })
                 .await
             })
