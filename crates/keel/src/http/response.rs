@@ -233,11 +233,11 @@ pub(crate) fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
 fn json_body(status: StatusCode, body: Body) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    // Room for what the chassis adds on the way out (helmet's dozen, CORS, `vary`, the request
-    // id, rate-limit headers: ~20): the map is allocated once at its final size instead of
-    // at 8 and regrown, rehashing its headers, when the security headers reserve their room.
+    // Room for the response's own headers only (its type, length, rate-limit headers,
+    // `vary`): the chassis moves them into a copy of the map of those it adds
+    // (`protect::AddedHeaders`), and this map is dropped.
     let headers = response.headers_mut();
-    *headers = HeaderMap::with_capacity(RESPONSE_HEADERS);
+    *headers = HeaderMap::with_capacity(OWN_HEADERS);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
@@ -288,9 +288,9 @@ impl HttpBody for Parts {
     }
 }
 
-/// About the headers a keel API response carries with everything the chassis adds (a getData
-/// response: 21); a response with more regrows its map once.
-const RESPONSE_HEADERS: usize = 24;
+/// The headers a keel API response sets itself before the chassis adds its own (a getData
+/// response: 6, `content-type`, `content-length`, three rate-limit headers and `vary`).
+const OWN_HEADERS: usize = 8;
 
 /// The envelope, fields in sorted order (see the module comment).
 #[derive(Serialize)]
