@@ -88,9 +88,8 @@ pub fn chassis_live(router: Router, platform: &Platform) -> Chassis {
 /// twice, cloned and boxed the stack below the middleware, and boxed three futures (round 14).
 /// Here a request costs three boxed futures: the stack's; inside it the rest below the request
 /// id (`request_id.rs`); and the router's (`bodies.rs`), boxed so that the steps' futures stay
-/// small. Nothing in the stack reads what routing adds
-/// (`MatchedPath`): the layers that do (metrics, sessions, rate limits) stay inside, on the
-/// router.
+/// small. Nothing in the stack reads what routing adds (`MatchedPath`): the layers that do
+/// (metrics, sessions, rate limits) stay inside, on the router.
 #[derive(Clone)]
 pub struct Chassis {
     run: Arc<dyn Fn(Request) -> BoxFuture<'static, Response> + Send + Sync>,
