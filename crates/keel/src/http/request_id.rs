@@ -92,7 +92,7 @@ pub async fn scope<F: Future>(id: RequestId, future: F) -> F::Output {
 /// Each step of the chassis prepares synchronously, builds the rest (`inner(request)`), and
 /// returns the rest's future with its own work on the response mapped onto it. An `async fn`
 /// or block would keep its arguments (the request) and the future it awaits in slots of its
-/// own beside the awaited copy, doubling the size at every step: the one boxed future of the
+/// own beside the awaited copy, doubling the size at every step: the boxed future of the
 /// chassis would be tens of kilobytes, copied into the heap on every request
 /// (`docs/performance.md`).
 pub fn assign_request_id(
