@@ -25,6 +25,16 @@ callgrind_dump() {
     mv "$(ls -t "$2/callgrind.$SERVER_PID".* | head -1)" "$3"
 }
 
+# build_keel: unless KEEL_BIN names a binary (to measure that build), builds keel as it ships —
+# scripts/build-release, the release profile optimised with the committed execution profile —
+# and sets KEEL_BIN to it.
+build_keel() {
+    if [ -z "${KEEL_BIN:-}" ]; then
+        scripts/build-release --quiet
+        KEEL_BIN="${CARGO_TARGET_DIR:-target}/profiled/release/keel"
+    fi
+}
+
 # The rate limits raised so the load is not refused (they still count every request).
 export KEEL_RATE_LIMIT__AUTH__LIMIT=1000000000 KEEL_RATE_LIMIT__API__LIMIT=1000000000 \
     KEEL_RATE_LIMIT__PUBLIC__LIMIT=1000000000

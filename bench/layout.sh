@@ -2,7 +2,8 @@
 # Regenerates crates/keel-cli/symbol-order.txt: the functions keel runs, in the order the linker
 # should place them (docs/performance.md, "Round 6").
 #
-# Usage: bench/layout.sh            (builds the release binary, runs it under callgrind, ~3 min)
+# Usage: bench/layout.sh            (makes the production build, scripts/build-release, and runs
+#                                   it under callgrind, ~3 min)
 #        KEEL_BIN=path bench/layout.sh
 #
 # Why: the kernel maps a binary's code 64 KiB around every page that is touched, and the linker
@@ -17,7 +18,8 @@
 # whatever background tasks ran meanwhile) name every function executed, by its linker symbol.
 # The request phase's functions come first, most instructions first; then start-up's.
 # Symbols the next build no longer has are skipped by the linker; new functions land after the
-# listed ones. Rerun this after large changes to the request path or dependencies.
+# listed ones. Rerun this after large changes to the request path or dependencies, and after
+# bench/pgo.sh (the execution profile changes what the build inlines, and so its symbols).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/common.sh
@@ -26,10 +28,7 @@ source bench/common.sh
 need_package valgrind valgrind
 PORT="${KEEL_BENCH_PORT:-28091}"
 ORDER="crates/keel-cli/symbol-order.txt"
-if [ -z "${KEEL_BIN:-}" ]; then
-    cargo build --release --quiet -p keel-cli
-    KEEL_BIN="${CARGO_TARGET_DIR:-target}/release/keel"
-fi
+build_keel
 WORK="$(mktemp -d)"
 trap 'stop_server; rm -rf "$WORK"' EXIT
 

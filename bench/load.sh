@@ -39,13 +39,10 @@ PORT="${KEEL_BENCH_PORT:-28080}"
 need_package wrk wrk
 
 TARGET="${CARGO_TARGET_DIR:-target}/release"
-# KEEL_BIN=PATH loads that keel binary (to compare two builds) and builds only the baseline.
-if [ -n "${KEEL_BIN:-}" ]; then
-    cargo build --release --quiet -p keel-baseline
-else
-    cargo build --release --quiet -p keel-cli -p keel-baseline
-    KEEL_BIN="$TARGET/keel"
-fi
+# KEEL_BIN=PATH loads that keel binary (to compare two builds); without it keel is built as it
+# ships (scripts/build-release).
+cargo build --release --quiet -p keel-baseline
+build_keel
 # The code layout (crates/keel-cli/build.rs) names functions by symbol; after a dependency
 # update most names change and resident code grows back by ~8 MiB until bench/layout.sh is rerun.
 ORDER=crates/keel-cli/symbol-order.txt

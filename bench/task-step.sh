@@ -7,7 +7,8 @@
 # and the thread count) and, per run, the step 10 s → 60 s.
 # `bench/task-step.sh RUNS control` runs the same loads with the task disabled: the step a
 # freshly started server's own warm-up leaves (its caches filling), to set the task's against.
-# KEEL_BIN=PATH measures that keel binary; without it the release build is made and measured.
+# KEEL_BIN=PATH measures that keel binary; without it the production build (scripts/build-release)
+# is made and measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/common.sh
@@ -17,10 +18,7 @@ RUNS="${1:-1}"
 MODE="${2:-task}"
 case "$MODE" in task | control) ;; *) echo "usage: bench/task-step.sh [runs] [control]" >&2; exit 2 ;; esac
 PORT="${KEEL_BENCH_PORT:-28190}"
-if [ -z "${KEEL_BIN:-}" ]; then
-    cargo build --release --quiet -p keel-cli
-    KEEL_BIN="${CARGO_TARGET_DIR:-target}/release/keel"
-fi
+build_keel
 WORK="$(mktemp -d)"
 trap 'stop_server; rm -rf "$WORK"' EXIT
 # RSS in MiB, then (anonymous MiB, file-backed MiB, threads): where a step is, and whether the

@@ -155,6 +155,38 @@ fn dependencies_are_compiled_in_a_layer_before_the_sources_are_copied() {
     }
 }
 
+/// The image is built as scripts/build-release builds: every crate, the dependencies in the
+/// cooked layer included, optimised with the committed execution profile.
+#[test]
+fn the_builder_optimises_every_crate_with_the_committed_execution_profile() {
+    let stages = dockerfile();
+    let builder = stages
+        .iter()
+        .find(|s| find(s, "RUN").iter().any(|i| i.args.contains("cargo chef cook")))
+        .expect("a stage cooks the dependencies");
+    let position = |pred: &dyn Fn(&Instruction) -> bool| builder.instructions.iter().position(pred);
+    let copy = position(&|i| {
+        i.keyword == "COPY" && i.args == "crates/keel-cli/keel.profdata /pgo/keel.profdata"
+    })
+    .expect("the builder copies the profile scripts/build-release uses");
+    let flags = position(&|i| {
+        i.keyword == "ENV" && i.args == "RUSTFLAGS=\"-Cprofile-use=/pgo/keel.profdata\""
+    })
+    .expect("RUSTFLAGS passes the profile to every crate");
+    let cook = position(&|i| i.keyword == "RUN" && i.args.contains("cargo chef cook"))
+        .expect("the builder cooks");
+    assert!(
+        copy < flags && flags < cook,
+        "the profile must be in place before the dependencies are compiled"
+    );
+    let script = read_repo_file("scripts/build-release");
+    assert!(
+        script.contains("readonly profile=crates/keel-cli/keel.profdata")
+            && script.contains("-Cprofile-use="),
+        "scripts/build-release uses the same profile"
+    );
+}
+
 #[test]
 fn every_copy_from_names_an_earlier_stage_and_every_context_source_exists() {
     let stages = dockerfile();
