@@ -162,7 +162,11 @@ fn the_builder_optimises_every_crate_with_the_committed_execution_profile() {
     let stages = dockerfile();
     let builder = stages
         .iter()
-        .find(|s| find(s, "RUN").iter().any(|i| i.args.contains("cargo chef cook")))
+        .find(|s| {
+            find(s, "RUN")
+                .iter()
+                .any(|i| i.args.contains("cargo chef cook"))
+        })
         .expect("a stage cooks the dependencies");
     let position = |pred: &dyn Fn(&Instruction) -> bool| builder.instructions.iter().position(pred);
     let copy = position(&|i| {
