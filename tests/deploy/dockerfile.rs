@@ -94,6 +94,18 @@ fn runtime_stage(stages: &[Stage]) -> &Stage {
     stages.last().expect("at least one stage")
 }
 
+/// The stage that builds keel (`cargo build --release`).
+fn builder_stage(stages: &[Stage]) -> &Stage {
+    stages
+        .iter()
+        .find(|s| {
+            s.instructions
+                .iter()
+                .any(|i| i.args.contains("cargo build --release"))
+        })
+        .expect("a stage runs cargo build --release")
+}
+
 fn find<'a>(stage: &'a Stage, keyword: &str) -> Vec<&'a Instruction> {
     stage
         .instructions
@@ -120,14 +132,7 @@ fn the_builder_uses_the_toolchain_pinned_in_rust_toolchain_toml() {
 #[test]
 fn dependencies_are_compiled_in_a_layer_before_the_sources_are_copied() {
     let stages = dockerfile();
-    let builder = stages
-        .iter()
-        .find(|s| {
-            s.instructions
-                .iter()
-                .any(|i| i.args.contains("cargo build --release"))
-        })
-        .expect("a stage runs cargo build --release");
+    let builder = builder_stage(&stages);
     let position = |pred: &dyn Fn(&Instruction) -> bool| builder.instructions.iter().position(pred);
     let cook = position(&|i| i.keyword == "RUN" && i.args.contains("cargo chef cook --release"))
         .expect("the builder cooks the dependencies from the recipe");
@@ -160,14 +165,7 @@ fn dependencies_are_compiled_in_a_layer_before_the_sources_are_copied() {
 #[test]
 fn the_builder_optimises_every_crate_with_the_committed_execution_profile() {
     let stages = dockerfile();
-    let builder = stages
-        .iter()
-        .find(|s| {
-            find(s, "RUN")
-                .iter()
-                .any(|i| i.args.contains("cargo chef cook"))
-        })
-        .expect("a stage cooks the dependencies");
+    let builder = builder_stage(&stages);
     let position = |pred: &dyn Fn(&Instruction) -> bool| builder.instructions.iter().position(pred);
     let copy = position(&|i| {
         i.keyword == "COPY" && i.args == "crates/keel-cli/keel.profdata /pgo/keel.profdata"
