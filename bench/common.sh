@@ -30,9 +30,17 @@ callgrind_dump() {
 # and sets KEEL_BIN to it.
 build_keel() {
     if [ -z "${KEEL_BIN:-}" ]; then
-        scripts/build-release --quiet
-        KEEL_BIN="${CARGO_TARGET_DIR:-target}/profiled/release/keel"
+        KEEL_BIN="$(scripts/build-release --quiet)"
     fi
+}
+
+# tasks_every_two_seconds: the scheduled tasks run every two seconds in the keel started next
+# (every minute and every five in production), so a profile of the request path counts their
+# code too: run for the first time in the middle of a load, scattered code brought ~1 MiB of
+# the binary's pages in at once (docs/performance.md, round 10).
+tasks_every_two_seconds() {
+    export KEEL_TASKS__PROCESS_DATA__SCHEDULE="*/2 * * * * *" \
+        KEEL_TASKS__ORDER_IMPORTER__SCHEDULE="*/2 * * * * *"
 }
 
 # The rate limits raised so the load is not refused (they still count every request).

@@ -32,12 +32,8 @@ build_keel
 WORK="$(mktemp -d)"
 trap 'stop_server; rm -rf "$WORK"' EXIT
 
-# The scheduled tasks run every two seconds here (every minute and every five in production), so
-# their code is laid out with the request path's: run for the first time in the middle of a
-# load, scattered code brought ~1 MiB of the binary's pages in at once (docs/performance.md,
-# round 10).
-export KEEL_TASKS__PROCESS_DATA__SCHEDULE="*/2 * * * * *" \
-    KEEL_TASKS__ORDER_IMPORTER__SCHEDULE="*/2 * * * * *"
+# The scheduled tasks' code is laid out with the request path's.
+tasks_every_two_seconds
 start_keel "$KEEL_BIN" "$PORT" valgrind --tool=callgrind --demangle=no \
     --callgrind-out-file="$WORK/callgrind.%p"
 callgrind_dump startup "$WORK" "$WORK/startup.out"

@@ -31,7 +31,8 @@ need_package "$PROFDATA" "llvm-$LLVM_MAJOR"
 need_package wrk wrk
 
 if [ -z "${KEEL_BIN:-}" ]; then
-    generate_dir="$(pwd)/${CARGO_TARGET_DIR:-target}/pgo-generate"
+    # Absolute: cargo runs rustc for each dependency in that dependency's own directory.
+    generate_dir="$(realpath -m "${CARGO_TARGET_DIR:-target}/pgo-generate")"
     # Build scripts and proc macros are instrumented too; what they write lands here, unused.
     RUSTFLAGS="-Cprofile-generate=$generate_dir/build-profiles" \
         cargo build --release --locked --quiet -p keel-cli --target-dir "$generate_dir"
@@ -41,8 +42,7 @@ WORK="$(mktemp -d)"
 trap 'stop_server; rm -rf "$WORK"' EXIT
 mkdir "$WORK/profiles"
 
-export KEEL_TASKS__PROCESS_DATA__SCHEDULE="*/2 * * * * *" \
-    KEEL_TASKS__ORDER_IMPORTER__SCHEDULE="*/2 * * * * *"
+tasks_every_two_seconds
 start_keel "$KEEL_BIN" "$PORT" env LLVM_PROFILE_FILE="$WORK/profiles/keel-%p.profraw"
 
 register_user pgo@example.com

@@ -106,6 +106,11 @@ fn builder_stage(stages: &[Stage]) -> &Stage {
         .expect("a stage runs cargo build --release")
 }
 
+/// Where the first instruction of `stage` that `pred` holds for is.
+fn position(stage: &Stage, pred: impl Fn(&Instruction) -> bool) -> Option<usize> {
+    stage.instructions.iter().position(pred)
+}
+
 fn find<'a>(stage: &'a Stage, keyword: &str) -> Vec<&'a Instruction> {
     stage
         .instructions
@@ -133,19 +138,24 @@ fn the_builder_uses_the_toolchain_pinned_in_rust_toolchain_toml() {
 fn dependencies_are_compiled_in_a_layer_before_the_sources_are_copied() {
     let stages = dockerfile();
     let builder = builder_stage(&stages);
-    let position = |pred: &dyn Fn(&Instruction) -> bool| builder.instructions.iter().position(pred);
-    let cook = position(&|i| i.keyword == "RUN" && i.args.contains("cargo chef cook --release"))
-        .expect("the builder cooks the dependencies from the recipe");
-    let copy_sources = position(&|i| i.keyword == "COPY" && i.args == ". .")
+    let cook = position(builder, |i| {
+        i.keyword == "RUN" && i.args.contains("cargo chef cook --release")
+    })
+    .expect("the builder cooks the dependencies from the recipe");
+    let copy_sources = position(builder, |i| i.keyword == "COPY" && i.args == ". .")
         .expect("the builder copies the sources");
-    let build = position(&|i| i.keyword == "RUN" && i.args.contains("cargo build --release"))
-        .expect("the builder builds keel");
+    let build = position(builder, |i| {
+        i.keyword == "RUN" && i.args.contains("cargo build --release")
+    })
+    .expect("the builder builds keel");
     assert!(
         cook < copy_sources && copy_sources < build,
         "order must be cook, COPY . ., build"
     );
-    let recipe_copy = position(&|i| i.keyword == "COPY" && i.args.contains("recipe.json"))
-        .expect("the recipe comes from the planner");
+    let recipe_copy = position(builder, |i| {
+        i.keyword == "COPY" && i.args.contains("recipe.json")
+    })
+    .expect("the recipe comes from the planner");
     assert!(recipe_copy < cook);
     // Reproducible: the lockfile decides every version, in both cargo invocations.
     for i in &builder.instructions {
@@ -166,17 +176,18 @@ fn dependencies_are_compiled_in_a_layer_before_the_sources_are_copied() {
 fn the_builder_optimises_every_crate_with_the_committed_execution_profile() {
     let stages = dockerfile();
     let builder = builder_stage(&stages);
-    let position = |pred: &dyn Fn(&Instruction) -> bool| builder.instructions.iter().position(pred);
-    let copy = position(&|i| {
+    let copy = position(builder, |i| {
         i.keyword == "COPY" && i.args == "crates/keel-cli/keel.profdata /pgo/keel.profdata"
     })
     .expect("the builder copies the profile scripts/build-release uses");
-    let flags = position(&|i| {
+    let flags = position(builder, |i| {
         i.keyword == "ENV" && i.args == "RUSTFLAGS=\"-Cprofile-use=/pgo/keel.profdata\""
     })
     .expect("RUSTFLAGS passes the profile to every crate");
-    let cook = position(&|i| i.keyword == "RUN" && i.args.contains("cargo chef cook"))
-        .expect("the builder cooks");
+    let cook = position(builder, |i| {
+        i.keyword == "RUN" && i.args.contains("cargo chef cook")
+    })
+    .expect("the builder cooks");
     assert!(
         copy < flags && flags < cook,
         "the profile must be in place before the dependencies are compiled"
