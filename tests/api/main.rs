@@ -12,6 +12,7 @@ mod support;
 mod background;
 mod background_roles;
 mod binary_config;
+mod binary_runtime;
 mod binary_serve;
 mod chassis_errors;
 mod chassis_headers;

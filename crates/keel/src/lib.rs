@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod lock;
 pub mod memory;
 pub mod metrics;
+pub mod placement;
 pub mod platform;
 pub mod readiness;
 pub mod reload;

@@ -11,4 +11,4 @@ pub use app::{
     spawn_full_app,
 };
 pub use mongo_server::TestMongoServer;
-pub use process::{KeelProcess, every_second_config, keel_command, repo_config_dir};
+pub use process::{DEADLINE, KeelProcess, every_second_config, keel_command, repo_config_dir};

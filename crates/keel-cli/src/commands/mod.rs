@@ -13,9 +13,11 @@ pub mod worker_run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
 use keel::config::{Config, LoadOptions};
+use keel::placement::Placement;
 
 /// Exit status for an invalid configuration (`serve`, `config check`, …).
 pub const EXIT_CONFIG: u8 = 2;
@@ -53,7 +55,8 @@ pub fn load_config_with(options: &LoadOptions) -> Result<Config, ExitCode> {
 }
 
 /// What every long-running command starts before its work: telemetry (logs, traces) and the
-/// async runtime. On failure prints why and returns the exit code to use.
+/// async runtime, its workers placed on the CPUs as `[runtime]` says (`keel::placement`). On
+/// failure prints why and returns the exit code to use.
 pub fn start_process(
     config: &Config,
 ) -> Result<(keel::telemetry::TelemetryGuard, tokio::runtime::Runtime), ExitCode> {
@@ -61,9 +64,28 @@ pub fn start_process(
         eprintln!("keel: {e}");
         ExitCode::FAILURE
     })?;
+    let workers =
+        keel::placement::worker_count(std::env::var("TOKIO_WORKER_THREADS").ok().as_deref())
+            .map_err(|e| {
+                eprintln!("keel: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            })?;
+    let (placement, unpinned) = Placement::for_this_process(&config.runtime, workers);
+    tracing::info!(
+        workers,
+        cpus = ?placement.cpus(),
+        batch = placement.batch(),
+        unpinned = unpinned.as_deref(),
+        "async runtime workers"
+    );
+    let placement = Arc::new(placement);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
-        .on_thread_park(crate::alloc::collect_retained)
+        .on_thread_park(move || {
+            placement.on_park();
+            crate::alloc::collect_retained();
+        })
         .build()
         .map_err(|e| {
             eprintln!("keel: cannot start the async runtime: {e}");

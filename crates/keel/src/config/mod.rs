@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::jobs::JobsConfig;
 pub use crate::metrics::MetricsConfig;
+pub use crate::placement::RuntimeConfig;
 use crate::secrets::Secret;
 pub use crate::secrets::startup::SecretsConfig;
 pub use crate::store::DatabaseConfig;
@@ -93,6 +94,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[metrics]`: the Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// `[runtime]`: where the async runtime's worker threads run.
+    pub runtime: RuntimeConfig,
     /// `[workers]`: the CPU worker pool.
     pub workers: WorkersConfig,
     /// `[jobs]`: this process's consumption of the durable job queue.
