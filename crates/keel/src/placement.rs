@@ -86,7 +86,7 @@ impl Placement {
             (
                 Vec::new(),
                 Some(format!(
-                    "{workers} workers for {} CPUs: pinning them would stack processes on the same CPUs",
+                    "{workers} workers for {} CPUs: workers are pinned only when they are as many",
                     allowed.len()
                 )),
             )
