@@ -5,6 +5,8 @@
 
 use std::collections::BTreeSet;
 
+use keel::placement::allowed_cpus;
+
 use crate::helpers::{DEADLINE, KeelProcess, keel_command};
 use crate::support::eventually_within;
 
@@ -67,19 +69,6 @@ fn threads(pid: u32) -> Vec<Thread> {
     threads
 }
 
-/// The CPUs this test process may run on (as the child keel inherits them).
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is the empty set; the kernel writes at most its size.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: pid 0 is the calling thread; pointer and size describe `set`.
-    let r = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
-    assert_eq!(r, 0, "sched_getaffinity");
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: every index below CPU_SETSIZE is a bit of `set`.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect()
-}
-
 /// Waits until `workers` threads have renamed themselves `keel-async-K` and returns them.
 async fn async_workers(keel: &KeelProcess, workers: usize) -> Vec<Thread> {
     let pid = keel.pid();
@@ -99,7 +88,7 @@ async fn async_workers(keel: &KeelProcess, workers: usize) -> Vec<Thread> {
 
 #[tokio::test]
 async fn each_async_worker_runs_on_its_own_cpu_under_sched_batch() {
-    let allowed = allowed_cpus();
+    let allowed = allowed_cpus().unwrap();
     let count = allowed.len().to_string();
     // As many workers as CPUs, whatever a CPU quota would make the default.
     let keel = KeelProcess::serve(&[("TOKIO_WORKER_THREADS", &count)]);
@@ -134,7 +123,7 @@ async fn each_async_worker_runs_on_its_own_cpu_under_sched_batch() {
 
 #[tokio::test]
 async fn workers_are_left_to_the_kernel_when_switched_off_or_outnumbering_the_cpus() {
-    let allowed = allowed_cpus();
+    let allowed = allowed_cpus().unwrap();
     let everywhere = own_cpus();
 
     let keel = KeelProcess::serve(&[

@@ -95,7 +95,7 @@ impl Placement {
         };
         let placement = Placement {
             cpus,
-            batch: config.batch_workers,
+            batch: config.batch_workers && cfg!(target_os = "linux"),
             next: AtomicUsize::new(0),
         };
         (placement, unpinned)
@@ -104,13 +104,9 @@ impl Placement {
     /// The plan for this process, its CPUs read from the kernel (Linux; elsewhere nothing is
     /// changed).
     pub fn for_this_process(config: &RuntimeConfig, workers: usize) -> (Placement, Option<String>) {
-        match sys::allowed_cpus() {
+        match allowed_cpus() {
             Ok(allowed) => Self::plan(config, workers, &allowed),
-            Err(reason) => {
-                let (mut placement, _) = Self::plan(config, workers, &[]);
-                placement.batch &= cfg!(target_os = "linux");
-                (placement, Some(reason))
-            }
+            Err(reason) => (Self::plan(config, workers, &[]).0, Some(reason)),
         }
     }
 
@@ -147,11 +143,15 @@ impl Placement {
     }
 }
 
+/// The CPUs this process may run on, in increasing order (`sched_getaffinity`; Linux).
+pub fn allowed_cpus() -> Result<Vec<usize>, String> {
+    sys::allowed_cpus()
+}
+
 #[cfg(target_os = "linux")]
 mod sys {
     use std::io;
 
-    /// The CPUs this process may run on, in increasing order.
     pub fn allowed_cpus() -> Result<Vec<usize>, String> {
         // SAFETY: cpu_set_t is plain bits; zeroed is the empty set, and the kernel writes at
         // most size_of::<cpu_set_t>() bytes into it.
@@ -178,33 +178,33 @@ mod sys {
         // it is below CPU_SETSIZE.
         unsafe { libc::CPU_SET(cpu, &mut set) };
         // SAFETY: pid 0 is the calling thread; the pointer and size describe `set`.
-        let r = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        status(unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) })
     }
 
     /// Moves the calling thread to SCHED_BATCH (any thread may: it asks for no privilege).
     pub fn batch_policy() -> io::Result<()> {
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: pid 0 is the calling thread; `param` lives across the call.
-        let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
-        if r == 0 {
+        status(unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) })
+    }
+
+    /// A system call's 0 / -1 (with errno) as a result.
+    fn status(returned: libc::c_int) -> io::Result<()> {
+        if returned == 0 {
             Ok(())
         } else {
             Err(io::Error::last_os_error())
         }
     }
 
-    /// The calling thread's name as the kernel shows it (15 bytes at most).
+    /// The calling thread's name as the kernel shows it (it keeps the first 15 bytes).
     pub fn set_name(name: &str) {
-        let mut bytes: Vec<u8> = name.bytes().filter(|&b| b != 0).take(15).collect();
-        bytes.push(0);
-        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which
-        // `bytes` is and outlives the call.
-        unsafe { libc::prctl(libc::PR_SET_NAME, bytes.as_ptr()) };
+        let Ok(name) = std::ffi::CString::new(name) else {
+            return;
+        };
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string, which `name` is; it outlives the
+        // call.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
     }
 }
 
@@ -242,7 +242,7 @@ mod tests {
     fn one_worker_per_cpu_when_they_are_as_many() {
         let (placement, why) = Placement::plan(&config(true, true), 2, &[2, 5]);
         assert_eq!(placement.cpus(), &[2, 5]);
-        assert!(placement.batch());
+        assert_eq!(placement.batch(), cfg!(target_os = "linux"));
         assert_eq!(why, None);
     }
 
@@ -255,7 +255,7 @@ mod tests {
 
         let (placement, why) = Placement::plan(&config(false, true), 2, &[0, 1]);
         assert!(placement.cpus().is_empty());
-        assert!(placement.batch());
+        assert_eq!(placement.batch(), cfg!(target_os = "linux"));
         assert!(why.unwrap().contains("pin_workers is off"));
     }
 
@@ -273,7 +273,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn this_process_may_use_at_least_one_cpu() {
-        let allowed = sys::allowed_cpus().unwrap();
+        let allowed = allowed_cpus().unwrap();
         assert!(!allowed.is_empty());
         assert!(allowed.windows(2).all(|w| w[0] < w[1]));
     }
@@ -281,7 +281,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_parking_thread_places_itself_once() {
-        let allowed = sys::allowed_cpus().unwrap();
+        let allowed = allowed_cpus().unwrap();
         let (placement, _) = Placement::plan(&config(true, false), allowed.len(), &allowed);
         std::thread::scope(|scope| {
             scope
@@ -290,7 +290,7 @@ mod tests {
                     placement.on_park(); // the second park changes nothing
                     let name = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
                     assert_eq!(name.trim(), "keel-async-0");
-                    assert_eq!(sys::allowed_cpus().unwrap(), vec![allowed[0]]);
+                    assert_eq!(allowed_cpus().unwrap(), vec![allowed[0]]);
                 })
                 .join()
                 .unwrap();
