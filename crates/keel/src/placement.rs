@@ -24,6 +24,7 @@
 //! settings are accepted and nothing is changed.
 
 use std::cell::Cell;
+use std::ffi::OsStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
@@ -50,15 +51,15 @@ impl Default for RuntimeConfig {
 /// How many worker threads the runtime gets: `TOKIO_WORKER_THREADS` when set (tokio's own
 /// variable, honoured as tokio would, but a bad value is a start-up error instead of tokio's
 /// panic), else one per CPU available (`available_parallelism`, which counts a cgroup quota).
-pub fn worker_count(from_env: Option<&str>) -> Result<usize, String> {
-    match from_env {
-        Some(text) => match text.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!(
-                "TOKIO_WORKER_THREADS must be a whole number of threads ≥ 1, not {text:?}"
-            )),
-        },
-        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+pub fn worker_count(from_env: Option<&OsStr>) -> Result<usize, String> {
+    let Some(value) = from_env else {
+        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    };
+    match value.to_str().map(|text| text.trim().parse::<usize>()) {
+        Some(Ok(n)) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "TOKIO_WORKER_THREADS must be a whole number of threads ≥ 1, not {value:?}"
+        )),
     }
 }
 
@@ -261,11 +262,18 @@ mod tests {
 
     #[test]
     fn the_worker_count_comes_from_tokios_variable_or_the_cpus() {
-        assert_eq!(worker_count(Some("3")), Ok(3));
-        assert_eq!(worker_count(Some(" 1 ")), Ok(1));
+        assert_eq!(worker_count(Some(OsStr::new("3"))), Ok(3));
+        assert_eq!(worker_count(Some(OsStr::new(" 1 "))), Ok(1));
         assert!(worker_count(None).unwrap() >= 1);
         for bad in ["0", "-1", "two", ""] {
-            let error = worker_count(Some(bad)).unwrap_err();
+            let error = worker_count(Some(OsStr::new(bad))).unwrap_err();
+            assert!(error.contains("TOKIO_WORKER_THREADS"), "{error}");
+        }
+        #[cfg(unix)]
+        {
+            // Not UTF-8: refused like any other bad value, not taken for "unset".
+            use std::os::unix::ffi::OsStrExt;
+            let error = worker_count(Some(OsStr::from_bytes(b"2\xff"))).unwrap_err();
             assert!(error.contains("TOKIO_WORKER_THREADS"), "{error}");
         }
     }

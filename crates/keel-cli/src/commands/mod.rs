@@ -65,7 +65,7 @@ pub fn start_process(
         ExitCode::FAILURE
     })?;
     let workers =
-        keel::placement::worker_count(std::env::var("TOKIO_WORKER_THREADS").ok().as_deref())
+        keel::placement::worker_count(std::env::var_os("TOKIO_WORKER_THREADS").as_deref())
             .map_err(|e| {
                 eprintln!("keel: {e}");
                 ExitCode::from(EXIT_CONFIG)
